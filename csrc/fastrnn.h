@@ -1,0 +1,126 @@
+/*
+ * fastrnn C kernels: one layer, one direction of an RNN / LSTM / GRU, forward and BPTT.
+ *
+ * This header is the contract between the C kernels and their caller (fastrnn/_core.pyx).
+ * The kernels never allocate, never touch Python, and may run without the GIL.
+ *
+ * ---------------------------------------------------------------------------------------------
+ * Shape legend
+ *   T  time steps             B  batch size            D  input features
+ *   H  hidden size            G  gates per cell: 1 (RNN), 4 (LSTM), 3 (GRU)
+ *   "(T,B,H)" means a C-contiguous row-major array of T*B*H elements; a trailing ",ld" means the
+ *   last dimension is strided: element (t,b,j) lives at p[(t*B + b)*ld + j], j < H <= ld.
+ *
+ * Gate order (PyTorch's, so state dicts move without reordering)
+ *   LSTM: i, f, g, o      c' = f*c + i*g,  h' = o*tanh(c')
+ *   GRU : r, z, n         n  = tanh(W_in x + b_in + r*(W_hn h + b_hn)),  h' = (1-z)*n + z*h
+ *   RNN : h' = tanh(...) or relu(...)
+ *   Weights: w_ih (G*H, D), w_hh (G*H, H), biases (G*H); block k of rows is gate k.
+ *
+ * Direction and variable lengths
+ *   Step s = 0..T-1 of the recurrence processes, for batch row b, the time position
+ *     t_b(s) = s                     (forward)
+ *     t_b(s) = len_b - 1 - s         (reverse)
+ *   and row b is active while s < len_b (len_b = T when lengths == NULL). An inactive row keeps
+ *   its state, so the final state of row b is the state after its last valid position; this is
+ *   PyTorch's packed-sequence semantics, with no sorting by length needed.
+ *   Outputs and saved activations are stored at time positions (t,b), so whole-sequence GEMMs
+ *   can run over all T*B rows; positions t >= len_b are written as zero.
+ *
+ * Buffers of a training forward that backward needs (saved-for-backward, (T,B,.) time layout):
+ *   act   (T,B,G*H)  post-activation gates: RNN h; LSTM i,f,g,o; GRU r,z,n
+ *   hprev (T,B,H)    the state h entering the step that produced position (t,b)
+ *   aux   (T,B,A*H)  LSTM A=2: [c entering the step | tanh(c leaving it)];
+ *                    GRU  A=1: [W_hn h + b_hn];  RNN A=0 (pass NULL)
+ *   With hprev == NULL the forward is inference-only: nothing is saved, `act` is scratch and
+ *   `aux` is ignored.
+ *
+ * Accumulate-vs-assign rules
+ *   Parameter gradients (dw_ih, dw_hh, db_ih, db_hh) ACCUMULATE (+=): truncated BPTT and
+ *   multiple losses add up without extra buffers. Input and state gradients (dx, dh0, dc0) are
+ *   ASSIGNED, except that dx accumulates when accumulate_dx != 0 (the second direction of a
+ *   bidirectional layer adds its share to the same dx).
+ *
+ * Aliasing
+ *   No output buffer may alias any other buffer, with one exception: y may be a strided view into
+ *   a wider (T,B,2H) output shared by the two directions (each writes its own H columns).
+ *
+ * Threads: the kernels are reentrant; BLAS may use its own threads inside a GEMM.
+ * ---------------------------------------------------------------------------------------------
+ */
+#ifndef FASTRNN_H
+#define FASTRNN_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3 } fr_cell;
+
+/* Gates per cell (G) and aux columns per hidden unit (A). */
+int fr_gates(fr_cell cell);
+int fr_aux(fr_cell cell);
+
+/* Scratch sizes in elements (of the kernel's dtype). */
+long fr_forward_ws_size(fr_cell cell, int B, int H);   /* B*G*H + 2*B*H */
+long fr_backward_ws_size(fr_cell cell, int B, int H);  /* 3*B*H + B*G*H */
+
+/*
+ * Forward over a whole sequence for one layer and one direction.
+ *   x      (T,B,D)       input
+ *   h0     (B,H)         initial state;            c0 (B,H) LSTM only, else NULL
+ *   w_ih   (G*H,D)  w_hh (G*H,H)  b_ih, b_hh (G*H) or both NULL (no bias)
+ *   y      (T,B,H,ldy)   out: outputs (0 past each length)
+ *   h_n    (B,H)         out: final state;          c_n (B,H) LSTM only, else NULL
+ *   act    (T,B,G*H)     out (saved) in training, scratch in inference
+ *   hprev  (T,B,H)       out (saved), or NULL for inference
+ *   aux    (T,B,A*H)     out (saved) in training; NULL for RNN or inference
+ *   lengths (B)          int lengths in 1..T, or NULL for all T (validated by the caller)
+ *   ws     (fr_forward_ws_size) scratch
+ */
+void fr_forward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+                    const float *x, const float *h0, const float *c0,
+                    const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh,
+                    float *y, int ldy, float *h_n, float *c_n,
+                    float *act, float *hprev, float *aux, float *ws);
+void fr_forward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+                    const double *x, const double *h0, const double *c0,
+                    const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh,
+                    double *y, int ldy, double *h_n, double *c_n,
+                    double *act, double *hprev, double *aux, double *ws);
+
+/*
+ * Backpropagation through time for one layer and one direction, from a training forward.
+ *   x, w_ih, w_hh, lengths, act, hprev, aux: as given to / produced by the forward
+ *   dy     (T,B,H,ldy)   gradient w.r.t. y, or NULL (zero)
+ *   dh_n   (B,H)         gradient w.r.t. h_n, or NULL;   dc_n (B,H) LSTM only, or NULL
+ *   dx     (T,B,D)       out: assigned (accumulated if accumulate_dx), or NULL to skip
+ *   dh0    (B,H)         out: assigned;                  dc0 (B,H) LSTM only, else NULL
+ *   dw_ih  (G*H,D)  dw_hh (G*H,H)  db_ih, db_hh (G*H) or NULL: accumulated (+=)
+ *   dgx    (T,B,G*H)     scratch: gradient w.r.t. the input-side gate pre-activations
+ *   dgh    (T,B,G*H)     scratch, GRU only (its n block differs from dgx by the factor r); else NULL
+ *   ws     (fr_backward_ws_size) scratch
+ */
+void fr_backward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+                     const float *x, const float *w_ih, const float *w_hh,
+                     const float *act, const float *hprev, const float *aux,
+                     const float *dy, int ldy, const float *dh_n, const float *dc_n,
+                     float *dx, int accumulate_dx, float *dh0, float *dc0,
+                     float *dw_ih, float *dw_hh, float *db_ih, float *db_hh,
+                     float *dgx, float *dgh, float *ws);
+void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+                     const double *x, const double *w_ih, const double *w_hh,
+                     const double *act, const double *hprev, const double *aux,
+                     const double *dy, int ldy, const double *dh_n, const double *dc_n,
+                     double *dx, int accumulate_dx, double *dh0, double *dc0,
+                     double *dw_ih, double *dw_hh, double *db_ih, double *db_hh,
+                     double *dgx, double *dgh, double *ws);
+
+/* BLAS thread control (OpenBLAS from the scipy-openblas32 wheel). */
+void fr_set_num_threads(int n);
+int fr_get_num_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

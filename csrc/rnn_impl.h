@@ -1,0 +1,265 @@
+/*
+ * Kernel bodies, written once and compiled per dtype: fastrnn.c includes this file twice with
+ *   REAL  float | double          SFX(name)  name##_f32 | name##_f64
+ *   GEMM  scipy_cblas_sgemm | scipy_cblas_dgemm
+ *   EXP, TANH  expf/tanhf | exp/tanh
+ * The contract (shapes, saved buffers, accumulate rules) is in fastrnn.h.
+ */
+
+static inline REAL SFX(sigm)(REAL v) { return (REAL)1 / ((REAL)1 + EXP(-v)); }
+
+/* Row-major C (M,N) = alpha * op(A) op(B) + beta * C, with op chosen by the ta/tb flags. */
+static inline void SFX(gemm)(int ta, int tb, int M, int N, int K, const REAL *A, int lda,
+                             const REAL *Bm, int ldb, REAL beta, REAL *C, int ldc)
+{
+    GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+         M, N, K, (REAL)1, A, lda, Bm, ldb, beta, C, ldc);
+}
+
+/* Time position of batch row b at step s (see "Direction and variable lengths"). */
+static inline int SFX(pos)(int s, int b, int T, int reverse, const int *lengths)
+{
+    if (!reverse) return s;
+    return (lengths ? lengths[b] : T) - 1 - s;
+}
+
+/* ---- pointwise cell steps: one active batch row -------------------------------------------- */
+
+/* gx (G*H): input projection + folded biases for this (t,b), overwritten with activations.
+ * gh (G*H): recurrent projection W_hh h for this row.  h, c (H): running state, updated. */
+static inline void SFX(lstm_row)(int H, REAL *gx, const REAL *gh, REAL *h, REAL *c,
+                                 REAL *y, REAL *aux /* (2H) or NULL */)
+{
+    for (int j = 0; j < H; ++j) {
+        REAL i = SFX(sigm)(gx[j] + gh[j]);
+        REAL f = SFX(sigm)(gx[H + j] + gh[H + j]);
+        REAL g = TANH(gx[2 * H + j] + gh[2 * H + j]);
+        REAL o = SFX(sigm)(gx[3 * H + j] + gh[3 * H + j]);
+        REAL cn = f * c[j] + i * g;
+        REAL tc = TANH(cn);
+        if (aux) { aux[j] = c[j]; aux[H + j] = tc; }
+        gx[j] = i; gx[H + j] = f; gx[2 * H + j] = g; gx[3 * H + j] = o;
+        c[j] = cn;
+        h[j] = o * tc;
+        y[j] = h[j];
+    }
+}
+
+/* b_hn (H) or NULL: the n-block recurrent bias, which PyTorch applies inside r*(...). */
+static inline void SFX(gru_row)(int H, REAL *gx, const REAL *gh, const REAL *b_hn, REAL *h,
+                                REAL *y, REAL *aux /* (H) or NULL */)
+{
+    for (int j = 0; j < H; ++j) {
+        REAL r = SFX(sigm)(gx[j] + gh[j]);
+        REAL z = SFX(sigm)(gx[H + j] + gh[H + j]);
+        REAL hn = gh[2 * H + j] + (b_hn ? b_hn[j] : (REAL)0);
+        REAL n = TANH(gx[2 * H + j] + r * hn);
+        if (aux) aux[j] = hn;
+        gx[j] = r; gx[H + j] = z; gx[2 * H + j] = n;
+        h[j] = ((REAL)1 - z) * n + z * h[j];
+        y[j] = h[j];
+    }
+}
+
+static inline void SFX(rnn_row)(int H, int relu, REAL *gx, const REAL *gh, REAL *h, REAL *y)
+{
+    for (int j = 0; j < H; ++j) {
+        REAL v = gx[j] + gh[j];
+        v = relu ? (v > 0 ? v : (REAL)0) : TANH(v);
+        gx[j] = v;
+        h[j] = v;
+        y[j] = v;
+    }
+}
+
+/* ---- forward ---------------------------------------------------------------------------- */
+
+void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+                     const REAL *x, const REAL *h0, const REAL *c0,
+                     const REAL *w_ih, const REAL *w_hh, const REAL *b_ih, const REAL *b_hh,
+                     REAL *y, int ldy, REAL *h_n, REAL *c_n,
+                     REAL *act, REAL *hprev, REAL *aux, REAL *ws)
+{
+    const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell);
+    const long TB = (long)T * B;
+    REAL *gh = ws;                      /* (B,GH) recurrent projection of the current step */
+    REAL *h = ws + (long)B * GH;        /* (B,H) running state */
+    REAL *c = h + (long)B * H;          /* (B,H) running cell state, LSTM */
+    const REAL *b_hn = (cell == FR_GRU && b_hh) ? b_hh + 2 * H : NULL;
+    int maxlen = T;
+
+    /* Biases go into act first so the input GEMM adds onto them (beta = 1). b_hh is folded in
+     * wherever it is purely additive: everywhere except GRU's n block, which sits inside r*(.). */
+    if (b_ih) {
+        const int fold = (cell == FR_GRU) ? 2 * H : GH;
+        for (long row = 0; row < TB; ++row) {
+            REAL *a = act + row * GH;
+            for (int k = 0; k < GH; ++k) a[k] = b_ih[k] + (k < fold ? b_hh[k] : (REAL)0);
+        }
+    }
+    SFX(gemm)(0, 1, (int)TB, GH, D, x, D, w_ih, D, b_ih ? (REAL)1 : (REAL)0, act, GH);
+
+    if (lengths) {
+        maxlen = 0;
+        for (int b = 0; b < B; ++b) if (lengths[b] > maxlen) maxlen = lengths[b];
+        /* Padded positions are never visited: give them defined values (outputs zero, and
+         * hprev zero so backward's whole-sequence GEMMs multiply zeros by zeros there). */
+        for (int t = 0; t < T; ++t)
+            for (int b = 0; b < B; ++b)
+                if (t >= lengths[b]) {
+                    memset(y + ((long)t * B + b) * ldy, 0, sizeof(REAL) * H);
+                    if (hprev) memset(hprev + ((long)t * B + b) * H, 0, sizeof(REAL) * H);
+                }
+    }
+
+    memcpy(h, h0, sizeof(REAL) * B * H);
+    if (cell == FR_LSTM) memcpy(c, c0, sizeof(REAL) * B * H);
+
+    for (int s = 0; s < maxlen; ++s) {
+        SFX(gemm)(0, 1, B, GH, H, h, H, w_hh, H, (REAL)0, gh, GH);
+        for (int b = 0; b < B; ++b) {
+            if (lengths && s >= lengths[b]) continue;
+            const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
+            REAL *hb = h + (long)b * H;
+            REAL *gxr = act + row * GH, *yr = y + row * ldy;
+            REAL *auxr = (hprev && A) ? aux + row * A * H : NULL;
+            if (hprev) memcpy(hprev + row * H, hb, sizeof(REAL) * H);
+            switch (cell) {
+            case FR_LSTM: SFX(lstm_row)(H, gxr, gh + (long)b * GH, hb, c + (long)b * H, yr, auxr); break;
+            case FR_GRU:  SFX(gru_row)(H, gxr, gh + (long)b * GH, b_hn, hb, yr, auxr); break;
+            default:      SFX(rnn_row)(H, cell == FR_RNN_RELU, gxr, gh + (long)b * GH, hb, yr); break;
+            }
+        }
+    }
+    memcpy(h_n, h, sizeof(REAL) * B * H);
+    if (cell == FR_LSTM) memcpy(c_n, c, sizeof(REAL) * B * H);
+}
+
+/* ---- backward ------------------------------------------------------------------------- */
+
+/* Per-row gradient of one step. dht (H): total gradient w.r.t. the state leaving the step.
+ * Writes the gate-pre-activation gradients (dgx, and dgh for GRU) and the direct (non-GEMM)
+ * part of the gradient w.r.t. the entering state into dhp. */
+static inline void SFX(lstm_row_bwd)(int H, const REAL *a, const REAL *aux, const REAL *dht,
+                                     REAL *dc, REAL *dgx, REAL *dhp)
+{
+    for (int j = 0; j < H; ++j) {
+        REAL i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
+        REAL cp = aux[j], tc = aux[H + j];
+        REAL dct = dc[j] + dht[j] * o * ((REAL)1 - tc * tc);
+        dgx[j] = dct * g * i * ((REAL)1 - i);
+        dgx[H + j] = dct * cp * f * ((REAL)1 - f);
+        dgx[2 * H + j] = dct * i * ((REAL)1 - g * g);
+        dgx[3 * H + j] = dht[j] * tc * o * ((REAL)1 - o);
+        dc[j] = dct * f;
+        dhp[j] = 0;
+    }
+}
+
+static inline void SFX(gru_row_bwd)(int H, const REAL *a, const REAL *aux, const REAL *hp,
+                                    const REAL *dht, REAL *dgx, REAL *dgh, REAL *dhp)
+{
+    for (int j = 0; j < H; ++j) {
+        REAL r = a[j], z = a[H + j], n = a[2 * H + j], hn = aux[j];
+        REAL dnp = dht[j] * ((REAL)1 - z) * ((REAL)1 - n * n);
+        REAL drp = dnp * hn * r * ((REAL)1 - r);
+        REAL dzp = dht[j] * (hp[j] - n) * z * ((REAL)1 - z);
+        dgx[j] = drp; dgx[H + j] = dzp; dgx[2 * H + j] = dnp;
+        dgh[j] = drp; dgh[H + j] = dzp; dgh[2 * H + j] = dnp * r;
+        dhp[j] = dht[j] * z;
+    }
+}
+
+static inline void SFX(rnn_row_bwd)(int H, int relu, const REAL *a, const REAL *dht,
+                                    REAL *dgx, REAL *dhp)
+{
+    for (int j = 0; j < H; ++j) {
+        REAL v = a[j];
+        dgx[j] = relu ? (v > 0 ? dht[j] : (REAL)0) : dht[j] * ((REAL)1 - v * v);
+        dhp[j] = 0;
+    }
+}
+
+/* bias gradient: db (N) += column sums of g (M,N) */
+static void SFX(colsum_add)(long M, int N, const REAL *g, REAL *db)
+{
+    for (long m = 0; m < M; ++m)
+        for (int k = 0; k < N; ++k) db[k] += g[m * N + k];
+}
+
+void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+                      const REAL *x, const REAL *w_ih, const REAL *w_hh,
+                      const REAL *act, const REAL *hprev, const REAL *aux,
+                      const REAL *dy, int ldy, const REAL *dh_n, const REAL *dc_n,
+                      REAL *dx, int accumulate_dx, REAL *dh0, REAL *dc0,
+                      REAL *dw_ih, REAL *dw_hh, REAL *db_ih, REAL *db_hh,
+                      REAL *dgx, REAL *dgh, REAL *ws)
+{
+    const int GH = fr_gates(cell) * H;
+    const long TB = (long)T * B;
+    REAL *dh = ws;                      /* (B,H) gradient w.r.t. the state leaving step s */
+    REAL *dhp = ws + (long)B * H;       /* (B,H) same for the state entering step s */
+    REAL *dc = ws + 2L * B * H;         /* (B,H) LSTM cell-state gradient, updated in place */
+    REAL *step = ws + 3L * B * H;       /* (B,GH) this step's recurrent-side gate gradients,
+                                           gathered when rows sit at different time positions */
+    REAL *rec = dgh ? dgh : dgx;        /* recurrent-side gate gradients: equal to dgx except GRU */
+    const int scattered = reverse && lengths != NULL;
+    int maxlen = T;
+
+    if (lengths) {
+        maxlen = 0;
+        for (int b = 0; b < B; ++b) if (lengths[b] > maxlen) maxlen = lengths[b];
+        /* Padded positions must contribute nothing to the whole-sequence GEMMs below. */
+        memset(dgx, 0, sizeof(REAL) * TB * GH);
+        if (dgh) memset(dgh, 0, sizeof(REAL) * TB * GH);
+    }
+    if (dh_n) memcpy(dh, dh_n, sizeof(REAL) * B * H); else memset(dh, 0, sizeof(REAL) * B * H);
+    if (cell == FR_LSTM) {
+        if (dc_n) memcpy(dc, dc_n, sizeof(REAL) * B * H); else memset(dc, 0, sizeof(REAL) * B * H);
+    }
+
+    for (int s = maxlen - 1; s >= 0; --s) {
+        for (int b = 0; b < B; ++b) {
+            REAL *dhb = dh + (long)b * H, *dhpb = dhp + (long)b * H;
+            if (lengths && s >= lengths[b]) {
+                /* inactive: the state passes through unchanged, and so does its gradient */
+                memcpy(dhpb, dhb, sizeof(REAL) * H);
+                if (scattered) memset(step + (long)b * GH, 0, sizeof(REAL) * GH);
+                continue;
+            }
+            const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
+            if (dy) {
+                const REAL *dyr = dy + row * ldy;
+                for (int j = 0; j < H; ++j) dhb[j] += dyr[j];
+            }
+            switch (cell) {
+            case FR_LSTM:
+                SFX(lstm_row_bwd)(H, act + row * GH, aux + row * 2L * H, dhb, dc + (long)b * H,
+                                  dgx + row * GH, dhpb);
+                break;
+            case FR_GRU:
+                SFX(gru_row_bwd)(H, act + row * GH, aux + row * H, hprev + row * H, dhb,
+                                 dgx + row * GH, dgh + row * GH, dhpb);
+                break;
+            default:
+                SFX(rnn_row_bwd)(H, cell == FR_RNN_RELU, act + row * GH, dhb, dgx + row * GH, dhpb);
+                break;
+            }
+            if (scattered) memcpy(step + (long)b * GH, rec + row * GH, sizeof(REAL) * GH);
+        }
+        /* Unscattered steps read their B rows straight from the time-layout buffer. */
+        const REAL *dstep = scattered ? step
+                                      : rec + (long)SFX(pos)(s, 0, T, reverse, NULL) * B * GH;
+        SFX(gemm)(0, 0, B, H, GH, dstep, GH, w_hh, H, (REAL)1, dhp, H);
+        REAL *tmp = dh; dh = dhp; dhp = tmp;
+    }
+    memcpy(dh0, dh, sizeof(REAL) * B * H);
+    if (cell == FR_LSTM) memcpy(dc0, dc, sizeof(REAL) * B * H);
+
+    /* Whole-sequence GEMMs: one pass over all T*B rows instead of T small ones. */
+    SFX(gemm)(1, 0, GH, D, (int)TB, dgx, GH, x, D, (REAL)1, dw_ih, D);
+    SFX(gemm)(1, 0, GH, H, (int)TB, rec, GH, hprev, H, (REAL)1, dw_hh, H);
+    if (db_ih) SFX(colsum_add)(TB, GH, dgx, db_ih);
+    if (db_hh) SFX(colsum_add)(TB, GH, rec, db_hh);
+    if (dx) SFX(gemm)(0, 0, (int)TB, D, GH, dgx, GH, w_ih, D, accumulate_dx ? (REAL)1 : (REAL)0, dx, D);
+}

@@ -1,0 +1,449 @@
+"""Recurrent layers and cells with PyTorch's parameter layout, NumPy in and NumPy out.
+
+The recurrence itself runs in C (fastrnn._core); this module validates user input, owns the
+parameters and gradients, and chains layers and directions.
+"""
+import contextlib
+import threading
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "no_grad", "is_grad_enabled"]
+
+_grad_state = threading.local()
+
+
+def is_grad_enabled():
+    """False inside a `no_grad()` block: forwards then keep no cache for backward."""
+    return getattr(_grad_state, "enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inference without saving activations, whatever the layers' train/eval mode."""
+    prev = is_grad_enabled()
+    _grad_state.enabled = False
+    try:
+        yield
+    finally:
+        _grad_state.enabled = prev
+
+
+_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+
+
+def _check_dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _positive_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _as_array(a, name, dtype, shape=None, ndim=None, layout=""):
+    """`a` as a C-contiguous array of `dtype`; arrays of another dtype are refused, not cast."""
+    if isinstance(a, np.ndarray):
+        if a.dtype != dtype:
+            raise TypeError(f"{name} must have dtype {dtype.name} (the layer's dtype), got {a.dtype.name}")
+    else:
+        a = np.asarray(a)
+        if a.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must be a numeric array, got dtype {a.dtype}")
+        a = a.astype(dtype)
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {a.shape}")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _as_lengths(lengths, T, B):
+    lengths = np.asarray(lengths)
+    if lengths.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be an integer array, got dtype {lengths.dtype}")
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must have shape (batch,) = ({B},), got {lengths.shape}")
+    if B and (lengths.min() < 1 or lengths.max() > T):
+        raise ValueError(f"lengths must lie in 1..{T} (the sequence length), got min {lengths.min()}, max {lengths.max()}")
+    return np.ascontiguousarray(lengths, dtype=np.intc)
+
+
+class _Module:
+    """Parameters, gradients and train/eval state shared by layers and cells."""
+
+    def __init__(self, dtype, seed):
+        self.dtype = _check_dtype(dtype)
+        self._rng = np.random.default_rng(seed)
+        self._params = {}
+        self.grads = {}
+        self.training = True
+
+    def _add_param(self, name, shape, bound):
+        self._params[name] = self._rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+        self.grads[name] = np.zeros(shape, dtype=self.dtype)
+
+    def parameters(self):
+        """Live parameter arrays by name; optimizers update them in place."""
+        return self._params
+
+    def state_dict(self):
+        return {k: v.copy() for k, v in self._params.items()}
+
+    def load_state_dict(self, state_dict):
+        """Copy values in (cast to the layer's dtype); everything is checked before anything
+        is written, so a bad state dict leaves the model untouched."""
+        missing = sorted(set(self._params) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(self._params))
+        if missing or unexpected:
+            raise KeyError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
+        staged = {}
+        for k, p in self._params.items():
+            v = np.asarray(state_dict[k])
+            if v.shape != p.shape:
+                raise ValueError(f"state_dict[{k!r}] must have shape {p.shape}, got {v.shape}")
+            staged[k] = v
+        for k, v in staged.items():
+            self._params[k][...] = v
+
+    def zero_grad(self):
+        for g in self.grads.values():
+            g.fill(0)
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def _recording(self):
+        return self.training and is_grad_enabled()
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+
+class _RNNBase(_Module):
+    mode = None
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+        super().__init__(dtype, seed)
+        self.input_size = _positive_int(input_size, "input_size")
+        self.hidden_size = _positive_int(hidden_size, "hidden_size")
+        self.num_layers = _positive_int(num_layers, "num_layers")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self._cell = _core.MODES[self.mode]
+        H, G = self.hidden_size, _GATES[self.mode]
+        bound = 1.0 / np.sqrt(H)
+        for layer in range(self.num_layers):
+            d_in = self.input_size if layer == 0 else H * self.num_directions
+            for direction in range(self.num_directions):
+                sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                self._add_param("weight_ih" + sfx, (G * H, d_in), bound)
+                self._add_param("weight_hh" + sfx, (G * H, H), bound)
+                if self.bias:
+                    self._add_param("bias_ih" + sfx, (G * H,), bound)
+                    self._add_param("bias_hh" + sfx, (G * H,), bound)
+        self._cache = None
+
+    def __repr__(self):
+        extra = f", nonlinearity={self.nonlinearity!r}" if self.mode.startswith("RNN") else ""
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
+                f"bidirectional={self.bidirectional}{extra}, dtype={self.dtype.name})")
+
+    def _names(self, layer, direction):
+        sfx = f"_l{layer}" + ("_reverse" if direction else "")
+        return tuple(n + sfx for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+    def _state_shape(self, B):
+        return (self.num_layers * self.num_directions, B, self.hidden_size)
+
+    def _split_hx(self, hx):
+        """(h0, c0) from the user's hx; non-LSTM layers have no c."""
+        return hx, None
+
+    def _join_state(self, h, c):
+        return h
+
+    def forward(self, x, hx=None, lengths=None):
+        """Run the layer over a sequence; see the class docstring for shapes."""
+        x = _as_array(x, "x", self.dtype, ndim=3,
+                      layout="(batch, time, features)" if self.batch_first else "(time, batch, features)")
+        if self.batch_first:
+            x = np.ascontiguousarray(x.transpose(1, 0, 2))
+        T, B, D = x.shape
+        if D != self.input_size:
+            raise ValueError(f"x must have {self.input_size} features (input_size) in its last axis, got shape "
+                             f"{x.shape if not self.batch_first else (B, T, D)}")
+        if T < 1 or B < 1:
+            raise ValueError(f"x must have at least one time step and one batch element, got shape {x.shape}")
+        S = self._state_shape(B)
+        h0, c0 = self._split_hx(hx)
+        h0 = np.zeros(S, self.dtype) if h0 is None else _as_array(h0, "h0", self.dtype, shape=S)
+        if self.mode == "LSTM":
+            c0 = np.zeros(S, self.dtype) if c0 is None else _as_array(c0, "c0", self.dtype, shape=S)
+        if lengths is not None:
+            lengths = _as_lengths(lengths, T, B)
+            if lengths.min() < T:
+                # Padding is ignored, as in PyTorch's packed sequences; zeroing it keeps NaN or
+                # garbage in the padding out of the whole-sequence weight-gradient GEMM.
+                x = x.copy()
+                x[np.arange(T)[:, None] >= lengths[None, :]] = 0
+        record = self._recording()
+        H, dirs = self.hidden_size, self.num_directions
+        h_n = np.empty(S, self.dtype)
+        c_n = np.empty(S, self.dtype) if self.mode == "LSTM" else None
+        layers = []
+        inp = x
+        for layer in range(self.num_layers):
+            y = np.empty((T, B, dirs * H), self.dtype)
+            saved = []
+            for d in range(dirs):
+                w_ih, w_hh, b_ih, b_hh = (self._params.get(n) for n in self._names(layer, d))
+                k = layer * dirs + d
+                _, hk, ck, sv = _core.forward(self._cell, inp, h0[k], c0[k] if c0 is not None else None,
+                                              w_ih, w_hh, b_ih, b_hh, lengths, bool(d), y, d * H, record)
+                h_n[k] = hk
+                if ck is not None:
+                    c_n[k] = ck
+                saved.append(sv)
+            mask = None
+            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
+                keep = 1.0 - self.dropout
+                mask = (self._rng.random(y.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+            layers.append((inp, saved, mask))
+            inp = y * mask if mask is not None else y
+        self._cache = (layers, lengths, T, B) if record else None
+        out = np.ascontiguousarray(inp.transpose(1, 0, 2)) if self.batch_first else inp
+        return out, self._join_state(h_n, c_n)
+
+    def backward(self, dy=None, dstate=None):
+        """BPTT through the most recent training-mode forward.
+
+        Returns the gradient w.r.t. x and the initial state(s), freshly assigned; parameter
+        gradients accumulate (+=) into `self.grads`. The cache is kept, so backward may be called
+        again (e.g. for a second loss) until the next forward.
+        """
+        if self._cache is None:
+            raise RuntimeError("backward() needs a preceding forward() in training mode "
+                               "(eval mode and no_grad() keep no cache)")
+        layers, lengths, T, B = self._cache
+        H, dirs = self.hidden_size, self.num_directions
+        S = self._state_shape(B)
+        if dy is not None:
+            want = (B, T, dirs * H) if self.batch_first else (T, B, dirs * H)
+            dy = _as_array(dy, "dy", self.dtype, shape=want)
+            if self.batch_first:
+                dy = np.ascontiguousarray(dy.transpose(1, 0, 2))
+        dh_n, dc_n = self._split_hx(dstate)
+        if dh_n is not None:
+            dh_n = _as_array(dh_n, "dh_n", self.dtype, shape=S)
+        if dc_n is not None:
+            dc_n = _as_array(dc_n, "dc_n", self.dtype, shape=S)
+        dh0 = np.empty(S, self.dtype)
+        dc0 = np.empty(S, self.dtype) if self.mode == "LSTM" else None
+        for layer in reversed(range(self.num_layers)):
+            inp, saved, mask = layers[layer]
+            if mask is not None and dy is not None:
+                dy = dy * mask
+            dx = np.empty(inp.shape, self.dtype)
+            for d in range(dirs):
+                k = layer * dirs + d
+                w_ih, w_hh, b_ih, b_hh = self._names(layer, d)
+                p, g = self._params, self.grads
+                dhk, dck = _core.backward(
+                    self._cell, inp, p[w_ih], p[w_hh], saved[d], lengths, bool(d),
+                    dy, d * H, None if dh_n is None else dh_n[k], None if dc_n is None else dc_n[k],
+                    dx, d > 0, g[w_ih], g[w_hh], g.get(b_ih), g.get(b_hh))
+                dh0[k] = dhk
+                if dck is not None:
+                    dc0[k] = dck
+            dy = dx
+        dx = np.ascontiguousarray(dy.transpose(1, 0, 2)) if self.batch_first else dy
+        return dx, self._join_state(dh0, dc0)
+
+
+_SHAPES_DOC = """
+    Shapes (T steps, B batch, D = input_size, H = hidden_size, L = num_layers, dirs = 1 or 2):
+      x (T, B, D), or (B, T, D) with batch_first=True; y likewise with dirs*H features
+      (forward direction first). States (L*dirs, B, H), never batch-first, index layer*dirs+dir.
+      lengths: optional ints (B,), each in 1..T, any order; outputs past a length are zero and the
+      final state is the one at the sequence's last valid step (reverse direction: after reading
+      the valid part backwards), as with PyTorch's packed sequences.
+    Parameters use PyTorch's names and layout (weight_ih_l0, weight_hh_l0, bias_ih_l0,
+    bias_hh_l0, ..._reverse), initialised U(-1/sqrt(H), 1/sqrt(H)) from `seed`.
+    backward() returns input and initial-state gradients (assigned) and accumulates parameter
+    gradients into `grads` (same keys as state_dict()); call zero_grad() between steps.
+"""
+
+
+class RNN(_RNNBase):
+    __doc__ = """Elman RNN: h' = tanh|relu(W_ih x + b_ih + W_hh h + b_hh).
+
+    y, h_n = rnn(x, h0=None, lengths=None);  dx, dh0 = rnn.backward(dy, dh_n=None)
+    """ + _SHAPES_DOC
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, seed)
+
+
+class GRU(_RNNBase):
+    __doc__ = """GRU with PyTorch's gate order r, z, n and n = tanh(W_in x + b_in + r*(W_hn h + b_hn)).
+
+    y, h_n = gru(x, h0=None, lengths=None);  dx, dh0 = gru.backward(dy, dh_n=None)
+    """ + _SHAPES_DOC
+    mode = "GRU"
+
+
+class LSTM(_RNNBase):
+    __doc__ = """LSTM with PyTorch's gate order i, f, g, o.
+
+    y, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None)
+    dx, (dh0, dc0) = lstm.backward(dy, (dh_n, dc_n)=None)   # either state gradient may be None
+    """ + _SHAPES_DOC
+    mode = "LSTM"
+
+    def _split_hx(self, hx):
+        if hx is None:
+            return None, None
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise ValueError("LSTM state must be a tuple (h, c) of arrays of shape (num_layers*num_directions, B, H)")
+        return hx[0], hx[1]
+
+    def _join_state(self, h, c):
+        return h, c
+
+
+# ---- cells ------------------------------------------------------------------------------------
+
+class _CellBase(_Module):
+    mode = None
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
+        super().__init__(dtype, seed)
+        self.input_size = _positive_int(input_size, "input_size")
+        self.hidden_size = _positive_int(hidden_size, "hidden_size")
+        self.bias = bool(bias)
+        self._cell = _core.MODES[self.mode]
+        H, G = self.hidden_size, _GATES[self.mode]
+        bound = 1.0 / np.sqrt(H)
+        self._add_param("weight_ih", (G * H, self.input_size), bound)
+        self._add_param("weight_hh", (G * H, H), bound)
+        if self.bias:
+            self._add_param("bias_ih", (G * H,), bound)
+            self._add_param("bias_hh", (G * H,), bound)
+        self._tape = []
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}, dtype={self.dtype.name})"
+
+    def _state(self, h, name, B):
+        if h is None:
+            return np.zeros((B, self.hidden_size), self.dtype)
+        return _as_array(h, name, self.dtype, shape=(B, self.hidden_size))
+
+    def _step(self, x, h, c):
+        x = _as_array(x, "x", self.dtype, ndim=2, layout="(batch, features)")
+        if x.shape[1] != self.input_size:
+            raise ValueError(f"x must have shape (batch, {self.input_size}), got {x.shape}")
+        B = x.shape[0]
+        if B < 1:
+            raise ValueError("x must have at least one row")
+        h = self._state(h, "h", B)
+        c = self._state(c, "c", B) if self.mode == "LSTM" else None
+        p = self._params
+        x3 = x.reshape(1, B, self.input_size)
+        y, h1, c1, saved = _core.forward(self._cell, x3, h, c, p["weight_ih"], p["weight_hh"],
+                                         p.get("bias_ih"), p.get("bias_hh"), None, False, None, 0,
+                                         self._recording())
+        if saved is not None:
+            self._tape.append((x3, saved))
+        return h1, c1
+
+    def _unstep(self, dh1, dc1):
+        if not self._tape:
+            raise RuntimeError("backward() called more times than training-mode forward()")
+        x3, saved = self._tape[-1]
+        B, H = x3.shape[1], self.hidden_size
+        dh1 = None if dh1 is None else _as_array(dh1, "dh", self.dtype, shape=(B, H))
+        dc1 = None if dc1 is None else _as_array(dc1, "dc", self.dtype, shape=(B, H))
+        self._tape.pop()
+        p, g = self._params, self.grads
+        dx = np.empty(x3.shape, self.dtype)
+        dh, dc = _core.backward(self._cell, x3, p["weight_ih"], p["weight_hh"], saved, None, False,
+                                None, 0, dh1, dc1, dx, False, g["weight_ih"], g["weight_hh"],
+                                g.get("bias_ih"), g.get("bias_hh"))
+        return dx[0], dh, dc
+
+    def reset_tape(self):
+        """Drop cached steps that will not be backpropagated (e.g. after truncating BPTT)."""
+        self._tape.clear()
+
+
+_CELL_DOC = """
+    x (B, D), states (B, H). Each training-mode call pushes its cache on a tape and each
+    backward() pops the most recent one, so T calls followed by T backward calls in reverse
+    order is BPTT through a hand-written loop. Parameters weight_ih, weight_hh, bias_ih, bias_hh
+    (PyTorch layout); gradients accumulate into `grads`.
+"""
+
+
+class RNNCell(_CellBase):
+    __doc__ = """One Elman step: h1 = cell(x, h); dx, dh = cell.backward(dh1).""" + _CELL_DOC
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=np.float32, seed=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(input_size, hidden_size, bias, dtype, seed)
+
+    def forward(self, x, h=None):
+        return self._step(x, h, None)[0]
+
+    def backward(self, dh1):
+        dx, dh, _ = self._unstep(dh1, None)
+        return dx, dh
+
+
+class GRUCell(RNNCell):
+    __doc__ = """One GRU step: h1 = cell(x, h); dx, dh = cell.backward(dh1).""" + _CELL_DOC
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
+        self.mode = "GRU"
+        _CellBase.__init__(self, input_size, hidden_size, bias, dtype, seed)
+
+
+class LSTMCell(_CellBase):
+    __doc__ = """One LSTM step: (h1, c1) = cell(x, (h, c)); dx, (dh, dc) = cell.backward((dh1, dc1)).""" + _CELL_DOC
+    mode = "LSTM"
+
+    def forward(self, x, hx=None):
+        h, c = (None, None) if hx is None else hx
+        return self._step(x, h, c)
+
+    def backward(self, dstate):
+        dh1, dc1 = (None, None) if dstate is None else dstate
+        dx, dh, dc = self._unstep(dh1, dc1)
+        return dx, (dh, dc)

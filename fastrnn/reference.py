@@ -1,0 +1,416 @@
+"""Pure-NumPy reference implementation of RNN / LSTM / GRU (forward and BPTT).
+
+This module is the ground truth the tests compare the C engine against and the
+NumPy baseline the benchmarks time.  It deliberately imports nothing from the
+rest of fastrnn, so a bug shared by the engine and its glue code cannot hide
+here as well.
+
+Conventions are PyTorch's (see API_SPEC.md):
+
+* x is time-major (T, B, D); h0/c0/h_n/c_n are (num_layers * dirs, B, H) with
+  index = layer * dirs + direction; y is (T, B, dirs * H), forward half first.
+* Parameter names weight_ih_l{k}[_reverse], weight_hh_l{k}[_reverse],
+  bias_ih_l{k}[_reverse], bias_hh_l{k}[_reverse]; gate rows stacked as
+  RNN: (act), LSTM: (i, f, g, o), GRU: (r, z, n).
+* GRU: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)).
+* lengths (B,) in 1..T, any order.  Outputs at positions >= L_b are 0.  The
+  forward direction's h_n is its state after position L_b - 1; the reverse
+  direction reads positions L_b - 1 .. 0 and its h_n is the state after
+  position 0.
+
+All arithmetic runs in x's dtype (float32 or float64); parameters and initial
+states are converted to it.
+"""
+
+import numpy as np
+
+__all__ = ["forward", "backward", "cell_forward", "cell_backward", "init_params",
+           "num_gates", "MODES"]
+
+MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
+_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+
+
+def num_gates(mode):
+    _check_mode(mode)
+    return _GATES[mode]
+
+
+def _check_mode(mode):
+    if mode not in _GATES:
+        raise ValueError("mode must be one of %s, got %r" % (MODES, mode))
+
+
+def _sigmoid(a):
+    # tanh form: never overflows (1/(1+exp(-a)) warns for a < -88 in float32)
+    # and is exact to rounding on both tails in absolute terms.
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
+def _suffix(layer, direction):
+    return "_l%d%s" % (layer, "_reverse" if direction == 1 else "")
+
+
+# ---------------------------------------------------------------------------
+# One time step, with the input projection gi = x W_ih^T + b_ih already done.
+# Splitting it out lets a whole sequence do its input projection as one GEMM.
+# ---------------------------------------------------------------------------
+
+def _step_forward(mode, gi, w_hh, b_hh, h, c):
+    gh = h @ w_hh.T
+    if b_hh is not None:
+        gh = gh + b_hh
+    H = h.shape[1]
+    if mode in ("RNN_TANH", "RNN_RELU"):
+        a = gi + gh
+        h1 = np.tanh(a) if mode == "RNN_TANH" else np.maximum(a, 0)
+        return h1, None, {"h": h, "pre": a, "h1": h1}
+    if mode == "LSTM":
+        a = gi + gh
+        i = _sigmoid(a[:, 0:H])
+        f = _sigmoid(a[:, H:2 * H])
+        g = np.tanh(a[:, 2 * H:3 * H])
+        o = _sigmoid(a[:, 3 * H:4 * H])
+        c1 = f * c + i * g
+        tc = np.tanh(c1)
+        h1 = o * tc
+        return h1, c1, {"h": h, "c": c, "i": i, "f": f, "g": g, "o": o, "tc": tc}
+    # GRU
+    r = _sigmoid(gi[:, 0:H] + gh[:, 0:H])
+    z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+    ghn = gh[:, 2 * H:3 * H]
+    n = np.tanh(gi[:, 2 * H:3 * H] + r * ghn)
+    h1 = (1 - z) * n + z * h
+    return h1, None, {"h": h, "r": r, "z": z, "n": n, "ghn": ghn}
+
+
+def _step_backward(mode, sc, w_hh, dh1, dc1):
+    """Returns (dgi, dgh, dh, dc): dgi/dgh are the gradients w.r.t. the input
+    and hidden projections (pre-bias sums), dh excludes nothing (complete)."""
+    if mode in ("RNN_TANH", "RNN_RELU"):
+        if mode == "RNN_TANH":
+            da = dh1 * (1 - sc["h1"] * sc["h1"])
+        else:
+            # subgradient 0 at a == 0, as PyTorch's threshold_backward
+            da = dh1 * (sc["pre"] > 0)
+        dgi = da
+        dgh = da
+        dh = dgh @ w_hh
+        return dgi, dgh, dh, None
+    if mode == "LSTM":
+        i, f, g, o, tc = sc["i"], sc["f"], sc["g"], sc["o"], sc["tc"]
+        dct = dh1 * o * (1 - tc * tc)
+        if dc1 is not None:
+            dct = dct + dc1
+        do = dh1 * tc
+        di = dct * g
+        dg = dct * i
+        df = dct * sc["c"]
+        dc = dct * f
+        da = np.concatenate([di * i * (1 - i), df * f * (1 - f),
+                             dg * (1 - g * g), do * o * (1 - o)], axis=1)
+        dh = da @ w_hh
+        return da, da, dh, dc
+    # GRU
+    r, z, n, h = sc["r"], sc["z"], sc["n"], sc["h"]
+    dn = dh1 * (1 - z)
+    dz = dh1 * (h - n)
+    dan = dn * (1 - n * n)
+    dar = dan * sc["ghn"] * r * (1 - r)
+    daz = dz * z * (1 - z)
+    dgi = np.concatenate([dar, daz, dan], axis=1)
+    dgh = np.concatenate([dar, daz, dan * r], axis=1)
+    dh = dh1 * z + dgh @ w_hh
+    return dgi, dgh, dh, None
+
+
+# ---------------------------------------------------------------------------
+# Single cell (one step, full input projection included)
+# ---------------------------------------------------------------------------
+
+def cell_forward(mode, w_ih, w_hh, b_ih, b_hh, x, h, c=None):
+    """One step.  x (B, D), h (B, H), c (B, H) for LSTM (None -> zeros).
+    Returns (h1, cache), or (h1, c1, cache) for LSTM."""
+    _check_mode(mode)
+    x = np.asarray(x)
+    dt = x.dtype
+    w_ih = np.asarray(w_ih, dtype=dt)
+    w_hh = np.asarray(w_hh, dtype=dt)
+    b_ih = None if b_ih is None else np.asarray(b_ih, dtype=dt)
+    b_hh = None if b_hh is None else np.asarray(b_hh, dtype=dt)
+    h = np.asarray(h, dtype=dt)
+    H = w_hh.shape[1]
+    if mode == "LSTM":
+        c = np.zeros((x.shape[0], H), dt) if c is None else np.asarray(c, dtype=dt)
+    else:
+        c = None
+    gi = x @ w_ih.T
+    if b_ih is not None:
+        gi = gi + b_ih
+    h1, c1, sc = _step_forward(mode, gi, w_hh, b_hh, h, c)
+    cache = {"mode": mode, "x": x, "w_ih": w_ih, "w_hh": w_hh,
+             "has_bias": b_ih is not None, "step": sc}
+    if mode == "LSTM":
+        return h1, c1, cache
+    return h1, cache
+
+
+def cell_backward(cache, dh1, dc1=None):
+    """Returns (dx, dh, grads), or (dx, dh, dc, grads) for LSTM.  grads has keys
+    weight_ih, weight_hh and, when the cell has biases, bias_ih, bias_hh
+    (fastrnn's cell parameter names).  None cotangents mean zeros."""
+    mode = cache["mode"]
+    x, w_ih, w_hh, sc = cache["x"], cache["w_ih"], cache["w_hh"], cache["step"]
+    if dh1 is None:
+        dh1 = np.zeros_like(sc["h"])
+    dh1 = np.asarray(dh1, dtype=x.dtype)
+    if dc1 is not None:
+        dc1 = np.asarray(dc1, dtype=x.dtype)
+    dgi, dgh, dh, dc = _step_backward(mode, sc, w_hh, dh1, dc1)
+    grads = {"weight_ih": dgi.T @ x, "weight_hh": dgh.T @ sc["h"]}
+    if cache["has_bias"]:
+        grads["bias_ih"] = dgi.sum(axis=0)
+        grads["bias_hh"] = dgh.sum(axis=0)
+    dx = dgi @ w_ih
+    if mode == "LSTM":
+        return dx, dh, dc, grads
+    return dx, dh, grads
+
+
+# ---------------------------------------------------------------------------
+# One direction of one layer over a (sub)sequence with no padding in it
+# ---------------------------------------------------------------------------
+
+def _run_dir(mode, w, inp, h0, c0, reverse):
+    """inp (T, B, Din) all valid.  Returns (out (T, B, H), hT, cT, cache)."""
+    w_ih, w_hh, b_ih, b_hh = w
+    T, B, Din = inp.shape
+    H = w_hh.shape[1]
+    # one GEMM for the input projection of every (t, b) row
+    gi_all = (inp.reshape(T * B, Din) @ w_ih.T).reshape(T, B, -1)
+    if b_ih is not None:
+        gi_all = gi_all + b_ih
+    out = np.empty((T, B, H), dtype=inp.dtype)
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    h, c = h0, c0
+    steps = [None] * T
+    for t in order:
+        h, c, steps[t] = _step_forward(mode, gi_all[t], w_hh, b_hh, h, c)
+        out[t] = h
+    cache = {"inp": inp, "steps": steps, "reverse": reverse}
+    return out, h, c, cache
+
+
+def _run_dir_backward(mode, w, cache, dout, dhT, dcT):
+    """dout (T, B, H) or None; dhT/dcT (B, H) or None.
+    Returns (dinp, dh0, dc0, (dw_ih, dw_hh, db_ih, db_hh))."""
+    w_ih, w_hh, b_ih, b_hh = w
+    inp, steps = cache["inp"], cache["steps"]
+    T, B, Din = inp.shape
+    H = w_hh.shape[1]
+    dt = inp.dtype
+    dh = np.zeros((B, H), dt) if dhT is None else dhT
+    dc = None
+    if mode == "LSTM":
+        dc = np.zeros((B, H), dt) if dcT is None else dcT
+    GH = w_ih.shape[0]
+    dgi_all = np.zeros((T, B, GH), dt)
+    dgh_all = np.zeros((T, B, GH), dt)
+    hprev_all = np.empty((T, B, H), dt)
+    order = range(T) if cache["reverse"] else range(T - 1, -1, -1)
+    for t in order:
+        dh1 = dh if dout is None else dh + dout[t]
+        sc = steps[t]
+        dgi_all[t], dgh_all[t], dh, dc = _step_backward(mode, sc, w_hh, dh1, dc)
+        hprev_all[t] = sc["h"]
+    # weight gradients summed over all (t, b) rows in one GEMM each
+    flat = dgi_all.reshape(T * B, GH)
+    flat_h = dgh_all.reshape(T * B, GH)
+    dinp = (flat @ w_ih).reshape(T, B, Din)
+    dw_ih = flat.T @ inp.reshape(T * B, Din)
+    dw_hh = flat_h.T @ hprev_all.reshape(T * B, H)
+    db_ih = None if b_ih is None else flat.sum(axis=0)
+    db_hh = None if b_hh is None else flat_h.sum(axis=0)
+    return dinp, dh, dc, (dw_ih, dw_hh, db_ih, db_hh)
+
+
+# ---------------------------------------------------------------------------
+# Full multi-layer, optionally bidirectional, optionally ragged network
+# ---------------------------------------------------------------------------
+
+def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
+            bidirectional=False):
+    """Returns (y, h_n, c_n, cache); c_n is None unless mode == 'LSTM'.
+
+    params: dict with PyTorch names; without bias_ih_l0 the network has no bias.
+    x (T, B, D); h0/c0 (num_layers*dirs, B, H) or None (zeros);
+    lengths (B,) ints in 1..T or None (all T).
+    Batched over B when lengths is None; otherwise each sequence is run alone
+    on its valid slice (simple and obviously correct, not fast).
+    """
+    _check_mode(mode)
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError("x must be (T, B, D), got shape %s" % (x.shape,))
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError("x must be a floating array, got %s" % x.dtype)
+    dt = x.dtype
+    T, B, _ = x.shape
+    L = int(num_layers)
+    dirs = 2 if bidirectional else 1
+    has_bias = "bias_ih_l0" in params
+    w = {}
+    for k in range(L):
+        for d in range(dirs):
+            s = _suffix(k, d)
+            w[(k, d)] = (
+                np.asarray(params["weight_ih" + s], dtype=dt),
+                np.asarray(params["weight_hh" + s], dtype=dt),
+                np.asarray(params["bias_ih" + s], dtype=dt) if has_bias else None,
+                np.asarray(params["bias_hh" + s], dtype=dt) if has_bias else None,
+            )
+    H = w[(0, 0)][1].shape[1]
+    G = _GATES[mode]
+    if w[(0, 0)][0].shape != (G * H, x.shape[2]):
+        raise ValueError("weight_ih_l0 shape %s does not match mode %s, H=%d, D=%d"
+                         % (w[(0, 0)][0].shape, mode, H, x.shape[2]))
+    if h0 is None:
+        h0 = np.zeros((L * dirs, B, H), dt)
+    h0 = np.asarray(h0, dtype=dt)
+    if h0.shape != (L * dirs, B, H):
+        raise ValueError("h0 must be %s, got %s" % ((L * dirs, B, H), h0.shape))
+    if mode == "LSTM":
+        if c0 is None:
+            c0 = np.zeros((L * dirs, B, H), dt)
+        c0 = np.asarray(c0, dtype=dt)
+        if c0.shape != (L * dirs, B, H):
+            raise ValueError("c0 must be %s, got %s" % ((L * dirs, B, H), c0.shape))
+    else:
+        c0 = None
+    if lengths is not None:
+        lengths = np.asarray(lengths)
+        if lengths.shape != (B,) or not np.issubdtype(lengths.dtype, np.integer):
+            raise ValueError("lengths must be an int array of shape (%d,)" % B)
+        if lengths.min() < 1 or lengths.max() > T:
+            raise ValueError("lengths must lie in 1..%d" % T)
+        lengths = lengths.astype(np.int64)
+
+    h_n = np.zeros((L * dirs, B, H), dt)
+    c_n = np.zeros((L * dirs, B, H), dt) if mode == "LSTM" else None
+    runs = {}
+    inp = x
+    for k in range(L):
+        out = np.zeros((T, B, dirs * H), dt)
+        for d in range(dirs):
+            idx = k * dirs + d
+            rev = d == 1
+            cc = None if c0 is None else c0[idx]
+            if lengths is None:
+                o, hT, cT, rc = _run_dir(mode, w[(k, d)], inp, h0[idx], cc, rev)
+                out[:, :, d * H:(d + 1) * H] = o
+                h_n[idx] = hT
+                if c_n is not None:
+                    c_n[idx] = cT
+                runs[(k, d)] = rc
+            else:
+                per_seq = []
+                for b in range(B):
+                    n = lengths[b]
+                    o, hT, cT, rc = _run_dir(
+                        mode, w[(k, d)], inp[:n, b:b + 1], h0[idx, b:b + 1],
+                        None if cc is None else cc[b:b + 1], rev)
+                    out[:n, b:b + 1, d * H:(d + 1) * H] = o
+                    h_n[idx, b:b + 1] = hT
+                    if c_n is not None:
+                        c_n[idx, b:b + 1] = cT
+                    per_seq.append(rc)
+                runs[(k, d)] = per_seq
+        inp = out
+    y = inp
+    cache = {"mode": mode, "num_layers": L, "dirs": dirs, "H": H, "T": T, "B": B,
+             "D": x.shape[2], "dtype": dt, "lengths": lengths, "w": w,
+             "has_bias": has_bias, "runs": runs}
+    return y, h_n, c_n, cache
+
+
+def backward(cache, dy=None, dh_n=None, dc_n=None):
+    """Returns (dx, dh0, dc0, grads); dc0 is None unless LSTM.  grads has the
+    same keys as the params given to forward.  None cotangents mean zeros.
+    dy at padded positions (t >= L_b) is ignored: those outputs are constants."""
+    mode, L, dirs, H = cache["mode"], cache["num_layers"], cache["dirs"], cache["H"]
+    T, B, D, dt = cache["T"], cache["B"], cache["D"], cache["dtype"]
+    lengths, w, runs = cache["lengths"], cache["w"], cache["runs"]
+    lstm = mode == "LSTM"
+    dy = np.zeros((T, B, dirs * H), dt) if dy is None else np.asarray(dy, dtype=dt)
+    dh_n = np.zeros((L * dirs, B, H), dt) if dh_n is None else np.asarray(dh_n, dtype=dt)
+    if lstm:
+        dc_n = np.zeros((L * dirs, B, H), dt) if dc_n is None else np.asarray(dc_n, dtype=dt)
+    if dy.shape != (T, B, dirs * H):
+        raise ValueError("dy must be %s, got %s" % ((T, B, dirs * H), dy.shape))
+    if dh_n.shape != (L * dirs, B, H):
+        raise ValueError("dh_n must be %s, got %s" % ((L * dirs, B, H), dh_n.shape))
+
+    dh0 = np.zeros((L * dirs, B, H), dt)
+    dc0 = np.zeros((L * dirs, B, H), dt) if lstm else None
+    grads = {}
+    dout_all = dy
+    for k in range(L - 1, -1, -1):
+        din_dim = D if k == 0 else dirs * H
+        dinp_all = np.zeros((T, B, din_dim), dt)
+        for d in range(dirs):
+            idx = k * dirs + d
+            sl = slice(d * H, (d + 1) * H)
+            if lengths is None:
+                dinp, dh, dc, gw = _run_dir_backward(
+                    mode, w[(k, d)], runs[(k, d)], dout_all[:, :, sl], dh_n[idx],
+                    dc_n[idx] if lstm else None)
+                dinp_all += dinp
+                dh0[idx] = dh
+                if lstm:
+                    dc0[idx] = dc
+            else:
+                gw = None
+                for b in range(B):
+                    n = lengths[b]
+                    dinp, dh, dc, gwb = _run_dir_backward(
+                        mode, w[(k, d)], runs[(k, d)][b], dout_all[:n, b:b + 1, sl],
+                        dh_n[idx, b:b + 1], dc_n[idx, b:b + 1] if lstm else None)
+                    dinp_all[:n, b:b + 1] += dinp
+                    dh0[idx, b:b + 1] = dh
+                    if lstm:
+                        dc0[idx, b:b + 1] = dc
+                    gw = gwb if gw is None else tuple(
+                        None if a is None else a + bb for a, bb in zip(gw, gwb))
+            s = _suffix(k, d)
+            grads["weight_ih" + s] = gw[0]
+            grads["weight_hh" + s] = gw[1]
+            if cache["has_bias"]:
+                grads["bias_ih" + s] = gw[2]
+                grads["bias_hh" + s] = gw[3]
+        dout_all = dinp_all
+    return dout_all, dh0, dc0, grads
+
+
+def init_params(mode, input_size, hidden_size, num_layers=1, bidirectional=False,
+                bias=True, dtype=np.float64, rng=None):
+    """PyTorch-named parameters, each U(-1/sqrt(H), 1/sqrt(H)).
+    rng: np.random.Generator, an int seed, or None (fresh entropy).
+    Drawn in PyTorch's registration order (per layer, per direction:
+    weight_ih, weight_hh, bias_ih, bias_hh)."""
+    _check_mode(mode)
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(rng)
+    G, H = _GATES[mode], int(hidden_size)
+    dirs = 2 if bidirectional else 1
+    bound = 1.0 / np.sqrt(H)
+    params = {}
+    for k in range(int(num_layers)):
+        din = int(input_size) if k == 0 else dirs * H
+        for d in range(dirs):
+            s = _suffix(k, d)
+            shapes = [("weight_ih" + s, (G * H, din)), ("weight_hh" + s, (G * H, H))]
+            if bias:
+                shapes += [("bias_ih" + s, (G * H,)), ("bias_hh" + s, (G * H,))]
+            for name, shape in shapes:
+                params[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
+    return params

@@ -1,0 +1,383 @@
+"""Behaviour of the engine layers and cells as a user sees it: agreement with the independent
+NumPy reference in both dtypes, accumulate/assign rules, modes, lengths, and input validation."""
+import numpy as np
+import pytest
+
+import fastrnn as fr
+from fastrnn import reference as ref
+from tolerances import tolerance
+
+MODES = {"RNN_TANH": (fr.RNN, {"nonlinearity": "tanh"}), "RNN_RELU": (fr.RNN, {"nonlinearity": "relu"}),
+         "LSTM": (fr.LSTM, {}), "GRU": (fr.GRU, {})}
+
+
+def make(mode, D=4, H=5, dtype=np.float32, **kw):
+    cls, extra = MODES[mode]
+    return cls(D, H, dtype=dtype, seed=7, **extra, **kw)
+
+
+def fwd(m, x, state=None, lengths=None):
+    """(y, h_n, c_n) whatever the layer type."""
+    y, st = m(x, state, lengths=lengths)
+    return (y, *st) if isinstance(m, fr.LSTM) else (y, st, None)
+
+
+def bwd(m, dy, dh=None, dc=None):
+    if isinstance(m, fr.LSTM):
+        dx, (dh0, dc0) = m.backward(dy, (dh, dc))
+        return dx, dh0, dc0
+    dx, dh0 = m.backward(dy, dh)
+    return dx, dh0, None
+
+
+def close(got, want, dtype, kind, what):
+    tol = tolerance(dtype, kind)
+    err = np.max(np.abs(got - want)) if got.size else 0.0
+    assert np.allclose(got, want, **tol), f"{what}: max abs err {err:.3g} exceeds {tol}"
+
+
+# ---- agreement with the NumPy reference ---------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("layers,bi,ragged", [(1, False, False), (2, True, True), (2, False, True), (1, True, False)])
+def test_matches_numpy_reference(mode, dtype, layers, bi, ragged):
+    T, B, D, H = 7, 4, 3, 5
+    rng = np.random.default_rng(1)
+    m = make(mode, D, H, dtype, num_layers=layers, bidirectional=bi)
+    dirs = 2 if bi else 1
+    S = (layers * dirs, B, H)
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    h0 = (rng.standard_normal(S) * 0.5).astype(dtype)
+    c0 = (rng.standard_normal(S) * 0.5).astype(dtype) if mode == "LSTM" else None
+    lengths = np.array([7, 1, 4, 6]) if ragged else None
+    dy = rng.standard_normal((T, B, dirs * H)).astype(dtype)
+    dh = rng.standard_normal(S).astype(dtype)
+    dc = rng.standard_normal(S).astype(dtype) if mode == "LSTM" else None
+
+    y, h, c = fwd(m, x, (h0, c0) if mode == "LSTM" else h0, lengths)
+    dx, dh0, dc0 = bwd(m, dy, dh, dc)
+    ry, rh, rc, cache = ref.forward(mode, m.state_dict(), x, h0, c0, lengths, layers, bi)
+    rdx, rdh0, rdc0, rgrads = ref.backward(cache, dy, dh, dc)
+
+    for name, got, want in [("y", y, ry), ("h_n", h, rh)] + ([("c_n", c, rc)] if c is not None else []):
+        close(got, want, dtype, "forward", name)
+    for name, got, want in [("dx", dx, rdx), ("dh0", dh0, rdh0)] + ([("dc0", dc0, rdc0)] if dc0 is not None else []):
+        close(got, want, dtype, "grad", name)
+    assert set(m.grads) == set(rgrads)
+    for k in rgrads:
+        close(m.grads[k], rgrads[k], dtype, "grad", k)
+
+
+# ---- accumulate vs assign ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_weight_grads_accumulate_and_input_grads_are_assigned(mode):
+    m = make(mode, dtype=np.float64, num_layers=2, bidirectional=True)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3, 4))
+    y, _, _ = fwd(m, x)
+    dy = rng.standard_normal(y.shape)
+    dx1 = bwd(m, dy)[0]
+    once = {k: g.copy() for k, g in m.grads.items()}
+    assert all(np.any(g != 0) for g in once.values())
+    dx2 = bwd(m, dy)[0]  # the cache is kept, so a second loss can backpropagate too
+    np.testing.assert_array_equal(dx1, dx2)
+    for k, g in m.grads.items():
+        np.testing.assert_allclose(g, 2 * once[k], rtol=1e-14, err_msg=k)
+    m.zero_grad()
+    assert all(not np.any(g) for g in m.grads.values())
+
+
+def test_truncated_bptt_chunks_add_up_to_the_chunked_gradient():
+    """Two chunks with the state carried over and the gradient cut at the edge: the accumulated
+    weight gradient is the sum of the two chunks' gradients, each computed alone."""
+    rng = np.random.default_rng(0)
+    m = make("LSTM", dtype=np.float64)
+    x = rng.standard_normal((8, 2, 4))
+    y1, (h, c) = m(x[:4])
+    m.backward(np.ones_like(y1))
+    y2, _ = m(x[4:], (h, c))
+    m.backward(np.ones_like(y2))
+    total = {k: g.copy() for k, g in m.grads.items()}
+    parts = {}
+    for chunk, state in ((x[:4], None), (x[4:], (h, c))):
+        m.zero_grad()
+        y, _ = m(chunk, state)
+        m.backward(np.ones_like(y))
+        for k, g in m.grads.items():
+            parts[k] = parts.get(k, 0) + g
+    for k in total:
+        np.testing.assert_allclose(total[k], parts[k], rtol=1e-13)
+
+
+# ---- modes ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_eval_and_no_grad_keep_no_cache_and_give_the_same_outputs(mode):
+    m = make(mode, num_layers=2)
+    x = np.random.default_rng(0).standard_normal((6, 2, 4)).astype(np.float32)
+    y_train = fwd(m, x)[0]
+    m.eval()
+    y_eval = fwd(m, x)[0]
+    assert m._cache is None
+    with pytest.raises(RuntimeError, match="training mode"):
+        bwd(m, np.ones_like(y_eval))
+    m.train()
+    with fr.no_grad():
+        y_ng = fwd(m, x)[0]
+    assert m._cache is None
+    np.testing.assert_array_equal(y_train, y_eval)
+    np.testing.assert_array_equal(y_train, y_ng)
+    assert fr.is_grad_enabled()
+
+
+def test_dropout_only_in_training_and_its_gradient_uses_the_same_mask():
+    m = fr.GRU(3, 4, num_layers=3, dropout=0.5, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    y1 = m(x)[0]
+    y2 = m(x)[0]
+    assert not np.allclose(y1, y2), "a fresh dropout mask per training forward"
+    m.eval()
+    ya, yb = m(x)[0], m(x)[0]
+    np.testing.assert_array_equal(ya, yb)
+    nodrop = fr.GRU(3, 4, num_layers=3, dtype=np.float64)
+    nodrop.load_state_dict(m.state_dict())
+    nodrop.eval()
+    np.testing.assert_array_equal(ya, nodrop(x)[0])
+
+    # the gradient w.r.t. x under a fixed mask matches finite differences
+    m.train()
+    seed_state = m._rng.bit_generator.state
+
+    def f(xv):
+        m._rng.bit_generator.state = seed_state
+        return np.sum(m(xv)[0])
+    f(x)
+    dx = m.backward(np.ones((5, 2, 4)))[0]
+    eps, i = 1e-6, (2, 1, 0)
+    xp, xm = x.copy(), x.copy()
+    xp[i] += eps
+    xm[i] -= eps
+    assert abs(dx[i] - (f(xp) - f(xm)) / (2 * eps)) < 1e-6
+
+
+def test_batch_first_is_a_transpose_of_time_major():
+    rng = np.random.default_rng(0)
+    a = fr.LSTM(3, 4, num_layers=2, bidirectional=True, dtype=np.float64, seed=1)
+    b = fr.LSTM(3, 4, num_layers=2, bidirectional=True, dtype=np.float64, seed=2, batch_first=True)
+    b.load_state_dict(a.state_dict())
+    x = rng.standard_normal((6, 2, 3))
+    lengths = [6, 3]
+    ya, (ha, ca) = a(x, lengths=lengths)
+    yb, (hb, cb) = b(x.transpose(1, 0, 2), lengths=lengths)
+    np.testing.assert_array_equal(ya.transpose(1, 0, 2), yb)
+    np.testing.assert_array_equal(ha, hb)  # states are never batch-first
+    dy = rng.standard_normal(ya.shape)
+    dxa = a.backward(dy)[0]
+    dxb = b.backward(dy.transpose(1, 0, 2))[0]
+    np.testing.assert_allclose(dxa.transpose(1, 0, 2), dxb, rtol=1e-14)
+
+
+def test_float32_and_float64_agree():
+    rng = np.random.default_rng(0)
+    m64 = fr.LSTM(4, 8, num_layers=2, dtype=np.float64, seed=0)
+    m32 = fr.LSTM(4, 8, num_layers=2, dtype=np.float32)
+    m32.load_state_dict(m64.state_dict())
+    x = rng.standard_normal((20, 3, 4))
+    y64 = m64(x)[0]
+    y32 = m32(x.astype(np.float32))[0]
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, y64, atol=1e-5)
+
+
+# ---- variable lengths -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_ragged_batch_equals_each_sequence_alone(mode):
+    rng = np.random.default_rng(3)
+    m = make(mode, dtype=np.float64, num_layers=2, bidirectional=True)
+    lengths = np.array([2, 6, 1, 4])
+    x = rng.standard_normal((6, 4, 4))
+    x[np.arange(6)[:, None] >= lengths[None, :]] = np.nan  # padding is ignored, NaN included
+    y, h, c = fwd(m, x, lengths=lengths)
+    dy = rng.standard_normal(y.shape)
+    dx = bwd(m, dy)[0]
+    g_batch = {k: v.copy() for k, v in m.grads.items()}
+    assert np.all(np.isfinite(dx)) and all(np.all(np.isfinite(v)) for v in g_batch.values())
+    g_sum = {k: 0 for k in g_batch}
+    for b, L in enumerate(lengths):
+        m.zero_grad()
+        yb, hb, cb = fwd(m, x[:L, b:b + 1])
+        np.testing.assert_allclose(y[:L, b:b + 1], yb, rtol=1e-13, atol=1e-15)
+        assert not np.any(y[L:, b])
+        np.testing.assert_allclose(h[:, b:b + 1], hb, rtol=1e-13, atol=1e-15)
+        if c is not None:
+            np.testing.assert_allclose(c[:, b:b + 1], cb, rtol=1e-13, atol=1e-15)
+        dxb = bwd(m, dy[:L, b:b + 1])[0]
+        np.testing.assert_allclose(dx[:L, b:b + 1], dxb, rtol=1e-12, atol=1e-14)
+        assert not np.any(dx[L:, b])
+        for k in g_sum:
+            g_sum[k] = g_sum[k] + m.grads[k]
+    for k in g_batch:
+        np.testing.assert_allclose(g_batch[k], g_sum[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+def test_full_lengths_equal_no_lengths():
+    m = make("GRU", dtype=np.float64, bidirectional=True)
+    x = np.random.default_rng(0).standard_normal((5, 3, 4))
+    y1, h1, _ = fwd(m, x)
+    y2, h2, _ = fwd(m, x, lengths=[5, 5, 5])
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(h1, h2)
+
+
+# ---- cells ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_cell_step_equals_one_step_of_the_layer(mode):
+    cls = {"RNN_TANH": fr.RNNCell, "RNN_RELU": fr.RNNCell, "LSTM": fr.LSTMCell, "GRU": fr.GRUCell}[mode]
+    kw = {"nonlinearity": "relu"} if mode == "RNN_RELU" else {}
+    cell = cls(4, 5, dtype=np.float64, seed=0, **kw)
+    layer = make(mode, dtype=np.float64)
+    layer.load_state_dict({k + "_l0": v for k, v in cell.state_dict().items()})
+    rng = np.random.default_rng(0)
+    x, h = rng.standard_normal((3, 4)), rng.standard_normal((3, 5))
+    if mode == "LSTM":
+        c = rng.standard_normal((3, 5))
+        h1, c1 = cell(x, (h, c))
+        _, (hl, cl) = layer(x[None], (h[None], c[None]))
+        np.testing.assert_allclose(c1, cl[0], rtol=1e-14)
+    else:
+        h1 = cell(x, h)
+        _, hl = layer(x[None], h[None])
+    np.testing.assert_allclose(h1, hl[0], rtol=1e-14)
+
+
+def test_cell_tape_is_popped_and_guarded():
+    cell = fr.GRUCell(2, 3, seed=0)
+    x = np.ones((1, 2), np.float32)
+    h = cell(x)
+    cell(x, h)
+    cell.backward(np.ones((1, 3), np.float32))
+    cell.backward(np.ones((1, 3), np.float32))
+    with pytest.raises(RuntimeError, match="more times"):
+        cell.backward(np.ones((1, 3), np.float32))
+    cell.eval()
+    cell(x)
+    with pytest.raises(RuntimeError):
+        cell.backward(np.ones((1, 3), np.float32))
+
+
+# ---- parameters -------------------------------------------------------------------------------
+
+def test_state_dict_names_shapes_and_round_trip():
+    m = fr.GRU(3, 4, num_layers=2, bidirectional=True, seed=0)
+    sd = m.state_dict()
+    assert sorted(sd) == sorted(f"{w}_l{k}{s}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                                for k in (0, 1) for s in ("", "_reverse"))
+    assert sd["weight_ih_l0"].shape == (12, 3) and sd["weight_ih_l1_reverse"].shape == (12, 8)
+    assert sd["weight_hh_l1"].shape == (12, 4) and sd["bias_hh_l0_reverse"].shape == (12,)
+    assert np.all(np.abs(sd["weight_hh_l0"]) <= 0.5)  # U(-1/sqrt(H), 1/sqrt(H)), H = 4
+    other = fr.GRU(3, 4, num_layers=2, bidirectional=True, seed=1)
+    assert not np.array_equal(other.state_dict()["weight_ih_l0"], sd["weight_ih_l0"])
+    other.load_state_dict(sd)
+    x = np.ones((2, 1, 3), np.float32)
+    np.testing.assert_array_equal(other(x)[0], m(x)[0])
+    sd["weight_ih_l0"][...] = 0  # state_dict returns copies
+    assert np.any(m.parameters()["weight_ih_l0"])
+    again = fr.GRU(3, 4, num_layers=2, bidirectional=True, seed=0)
+    np.testing.assert_array_equal(again.state_dict()["weight_hh_l1"], m.state_dict()["weight_hh_l1"])
+
+
+def test_bad_state_dict_leaves_model_untouched():
+    m = fr.LSTM(3, 4, seed=0)
+    before = m.state_dict()
+    bad = m.state_dict()
+    bad["weight_ih_l0"] = np.zeros((16, 3))
+    bad["weight_hh_l0"] = np.zeros((16, 5))
+    with pytest.raises(ValueError, match="weight_hh_l0"):
+        m.load_state_dict(bad)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    with pytest.raises(KeyError, match="missing"):
+        m.load_state_dict({"weight_ih_l0": before["weight_ih_l0"]})
+
+
+def test_no_bias_layer_has_no_bias_parameters():
+    m = fr.LSTM(3, 4, bias=False)
+    assert sorted(m.state_dict()) == ["weight_hh_l0", "weight_ih_l0"]
+
+
+def test_thread_count_control():
+    n = fr.get_num_threads()
+    fr.set_num_threads(1)
+    assert fr.get_num_threads() == 1
+    fr.set_num_threads(n)
+    with pytest.raises(ValueError):
+        fr.set_num_threads(0)
+
+
+# ---- bad input --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda m: m(np.zeros((5, 3), np.float32)), ValueError, r"x must be 3-D \(time, batch, features\)"),
+    (lambda m: m(np.zeros((5, 3, 2), np.float32)), ValueError, "4 features"),
+    (lambda m: m(np.zeros((5, 3, 4), np.float64)), TypeError, "dtype float32"),
+    (lambda m: m(np.zeros((5, 3, 4), np.float32), (np.zeros((1, 2, 6), np.float32),) * 2), ValueError, r"h0 must have shape \(1, 3, 6\)"),
+    (lambda m: m(np.zeros((5, 3, 4), np.float32), np.zeros((1, 3, 6), np.float32)), ValueError, r"tuple \(h, c\)"),
+    (lambda m: m(np.zeros((5, 3, 4), np.float32), lengths=[5, 6, 1]), ValueError, r"lengths must lie in 1..5"),
+    (lambda m: m(np.zeros((5, 3, 4), np.float32), lengths=[5, 0, 1]), ValueError, r"lengths must lie in 1..5"),
+    (lambda m: m(np.zeros((5, 3, 4), np.float32), lengths=[5, 1]), ValueError, r"lengths must have shape"),
+    (lambda m: m(np.zeros((5, 3, 4), np.float32), lengths=[5.0, 1.0, 2.0]), TypeError, "integer"),
+    (lambda m: m(np.zeros((0, 3, 4), np.float32)), ValueError, "at least one"),
+    (lambda m: m([[["a"]]]), TypeError, "numeric"),
+])
+def test_bad_input_raises_a_clear_error(call, exc, match):
+    m = fr.LSTM(4, 6, seed=0)
+    with pytest.raises(exc, match=match):
+        call(m)
+
+
+def test_bad_backward_input_raises():
+    m = fr.GRU(4, 6, seed=0)
+    y, _ = m(np.zeros((5, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"dy must have shape \(5, 3, 6\)"):
+        m.backward(np.zeros((5, 3, 5), np.float32))
+    with pytest.raises(ValueError, match=r"dh_n must have shape \(1, 3, 6\)"):
+        m.backward(None, np.zeros((3, 6), np.float32))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"input_size": 0}, "input_size"), ({"hidden_size": -1}, "hidden_size"),
+    ({"num_layers": 0}, "num_layers"), ({"dropout": 1.0}, "dropout"), ({"dtype": np.int32}, "dtype"),
+    ({"nonlinearity": "sigmoid"}, "nonlinearity"),
+])
+def test_bad_constructor_arguments(kwargs, match):
+    args = {"input_size": 3, "hidden_size": 4, **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        fr.RNN(**args)
+
+
+def test_nan_input_propagates_without_crashing():
+    m = fr.LSTM(2, 3, bidirectional=True)
+    x = np.full((4, 2, 2), np.nan, np.float32)
+    y, (h, c) = m(x)
+    assert np.all(np.isnan(y)) and np.all(np.isnan(h))
+    dx = m.backward(np.ones_like(y))[0]
+    assert dx.shape == x.shape
+
+
+def test_core_refuses_mismatched_buffers():
+    """The Cython bridge is the last guard before C touches memory."""
+    from fastrnn import _core
+    x = np.zeros((3, 2, 4), np.float32)
+    w_ih, w_hh = np.zeros((20, 4), np.float32), np.zeros((20, 5), np.float32)
+    with pytest.raises(ValueError, match="w_ih must have shape"):
+        _core.forward(_core.LSTM, x, np.zeros((2, 5), np.float32), np.zeros((2, 5), np.float32),
+                      w_ih[:, :3].copy(), w_hh, None, None)
+    with pytest.raises(TypeError, match="h0 must have dtype float32"):
+        _core.forward(_core.LSTM, x, np.zeros((2, 5)), np.zeros((2, 5), np.float32), w_ih, w_hh, None, None)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.forward(_core.LSTM, x, np.zeros((5, 2), np.float32).T, np.zeros((2, 5), np.float32),
+                      w_ih, w_hh, None, None)

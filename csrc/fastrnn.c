@@ -1,8 +1,19 @@
 /* Instantiates the kernels of rnn_impl.h for float32 and float64; see fastrnn.h. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #include <cblas.h>
 #include "fastrnn.h"
+
+/* The pointwise gate loops are compiled twice, for AVX2 and for the baseline ISA, and picked at
+ * load time: a portable build still runs them 8 floats wide where the CPU allows. With
+ * -ffp-contract=off both clones round identically, so results do not depend on the CPU. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#define HOT __attribute__((target_clones("avx2", "default")))
+#else
+#define HOT
+#endif
+#define RS restrict
 
 int fr_gates(fr_cell cell) { return cell == FR_LSTM ? 4 : cell == FR_GRU ? 3 : 1; }
 int fr_aux(fr_cell cell) { return cell == FR_LSTM ? 2 : cell == FR_GRU ? 1 : 0; }
@@ -20,11 +31,41 @@ long fr_backward_ws_size(fr_cell cell, int B, int H)
 void fr_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
 int fr_get_num_threads(void) { return scipy_openblas_get_num_threads(); }
 
+/* float32 exp without libm calls, so the gate loops vectorise. Range reduction x = n ln2 + r,
+ * |r| <= ln2/2, then a degree-7 Taylor polynomial (truncation < 6e-9 relative, below float32's
+ * rounding) and 2^n assembled in the exponent bits. Rounding to n uses the 1.5*2^23 trick instead
+ * of floorf, which SSE2/AVX2 would otherwise call out of line. */
+static inline float fr_expf(float x)
+{
+    const float shift = 12582912.0f; /* 1.5 * 2^23 */
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float t = x * 1.44269504088896341f + shift;
+    float n = t - shift;
+    float r = x - n * 0.693359375f - n * -2.12194440e-4f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120
+              + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+    int32_t ti, ni;
+    memcpy(&ti, &t, 4);
+    ni = (ti - 0x4B400000 + 127) << 23; /* bits of t minus bits of shift = n */
+    float scale;
+    memcpy(&scale, &ni, 4);
+    return p * scale;
+}
+
+/* tanh through exp of -2|x|: the absolute error stays at float32 rounding for all x (relative
+ * accuracy near 0 is lower, which no gate uses). */
+static inline float fr_tanhf(float x)
+{
+    float e = fr_expf(-2.0f * (x < 0 ? -x : x));
+    float t = (1.0f - e) / (1.0f + e);
+    return x < 0 ? -t : t;
+}
+
 #define REAL float
 #define SFX(name) name##_f32
 #define GEMM scipy_cblas_sgemm
-#define EXP expf
-#define TANH tanhf
+#define EXP fr_expf
+#define TANH fr_tanhf
 #include "rnn_impl.h"
 #undef REAL
 #undef SFX

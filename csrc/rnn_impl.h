@@ -27,8 +27,8 @@ static inline int SFX(pos)(int s, int b, int T, int reverse, const int *lengths)
 
 /* gx (G*H): input projection + folded biases for this (t,b), overwritten with activations.
  * gh (G*H): recurrent projection W_hh h for this row.  h, c (H): running state, updated. */
-static inline void SFX(lstm_row)(int H, REAL *gx, const REAL *gh, REAL *h, REAL *c,
-                                 REAL *y, REAL *aux /* (2H) or NULL */)
+HOT static void SFX(lstm_row)(int H, REAL *RS gx, const REAL *RS gh, REAL *RS h, REAL *RS c,
+                              REAL *RS y, REAL *RS aux /* (2H) or NULL */)
 {
     for (int j = 0; j < H; ++j) {
         REAL i = SFX(sigm)(gx[j] + gh[j]);
@@ -46,8 +46,8 @@ static inline void SFX(lstm_row)(int H, REAL *gx, const REAL *gh, REAL *h, REAL 
 }
 
 /* b_hn (H) or NULL: the n-block recurrent bias, which PyTorch applies inside r*(...). */
-static inline void SFX(gru_row)(int H, REAL *gx, const REAL *gh, const REAL *b_hn, REAL *h,
-                                REAL *y, REAL *aux /* (H) or NULL */)
+HOT static void SFX(gru_row)(int H, REAL *RS gx, const REAL *RS gh, const REAL *RS b_hn, REAL *RS h,
+                             REAL *RS y, REAL *RS aux /* (H) or NULL */)
 {
     for (int j = 0; j < H; ++j) {
         REAL r = SFX(sigm)(gx[j] + gh[j]);
@@ -61,7 +61,7 @@ static inline void SFX(gru_row)(int H, REAL *gx, const REAL *gh, const REAL *b_h
     }
 }
 
-static inline void SFX(rnn_row)(int H, int relu, REAL *gx, const REAL *gh, REAL *h, REAL *y)
+HOT static void SFX(rnn_row)(int H, int relu, REAL *RS gx, const REAL *RS gh, REAL *RS h, REAL *RS y)
 {
     for (int j = 0; j < H; ++j) {
         REAL v = gx[j] + gh[j];
@@ -140,8 +140,8 @@ void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, cons
 /* Per-row gradient of one step. dht (H): total gradient w.r.t. the state leaving the step.
  * Writes the gate-pre-activation gradients (dgx, and dgh for GRU) and the direct (non-GEMM)
  * part of the gradient w.r.t. the entering state into dhp. */
-static inline void SFX(lstm_row_bwd)(int H, const REAL *a, const REAL *aux, const REAL *dht,
-                                     REAL *dc, REAL *dgx, REAL *dhp)
+HOT static void SFX(lstm_row_bwd)(int H, const REAL *RS a, const REAL *RS aux, const REAL *RS dht,
+                                  REAL *RS dc, REAL *RS dgx, REAL *RS dhp)
 {
     for (int j = 0; j < H; ++j) {
         REAL i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
@@ -156,8 +156,8 @@ static inline void SFX(lstm_row_bwd)(int H, const REAL *a, const REAL *aux, cons
     }
 }
 
-static inline void SFX(gru_row_bwd)(int H, const REAL *a, const REAL *aux, const REAL *hp,
-                                    const REAL *dht, REAL *dgx, REAL *dgh, REAL *dhp)
+HOT static void SFX(gru_row_bwd)(int H, const REAL *RS a, const REAL *RS aux, const REAL *RS hp,
+                                 const REAL *RS dht, REAL *RS dgx, REAL *RS dgh, REAL *RS dhp)
 {
     for (int j = 0; j < H; ++j) {
         REAL r = a[j], z = a[H + j], n = a[2 * H + j], hn = aux[j];
@@ -170,8 +170,8 @@ static inline void SFX(gru_row_bwd)(int H, const REAL *a, const REAL *aux, const
     }
 }
 
-static inline void SFX(rnn_row_bwd)(int H, int relu, const REAL *a, const REAL *dht,
-                                    REAL *dgx, REAL *dhp)
+HOT static void SFX(rnn_row_bwd)(int H, int relu, const REAL *RS a, const REAL *RS dht,
+                                 REAL *RS dgx, REAL *RS dhp)
 {
     for (int j = 0; j < H; ++j) {
         REAL v = a[j];

@@ -20,7 +20,7 @@ int fr_aux(fr_cell cell) { return cell == FR_LSTM ? 2 : cell == FR_GRU ? 1 : 0; 
 
 long fr_forward_ws_size(fr_cell cell, int B, int H)
 {
-    return (long)B * fr_gates(cell) * H + 2L * B * H;
+    return (long)B * fr_gates(cell) * H + 2L * B * H + (long)(fr_aux(cell) + 1) * H;
 }
 
 long fr_backward_ws_size(fr_cell cell, int B, int H)
@@ -56,9 +56,8 @@ static inline float fr_expf(float x)
  * accuracy near 0 is lower, which no gate uses). */
 static inline float fr_tanhf(float x)
 {
-    float e = fr_expf(-2.0f * (x < 0 ? -x : x));
-    float t = (1.0f - e) / (1.0f + e);
-    return x < 0 ? -t : t;
+    float e = fr_expf(-2.0f * fabsf(x));
+    return copysignf((1.0f - e) / (1.0f + e), x);
 }
 
 #define REAL float

@@ -23,41 +23,51 @@ static inline int SFX(pos)(int s, int b, int T, int reverse, const int *lengths)
     return (lengths ? lengths[b] : T) - 1 - s;
 }
 
-/* ---- pointwise cell steps: one active batch row -------------------------------------------- */
+/* ---- pointwise cell steps: one active batch row ------------------------------------------ */
+/* Each gate block gets its own restrict pointer: with one base pointer at offsets j, H+j, ...
+ * GCC guards the vector loop with a run-time overlap check that sends it down a scalar path. */
 
-/* gx (G*H): input projection + folded biases for this (t,b), overwritten with activations.
- * gh (G*H): recurrent projection W_hh h for this row.  h, c (H): running state, updated. */
-HOT static void SFX(lstm_row)(int H, REAL *RS gx, const REAL *RS gh, REAL *RS h, REAL *RS c,
-                              REAL *RS y, REAL *RS aux /* (2H) or NULL */)
+/* LSTM. gi..go (H each, in: input projection + biases, out: activations i,f,g,o);
+ * ri..ro (H each): recurrent projection; h, c (H): running state, updated; y (H): output;
+ * cp, tc (H): saved c entering the step and tanh(c) leaving it. */
+HOT static void SFX(lstm_row)(int H, REAL *RS gi, REAL *RS gf, REAL *RS gg, REAL *RS go,
+                              const REAL *RS ri, const REAL *RS rf, const REAL *RS rg,
+                              const REAL *RS ro, REAL *RS h, REAL *RS c, REAL *RS y,
+                              REAL *RS cp, REAL *RS tc)
 {
     for (int j = 0; j < H; ++j) {
-        REAL i = SFX(sigm)(gx[j] + gh[j]);
-        REAL f = SFX(sigm)(gx[H + j] + gh[H + j]);
-        REAL g = TANH(gx[2 * H + j] + gh[2 * H + j]);
-        REAL o = SFX(sigm)(gx[3 * H + j] + gh[3 * H + j]);
+        REAL i = SFX(sigm)(gi[j] + ri[j]);
+        REAL f = SFX(sigm)(gf[j] + rf[j]);
+        REAL g = TANH(gg[j] + rg[j]);
+        REAL o = SFX(sigm)(go[j] + ro[j]);
         REAL cn = f * c[j] + i * g;
-        REAL tc = TANH(cn);
-        if (aux) { aux[j] = c[j]; aux[H + j] = tc; }
-        gx[j] = i; gx[H + j] = f; gx[2 * H + j] = g; gx[3 * H + j] = o;
+        REAL t = TANH(cn);
+        cp[j] = c[j];
+        tc[j] = t;
+        gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
         c[j] = cn;
-        h[j] = o * tc;
-        y[j] = h[j];
+        h[j] = o * t;
+        y[j] = o * t;
     }
 }
 
-/* b_hn (H) or NULL: the n-block recurrent bias, which PyTorch applies inside r*(...). */
-HOT static void SFX(gru_row)(int H, REAL *RS gx, const REAL *RS gh, const REAL *RS b_hn, REAL *RS h,
-                             REAL *RS y, REAL *RS aux /* (H) or NULL */)
+/* GRU. gr, gz, gn (H each, in: input projection + folded biases, out: activations r,z,n);
+ * rr, rz, rn (H each): recurrent projection; b_hn (H): the n-block recurrent bias, which PyTorch
+ * applies inside r*(...) (zeros if no bias); hn (H): saved W_hn h + b_hn. */
+HOT static void SFX(gru_row)(int H, REAL *RS gr, REAL *RS gz, REAL *RS gn, const REAL *RS rr,
+                             const REAL *RS rz, const REAL *RS rn, const REAL *RS b_hn,
+                             REAL *RS h, REAL *RS y, REAL *RS hn)
 {
     for (int j = 0; j < H; ++j) {
-        REAL r = SFX(sigm)(gx[j] + gh[j]);
-        REAL z = SFX(sigm)(gx[H + j] + gh[H + j]);
-        REAL hn = gh[2 * H + j] + (b_hn ? b_hn[j] : (REAL)0);
-        REAL n = TANH(gx[2 * H + j] + r * hn);
-        if (aux) aux[j] = hn;
-        gx[j] = r; gx[H + j] = z; gx[2 * H + j] = n;
-        h[j] = ((REAL)1 - z) * n + z * h[j];
-        y[j] = h[j];
+        REAL r = SFX(sigm)(gr[j] + rr[j]);
+        REAL z = SFX(sigm)(gz[j] + rz[j]);
+        REAL a = rn[j] + b_hn[j];
+        REAL n = TANH(gn[j] + r * a);
+        REAL hj = ((REAL)1 - z) * n + z * h[j];
+        hn[j] = a;
+        gr[j] = r; gz[j] = z; gn[j] = n;
+        h[j] = hj;
+        y[j] = hj;
     }
 }
 
@@ -85,7 +95,10 @@ void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, cons
     REAL *gh = ws;                      /* (B,GH) recurrent projection of the current step */
     REAL *h = ws + (long)B * GH;        /* (B,H) running state */
     REAL *c = h + (long)B * H;          /* (B,H) running cell state, LSTM */
-    const REAL *b_hn = (cell == FR_GRU && b_hh) ? b_hh + 2 * H : NULL;
+    REAL *aux_scratch = c + (long)B * H; /* (A*H) where inference writes the aux it won't keep, so
+                                            the gate loops have no branch and vectorise */
+    REAL *zeros = aux_scratch + (long)A * H; /* (H) stands in for b_hn when there is no bias */
+    const REAL *b_hn = (cell == FR_GRU && b_hh) ? b_hh + 2 * H : zeros;
     int maxlen = T;
 
     /* Biases go into act first so the input GEMM adds onto them (beta = 1). b_hh is folded in
@@ -112,6 +125,7 @@ void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, cons
                 }
     }
 
+    memset(zeros, 0, sizeof(REAL) * H);
     memcpy(h, h0, sizeof(REAL) * B * H);
     if (cell == FR_LSTM) memcpy(c, c0, sizeof(REAL) * B * H);
 
@@ -122,12 +136,20 @@ void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, cons
             const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
             REAL *hb = h + (long)b * H;
             REAL *gxr = act + row * GH, *yr = y + row * ldy;
-            REAL *auxr = (hprev && A) ? aux + row * A * H : NULL;
+            const REAL *ghr = gh + (long)b * GH;
+            REAL *auxr = hprev ? aux + row * A * H : aux_scratch;
             if (hprev) memcpy(hprev + row * H, hb, sizeof(REAL) * H);
             switch (cell) {
-            case FR_LSTM: SFX(lstm_row)(H, gxr, gh + (long)b * GH, hb, c + (long)b * H, yr, auxr); break;
-            case FR_GRU:  SFX(gru_row)(H, gxr, gh + (long)b * GH, b_hn, hb, yr, auxr); break;
-            default:      SFX(rnn_row)(H, cell == FR_RNN_RELU, gxr, gh + (long)b * GH, hb, yr); break;
+            case FR_LSTM:
+                SFX(lstm_row)(H, gxr, gxr + H, gxr + 2 * H, gxr + 3 * H, ghr, ghr + H, ghr + 2 * H,
+                              ghr + 3 * H, hb, c + (long)b * H, yr, auxr, auxr + H);
+                break;
+            case FR_GRU:
+                SFX(gru_row)(H, gxr, gxr + H, gxr + 2 * H, ghr, ghr + H, ghr + 2 * H, b_hn, hb, yr, auxr);
+                break;
+            default:
+                SFX(rnn_row)(H, cell == FR_RNN_RELU, gxr, ghr, hb, yr);
+                break;
             }
         }
     }
@@ -138,34 +160,37 @@ void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, cons
 /* ---- backward ------------------------------------------------------------------------- */
 
 /* Per-row gradient of one step. dht (H): total gradient w.r.t. the state leaving the step.
- * Writes the gate-pre-activation gradients (dgx, and dgh for GRU) and the direct (non-GEMM)
- * part of the gradient w.r.t. the entering state into dhp. */
-HOT static void SFX(lstm_row_bwd)(int H, const REAL *RS a, const REAL *RS aux, const REAL *RS dht,
-                                  REAL *RS dc, REAL *RS dgx, REAL *RS dhp)
+ * Writes the gate-pre-activation gradients (d*, and the recurrent-side e* for GRU) and the
+ * direct (non-GEMM) part of the gradient w.r.t. the entering state into dhp. */
+HOT static void SFX(lstm_row_bwd)(int H, const REAL *RS ai, const REAL *RS af, const REAL *RS ag,
+                                  const REAL *RS ao, const REAL *RS cp, const REAL *RS tc,
+                                  const REAL *RS dht, REAL *RS dc, REAL *RS di, REAL *RS df,
+                                  REAL *RS dg, REAL *RS dout, REAL *RS dhp)
 {
     for (int j = 0; j < H; ++j) {
-        REAL i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
-        REAL cp = aux[j], tc = aux[H + j];
-        REAL dct = dc[j] + dht[j] * o * ((REAL)1 - tc * tc);
-        dgx[j] = dct * g * i * ((REAL)1 - i);
-        dgx[H + j] = dct * cp * f * ((REAL)1 - f);
-        dgx[2 * H + j] = dct * i * ((REAL)1 - g * g);
-        dgx[3 * H + j] = dht[j] * tc * o * ((REAL)1 - o);
+        REAL i = ai[j], f = af[j], g = ag[j], o = ao[j], t = tc[j];
+        REAL dct = dc[j] + dht[j] * o * ((REAL)1 - t * t);
+        di[j] = dct * g * i * ((REAL)1 - i);
+        df[j] = dct * cp[j] * f * ((REAL)1 - f);
+        dg[j] = dct * i * ((REAL)1 - g * g);
+        dout[j] = dht[j] * t * o * ((REAL)1 - o);
         dc[j] = dct * f;
         dhp[j] = 0;
     }
 }
 
-HOT static void SFX(gru_row_bwd)(int H, const REAL *RS a, const REAL *RS aux, const REAL *RS hp,
-                                 const REAL *RS dht, REAL *RS dgx, REAL *RS dgh, REAL *RS dhp)
+HOT static void SFX(gru_row_bwd)(int H, const REAL *RS ar, const REAL *RS az, const REAL *RS an,
+                                 const REAL *RS hn, const REAL *RS hp, const REAL *RS dht,
+                                 REAL *RS dr, REAL *RS dz, REAL *RS dn, REAL *RS er, REAL *RS ez,
+                                 REAL *RS en, REAL *RS dhp)
 {
     for (int j = 0; j < H; ++j) {
-        REAL r = a[j], z = a[H + j], n = a[2 * H + j], hn = aux[j];
+        REAL r = ar[j], z = az[j], n = an[j];
         REAL dnp = dht[j] * ((REAL)1 - z) * ((REAL)1 - n * n);
-        REAL drp = dnp * hn * r * ((REAL)1 - r);
+        REAL drp = dnp * hn[j] * r * ((REAL)1 - r);
         REAL dzp = dht[j] * (hp[j] - n) * z * ((REAL)1 - z);
-        dgx[j] = drp; dgx[H + j] = dzp; dgx[2 * H + j] = dnp;
-        dgh[j] = drp; dgh[H + j] = dzp; dgh[2 * H + j] = dnp * r;
+        dr[j] = drp; dz[j] = dzp; dn[j] = dnp;
+        er[j] = drp; ez[j] = dzp; en[j] = dnp * r;
         dhp[j] = dht[j] * z;
     }
 }
@@ -228,21 +253,26 @@ void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, con
                 continue;
             }
             const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
+            const REAL *a = act + row * GH;
+            REAL *d = dgx + row * GH;
             if (dy) {
                 const REAL *dyr = dy + row * ldy;
                 for (int j = 0; j < H; ++j) dhb[j] += dyr[j];
             }
             switch (cell) {
             case FR_LSTM:
-                SFX(lstm_row_bwd)(H, act + row * GH, aux + row * 2L * H, dhb, dc + (long)b * H,
-                                  dgx + row * GH, dhpb);
+                SFX(lstm_row_bwd)(H, a, a + H, a + 2 * H, a + 3 * H, aux + row * 2L * H,
+                                  aux + row * 2L * H + H, dhb, dc + (long)b * H,
+                                  d, d + H, d + 2 * H, d + 3 * H, dhpb);
                 break;
-            case FR_GRU:
-                SFX(gru_row_bwd)(H, act + row * GH, aux + row * H, hprev + row * H, dhb,
-                                 dgx + row * GH, dgh + row * GH, dhpb);
+            case FR_GRU: {
+                REAL *e = dgh + row * GH;
+                SFX(gru_row_bwd)(H, a, a + H, a + 2 * H, aux + row * H, hprev + row * H, dhb,
+                                 d, d + H, d + 2 * H, e, e + H, e + 2 * H, dhpb);
                 break;
+            }
             default:
-                SFX(rnn_row_bwd)(H, cell == FR_RNN_RELU, act + row * GH, dhb, dgx + row * GH, dhpb);
+                SFX(rnn_row_bwd)(H, cell == FR_RNN_RELU, a, dhb, d, dhpb);
                 break;
             }
             if (scattered) memcpy(step + (long)b * GH, rec + row * GH, sizeof(REAL) * GH);

@@ -63,23 +63,27 @@ static inline float fr_tanhf(float x)
 #define REAL float
 #define SFX(name) name##_f32
 #define GEMM scipy_cblas_sgemm
+#define GEMV scipy_cblas_sgemv
 #define EXP fr_expf
 #define TANH fr_tanhf
 #include "rnn_impl.h"
 #undef REAL
 #undef SFX
 #undef GEMM
+#undef GEMV
 #undef EXP
 #undef TANH
 
 #define REAL double
 #define SFX(name) name##_f64
 #define GEMM scipy_cblas_dgemm
+#define GEMV scipy_cblas_dgemv
 #define EXP exp
 #define TANH tanh
 #include "rnn_impl.h"
 #undef REAL
 #undef SFX
 #undef GEMM
+#undef GEMV
 #undef EXP
 #undef TANH

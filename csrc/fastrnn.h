@@ -45,7 +45,8 @@
  *   No output buffer may alias any other buffer, with one exception: y may be a strided view into
  *   a wider (T,B,2H) output shared by the two directions (each writes its own H columns).
  *
- * Threads: the kernels are reentrant; BLAS may use its own threads inside a GEMM.
+ * Threads: the kernels are reentrant and use whatever threads BLAS is set to; fastrnn's Python
+ * layer keeps BLAS single-threaded and runs row ranges on its own threads (see FR_PHASES).
  * ---------------------------------------------------------------------------------------------
  */
 #ifndef FASTRNN_H
@@ -115,6 +116,40 @@ void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, cons
                      double *dx, int accumulate_dx, double *dh0, double *dc0,
                      double *dw_ih, double *dw_hh, double *db_ih, double *db_hh,
                      double *dgx, double *dgh, double *ws);
+
+/*
+ * The same work in phases, so a caller can run the time loop of disjoint batch-row ranges
+ * [b0, b1) concurrently: rows never interact inside a recurrence, so the threads need no
+ * synchronisation per step, and each one's per-step GEMM stays single-threaded. fr_forward is
+ * fr_project then fr_recur(0, B); fr_backward is fr_recur_backward(0, B) then
+ * fr_backward_params. Row-range calls write only their rows of every (.,B,.) buffer.
+ *
+ * fr_project: act (T,B,G*H) = x (T,B,D) w_ih^T (+ b_ih, + b_hh where purely additive).
+ * fr_recur: the forward time loop for rows b0..b1-1; arguments as in fr_forward, with
+ *   ws (fr_forward_ws_size(cell, b1-b0, H)) private to the call.
+ * fr_recur_backward: the reverse time loop for rows b0..b1-1; writes dgx, dgh rows (zero at
+ *   padded positions), dh0/dc0 rows; ws (fr_backward_ws_size(cell, b1-b0, H)) private.
+ * fr_backward_params: whole-sequence GEMMs from dgx/dgh: rows g0..g1-1 of dw_ih, dw_hh, db_ih,
+ *   db_hh += ...; rows r0..r1-1 (of T*B) of dx (T,B,D) assigned (accumulated if accumulate_dx),
+ *   dx NULL to skip. Calls with disjoint ranges may run concurrently.
+ */
+#define FR_PHASES(R, S)                                                                           \
+void fr_project_##S(fr_cell cell, int T, int B, int D, int H, const R *x, const R *w_ih,         \
+                    const R *b_ih, const R *b_hh, R *act);                                        \
+void fr_recur_##S(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,                \
+                  const int *lengths, const R *h0, const R *c0, const R *w_hh, const R *b_hh,    \
+                  R *y, int ldy, R *h_n, R *c_n, R *act, R *hprev, R *aux, R *ws);              \
+void fr_recur_backward_##S(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,       \
+                           const int *lengths, const R *w_hh, const R *act, const R *hprev,      \
+                           const R *aux, const R *dy, int ldy, const R *dh_n, const R *dc_n,     \
+                           R *dh0, R *dc0, R *dgx, R *dgh, R *ws);                              \
+void fr_backward_params_##S(fr_cell cell, int T, int B, int D, int H, int g0, int g1, long r0,   \
+                            long r1, const R *x, const R *w_ih, const R *hprev, const R *dgx,    \
+                            const R *dgh, R *dx, int accumulate_dx, R *dw_ih, R *dw_hh,          \
+                            R *db_ih, R *db_hh);
+FR_PHASES(float, f32)
+FR_PHASES(double, f64)
+#undef FR_PHASES
 
 /* BLAS thread control (OpenBLAS from the scipy-openblas32 wheel). */
 void fr_set_num_threads(int n);

@@ -8,10 +8,16 @@
 
 static inline REAL SFX(sigm)(REAL v) { return (REAL)1 / ((REAL)1 + EXP(-v)); }
 
-/* Row-major C (M,N) = alpha * op(A) op(B) + beta * C, with op chosen by the ta/tb flags. */
+/* Row-major C (M,N) = alpha * op(A) op(B) + beta * C, with op chosen by the ta/tb flags.
+ * A single row (batch of one, streaming) goes to GEMV: OpenBLAS's GEMM costs ~5x more there. */
 static inline void SFX(gemm)(int ta, int tb, int M, int N, int K, const REAL *A, int lda,
                              const REAL *Bm, int ldb, REAL beta, REAL *C, int ldc)
 {
+    if (M == 1 && !ta) {
+        GEMV(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, tb ? N : K, tb ? K : N, (REAL)1,
+             Bm, ldb, A, 1, beta, C, 1);
+        return;
+    }
     GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
          M, N, K, (REAL)1, A, lda, Bm, ldb, beta, C, ldc);
 }
@@ -84,23 +90,19 @@ HOT static void SFX(rnn_row)(int H, int relu, REAL *RS gx, const REAL *RS gh, RE
 
 /* ---- forward ---------------------------------------------------------------------------- */
 
-void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
-                     const REAL *x, const REAL *h0, const REAL *c0,
-                     const REAL *w_ih, const REAL *w_hh, const REAL *b_ih, const REAL *b_hh,
-                     REAL *y, int ldy, REAL *h_n, REAL *c_n,
-                     REAL *act, REAL *hprev, REAL *aux, REAL *ws)
+static int SFX(max_length)(int T, int b0, int b1, const int *lengths)
 {
-    const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell);
-    const long TB = (long)T * B;
-    REAL *gh = ws;                      /* (B,GH) recurrent projection of the current step */
-    REAL *h = ws + (long)B * GH;        /* (B,H) running state */
-    REAL *c = h + (long)B * H;          /* (B,H) running cell state, LSTM */
-    REAL *aux_scratch = c + (long)B * H; /* (A*H) where inference writes the aux it won't keep, so
-                                            the gate loops have no branch and vectorise */
-    REAL *zeros = aux_scratch + (long)A * H; /* (H) stands in for b_hn when there is no bias */
-    const REAL *b_hn = (cell == FR_GRU && b_hh) ? b_hh + 2 * H : zeros;
-    int maxlen = T;
+    if (!lengths) return T;
+    int m = 0;
+    for (int b = b0; b < b1; ++b) if (lengths[b] > m) m = lengths[b];
+    return m;
+}
 
+void SFX(fr_project)(fr_cell cell, int T, int B, int D, int H, const REAL *x, const REAL *w_ih,
+                     const REAL *b_ih, const REAL *b_hh, REAL *act)
+{
+    const int GH = fr_gates(cell) * H;
+    const long TB = (long)T * B;
     /* Biases go into act first so the input GEMM adds onto them (beta = 1). b_hh is folded in
      * wherever it is purely additive: everywhere except GRU's n block, which sits inside r*(.). */
     if (b_ih) {
@@ -111,38 +113,52 @@ void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, cons
         }
     }
     SFX(gemm)(0, 1, (int)TB, GH, D, x, D, w_ih, D, b_ih ? (REAL)1 : (REAL)0, act, GH);
+}
+
+void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
+                   const int *lengths, const REAL *h0, const REAL *c0, const REAL *w_hh,
+                   const REAL *b_hh, REAL *y, int ldy, REAL *h_n, REAL *c_n,
+                   REAL *act, REAL *hprev, REAL *aux, REAL *ws)
+{
+    const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell), nb = b1 - b0;
+    REAL *gh = ws;                        /* (nb,GH) recurrent projection of the current step */
+    REAL *h = ws + (long)nb * GH;         /* (nb,H) running state */
+    REAL *c = h + (long)nb * H;           /* (nb,H) running cell state, LSTM */
+    REAL *aux_scratch = c + (long)nb * H; /* (A*H) where inference writes the aux it won't keep,
+                                             so the gate loops have no branch and vectorise */
+    REAL *zeros = aux_scratch + (long)A * H; /* (H) stands in for b_hn when there is no bias */
+    const REAL *b_hn = (cell == FR_GRU && b_hh) ? b_hh + 2 * H : zeros;
+    const int maxlen = SFX(max_length)(T, b0, b1, lengths);
 
     if (lengths) {
-        maxlen = 0;
-        for (int b = 0; b < B; ++b) if (lengths[b] > maxlen) maxlen = lengths[b];
         /* Padded positions are never visited: give them defined values (outputs zero, and
          * hprev zero so backward's whole-sequence GEMMs multiply zeros by zeros there). */
         for (int t = 0; t < T; ++t)
-            for (int b = 0; b < B; ++b)
+            for (int b = b0; b < b1; ++b)
                 if (t >= lengths[b]) {
                     memset(y + ((long)t * B + b) * ldy, 0, sizeof(REAL) * H);
                     if (hprev) memset(hprev + ((long)t * B + b) * H, 0, sizeof(REAL) * H);
                 }
     }
-
     memset(zeros, 0, sizeof(REAL) * H);
-    memcpy(h, h0, sizeof(REAL) * B * H);
-    if (cell == FR_LSTM) memcpy(c, c0, sizeof(REAL) * B * H);
+    memcpy(h, h0 + (long)b0 * H, sizeof(REAL) * nb * H);
+    if (cell == FR_LSTM) memcpy(c, c0 + (long)b0 * H, sizeof(REAL) * nb * H);
 
     for (int s = 0; s < maxlen; ++s) {
-        SFX(gemm)(0, 1, B, GH, H, h, H, w_hh, H, (REAL)0, gh, GH);
-        for (int b = 0; b < B; ++b) {
+        SFX(gemm)(0, 1, nb, GH, H, h, H, w_hh, H, (REAL)0, gh, GH);
+        for (int i = 0; i < nb; ++i) {
+            const int b = b0 + i;
             if (lengths && s >= lengths[b]) continue;
             const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
-            REAL *hb = h + (long)b * H;
+            REAL *hb = h + (long)i * H;
             REAL *gxr = act + row * GH, *yr = y + row * ldy;
-            const REAL *ghr = gh + (long)b * GH;
+            const REAL *ghr = gh + (long)i * GH;
             REAL *auxr = hprev ? aux + row * A * H : aux_scratch;
             if (hprev) memcpy(hprev + row * H, hb, sizeof(REAL) * H);
             switch (cell) {
             case FR_LSTM:
                 SFX(lstm_row)(H, gxr, gxr + H, gxr + 2 * H, gxr + 3 * H, ghr, ghr + H, ghr + 2 * H,
-                              ghr + 3 * H, hb, c + (long)b * H, yr, auxr, auxr + H);
+                              ghr + 3 * H, hb, c + (long)i * H, yr, auxr, auxr + H);
                 break;
             case FR_GRU:
                 SFX(gru_row)(H, gxr, gxr + H, gxr + 2 * H, ghr, ghr + H, ghr + 2 * H, b_hn, hb, yr, auxr);
@@ -153,8 +169,19 @@ void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, cons
             }
         }
     }
-    memcpy(h_n, h, sizeof(REAL) * B * H);
-    if (cell == FR_LSTM) memcpy(c_n, c, sizeof(REAL) * B * H);
+    memcpy(h_n + (long)b0 * H, h, sizeof(REAL) * nb * H);
+    if (cell == FR_LSTM) memcpy(c_n + (long)b0 * H, c, sizeof(REAL) * nb * H);
+}
+
+void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+                     const REAL *x, const REAL *h0, const REAL *c0,
+                     const REAL *w_ih, const REAL *w_hh, const REAL *b_ih, const REAL *b_hh,
+                     REAL *y, int ldy, REAL *h_n, REAL *c_n,
+                     REAL *act, REAL *hprev, REAL *aux, REAL *ws)
+{
+    SFX(fr_project)(cell, T, B, D, H, x, w_ih, b_ih, b_hh, act);
+    SFX(fr_recur)(cell, T, B, H, 0, B, reverse, lengths, h0, c0, w_hh, b_hh, y, ldy, h_n, c_n,
+                  act, hprev, aux, ws);
 }
 
 /* ---- backward ------------------------------------------------------------------------- */
@@ -205,51 +232,44 @@ HOT static void SFX(rnn_row_bwd)(int H, int relu, const REAL *RS a, const REAL *
     }
 }
 
-/* bias gradient: db (N) += column sums of g (M,N) */
-static void SFX(colsum_add)(long M, int N, const REAL *g, REAL *db)
+void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
+                            const int *lengths, const REAL *w_hh, const REAL *act,
+                            const REAL *hprev, const REAL *aux, const REAL *dy, int ldy,
+                            const REAL *dh_n, const REAL *dc_n, REAL *dh0, REAL *dc0,
+                            REAL *dgx, REAL *dgh, REAL *ws)
 {
-    for (long m = 0; m < M; ++m)
-        for (int k = 0; k < N; ++k) db[k] += g[m * N + k];
-}
-
-void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
-                      const REAL *x, const REAL *w_ih, const REAL *w_hh,
-                      const REAL *act, const REAL *hprev, const REAL *aux,
-                      const REAL *dy, int ldy, const REAL *dh_n, const REAL *dc_n,
-                      REAL *dx, int accumulate_dx, REAL *dh0, REAL *dc0,
-                      REAL *dw_ih, REAL *dw_hh, REAL *db_ih, REAL *db_hh,
-                      REAL *dgx, REAL *dgh, REAL *ws)
-{
-    const int GH = fr_gates(cell) * H;
-    const long TB = (long)T * B;
-    REAL *dh = ws;                      /* (B,H) gradient w.r.t. the state leaving step s */
-    REAL *dhp = ws + (long)B * H;       /* (B,H) same for the state entering step s */
-    REAL *dc = ws + 2L * B * H;         /* (B,H) LSTM cell-state gradient, updated in place */
-    REAL *step = ws + 3L * B * H;       /* (B,GH) this step's recurrent-side gate gradients,
+    const int GH = fr_gates(cell) * H, nb = b1 - b0;
+    REAL *dh = ws;                      /* (nb,H) gradient w.r.t. the state leaving step s */
+    REAL *dhp = ws + (long)nb * H;      /* (nb,H) same for the state entering step s */
+    REAL *dc = ws + 2L * nb * H;        /* (nb,H) LSTM cell-state gradient, updated in place */
+    REAL *step = ws + 3L * nb * H;      /* (nb,GH) this step's recurrent-side gate gradients,
                                            gathered when rows sit at different time positions */
     REAL *rec = dgh ? dgh : dgx;        /* recurrent-side gate gradients: equal to dgx except GRU */
     const int scattered = reverse && lengths != NULL;
-    int maxlen = T;
+    const int maxlen = SFX(max_length)(T, b0, b1, lengths);
 
     if (lengths) {
-        maxlen = 0;
-        for (int b = 0; b < B; ++b) if (lengths[b] > maxlen) maxlen = lengths[b];
-        /* Padded positions must contribute nothing to the whole-sequence GEMMs below. */
-        memset(dgx, 0, sizeof(REAL) * TB * GH);
-        if (dgh) memset(dgh, 0, sizeof(REAL) * TB * GH);
+        /* Padded positions must contribute nothing to the whole-sequence GEMMs. */
+        for (int t = 0; t < T; ++t) {
+            memset(dgx + ((long)t * B + b0) * GH, 0, sizeof(REAL) * nb * GH);
+            if (dgh) memset(dgh + ((long)t * B + b0) * GH, 0, sizeof(REAL) * nb * GH);
+        }
     }
-    if (dh_n) memcpy(dh, dh_n, sizeof(REAL) * B * H); else memset(dh, 0, sizeof(REAL) * B * H);
+    if (dh_n) memcpy(dh, dh_n + (long)b0 * H, sizeof(REAL) * nb * H);
+    else memset(dh, 0, sizeof(REAL) * nb * H);
     if (cell == FR_LSTM) {
-        if (dc_n) memcpy(dc, dc_n, sizeof(REAL) * B * H); else memset(dc, 0, sizeof(REAL) * B * H);
+        if (dc_n) memcpy(dc, dc_n + (long)b0 * H, sizeof(REAL) * nb * H);
+        else memset(dc, 0, sizeof(REAL) * nb * H);
     }
 
     for (int s = maxlen - 1; s >= 0; --s) {
-        for (int b = 0; b < B; ++b) {
-            REAL *dhb = dh + (long)b * H, *dhpb = dhp + (long)b * H;
+        for (int i = 0; i < nb; ++i) {
+            const int b = b0 + i;
+            REAL *dhb = dh + (long)i * H, *dhpb = dhp + (long)i * H;
             if (lengths && s >= lengths[b]) {
                 /* inactive: the state passes through unchanged, and so does its gradient */
                 memcpy(dhpb, dhb, sizeof(REAL) * H);
-                if (scattered) memset(step + (long)b * GH, 0, sizeof(REAL) * GH);
+                if (scattered) memset(step + (long)i * GH, 0, sizeof(REAL) * GH);
                 continue;
             }
             const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
@@ -262,7 +282,7 @@ void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, con
             switch (cell) {
             case FR_LSTM:
                 SFX(lstm_row_bwd)(H, a, a + H, a + 2 * H, a + 3 * H, aux + row * 2L * H,
-                                  aux + row * 2L * H + H, dhb, dc + (long)b * H,
+                                  aux + row * 2L * H + H, dhb, dc + (long)i * H,
                                   d, d + H, d + 2 * H, d + 3 * H, dhpb);
                 break;
             case FR_GRU: {
@@ -275,21 +295,54 @@ void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, con
                 SFX(rnn_row_bwd)(H, cell == FR_RNN_RELU, a, dhb, d, dhpb);
                 break;
             }
-            if (scattered) memcpy(step + (long)b * GH, rec + row * GH, sizeof(REAL) * GH);
+            if (scattered) memcpy(step + (long)i * GH, rec + row * GH, sizeof(REAL) * GH);
         }
-        /* Unscattered steps read their B rows straight from the time-layout buffer. */
-        const REAL *dstep = scattered ? step
-                                      : rec + (long)SFX(pos)(s, 0, T, reverse, NULL) * B * GH;
-        SFX(gemm)(0, 0, B, H, GH, dstep, GH, w_hh, H, (REAL)1, dhp, H);
+        /* Unscattered steps read their rows straight from the time-layout buffer. */
+        const REAL *dstep = scattered
+            ? step : rec + ((long)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
+        SFX(gemm)(0, 0, nb, H, GH, dstep, GH, w_hh, H, (REAL)1, dhp, H);
         REAL *tmp = dh; dh = dhp; dhp = tmp;
     }
-    memcpy(dh0, dh, sizeof(REAL) * B * H);
-    if (cell == FR_LSTM) memcpy(dc0, dc, sizeof(REAL) * B * H);
+    memcpy(dh0 + (long)b0 * H, dh, sizeof(REAL) * nb * H);
+    if (cell == FR_LSTM) memcpy(dc0 + (long)b0 * H, dc, sizeof(REAL) * nb * H);
+}
 
-    /* Whole-sequence GEMMs: one pass over all T*B rows instead of T small ones. */
-    SFX(gemm)(1, 0, GH, D, (int)TB, dgx, GH, x, D, (REAL)1, dw_ih, D);
-    SFX(gemm)(1, 0, GH, H, (int)TB, rec, GH, hprev, H, (REAL)1, dw_hh, H);
-    if (db_ih) SFX(colsum_add)(TB, GH, dgx, db_ih);
-    if (db_hh) SFX(colsum_add)(TB, GH, rec, db_hh);
-    if (dx) SFX(gemm)(0, 0, (int)TB, D, GH, dgx, GH, w_ih, D, accumulate_dx ? (REAL)1 : (REAL)0, dx, D);
+void SFX(fr_backward_params)(fr_cell cell, int T, int B, int D, int H, int g0, int g1,
+                             long r0, long r1, const REAL *x, const REAL *w_ih, const REAL *hprev,
+                             const REAL *dgx, const REAL *dgh, REAL *dx, int accumulate_dx,
+                             REAL *dw_ih, REAL *dw_hh, REAL *db_ih, REAL *db_hh)
+{
+    const int GH = fr_gates(cell) * H;
+    const long TB = (long)T * B;
+    const REAL *rec = dgh ? dgh : dgx;
+    /* Whole-sequence GEMMs: one pass over all T*B rows instead of T small ones. Weight-gradient
+     * rows g0..g1 read a column block of dgx (leading dimension GH); dx rows r0..r1 read a row
+     * block. Disjoint ranges write disjoint memory, so calls can run concurrently. */
+    if (g1 > g0) {
+        SFX(gemm)(1, 0, g1 - g0, D, (int)TB, dgx + g0, GH, x, D, (REAL)1, dw_ih + (long)g0 * D, D);
+        SFX(gemm)(1, 0, g1 - g0, H, (int)TB, rec + g0, GH, hprev, H, (REAL)1, dw_hh + (long)g0 * H, H);
+        if (db_ih)
+            for (long m = 0; m < TB; ++m)
+                for (int k = g0; k < g1; ++k) db_ih[k] += dgx[m * GH + k];
+        if (db_hh)
+            for (long m = 0; m < TB; ++m)
+                for (int k = g0; k < g1; ++k) db_hh[k] += rec[m * GH + k];
+    }
+    if (dx && r1 > r0)
+        SFX(gemm)(0, 0, (int)(r1 - r0), D, GH, dgx + r0 * GH, GH, w_ih, D,
+                  accumulate_dx ? (REAL)1 : (REAL)0, dx + r0 * D, D);
+}
+
+void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+                      const REAL *x, const REAL *w_ih, const REAL *w_hh,
+                      const REAL *act, const REAL *hprev, const REAL *aux,
+                      const REAL *dy, int ldy, const REAL *dh_n, const REAL *dc_n,
+                      REAL *dx, int accumulate_dx, REAL *dh0, REAL *dc0,
+                      REAL *dw_ih, REAL *dw_hh, REAL *db_ih, REAL *db_hh,
+                      REAL *dgx, REAL *dgh, REAL *ws)
+{
+    SFX(fr_recur_backward)(cell, T, B, H, 0, B, reverse, lengths, w_hh, act, hprev, aux,
+                           dy, ldy, dh_n, dc_n, dh0, dc0, dgx, dgh, ws);
+    SFX(fr_backward_params)(cell, T, B, D, H, 0, fr_gates(cell) * H, 0, (long)T * B, x, w_ih,
+                            hprev, dgx, dgh, dx, accumulate_dx, dw_ih, dw_hh, db_ih, db_hh);
 }

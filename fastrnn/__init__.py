@@ -9,7 +9,7 @@ import scipy_openblas32 as _openblas
 _ctypes.CDLL(_os.path.join(_openblas.get_lib_dir(), _openblas.get_library(fullname=True)),
              mode=_ctypes.RTLD_GLOBAL)
 
-from ._core import get_num_threads, set_num_threads  # noqa: E402
+from .layers import get_num_threads, set_num_threads  # noqa: E402
 from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, is_grad_enabled, no_grad  # noqa: E402
 from ._training_api import *  # noqa: E402,F401,F403
 

@@ -44,6 +44,38 @@ cdef extern from "fastrnn.h":
                          double *dx, int accumulate_dx, double *dh0, double *dc0,
                          double *dw_ih, double *dw_hh, double *db_ih, double *db_hh,
                          double *dgx, double *dgh, double *ws) nogil
+    void fr_project_f32(fr_cell cell, int T, int B, int D, int H, const float *x, const float *w_ih,
+                        const float *b_ih, const float *b_hh, float *act) nogil
+    void fr_project_f64(fr_cell cell, int T, int B, int D, int H, const double *x, const double *w_ih,
+                        const double *b_ih, const double *b_hh, double *act) nogil
+    void fr_recur_f32(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
+                      const int *lengths, const float *h0, const float *c0, const float *w_hh,
+                      const float *b_hh, float *y, int ldy, float *h_n, float *c_n,
+                      float *act, float *hprev, float *aux, float *ws) nogil
+    void fr_recur_f64(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
+                      const int *lengths, const double *h0, const double *c0, const double *w_hh,
+                      const double *b_hh, double *y, int ldy, double *h_n, double *c_n,
+                      double *act, double *hprev, double *aux, double *ws) nogil
+    void fr_recur_backward_f32(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
+                               const int *lengths, const float *w_hh, const float *act,
+                               const float *hprev, const float *aux, const float *dy, int ldy,
+                               const float *dh_n, const float *dc_n, float *dh0, float *dc0,
+                               float *dgx, float *dgh, float *ws) nogil
+    void fr_recur_backward_f64(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
+                               const int *lengths, const double *w_hh, const double *act,
+                               const double *hprev, const double *aux, const double *dy, int ldy,
+                               const double *dh_n, const double *dc_n, double *dh0, double *dc0,
+                               double *dgx, double *dgh, double *ws) nogil
+    void fr_backward_params_f32(fr_cell cell, int T, int B, int D, int H, int g0, int g1,
+                                long r0, long r1, const float *x,
+                                const float *w_ih, const float *hprev, const float *dgx,
+                                const float *dgh, float *dx, int accumulate_dx, float *dw_ih,
+                                float *dw_hh, float *db_ih, float *db_hh) nogil
+    void fr_backward_params_f64(fr_cell cell, int T, int B, int D, int H, int g0, int g1,
+                                long r0, long r1, const double *x,
+                                const double *w_ih, const double *hprev, const double *dgx,
+                                const double *dgh, double *dx, int accumulate_dx, double *dw_ih,
+                                double *dw_hh, double *db_ih, double *db_hh) nogil
     void fr_set_num_threads(int n) nogil
     int fr_get_num_threads() nogil
 
@@ -241,3 +273,167 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
                             <double*>pdh0, <double*>pdc0, <double*>pdwi, <double*>pdwh,
                             <double*>pdbi, <double*>pdbh, <double*>pdgx, <double*>pdgh, <double*>pws)
     return dh0, dc0
+
+
+# ---- phases: the layer runs batch-row ranges of the time loop on several threads ------------
+
+cdef object _float_dtype(object a, str name):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        raise TypeError(f"{name} must be float32 or float64, got {a.dtype}")
+    return a.dtype
+
+
+cdef int _check_rows(int b0, int b1, int B) except -1:
+    if not 0 <= b0 < b1 <= B:
+        raise ValueError(f"row range [{b0}, {b1}) must lie within [0, {B}) and be non-empty")
+    return 0
+
+
+def project(int cell, x, w_ih, b_ih, b_hh, act):
+    """act (T,B,G*H) = x (T,B,D) w_ih^T + folded biases."""
+    dtype = _float_dtype(x, "x")
+    if x.ndim != 3 or act is None or act.ndim != 3:
+        raise ValueError("x and act must be 3-D")
+    cdef fr_cell c = <fr_cell>cell
+    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], G = fr_gates(c)
+    cdef int H = act.shape[2] // G
+    if H < 1 or act.shape[2] != G * H:
+        raise ValueError(f"act must have a last dimension divisible by {G}, got {act.shape}")
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih and b_hh must both be given or both be None")
+    cdef void *px = _ptr(x, "x", (T, B, D), dtype)
+    cdef void *pw = _ptr(w_ih, "w_ih", (G * H, D), dtype)
+    cdef void *pbi = _ptr(b_ih, "b_ih", (G * H,), dtype, True)
+    cdef void *pbh = _ptr(b_hh, "b_hh", (G * H,), dtype, True)
+    cdef void *pa = _ptr(act, "act", (T, B, G * H), dtype)
+    if dtype == np.float32:
+        with nogil:
+            fr_project_f32(c, T, B, D, H, <float*>px, <float*>pw, <float*>pbi, <float*>pbh, <float*>pa)
+    else:
+        with nogil:
+            fr_project_f64(c, T, B, D, H, <double*>px, <double*>pw, <double*>pbi, <double*>pbh, <double*>pa)
+
+
+def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_hh, y, int y_col,
+          h_n, c_n, act, hprev, aux):
+    """Forward time loop for batch rows b0..b1-1 (after project()); writes only those rows."""
+    dtype = _float_dtype(act, "act")
+    if act.ndim != 3 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
+        raise ValueError("act must be 3-D and w_hh 2-D")
+    cdef fr_cell c = <fr_cell>cell
+    cdef int T = act.shape[0], B = act.shape[1], H = w_hh.shape[1], G = fr_gates(c), A = fr_aux(c)
+    cdef bint lstm = c == FR_LSTM
+    _check_rows(b0, b1, B)
+    _check_lengths(lengths, T, B)
+    if not isinstance(y, np.ndarray) or y.ndim != 3 or y.shape[:2] != (T, B):
+        raise ValueError(f"y must be a (T={T}, B={B}, W) numpy array")
+    cdef int W = y.shape[2]
+    if y_col < 0 or y_col + H > W:
+        raise ValueError(f"y columns {y_col}..{y_col + H} out of range for width {W}")
+    cdef void *ph0 = _ptr(h0, "h0", (B, H), dtype)
+    cdef void *pc0 = _ptr(c0, "c0", (B, H), dtype) if lstm else NULL
+    cdef void *pwh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
+    cdef void *pbh = _ptr(b_hh, "b_hh", (G * H,), dtype, True)
+    cdef void *py = _ptr(y, "y", (T, B, W), dtype)
+    cdef void *phn = _ptr(h_n, "h_n", (B, H), dtype)
+    cdef void *pcn = _ptr(c_n, "c_n", (B, H), dtype) if lstm else NULL
+    cdef void *pact = _ptr(act, "act", (T, B, G * H), dtype)
+    cdef void *php = _ptr(hprev, "hprev", (T, B, H), dtype, True)
+    cdef void *paux = _ptr(aux, "aux", (T, B, A * H), dtype) if (A and hprev is not None) else NULL
+    ws = np.empty(fr_forward_ws_size(c, b1 - b0, H), dtype=dtype)
+    cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
+    cdef const int *plen = <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths) if lengths is not None else NULL
+    if dtype == np.float32:
+        with nogil:
+            fr_recur_f32(c, T, B, H, b0, b1, reverse, plen, <float*>ph0, <float*>pc0, <float*>pwh,
+                         <float*>pbh, (<float*>py) + y_col, W, <float*>phn, <float*>pcn,
+                         <float*>pact, <float*>php, <float*>paux, <float*>pws)
+    else:
+        with nogil:
+            fr_recur_f64(c, T, B, H, b0, b1, reverse, plen, <double*>ph0, <double*>pc0, <double*>pwh,
+                         <double*>pbh, (<double*>py) + y_col, W, <double*>phn, <double*>pcn,
+                         <double*>pact, <double*>php, <double*>paux, <double*>pws)
+
+
+def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, hprev, aux,
+                   dy, int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh):
+    """Reverse time loop for batch rows b0..b1-1; writes their rows of dgx/dgh, dh0, dc0."""
+    dtype = _float_dtype(act, "act")
+    if act.ndim != 3 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
+        raise ValueError("act must be 3-D and w_hh 2-D")
+    cdef fr_cell c = <fr_cell>cell
+    cdef int T = act.shape[0], B = act.shape[1], H = w_hh.shape[1], G = fr_gates(c), A = fr_aux(c)
+    cdef int W = 0
+    cdef bint lstm = c == FR_LSTM
+    _check_rows(b0, b1, B)
+    _check_lengths(lengths, T, B)
+    if dy is not None:
+        if not isinstance(dy, np.ndarray) or dy.ndim != 3 or dy.shape[:2] != (T, B):
+            raise ValueError(f"dy must be a (T={T}, B={B}, W) numpy array")
+        W = dy.shape[2]
+        if dy_col < 0 or dy_col + H > W:
+            raise ValueError(f"dy columns {dy_col}..{dy_col + H} out of range for width {W}")
+    cdef void *pwh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
+    cdef void *pact = _ptr(act, "act", (T, B, G * H), dtype)
+    cdef void *php = _ptr(hprev, "hprev", (T, B, H), dtype)
+    cdef void *paux = _ptr(aux, "aux", (T, B, A * H), dtype) if A else NULL
+    cdef void *pdy = _ptr(dy, "dy", (T, B, W), dtype, True)
+    cdef void *pdhn = _ptr(dh_n, "dh_n", (B, H), dtype, True)
+    cdef void *pdcn = _ptr(dc_n, "dc_n", (B, H), dtype, True) if lstm else NULL
+    cdef void *pdh0 = _ptr(dh0, "dh0", (B, H), dtype)
+    cdef void *pdc0 = _ptr(dc0, "dc0", (B, H), dtype) if lstm else NULL
+    cdef void *pdgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
+    cdef void *pdgh = _ptr(dgh, "dgh", (T, B, G * H), dtype) if c == FR_GRU else NULL
+    ws = np.empty(fr_backward_ws_size(c, b1 - b0, H), dtype=dtype)
+    cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
+    cdef const int *plen = <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths) if lengths is not None else NULL
+    cdef int itemsize = dtype.itemsize
+    if pdy != NULL:
+        pdy = <void*>((<char*>pdy) + dy_col * itemsize)
+    if dtype == np.float32:
+        with nogil:
+            fr_recur_backward_f32(c, T, B, H, b0, b1, reverse, plen, <float*>pwh, <float*>pact,
+                                  <float*>php, <float*>paux, <float*>pdy, W, <float*>pdhn,
+                                  <float*>pdcn, <float*>pdh0, <float*>pdc0, <float*>pdgx,
+                                  <float*>pdgh, <float*>pws)
+    else:
+        with nogil:
+            fr_recur_backward_f64(c, T, B, H, b0, b1, reverse, plen, <double*>pwh, <double*>pact,
+                                  <double*>php, <double*>paux, <double*>pdy, W, <double*>pdhn,
+                                  <double*>pdcn, <double*>pdh0, <double*>pdc0, <double*>pdgx,
+                                  <double*>pdgh, <double*>pws)
+
+
+def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, dgx, dgh, dx,
+                    bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh):
+    """Whole-sequence GEMMs after recur_backward(): rows g0..g1 of the parameter grads +=,
+    rows r0..r1 (of T*B) of dx assigned/accumulated."""
+    dtype = _float_dtype(x, "x")
+    if x.ndim != 3 or not isinstance(hprev, np.ndarray) or hprev.ndim != 3:
+        raise ValueError("x and hprev must be 3-D")
+    cdef fr_cell c = <fr_cell>cell
+    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hprev.shape[2], G = fr_gates(c)
+    cdef void *px = _ptr(x, "x", (T, B, D), dtype)
+    cdef void *pwi = _ptr(w_ih, "w_ih", (G * H, D), dtype)
+    cdef void *php = _ptr(hprev, "hprev", (T, B, H), dtype)
+    cdef void *pdgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
+    cdef void *pdgh = _ptr(dgh, "dgh", (T, B, G * H), dtype) if c == FR_GRU else NULL
+    cdef void *pdx = _ptr(dx, "dx", (T, B, D), dtype, True)
+    cdef void *pdwi = _ptr(dw_ih, "dw_ih", (G * H, D), dtype)
+    cdef void *pdwh = _ptr(dw_hh, "dw_hh", (G * H, H), dtype)
+    cdef void *pdbi = _ptr(db_ih, "db_ih", (G * H,), dtype, True)
+    cdef void *pdbh = _ptr(db_hh, "db_hh", (G * H,), dtype, True)
+    if not (0 <= g0 <= g1 <= G * H and 0 <= r0 <= r1 <= <long>T * B):
+        raise ValueError(f"ranges [{g0}, {g1}) and [{r0}, {r1}) must lie within [0, {G * H}) and [0, {T * B})")
+    if dtype == np.float32:
+        with nogil:
+            fr_backward_params_f32(c, T, B, D, H, g0, g1, r0, r1, <float*>px, <float*>pwi, <float*>php, <float*>pdgx,
+                                   <float*>pdgh, <float*>pdx, accumulate_dx, <float*>pdwi,
+                                   <float*>pdwh, <float*>pdbi, <float*>pdbh)
+    else:
+        with nogil:
+            fr_backward_params_f64(c, T, B, D, H, g0, g1, r0, r1, <double*>px, <double*>pwi, <double*>php, <double*>pdgx,
+                                   <double*>pdgh, <double*>pdx, accumulate_dx, <double*>pdwi,
+                                   <double*>pdwh, <double*>pdbi, <double*>pdbh)

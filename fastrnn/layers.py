@@ -4,13 +4,99 @@ The recurrence itself runs in C (fastrnn._core); this module validates user inpu
 parameters and gradients, and chains layers and directions.
 """
 import contextlib
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 
 from . import _core
 
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "no_grad", "is_grad_enabled"]
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "no_grad", "is_grad_enabled",
+           "set_num_threads", "get_num_threads"]
+
+# ---- threads ----------------------------------------------------------------------------------
+# Batch rows never interact inside a recurrence, so the time loop of a layer is split into row
+# ranges (and directions) that run concurrently on a small pool; the whole-sequence GEMMs are
+# split into row blocks the same way. BLAS itself stays single-threaded: its worker threads
+# spin-wait between calls, which on a shared machine turns every per-step GEMM into a stall,
+# while our workers block when idle and never synchronise inside the time loop.
+
+_threads = {"n": max(1, int(os.environ.get("OPENBLAS_NUM_THREADS", 0) or os.cpu_count() or 1)),
+            "pool": None}
+_pool_lock = threading.Lock()
+_core.set_num_threads(1)
+# Below this many multiply-adds a split costs more in hand-offs than it saves.
+_MIN_PARALLEL_WORK = 1 << 21
+
+
+def set_num_threads(n):
+    """Threads fastrnn uses for its time loops and GEMMs (default: OPENBLAS_NUM_THREADS, else
+    the number of CPUs)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"num_threads must be an integer >= 1, got {n!r}")
+    with _pool_lock:
+        _threads["n"] = int(n)
+        if _threads["pool"] is not None:
+            _threads["pool"].shutdown(wait=False)
+            _threads["pool"] = None
+
+
+def get_num_threads():
+    return _threads["n"]
+
+
+def _chunks(total, parts):
+    bounds = np.linspace(0, total, max(1, min(parts, total)) + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _parts(work, limit):
+    """How many ways to split `work` multiply-adds: one per thread, unless too little work."""
+    n = _threads["n"]
+    return 1 if n == 1 or work < _MIN_PARALLEL_WORK else min(n, limit)
+
+
+def _plan(T, B, H, G, dirs):
+    """Row ranges per direction for the time loops: directions first occupy the threads."""
+    return _chunks(B, max(1, _parts(T * B * G * H * H, B * dirs) // dirs))
+
+
+def _run(tasks):
+    """Run the callables (which release the GIL in C) concurrently; the caller takes one."""
+    if len(tasks) == 1:
+        tasks[0]()
+        return
+    with _pool_lock:
+        if _threads["pool"] is None:
+            _threads["pool"] = ThreadPoolExecutor(max_workers=max(1, _threads["n"] - 1),
+                                                  thread_name_prefix="fastrnn")
+        pool = _threads["pool"]
+    futures = [pool.submit(t) for t in tasks[1:]]
+    tasks[0]()
+    for f in futures:
+        f.result()
+
+
+def _project(cell, x, w_ih, b_ih, b_hh, act):
+    """act = x w_ih^T + biases, split over blocks of the T*B rows."""
+    T, B, D = x.shape
+    GH = act.shape[2]
+    x2, a2 = x.reshape(T * B, D), act.reshape(T * B, GH)
+    _run([partial(_core.project, cell, x2[r0:r1][None], w_ih, b_ih, b_hh, a2[r0:r1][None])
+          for r0, r1 in _chunks(T * B, _parts(T * B * GH * D, T * B))])
+
+
+def _params_grads(cell, x, w_ih, hprev, dgx, dgh, dx, accumulate, grads):
+    """Whole-sequence weight/bias/input gradients, split over weight rows and input rows."""
+    T, B, D = x.shape
+    GH = dgx.shape[2]
+    parts = _parts(T * B * GH * (D + hprev.shape[2]), GH)
+    _run([partial(_core.backward_params, cell, g0, g1, r0, r1, x, w_ih, hprev, dgx, dgh, dx,
+                  accumulate, *grads)
+          for (g0, g1), (r0, r1) in zip(_chunks(GH, parts), _chunks(T * B, parts))])
+
 
 _grad_state = threading.local()
 
@@ -32,6 +118,7 @@ def no_grad():
 
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+_AUX = {"RNN_TANH": 0, "RNN_RELU": 0, "LSTM": 2, "GRU": 1}  # saved aux columns per unit (fastrnn.h)
 
 
 def _check_dtype(dtype):
@@ -208,25 +295,31 @@ class _RNNBase(_Module):
         H, dirs = self.hidden_size, self.num_directions
         h_n = np.empty(S, self.dtype)
         c_n = np.empty(S, self.dtype) if self.mode == "LSTM" else None
+        G = _GATES[self.mode]
+        chunks = _plan(T, B, H, G, dirs)
         layers = []
         inp = x
         for layer in range(self.num_layers):
             y = np.empty((T, B, dirs * H), self.dtype)
-            saved = []
+            saved, tasks = [], []
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = (self._params.get(n) for n in self._names(layer, d))
                 k = layer * dirs + d
-                _, hk, ck, sv = _core.forward(self._cell, inp, h0[k], c0[k] if c0 is not None else None,
-                                              w_ih, w_hh, b_ih, b_hh, lengths, bool(d), y, d * H, record)
-                h_n[k] = hk
-                if ck is not None:
-                    c_n[k] = ck
-                saved.append(sv)
+                act = np.empty((T, B, G * H), self.dtype)
+                hprev = np.empty((T, B, H), self.dtype) if record else None
+                aux = np.empty((T, B, _AUX[self.mode] * H), self.dtype) if record else None
+                _project(self._cell, inp, w_ih, b_ih, b_hh, act)
+                tasks += [partial(_core.recur, self._cell, b0, b1, bool(d), lengths, h0[k],
+                                  None if c0 is None else c0[k], w_hh, b_hh, y, d * H, h_n[k],
+                                  None if c_n is None else c_n[k], act, hprev, aux)
+                          for b0, b1 in chunks]
+                saved.append((act, hprev, aux))
+            _run(tasks)
             mask = None
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
                 keep = 1.0 - self.dropout
                 mask = (self._rng.random(y.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
-            layers.append((inp, saved, mask))
+            layers.append((inp, saved if record else None, mask))
             inp = y * mask if mask is not None else y
         self._cache = (layers, lengths, T, B) if record else None
         out = np.ascontiguousarray(inp.transpose(1, 0, 2)) if self.batch_first else inp
@@ -257,22 +350,33 @@ class _RNNBase(_Module):
             dc_n = _as_array(dc_n, "dc_n", self.dtype, shape=S)
         dh0 = np.empty(S, self.dtype)
         dc0 = np.empty(S, self.dtype) if self.mode == "LSTM" else None
+        G = _GATES[self.mode]
+        chunks = _plan(T, B, H, G, dirs)
+        p, g = self._params, self.grads
         for layer in reversed(range(self.num_layers)):
             inp, saved, mask = layers[layer]
             if mask is not None and dy is not None:
                 dy = dy * mask
-            dx = np.empty(inp.shape, self.dtype)
+            grads, tasks = [], []
             for d in range(dirs):
                 k = layer * dirs + d
                 w_ih, w_hh, b_ih, b_hh = self._names(layer, d)
-                p, g = self._params, self.grads
-                dhk, dck = _core.backward(
-                    self._cell, inp, p[w_ih], p[w_hh], saved[d], lengths, bool(d),
-                    dy, d * H, None if dh_n is None else dh_n[k], None if dc_n is None else dc_n[k],
-                    dx, d > 0, g[w_ih], g[w_hh], g.get(b_ih), g.get(b_hh))
-                dh0[k] = dhk
-                if dck is not None:
-                    dc0[k] = dck
+                act, hprev, aux = saved[d]
+                dgx = np.empty((T, B, G * H), self.dtype)
+                dgh = np.empty((T, B, G * H), self.dtype) if self.mode == "GRU" else None
+                tasks += [partial(_core.recur_backward, self._cell, b0, b1, bool(d), lengths, p[w_hh],
+                                  act, hprev, aux, dy, d * H, None if dh_n is None else dh_n[k],
+                                  None if dc_n is None else dc_n[k], dh0[k],
+                                  None if dc0 is None else dc0[k], dgx, dgh)
+                          for b0, b1 in chunks]
+                grads.append((dgx, dgh))
+            _run(tasks)
+            dx = np.empty(inp.shape, self.dtype)
+            for d in range(dirs):
+                w_ih, w_hh, b_ih, b_hh = self._names(layer, d)
+                dgx, dgh = grads[d]
+                _params_grads(self._cell, inp, p[w_ih], saved[d][1], dgx, dgh, dx, d > 0,
+                              (g[w_ih], g[w_hh], g.get(b_ih), g.get(b_hh)))
             dy = dx
         dx = np.ascontiguousarray(dy.transpose(1, 0, 2)) if self.batch_first else dy
         return dx, self._join_state(dh0, dc0)

@@ -381,3 +381,30 @@ def test_core_refuses_mismatched_buffers():
     with pytest.raises(ValueError, match="C-contiguous"):
         _core.forward(_core.LSTM, x, np.zeros((5, 2), np.float32).T, np.zeros((2, 5), np.float32),
                       w_ih, w_hh, None, None)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+@pytest.mark.parametrize("threads,bi", [(3, False), (4, True), (2, True)])
+def test_row_parallel_time_loop_equals_single_thread(monkeypatch, mode, threads, bi):
+    """Row ranges and directions run on worker threads; the result must not depend on it."""
+    import fastrnn.layers as layers
+    monkeypatch.setattr(layers, "_MIN_PARALLEL_WORK", 0)
+    rng = np.random.default_rng(5)
+    m = make(mode, dtype=np.float64, num_layers=2, bidirectional=bi)
+    x = rng.standard_normal((6, 7, 4))
+    lengths = np.array([6, 2, 5, 1, 6, 3, 4])
+    dy = rng.standard_normal((6, 7, (2 if bi else 1) * 5))
+    results = []
+    before = fr.get_num_threads()
+    try:
+        for n in (1, threads):
+            fr.set_num_threads(n)
+            assert len(layers._plan(6, 7, 5, 4, 2 if bi else 1)) == (1 if n == 1 else max(1, n // (2 if bi else 1)))
+            m.zero_grad()
+            y, h, c = fwd(m, x, lengths=lengths)
+            dx, dh0, dc0 = bwd(m, dy)
+            results.append([y, h, dx, dh0] + [m.grads[k].copy() for k in sorted(m.grads)])
+    finally:
+        fr.set_num_threads(before)
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)

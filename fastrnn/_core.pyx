@@ -125,8 +125,6 @@ cdef void* _ptr(object a, str name, tuple shape, object dtype, bint allow_none=F
     for i in range(nd):
         if dims[i] != <cnp.npy_intp>shape[i]:
             raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
-    if not cnp.PyArray_ISWRITEABLE(arr):
-        raise ValueError(f"{name} must be writeable")
     return cnp.PyArray_DATA(arr)
 
 

@@ -408,3 +408,13 @@ def test_row_parallel_time_loop_equals_single_thread(monkeypatch, mode, threads,
         fr.set_num_threads(before)
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_read_only_inputs_are_accepted():
+    """Memory-mapped or otherwise read-only data must work as input."""
+    m = fr.GRU(3, 4, seed=0)
+    x = np.ones((5, 2, 3), np.float32)
+    want = m(x)[0]
+    x.flags.writeable = False
+    np.testing.assert_array_equal(m(x, lengths=np.array([5, 3]))[0][:, 0], want[:, 0])
+    np.testing.assert_array_equal(m(x)[0], want)

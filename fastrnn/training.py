@@ -1,0 +1,508 @@
+"""The ``Model`` base class: compile / fit / evaluate / predict, truncated BPTT, and a
+finite-difference gradient checker."""
+import math
+import time
+
+import numpy as np
+
+from .callbacks import Callback, History
+from .losses import SoftmaxCrossEntropy, get_loss
+from .optim import get_optimizer
+
+__all__ = ["Model", "check_gradients"]
+
+_METRICS = ("accuracy", "mae", "mse")
+
+
+def _int_like(v):
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+
+def _metric(name, out, y, w):
+    """Weighted per-position metric -> (sum, weight)."""
+    if name == "accuracy":
+        if out.shape[-1] == 1:
+            hit = (out[..., 0] > 0) == (np.reshape(y, out.shape[:-1]) > 0.5)
+        elif y.shape == out.shape[:-1]:
+            hit = out.argmax(-1) == y
+        else:
+            hit = out.argmax(-1) == y.argmax(-1)
+        v = hit.astype(np.float64)
+    else:
+        yt = y.reshape(out.shape) if y.size == out.size else y
+        d = out - yt
+        v = (np.abs(d) if name == "mae" else d * d).mean(-1)
+    if w is None:
+        return float(v.sum()), float(v.size)
+    return float((v * w).sum()), float(w.sum())
+
+
+class Model:
+    """Shared training machinery; subclasses define the forward/backward passes."""
+
+    supports_tbptt = False
+
+    def __init__(self, seed=None):
+        if seed is not None and not (_int_like(seed) and seed >= 0):
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        self.seed = None if seed is None else int(seed)
+        # Separate streams for initialisation and for run-time randomness (shuffling,
+        # dropout, scheduled sampling), so changing one does not shift the other.
+        self.rng = np.random.default_rng(None if seed is None else [self.seed, 2])
+        self.loss = self.optimizer = None
+        self.metrics = []
+        self.epoch = 0          # completed epochs, across fit() calls
+        self.step = 0           # completed training batches
+        self.stop_training = False
+        self.stop_reason = None
+        self.built = False
+        self.history = History()
+
+    def _init_rng(self):
+        return np.random.default_rng(None if self.seed is None else [self.seed, 1])
+
+    # ---- parameters -------------------------------------------------------------------
+    def _modules(self):
+        raise NotImplementedError
+
+    def parameters(self):
+        """Live parameter arrays, named "<module>.<param>" (e.g. "0.weight_ih_l0")."""
+        return {f"{p}.{n}": a for p, m in self._modules() for n, a in m.parameters().items()}
+
+    @property
+    def grads(self):
+        return {f"{p}.{n}": a for p, m in self._modules() for n, a in m.grads.items()}
+
+    def zero_grad(self):
+        for _, m in self._modules():
+            m.zero_grad()
+
+    def state_dict(self):
+        return {k: v.copy() for k, v in self.parameters().items()}
+
+    def load_state_dict(self, sd):
+        """Copy weights in; all names and shapes are checked before anything is written."""
+        params = self.parameters()
+        missing, unexpected = sorted(set(params) - set(sd)), sorted(set(sd) - set(params))
+        if missing or unexpected:
+            raise KeyError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
+        for k, p in params.items():
+            if np.shape(sd[k]) != p.shape:
+                raise ValueError(f"state_dict[{k!r}] has shape {np.shape(sd[k])}, expected {p.shape}")
+        for k, p in params.items():
+            p[...] = sd[k]
+
+    def count_params(self):
+        return int(sum(p.size for p in self.parameters().values()))
+
+    # ---- hooks for subclasses ----------------------------------------------------------
+    def _clear_caches(self):
+        pass
+
+    def reset_states(self):
+        pass
+
+    def _recurrents(self):
+        return []
+
+    def _engines(self):
+        return []
+
+    def _loss_mask(self, out, lengths):
+        if lengths is None or out.ndim < 3:
+            return None
+        return (np.arange(out.shape[1])[None, :] < np.asarray(lengths)[:, None]).astype(out.dtype)
+
+    def _output_shape(self, X, y):
+        """Shape of the model output for inputs X (and targets y) without running it."""
+        return (len(X),) + tuple(X.shape[1] if s is None else s for s in self.output_shape)
+
+    # ---- compile -----------------------------------------------------------------------
+    def compile(self, loss="mse", optimizer="adam", metrics=None):
+        """Choose the loss (name or Loss), optimizer (name or Optimizer) and metrics
+        ("accuracy", "mae", "mse")."""
+        self.loss = get_loss(loss)
+        self.optimizer = get_optimizer(optimizer)
+        metrics = list(metrics or [])
+        for m in metrics:
+            if m not in _METRICS and m != "acc":
+                raise ValueError(f"unknown metric {m!r}; choose from {list(_METRICS)}")
+        self.metrics = ["accuracy" if m == "acc" else m for m in metrics]
+        return self
+
+    def _require_compiled(self):
+        if self.loss is None:
+            raise RuntimeError("call model.compile(loss=..., optimizer=...) before fit/evaluate")
+
+    # ---- data checks -------------------------------------------------------------------
+    def _prepare(self, X, y=None, lengths=None, sample_weight=None, name="X", yname="y"):
+        if X is None:
+            raise ValueError(f"{name} is None")
+        if np.size(X) == 0:
+            raise ValueError(f"{name} is empty (shape {np.shape(X)}); need at least one sample and one step")
+        X = self._check_X(X, name)
+        N = len(X)
+        if X.dtype.kind == "f" and not np.isfinite(X).all():
+            bad = np.argwhere(~np.isfinite(X.reshape(N, -1)).all(1))[:, 0]
+            raise ValueError(f"{name} contains NaN or inf (samples {bad[:5].tolist()}"
+                             f"{'...' if len(bad) > 5 else ''})")
+        if lengths is not None:
+            lengths = np.asarray(lengths)
+            if lengths.dtype.kind not in "iu" or lengths.shape != (N,):
+                raise ValueError(f"lengths must be an integer array of shape ({N},), got "
+                                 f"{lengths.dtype} {lengths.shape}")
+            if X.ndim < 2 or lengths.min() < 1 or lengths.max() > X.shape[1]:
+                raise ValueError(f"lengths must lie in 1..{X.shape[1] if X.ndim > 1 else 1} (the number of steps)")
+        if y is not None:
+            y = np.asarray(y)
+            if y.ndim == 0 or len(y) != N:
+                raise ValueError(f"{name} has {N} samples but {yname} has "
+                                 f"{len(y) if y.ndim else 'no sample axis'} (shape {y.shape})")
+            if y.dtype.kind == "f" and not np.isfinite(y).all():
+                raise ValueError(f"{yname} contains NaN or inf")
+            if y.dtype.kind not in "fiub":
+                raise TypeError(f"{yname} must be numeric, got dtype {y.dtype}")
+            if self.loss is not None:
+                out_shape = self._output_shape(X, y)
+                dummy = np.broadcast_to(np.zeros((), self._out_dtype()), out_shape)
+                try:
+                    self.loss._prepare_target(dummy, y)
+                except ValueError as e:
+                    raise ValueError(f"{yname} does not fit the model output for loss "
+                                     f"{self.loss.name!r}: {e}") from None
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            if sample_weight.ndim not in (1, 2) or len(sample_weight) != N:
+                raise ValueError(f"sample_weight must have shape ({N},) or ({N}, steps), got {sample_weight.shape}")
+            if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
+                raise ValueError("sample_weight must be finite and >= 0")
+        return X, y, lengths, sample_weight
+
+    def _out_dtype(self):
+        return self.dtype
+
+    # ---- one training step ---------------------------------------------------------------
+    def _loss_and_backward(self, out, y, lengths, sw):
+        value, g = self.loss.value_and_grad(out, y, self._loss_mask(out, lengths), sw)
+        self._backward(g.astype(out.dtype, copy=False))
+        return float(value)
+
+    def train_on_batch(self, X, y, lengths=None, sample_weight=None, tbptt=None):
+        """One optimizer update (several with truncated BPTT); returns the batch loss."""
+        self._require_compiled()
+        X, y, lengths, sample_weight = self._prepare(X, y, lengths, sample_weight)
+        return self._train_batch(X, y, lengths, sample_weight, tbptt)[0]
+
+    def _train_batch(self, X, y, lengths, sw, tbptt):
+        if tbptt is not None:
+            return self._train_tbptt(X, y, lengths, sw, tbptt)
+        self._clear_caches()
+        self.zero_grad()
+        out = self._forward(X, lengths, True, y=y)
+        value = self._loss_and_backward(out, y, lengths, sw)
+        self.optimizer.step(self.parameters(), self.grads)
+        return value, out
+
+    def _train_tbptt(self, X, y, lengths, sw, k):
+        """Chunks of k steps; the state is carried across chunks but its gradient is not
+        (each chunk's backward stops at the chunk's initial state), one update per chunk.
+        Targets without a time axis only give a loss on the final chunk. With k >= T there is
+        one chunk, from a zero state: the same operations as full BPTT."""
+        T = X.shape[1]
+        if lengths is not None and k < T:
+            raise ValueError("tbptt with ragged lengths is not supported")
+        per_step = self.output_has_time
+        recs = self._recurrents()
+        for r in recs:
+            r.carry = True
+        self.reset_states()
+        total, weight, outs = 0.0, 0.0, []
+        try:
+            for s in range(0, T, k):
+                e = min(s + k, T)
+                self._clear_caches()
+                self.zero_grad()
+                out = self._forward(X[:, s:e], lengths, True)
+                if not per_step and e < T:
+                    continue
+                yc = y[:, s:e] if per_step else y
+                swc = sw[:, s:e] if (per_step and sw is not None and sw.ndim == 2) else sw
+                v = self._loss_and_backward(out, yc, lengths, swc)
+                self.optimizer.step(self.parameters(), self.grads)
+                w = (e - s) if per_step else 1
+                total, weight = total + v * w, weight + w
+                outs.append(out)
+        finally:
+            for r in recs:
+                r.carry = False
+            self.reset_states()
+            self._clear_caches()
+        return total / weight, (np.concatenate(outs, 1) if per_step else outs[-1])
+
+    # ---- fit ---------------------------------------------------------------------------
+    def _check_fit_args(self, epochs, batch_size, validation_split, tbptt, verbose):
+        if not (_int_like(epochs) and epochs >= 0):
+            raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+        if not (_int_like(batch_size) and batch_size > 0):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not 0 <= validation_split < 1:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        if tbptt is not None:
+            if not (_int_like(tbptt) and tbptt > 0):
+                raise ValueError(f"tbptt must be a positive integer (steps per chunk), got {tbptt!r}")
+            if not (self.supports_tbptt and self._recurrents()):
+                raise ValueError("tbptt needs a Sequential model with recurrent layers")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+
+    def fit(self, X, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
+            shuffle=True, callbacks=None, verbose=1, lengths=None, sample_weight=None, tbptt=None):
+        """Train for ``epochs`` more epochs; returns the History (also ``model.history``).
+
+        validation_split takes the *last* fraction of the samples, before shuffling (Keras).
+        validation_data: (X_val, y_val) or (X_val, y_val, lengths_val).
+        lengths: valid steps per sample (ragged sequences padded at the end); the loss of
+            per-step outputs is masked past each length.
+        sample_weight: (samples,) or (samples, steps) weights; 0 masks a position out.
+        tbptt: truncated BPTT with chunks of this many steps (see ``_train_tbptt``).
+        """
+        self._require_compiled()
+        self._check_fit_args(epochs, batch_size, validation_split, tbptt, verbose)
+        X, y, lengths, sample_weight = self._prepare(X, y, lengths, sample_weight)
+        if tbptt is not None and lengths is not None and tbptt < X.shape[1]:
+            raise ValueError("tbptt with ragged lengths is not supported: chunks would restart "
+                             "finished sequences; pad the data and mask the loss with sample_weight")
+        N = len(X)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, lengths_val)")
+            vx, vy = validation_data[0], validation_data[1]
+            vl = validation_data[2] if len(validation_data) == 3 else None
+            val = self._prepare(vx, vy, vl, None, "validation_data X", "validation_data y")[:3]
+        elif validation_split:
+            nv = int(N * validation_split)
+            if nv == 0 or nv == N:
+                raise ValueError(f"validation_split={validation_split} of {N} samples leaves "
+                                 f"{nv} for validation and {N - nv} for training")
+            sl = lambda a: None if a is None else a[N - nv:]
+            val = (X[N - nv:], y[N - nv:], sl(lengths))
+            X, y = X[:N - nv], y[:N - nv]
+            lengths = None if lengths is None else lengths[:N - nv]
+            sample_weight = None if sample_weight is None else sample_weight[:N - nv]
+            N -= nv
+        stateful = any(r.stateful for r in self._recurrents())
+        if stateful and (shuffle or N % batch_size):
+            raise ValueError("stateful layers carry state from batch to batch: use shuffle=False "
+                             f"and a batch_size dividing the {N} training samples")
+        cbs = list(callbacks or [])
+        for c in cbs:
+            if not isinstance(c, Callback):
+                raise TypeError(f"callbacks must be fastrnn Callback instances, got {type(c).__name__}")
+        history = History()
+        cbs = [history] + cbs
+        for c in cbs:
+            c.set_model(self)
+        self.stop_training, self.stop_reason = False, None
+        for c in cbs:
+            c.on_train_begin()
+        steps = math.ceil(N / batch_size)
+        try:
+            for _ in range(epochs):
+                ep = self.epoch
+                for c in cbs:
+                    c.on_epoch_begin(ep)
+                self._on_epoch_begin()
+                if stateful:
+                    self.reset_states()
+                order = self.rng.permutation(N) if shuffle else np.arange(N)
+                sums = {}
+                bar = self._progress(steps, ep, verbose)
+                t0 = time.perf_counter()
+                for b in range(steps):
+                    idx = order[b * batch_size:(b + 1) * batch_size]
+                    if not shuffle:
+                        idx = slice(b * batch_size, (b + 1) * batch_size)
+                    lb = None if lengths is None else lengths[idx]
+                    swb = None if sample_weight is None else sample_weight[idx]
+                    yb = y[idx]
+                    value, out = self._train_batch(X[idx], yb, lb, swb, tbptt)
+                    self.step += 1
+                    self._accumulate(sums, value, out, yb, lb, swb)
+                    for c in cbs:
+                        c.on_batch_end(b, {"loss": value})
+                    if bar is not None:
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in self._averages(sums).items()}, refresh=False)
+                        bar.update(1)
+                    if self.stop_training:
+                        break
+                logs = self._averages(sums)
+                if val is not None and not self.stop_training:
+                    if stateful:
+                        self.reset_states()
+                    vlogs = self.evaluate(*val[:2], batch_size=batch_size, lengths=val[2], verbose=0)
+                    logs.update({"val_" + k: v for k, v in vlogs.items()})
+                    if stateful:
+                        self.reset_states()
+                dt = time.perf_counter() - t0
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
+                    bar.close()
+                elif verbose == 2:
+                    print(f"Epoch {ep + 1}: " + " - ".join(f"{k}: {v:.4g}" for k, v in logs.items())
+                          + f" - {dt:.2f}s ({steps / dt:.1f} steps/s)")
+                self.epoch += 1
+                for c in cbs:
+                    c.on_epoch_end(ep, logs)
+                if self.stop_training:
+                    break
+        finally:
+            self._clear_caches()
+            for r in self._engines():
+                r.eval()
+        for c in cbs:
+            c.on_train_end()
+        for k, v in history.history.items():
+            self.history.history.setdefault(k, []).extend(v)
+        self.history.epoch.extend(history.epoch)
+        return history
+
+    def _on_epoch_begin(self):
+        pass
+
+    def _progress(self, steps, ep, verbose):
+        if verbose != 1:
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=steps, desc=f"Epoch {ep + 1}", unit="step", dynamic_ncols=True)
+
+    def _accumulate(self, sums, value, out, y, lengths, sw):
+        mask = self._loss_mask(out, lengths)
+        w = None
+        if mask is not None or sw is not None:
+            pos = out.shape[:-1]
+            w = np.ones(pos)
+            for a in (mask, sw):
+                if a is not None:
+                    w = w * np.reshape(a, a.shape + (1,) * (len(pos) - a.ndim))
+        W = float(np.prod(out.shape[:-1])) if w is None else float(w.sum())
+        s = sums.setdefault("loss", [0.0, 0.0])
+        s[0] += value * W
+        s[1] += W
+        for m in self.metrics:
+            a, b = _metric(m, out, np.asarray(y), w)
+            s = sums.setdefault(m, [0.0, 0.0])
+            s[0] += a
+            s[1] += b
+
+    @staticmethod
+    def _averages(sums):
+        return {k: (a / b if b else 0.0) for k, (a, b) in sums.items()}
+
+    # ---- evaluate / predict ----------------------------------------------------------------
+    def evaluate(self, X, y, batch_size=256, lengths=None, sample_weight=None, verbose=0):
+        """Loss and metrics over the data (eval mode) as a dict."""
+        self._require_compiled()
+        if not (_int_like(batch_size) and batch_size > 0):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        X, y, lengths, sample_weight = self._prepare(X, y, lengths, sample_weight)
+        sums = {}
+        for s in range(0, len(X), batch_size):
+            sl = slice(s, s + batch_size)
+            lb = None if lengths is None else lengths[sl]
+            swb = None if sample_weight is None else sample_weight[sl]
+            out = self._forward(X[sl], lb, False, y=y[sl])
+            value = float(self.loss(out, y[sl], self._loss_mask(out, lb), swb))
+            self._accumulate(sums, value, out, y[sl], lb, swb)
+        res = self._averages(sums)
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4g}" for k, v in res.items()))
+        return res
+
+    def predict(self, X, batch_size=256, lengths=None):
+        """Model outputs in eval mode (logits for classification losses)."""
+        if not (_int_like(batch_size) and batch_size > 0):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        X, _, lengths, _ = self._prepare(X, None, lengths)
+        outs = []
+        for s in range(0, len(X), batch_size):
+            sl = slice(s, s + batch_size)
+            outs.append(self._forward(X[sl], None if lengths is None else lengths[sl], False))
+        return np.concatenate(outs, 0)
+
+    def __call__(self, X, lengths=None):
+        return self.predict(X, lengths=lengths)
+
+    # ---- interop shortcuts (see fastrnn.interop) ------------------------------------------
+    def load_torch_state_dict(self, state_dict, mapping=None):
+        from .interop import load_torch_state_dict
+        return load_torch_state_dict(self, state_dict, mapping)
+
+    def torch_state_dict(self, mapping=None, tensors=False):
+        from .interop import torch_state_dict
+        return torch_state_dict(self, mapping, tensors)
+
+    def get_keras_weights(self):
+        from .interop import get_keras_weights
+        return get_keras_weights(self)
+
+    def set_keras_weights(self, weights, reset_after=True):
+        from .interop import set_keras_weights
+        return set_keras_weights(self, weights, reset_after)
+
+    def save(self, path):
+        """Config, weights, optimizer state and training counters in one file (atomic)."""
+        from .io import save
+        save(self, path)
+
+
+def check_gradients(model, X, y, loss="mse", lengths=None, sample_weight=None, eps=1e-5,
+                    num_checks=20, seed=0):
+    """Compare backprop gradients of ``loss(model(X), y)`` with central finite differences
+    at ``num_checks`` random entries of every parameter array; returns the largest relative
+    error |num - ana| / max|ana|, the maximum taken over the parameter array, so that entries
+    whose gradient is near zero are judged on the array's scale rather than on their own (where
+    rounding in the differences dominates). Use float64 models: in float32 the differences
+    themselves are noise at ~1e-3. The default eps ~ cbrt(machine epsilon) balances the
+    O(eps^2) truncation error of central differences against O(1e-16 / eps) rounding.
+    Run-time randomness (dropout, scheduled sampling) is replayed identically for every
+    evaluation by restoring the model's generator state."""
+    lossf = get_loss(loss)
+    X, y, lengths, sample_weight = model._prepare(X, y, lengths, sample_weight)
+    rng_state = model.rng.bit_generator.state
+    eng_states = [e._rng.bit_generator.state for e in model._engines() if hasattr(e, "_rng")]
+
+    def run(train):
+        model.rng.bit_generator.state = rng_state
+        for e, s in zip([e for e in model._engines() if hasattr(e, "_rng")], eng_states):
+            e._rng.bit_generator.state = s
+        model._clear_caches()
+        out = model._forward(X, lengths, True, y=y)
+        v, g = lossf.value_and_grad(out, y, model._loss_mask(out, lengths), sample_weight)
+        if train:
+            model.zero_grad()
+            model._backward(g)
+        return float(v)
+
+    if np.dtype(model.dtype) != np.float64:
+        raise TypeError("check_gradients needs a float64 model")
+    run(True)
+    analytic = {k: g.copy() for k, g in model.grads.items()}
+    pick = np.random.default_rng(seed)
+    worst = 0.0
+    for name, p in model.parameters().items():
+        flat = p.reshape(-1)
+        scale = max(float(np.abs(analytic[name]).max()), 1e-12)
+        for i in pick.choice(flat.size, min(num_checks, flat.size), replace=False):
+            old = flat[i]
+            flat[i] = old + eps
+            up = run(False)
+            flat[i] = old - eps
+            down = run(False)
+            flat[i] = old
+            num = (up - down) / (2 * eps)
+            ana = analytic[name].reshape(-1)[i]
+            err = abs(num - ana) / scale
+            worst = max(worst, err)
+    model._clear_caches()
+    return worst

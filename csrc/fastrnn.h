@@ -14,7 +14,8 @@
  * Gate order (PyTorch's, so state dicts move without reordering)
  *   LSTM: i, f, g, o      c' = f*c + i*g,  h' = o*tanh(c')
  *   GRU : r, z, n         n  = tanh(W_in x + b_in + r*(W_hn h + b_hn)),  h' = (1-z)*n + z*h
- *   RNN : h' = tanh(...) or relu(...)
+ *   RNN : h' = tanh(...) or relu(...); with leak in (0,1): h' = (1-leak) h + leak f(...)
+ *         (leaky integrator; `leak` is ignored by LSTM and GRU)
  *   Weights: w_ih (G*H, D), w_hh (G*H, H), biases (G*H); block k of rows is gate k.
  *
  * Direction and variable lengths
@@ -79,12 +80,14 @@ long fr_backward_ws_size(fr_cell cell, int B, int H);  /* 3*B*H + B*G*H */
  *   lengths (B)          int lengths in 1..T, or NULL for all T (validated by the caller)
  *   ws     (fr_forward_ws_size) scratch
  */
-void fr_forward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+void fr_forward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
+                    const int *lengths,
                     const float *x, const float *h0, const float *c0,
                     const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh,
                     float *y, int ldy, float *h_n, float *c_n,
                     float *act, float *hprev, float *aux, float *ws);
-void fr_forward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+void fr_forward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
+                    const int *lengths,
                     const double *x, const double *h0, const double *c0,
                     const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh,
                     double *y, int ldy, double *h_n, double *c_n,
@@ -102,14 +105,16 @@ void fr_forward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, const
  *   dgh    (T,B,G*H)     scratch, GRU only (its n block differs from dgx by the factor r); else NULL
  *   ws     (fr_backward_ws_size) scratch
  */
-void fr_backward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+void fr_backward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
+                     const int *lengths,
                      const float *x, const float *w_ih, const float *w_hh,
                      const float *act, const float *hprev, const float *aux,
                      const float *dy, int ldy, const float *dh_n, const float *dc_n,
                      float *dx, int accumulate_dx, float *dh0, float *dc0,
                      float *dw_ih, float *dw_hh, float *db_ih, float *db_hh,
                      float *dgx, float *dgh, float *ws);
-void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
+                     const int *lengths,
                      const double *x, const double *w_ih, const double *w_hh,
                      const double *act, const double *hprev, const double *aux,
                      const double *dy, int ldy, const double *dh_n, const double *dc_n,
@@ -129,6 +134,8 @@ void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, cons
  *   ws (fr_forward_ws_size(cell, b1-b0, H)) private to the call.
  * fr_recur_backward: the reverse time loop for rows b0..b1-1; writes dgx, dgh rows (zero at
  *   padded positions), dh0/dc0 rows; ws (fr_backward_ws_size(cell, b1-b0, H)) private.
+ *   dhs (T,B,H) or NULL: out, dL/dh_t, the total gradient w.r.t. the state leaving each
+ *   position (zero at padded positions), for gradient-flow diagnostics.
  * fr_backward_params: whole-sequence GEMMs from dgx/dgh: rows g0..g1-1 of dw_ih, dw_hh, db_ih,
  *   db_hh += ...; rows r0..r1-1 (of T*B) of dx (T,B,D) assigned (accumulated if accumulate_dx),
  *   dx NULL to skip. Calls with disjoint ranges may run concurrently.
@@ -136,13 +143,13 @@ void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, cons
 #define FR_PHASES(R, S)                                                                           \
 void fr_project_##S(fr_cell cell, int T, int B, int D, int H, const R *x, const R *w_ih,         \
                     const R *b_ih, const R *b_hh, R *act);                                        \
-void fr_recur_##S(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,                \
+void fr_recur_##S(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse, double leak,   \
                   const int *lengths, const R *h0, const R *c0, const R *w_hh, const R *b_hh,    \
                   R *y, int ldy, R *h_n, R *c_n, R *act, R *hprev, R *aux, R *ws);              \
 void fr_recur_backward_##S(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,       \
-                           const int *lengths, const R *w_hh, const R *act, const R *hprev,      \
-                           const R *aux, const R *dy, int ldy, const R *dh_n, const R *dc_n,     \
-                           R *dh0, R *dc0, R *dgx, R *dgh, R *ws);                              \
+                           double leak, const int *lengths, const R *w_hh, const R *act,         \
+                           const R *hprev, const R *aux, const R *dy, int ldy, const R *dh_n,    \
+                           const R *dc_n, R *dh0, R *dc0, R *dgx, R *dgh, R *dhs, R *ws);       \
 void fr_backward_params_##S(fr_cell cell, int T, int B, int D, int H, int g0, int g1, long r0,   \
                             long r1, const R *x, const R *w_ih, const R *hprev, const R *dgx,    \
                             const R *dgh, R *dx, int accumulate_dx, R *dw_ih, R *dw_hh,          \

@@ -77,14 +77,27 @@ HOT static void SFX(gru_row)(int H, REAL *RS gr, REAL *RS gz, REAL *RS gn, const
     }
 }
 
-HOT static void SFX(rnn_row)(int H, int relu, REAL *RS gx, const REAL *RS gh, REAL *RS h, REAL *RS y)
+/* Elman step; with leak < 1 a leaky integrator h' = (1-leak) h + leak f(.). gx keeps f(.). */
+HOT static void SFX(rnn_row)(int H, int relu, REAL leak, REAL *RS gx, const REAL *RS gh,
+                             REAL *RS h, REAL *RS y)
 {
+    if (leak == (REAL)1) { /* separate loop: (1-leak)*h would turn an infinite h into NaN */
+        for (int j = 0; j < H; ++j) {
+            REAL v = gx[j] + gh[j];
+            v = relu ? (v > 0 ? v : (REAL)0) : TANH(v);
+            gx[j] = v;
+            h[j] = v;
+            y[j] = v;
+        }
+        return;
+    }
     for (int j = 0; j < H; ++j) {
         REAL v = gx[j] + gh[j];
         v = relu ? (v > 0 ? v : (REAL)0) : TANH(v);
+        REAL hn = ((REAL)1 - leak) * h[j] + leak * v;
         gx[j] = v;
-        h[j] = v;
-        y[j] = v;
+        h[j] = hn;
+        y[j] = hn;
     }
 }
 
@@ -115,7 +128,7 @@ void SFX(fr_project)(fr_cell cell, int T, int B, int D, int H, const REAL *x, co
     SFX(gemm)(0, 1, (int)TB, GH, D, x, D, w_ih, D, b_ih ? (REAL)1 : (REAL)0, act, GH);
 }
 
-void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
+void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse, double leak,
                    const int *lengths, const REAL *h0, const REAL *c0, const REAL *w_hh,
                    const REAL *b_hh, REAL *y, int ldy, REAL *h_n, REAL *c_n,
                    REAL *act, REAL *hprev, REAL *aux, REAL *ws)
@@ -164,7 +177,7 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int revers
                 SFX(gru_row)(H, gxr, gxr + H, gxr + 2 * H, ghr, ghr + H, ghr + 2 * H, b_hn, hb, yr, auxr);
                 break;
             default:
-                SFX(rnn_row)(H, cell == FR_RNN_RELU, gxr, ghr, hb, yr);
+                SFX(rnn_row)(H, cell == FR_RNN_RELU, (REAL)leak, gxr, ghr, hb, yr);
                 break;
             }
         }
@@ -173,14 +186,15 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int revers
     if (cell == FR_LSTM) memcpy(c_n + (long)b0 * H, c, sizeof(REAL) * nb * H);
 }
 
-void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
+                     const int *lengths,
                      const REAL *x, const REAL *h0, const REAL *c0,
                      const REAL *w_ih, const REAL *w_hh, const REAL *b_ih, const REAL *b_hh,
                      REAL *y, int ldy, REAL *h_n, REAL *c_n,
                      REAL *act, REAL *hprev, REAL *aux, REAL *ws)
 {
     SFX(fr_project)(cell, T, B, D, H, x, w_ih, b_ih, b_hh, act);
-    SFX(fr_recur)(cell, T, B, H, 0, B, reverse, lengths, h0, c0, w_hh, b_hh, y, ldy, h_n, c_n,
+    SFX(fr_recur)(cell, T, B, H, 0, B, reverse, leak, lengths, h0, c0, w_hh, b_hh, y, ldy, h_n, c_n,
                   act, hprev, aux, ws);
 }
 
@@ -222,21 +236,21 @@ HOT static void SFX(gru_row_bwd)(int H, const REAL *RS ar, const REAL *RS az, co
     }
 }
 
-HOT static void SFX(rnn_row_bwd)(int H, int relu, const REAL *RS a, const REAL *RS dht,
-                                 REAL *RS dgx, REAL *RS dhp)
+HOT static void SFX(rnn_row_bwd)(int H, int relu, REAL leak, const REAL *RS a,
+                                 const REAL *RS dht, REAL *RS dgx, REAL *RS dhp)
 {
     for (int j = 0; j < H; ++j) {
-        REAL v = a[j];
-        dgx[j] = relu ? (v > 0 ? dht[j] : (REAL)0) : dht[j] * ((REAL)1 - v * v);
-        dhp[j] = 0;
+        REAL v = a[j], d = leak * dht[j];
+        dgx[j] = relu ? (v > 0 ? d : (REAL)0) : d * ((REAL)1 - v * v);
+        dhp[j] = ((REAL)1 - leak) * dht[j];
     }
 }
 
 void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
-                            const int *lengths, const REAL *w_hh, const REAL *act,
+                            double leak, const int *lengths, const REAL *w_hh, const REAL *act,
                             const REAL *hprev, const REAL *aux, const REAL *dy, int ldy,
                             const REAL *dh_n, const REAL *dc_n, REAL *dh0, REAL *dc0,
-                            REAL *dgx, REAL *dgh, REAL *ws)
+                            REAL *dgx, REAL *dgh, REAL *dhs, REAL *ws)
 {
     const int GH = fr_gates(cell) * H, nb = b1 - b0;
     REAL *dh = ws;                      /* (nb,H) gradient w.r.t. the state leaving step s */
@@ -253,6 +267,7 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
         for (int t = 0; t < T; ++t) {
             memset(dgx + ((long)t * B + b0) * GH, 0, sizeof(REAL) * nb * GH);
             if (dgh) memset(dgh + ((long)t * B + b0) * GH, 0, sizeof(REAL) * nb * GH);
+            if (dhs) memset(dhs + ((long)t * B + b0) * H, 0, sizeof(REAL) * nb * H);
         }
     }
     if (dh_n) memcpy(dh, dh_n + (long)b0 * H, sizeof(REAL) * nb * H);
@@ -279,6 +294,7 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
                 const REAL *dyr = dy + row * ldy;
                 for (int j = 0; j < H; ++j) dhb[j] += dyr[j];
             }
+            if (dhs) memcpy(dhs + row * H, dhb, sizeof(REAL) * H);
             switch (cell) {
             case FR_LSTM:
                 SFX(lstm_row_bwd)(H, a, a + H, a + 2 * H, a + 3 * H, aux + row * 2L * H,
@@ -292,7 +308,7 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
                 break;
             }
             default:
-                SFX(rnn_row_bwd)(H, cell == FR_RNN_RELU, a, dhb, d, dhpb);
+                SFX(rnn_row_bwd)(H, cell == FR_RNN_RELU, (REAL)leak, a, dhb, d, dhpb);
                 break;
             }
             if (scattered) memcpy(step + (long)i * GH, rec + row * GH, sizeof(REAL) * GH);
@@ -333,7 +349,8 @@ void SFX(fr_backward_params)(fr_cell cell, int T, int B, int D, int H, int g0, i
                   accumulate_dx ? (REAL)1 : (REAL)0, dx + r0 * D, D);
 }
 
-void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
+                      const int *lengths,
                       const REAL *x, const REAL *w_ih, const REAL *w_hh,
                       const REAL *act, const REAL *hprev, const REAL *aux,
                       const REAL *dy, int ldy, const REAL *dh_n, const REAL *dc_n,
@@ -341,8 +358,8 @@ void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, con
                       REAL *dw_ih, REAL *dw_hh, REAL *db_ih, REAL *db_hh,
                       REAL *dgx, REAL *dgh, REAL *ws)
 {
-    SFX(fr_recur_backward)(cell, T, B, H, 0, B, reverse, lengths, w_hh, act, hprev, aux,
-                           dy, ldy, dh_n, dc_n, dh0, dc0, dgx, dgh, ws);
+    SFX(fr_recur_backward)(cell, T, B, H, 0, B, reverse, leak, lengths, w_hh, act, hprev, aux,
+                           dy, ldy, dh_n, dc_n, dh0, dc0, dgx, dgh, NULL, ws);
     SFX(fr_backward_params)(cell, T, B, D, H, 0, fr_gates(cell) * H, 0, (long)T * B, x, w_ih,
                             hprev, dgx, dgh, dx, accumulate_dx, dw_ih, dw_hh, db_ih, db_hh);
 }

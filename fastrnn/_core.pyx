@@ -20,24 +20,24 @@ cdef extern from "fastrnn.h":
     int fr_aux(fr_cell cell) nogil
     long fr_forward_ws_size(fr_cell cell, int B, int H) nogil
     long fr_backward_ws_size(fr_cell cell, int B, int H) nogil
-    void fr_forward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+    void fr_forward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, double leak, const int *lengths,
                         const float *x, const float *h0, const float *c0,
                         const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh,
                         float *y, int ldy, float *h_n, float *c_n,
                         float *act, float *hprev, float *aux, float *ws) nogil
-    void fr_forward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+    void fr_forward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, double leak, const int *lengths,
                         const double *x, const double *h0, const double *c0,
                         const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh,
                         double *y, int ldy, double *h_n, double *c_n,
                         double *act, double *hprev, double *aux, double *ws) nogil
-    void fr_backward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+    void fr_backward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, double leak, const int *lengths,
                          const float *x, const float *w_ih, const float *w_hh,
                          const float *act, const float *hprev, const float *aux,
                          const float *dy, int ldy, const float *dh_n, const float *dc_n,
                          float *dx, int accumulate_dx, float *dh0, float *dc0,
                          float *dw_ih, float *dw_hh, float *db_ih, float *db_hh,
                          float *dgx, float *dgh, float *ws) nogil
-    void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, const int *lengths,
+    void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, double leak, const int *lengths,
                          const double *x, const double *w_ih, const double *w_hh,
                          const double *act, const double *hprev, const double *aux,
                          const double *dy, int ldy, const double *dh_n, const double *dc_n,
@@ -48,24 +48,24 @@ cdef extern from "fastrnn.h":
                         const float *b_ih, const float *b_hh, float *act) nogil
     void fr_project_f64(fr_cell cell, int T, int B, int D, int H, const double *x, const double *w_ih,
                         const double *b_ih, const double *b_hh, double *act) nogil
-    void fr_recur_f32(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
+    void fr_recur_f32(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse, double leak,
                       const int *lengths, const float *h0, const float *c0, const float *w_hh,
                       const float *b_hh, float *y, int ldy, float *h_n, float *c_n,
                       float *act, float *hprev, float *aux, float *ws) nogil
-    void fr_recur_f64(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
+    void fr_recur_f64(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse, double leak,
                       const int *lengths, const double *h0, const double *c0, const double *w_hh,
                       const double *b_hh, double *y, int ldy, double *h_n, double *c_n,
                       double *act, double *hprev, double *aux, double *ws) nogil
     void fr_recur_backward_f32(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
-                               const int *lengths, const float *w_hh, const float *act,
+                               double leak, const int *lengths, const float *w_hh, const float *act,
                                const float *hprev, const float *aux, const float *dy, int ldy,
                                const float *dh_n, const float *dc_n, float *dh0, float *dc0,
-                               float *dgx, float *dgh, float *ws) nogil
+                               float *dgx, float *dgh, float *dhs, float *ws) nogil
     void fr_recur_backward_f64(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
-                               const int *lengths, const double *w_hh, const double *act,
+                               double leak, const int *lengths, const double *w_hh, const double *act,
                                const double *hprev, const double *aux, const double *dy, int ldy,
                                const double *dh_n, const double *dc_n, double *dh0, double *dc0,
-                               double *dgx, double *dgh, double *ws) nogil
+                               double *dgx, double *dgh, double *dhs, double *ws) nogil
     void fr_backward_params_f32(fr_cell cell, int T, int B, int D, int H, int g0, int g1,
                                 long r0, long r1, const float *x,
                                 const float *w_ih, const float *hprev, const float *dgx,
@@ -141,7 +141,7 @@ cdef int _check_lengths(object lengths, int T, int B) except -1:
 
 
 def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reverse=False,
-            y=None, int y_col=0, bint train=True):
+            y=None, int y_col=0, bint train=True, double leak=1.0):
     """Run one layer in one direction over x (T,B,D).
 
     y: optional (T,B,W) output shared with the other direction; this direction writes columns
@@ -196,13 +196,13 @@ def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reve
 
     if dtype == np.float32:
         with nogil:
-            fr_forward_f32(c, T, B, D, H, reverse, plen, <float*>px, <float*>ph0, <float*>pc0,
+            fr_forward_f32(c, T, B, D, H, reverse, leak, plen, <float*>px, <float*>ph0, <float*>pc0,
                            <float*>pwi, <float*>pwh, <float*>pbi, <float*>pbh,
                            (<float*>py) + y_col, W, <float*>phn, <float*>pcn,
                            <float*>pact, <float*>php, <float*>paux, <float*>pws)
     else:
         with nogil:
-            fr_forward_f64(c, T, B, D, H, reverse, plen, <double*>px, <double*>ph0, <double*>pc0,
+            fr_forward_f64(c, T, B, D, H, reverse, leak, plen, <double*>px, <double*>ph0, <double*>pc0,
                            <double*>pwi, <double*>pwh, <double*>pbi, <double*>pbh,
                            (<double*>py) + y_col, W, <double*>phn, <double*>pcn,
                            <double*>pact, <double*>php, <double*>paux, <double*>pws)
@@ -211,7 +211,7 @@ def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reve
 
 def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
              dy=None, int dy_col=0, dh_n=None, dc_n=None, dx=None, bint accumulate_dx=False,
-             dw_ih=None, dw_hh=None, db_ih=None, db_hh=None):
+             dw_ih=None, dw_hh=None, db_ih=None, db_hh=None, double leak=1.0):
     """BPTT of one layer in one direction, from `saved` of a training forward().
 
     dx (T,B,D) is written (assigned, or accumulated with accumulate_dx) if given; parameter
@@ -270,14 +270,14 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
 
     if dtype == np.float32:
         with nogil:
-            fr_backward_f32(c, T, B, D, H, reverse, plen, <float*>px, <float*>pwi, <float*>pwh,
+            fr_backward_f32(c, T, B, D, H, reverse, leak, plen, <float*>px, <float*>pwi, <float*>pwh,
                             <float*>pact, <float*>php, <float*>paux, <float*>pdy, W,
                             <float*>pdhn, <float*>pdcn, <float*>pdx, accumulate_dx,
                             <float*>pdh0, <float*>pdc0, <float*>pdwi, <float*>pdwh,
                             <float*>pdbi, <float*>pdbh, <float*>pdgx, <float*>pdgh, <float*>pws)
     else:
         with nogil:
-            fr_backward_f64(c, T, B, D, H, reverse, plen, <double*>px, <double*>pwi, <double*>pwh,
+            fr_backward_f64(c, T, B, D, H, reverse, leak, plen, <double*>px, <double*>pwi, <double*>pwh,
                             <double*>pact, <double*>php, <double*>paux, <double*>pdy, W,
                             <double*>pdhn, <double*>pdcn, <double*>pdx, accumulate_dx,
                             <double*>pdh0, <double*>pdc0, <double*>pdwi, <double*>pdwh,
@@ -327,7 +327,7 @@ def project(int cell, x, w_ih, b_ih, b_hh, act):
 
 
 def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_hh, y, int y_col,
-          h_n, c_n, act, hprev, aux):
+          h_n, c_n, act, hprev, aux, double leak=1.0):
     """Forward time loop for batch rows b0..b1-1 (after project()); writes only those rows."""
     dtype = _float_dtype(act, "act")
     if act.ndim != 3 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
@@ -357,18 +357,18 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_hh, y
     cdef const int *plen = <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths) if lengths is not None else NULL
     if dtype == np.float32:
         with nogil:
-            fr_recur_f32(c, T, B, H, b0, b1, reverse, plen, <float*>ph0, <float*>pc0, <float*>pwh,
+            fr_recur_f32(c, T, B, H, b0, b1, reverse, leak, plen, <float*>ph0, <float*>pc0, <float*>pwh,
                          <float*>pbh, (<float*>py) + y_col, W, <float*>phn, <float*>pcn,
                          <float*>pact, <float*>php, <float*>paux, <float*>pws)
     else:
         with nogil:
-            fr_recur_f64(c, T, B, H, b0, b1, reverse, plen, <double*>ph0, <double*>pc0, <double*>pwh,
+            fr_recur_f64(c, T, B, H, b0, b1, reverse, leak, plen, <double*>ph0, <double*>pc0, <double*>pwh,
                          <double*>pbh, (<double*>py) + y_col, W, <double*>phn, <double*>pcn,
                          <double*>pact, <double*>php, <double*>paux, <double*>pws)
 
 
 def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, hprev, aux,
-                   dy, int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh):
+                   dy, int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0, dhs=None):
     """Reverse time loop for batch rows b0..b1-1; writes their rows of dgx/dgh, dh0, dc0."""
     dtype = _float_dtype(act, "act")
     if act.ndim != 3 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
@@ -396,6 +396,7 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
     cdef void *pdc0 = _ptr(dc0, "dc0", (B, H), dtype) if lstm else NULL
     cdef void *pdgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
     cdef void *pdgh = _ptr(dgh, "dgh", (T, B, G * H), dtype) if c == FR_GRU else NULL
+    cdef void *pdhs = _ptr(dhs, "dhs", (T, B, H), dtype, True)
     ws = np.empty(fr_backward_ws_size(c, b1 - b0, H), dtype=dtype)
     cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     cdef const int *plen = <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths) if lengths is not None else NULL
@@ -404,16 +405,16 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
         pdy = <void*>((<char*>pdy) + dy_col * itemsize)
     if dtype == np.float32:
         with nogil:
-            fr_recur_backward_f32(c, T, B, H, b0, b1, reverse, plen, <float*>pwh, <float*>pact,
+            fr_recur_backward_f32(c, T, B, H, b0, b1, reverse, leak, plen, <float*>pwh, <float*>pact,
                                   <float*>php, <float*>paux, <float*>pdy, W, <float*>pdhn,
                                   <float*>pdcn, <float*>pdh0, <float*>pdc0, <float*>pdgx,
-                                  <float*>pdgh, <float*>pws)
+                                  <float*>pdgh, <float*>pdhs, <float*>pws)
     else:
         with nogil:
-            fr_recur_backward_f64(c, T, B, H, b0, b1, reverse, plen, <double*>pwh, <double*>pact,
+            fr_recur_backward_f64(c, T, B, H, b0, b1, reverse, leak, plen, <double*>pwh, <double*>pact,
                                   <double*>php, <double*>paux, <double*>pdy, W, <double*>pdhn,
                                   <double*>pdcn, <double*>pdh0, <double*>pdc0, <double*>pdgx,
-                                  <double*>pdgh, <double*>pws)
+                                  <double*>pdgh, <double*>pdhs, <double*>pws)
 
 
 def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, dgx, dgh, dx,

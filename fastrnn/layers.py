@@ -219,6 +219,7 @@ class _Module:
 
 class _RNNBase(_Module):
     mode = None
+    leak = 1.0
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
@@ -249,6 +250,7 @@ class _RNNBase(_Module):
 
     def __repr__(self):
         extra = f", nonlinearity={self.nonlinearity!r}" if self.mode.startswith("RNN") else ""
+        extra += f", leak={self.leak}" if self.leak != 1.0 else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
                 f"bidirectional={self.bidirectional}{extra}, dtype={self.dtype.name})")
@@ -311,7 +313,7 @@ class _RNNBase(_Module):
                 _project(self._cell, inp, w_ih, b_ih, b_hh, act)
                 tasks += [partial(_core.recur, self._cell, b0, b1, bool(d), lengths, h0[k],
                                   None if c0 is None else c0[k], w_hh, b_hh, y, d * H, h_n[k],
-                                  None if c_n is None else c_n[k], act, hprev, aux)
+                                  None if c_n is None else c_n[k], act, hprev, aux, self.leak)
                           for b0, b1 in chunks]
                 saved.append((act, hprev, aux))
             _run(tasks)
@@ -325,12 +327,15 @@ class _RNNBase(_Module):
         out = np.ascontiguousarray(inp.transpose(1, 0, 2)) if self.batch_first else inp
         return out, self._join_state(h_n, c_n)
 
-    def backward(self, dy=None, dstate=None):
+    def backward(self, dy=None, dstate=None, state_grads=False):
         """BPTT through the most recent training-mode forward.
 
         Returns the gradient w.r.t. x and the initial state(s), freshly assigned; parameter
         gradients accumulate (+=) into `self.grads`. The cache is kept, so backward may be called
         again (e.g. for a second loss) until the next forward.
+        With state_grads=True, `self.state_grads` becomes a list (one per layer and direction,
+        in h_n order) of (T, B, H) arrays dL/dh_t: the total gradient reaching the state at each
+        time step, the quantity whose decay or growth shows vanishing or exploding gradients.
         """
         if self._cache is None:
             raise RuntimeError("backward() needs a preceding forward() in training mode "
@@ -353,6 +358,7 @@ class _RNNBase(_Module):
         G = _GATES[self.mode]
         chunks = _plan(T, B, H, G, dirs)
         p, g = self._params, self.grads
+        dhs_all = [np.empty((T, B, H), self.dtype) if state_grads else None for _ in range(S[0])]
         for layer in reversed(range(self.num_layers)):
             inp, saved, mask = layers[layer]
             if mask is not None and dy is not None:
@@ -367,7 +373,7 @@ class _RNNBase(_Module):
                 tasks += [partial(_core.recur_backward, self._cell, b0, b1, bool(d), lengths, p[w_hh],
                                   act, hprev, aux, dy, d * H, None if dh_n is None else dh_n[k],
                                   None if dc_n is None else dc_n[k], dh0[k],
-                                  None if dc0 is None else dc0[k], dgx, dgh)
+                                  None if dc0 is None else dc0[k], dgx, dgh, self.leak, dhs_all[k])
                           for b0, b1 in chunks]
                 grads.append((dgx, dgh))
             _run(tasks)
@@ -378,6 +384,8 @@ class _RNNBase(_Module):
                 _params_grads(self._cell, inp, p[w_ih], saved[d][1], dgx, dgh, dx, d > 0,
                               (g[w_ih], g[w_hh], g.get(b_ih), g.get(b_hh)))
             dy = dx
+        if state_grads:
+            self.state_grads = dhs_all
         dx = np.ascontiguousarray(dy.transpose(1, 0, 2)) if self.batch_first else dy
         return dx, self._join_state(dh0, dc0)
 
@@ -399,13 +407,20 @@ _SHAPES_DOC = """
 class RNN(_RNNBase):
     __doc__ = """Elman RNN: h' = tanh|relu(W_ih x + b_ih + W_hh h + b_hh).
 
+    leak in (0, 1] makes leaky-integrator units, h' = (1 - leak) h + leak * tanh|relu(...)
+    (leak=1, the default, is PyTorch's RNN; other values have no PyTorch equivalent).
+
     y, h_n = rnn(x, h0=None, lengths=None);  dx, dh0 = rnn.backward(dy, dh_n=None)
     """ + _SHAPES_DOC
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
+                 leak=1.0):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        if not 0.0 < float(leak) <= 1.0:
+            raise ValueError(f"leak must be in (0, 1], got {leak}")
+        self.leak = float(leak)
         self.nonlinearity = nonlinearity
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,

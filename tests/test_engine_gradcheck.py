@@ -24,9 +24,9 @@ CONFIGS = [
 EPS = 1e-6
 
 
-def build(mode, D, H, L, bi, bias, seed=0):
+def build(mode, D, H, L, bi, bias, seed=0, **extra):
     cls, kw = CLASSES[mode]
-    return cls(D, H, num_layers=L, bidirectional=bi, bias=bias, dtype=np.float64, seed=seed, **kw)
+    return cls(D, H, num_layers=L, bidirectional=bi, bias=bias, dtype=np.float64, seed=seed, **kw, **extra)
 
 
 def run(m, x, h0, c0, lengths):
@@ -64,13 +64,26 @@ def relu_safe_inputs(rng, shape):
     return rng.uniform(0.2, 1.0, size=shape)
 
 
+CFG_IDS = dict(ids=lambda c: f"T{c[0]}B{c[1]}D{c[2]}H{c[3]}L{c[4]}{'bi' if c[5] else ''}"
+               f"{'ragged' if c[6] else ''}{'' if c[7] else 'nobias'}")
+
+
 @pytest.mark.parametrize("mode", list(CLASSES))
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"T{c[0]}B{c[1]}D{c[2]}H{c[3]}L{c[4]}{'bi' if c[5] else ''}"
-                         f"{'ragged' if c[6] else ''}{'' if c[7] else 'nobias'}")
+@pytest.mark.parametrize("cfg", CONFIGS, **CFG_IDS)
 def test_gradients_match_finite_differences(mode, cfg):
+    check_layer_gradients(mode, cfg)
+
+
+@pytest.mark.parametrize("mode", ["RNN_TANH", "RNN_RELU"])
+@pytest.mark.parametrize("cfg", CONFIGS[1:5], **CFG_IDS)
+def test_leaky_rnn_gradients_match_finite_differences(mode, cfg):
+    check_layer_gradients(mode, cfg, leak=0.6)
+
+
+def check_layer_gradients(mode, cfg, **extra):
     T, B, D, H, L, bi, lengths, bias = cfg
     rng = np.random.default_rng(42)
-    m = build(mode, D, H, L, bi, bias)
+    m = build(mode, D, H, L, bi, bias, **extra)
     dirs = 2 if bi else 1
     S = (L * dirs, B, H)
     x = relu_safe_inputs(rng, (T, B, D)) if mode == "RNN_RELU" else rng.standard_normal((T, B, D))
@@ -143,3 +156,28 @@ def test_cell_gradients_match_finite_differences(mode):
         np.testing.assert_allclose(dc, numeric_grad(f, c0), rtol=1e-6, atol=1e-8, err_msg="dc0")
     for k, p in cell.parameters().items():
         np.testing.assert_allclose(cell.grads[k], numeric_grad(f, p), rtol=1e-6, atol=1e-8, err_msg=k)
+
+
+@pytest.mark.parametrize("mode,extra", [("LSTM", {}), ("GRU", {}), ("RNN_TANH", {"leak": 0.5})])
+def test_state_grads_equal_the_initial_state_gradient_of_the_remaining_sequence(mode, extra):
+    """dL/dh_t from state_grads=True must equal dy_t plus dh0 of a run that starts at h_t and
+    reads x[t+1:] (dh0 itself is finite-difference checked above)."""
+    rng = np.random.default_rng(1)
+    T, B, D, H = 6, 2, 3, 4
+    m = build(mode, D, H, 1, False, True, **extra)
+    x, dy, dh_n = rng.standard_normal((T, B, D)), rng.standard_normal((T, B, H)), rng.standard_normal((1, B, H))
+    dc_n = rng.standard_normal((1, B, H))
+    lstm = mode == "LSTM"
+    states = []  # (h_t, c_t) after each step, from T runs of growing length
+    for t in range(1, T):
+        _, st = m(x[:t])
+        states.append(st)
+    m(x)
+    m.backward(dy, (dh_n, dc_n) if lstm else dh_n, state_grads=True)
+    (dhs,) = m.state_grads
+    np.testing.assert_allclose(dhs[T - 1], dy[T - 1] + dh_n[0], rtol=1e-13)
+    for t in range(T - 1):
+        m(x[t + 1:], states[t])
+        _, dstate0 = m.backward(dy[t + 1:], (dh_n, dc_n) if lstm else dh_n)
+        dh0 = dstate0[0] if lstm else dstate0
+        np.testing.assert_allclose(dhs[t], dy[t] + dh0[0], rtol=1e-12, atol=1e-14, err_msg=f"t={t}")

@@ -418,3 +418,21 @@ def test_read_only_inputs_are_accepted():
     x.flags.writeable = False
     np.testing.assert_array_equal(m(x, lengths=np.array([5, 3]))[0][:, 0], want[:, 0])
     np.testing.assert_array_equal(m(x)[0], want)
+
+
+def test_internal_buffer_reuse_never_touches_returned_arrays():
+    rng = np.random.default_rng(0)
+    m = fr.GRU(3, 4, num_layers=2, bidirectional=True, dtype=np.float64, seed=0)
+    x1, x2 = rng.standard_normal((5, 2, 3)), rng.standard_normal((5, 2, 3))
+    y1, h1 = m(x1)
+    dx1, dh1 = m.backward(np.ones_like(y1))
+    kept = [a.copy() for a in (y1, h1, dx1, dh1)]
+    y2, _ = m(x2)
+    dx2, _ = m.backward(np.ones_like(y2))
+    for a, b in zip((y1, h1, dx1, dh1), kept):
+        np.testing.assert_array_equal(a, b)
+    fresh = fr.GRU(3, 4, num_layers=2, bidirectional=True, dtype=np.float64)
+    fresh.load_state_dict(m.state_dict())
+    y, _ = fresh(x2)
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(fresh.backward(np.ones_like(y))[0], dx2)

@@ -1,9 +1,11 @@
 /* Instantiates the kernels of rnn_impl.h for float32 and float64; see fastrnn.h. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
 #include "fastrnn.h"
+#include "smallgemm.h"
 
 /* The pointwise gate loops are compiled twice, for AVX2 and for the baseline ISA, and picked at
  * load time: a portable build still runs them 8 floats wide where the CPU allows. With
@@ -20,12 +22,14 @@ int fr_aux(fr_cell cell) { return cell == FR_LSTM ? 2 : cell == FR_GRU ? 1 : 0; 
 
 long fr_forward_ws_size(fr_cell cell, int B, int H)
 {
-    return (long)B * fr_gates(cell) * H + 2L * B * H + (long)(fr_aux(cell) + 1) * H;
+    const int GH = fr_gates(cell) * H;
+    return (long)B * GH + 2L * B * H + (long)(fr_aux(cell) + 1) * H + fr_packed_size(GH, H);
 }
 
 long fr_backward_ws_size(fr_cell cell, int B, int H)
 {
-    return 3L * B * H + (long)B * fr_gates(cell) * H;
+    const int GH = fr_gates(cell) * H;
+    return 3L * B * H + (long)B * GH + fr_packed_size(H, GH);
 }
 
 void fr_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
@@ -66,6 +70,10 @@ static inline float fr_tanhf(float x)
 #define GEMV scipy_cblas_sgemv
 #define EXP fr_expf
 #define TANH fr_tanhf
+#define STEP_FAST() fr_smallgemm_ok()
+#define STEP_PACK_NT fr_pack_nt
+#define STEP_PACK_NN fr_pack_nn
+#define STEP_MM fr_smallgemm
 #include "rnn_impl.h"
 #undef REAL
 #undef SFX
@@ -73,6 +81,10 @@ static inline float fr_tanhf(float x)
 #undef GEMV
 #undef EXP
 #undef TANH
+#undef STEP_FAST
+#undef STEP_PACK_NT
+#undef STEP_PACK_NN
+#undef STEP_MM
 
 #define REAL double
 #define SFX(name) name##_f64
@@ -80,6 +92,10 @@ static inline float fr_tanhf(float x)
 #define GEMV scipy_cblas_dgemv
 #define EXP exp
 #define TANH tanh
+#define STEP_FAST() 0
+#define STEP_PACK_NT(N, K, W, P) ((void)(P))
+#define STEP_PACK_NN(N, K, W, P) ((void)(P))
+#define STEP_MM(M, N, K, A, lda, P, acc, C, ldc) ((void)(C))
 #include "rnn_impl.h"
 #undef REAL
 #undef SFX
@@ -87,3 +103,7 @@ static inline float fr_tanhf(float x)
 #undef GEMV
 #undef EXP
 #undef TANH
+#undef STEP_FAST
+#undef STEP_PACK_NT
+#undef STEP_PACK_NN
+#undef STEP_MM

@@ -64,8 +64,8 @@ int fr_gates(fr_cell cell);
 int fr_aux(fr_cell cell);
 
 /* Scratch sizes in elements (of the kernel's dtype). */
-long fr_forward_ws_size(fr_cell cell, int B, int H);   /* B*G*H + 2*B*H + (A+1)*H */
-long fr_backward_ws_size(fr_cell cell, int B, int H);  /* 3*B*H + B*G*H */
+long fr_forward_ws_size(fr_cell cell, int B, int H);   /* B*G*H + 2*B*H + (A+1)*H + packed W_hh */
+long fr_backward_ws_size(fr_cell cell, int B, int H);  /* 3*B*H + B*G*H + packed W_hh */
 
 /*
  * Forward over a whole sequence for one layer and one direction.

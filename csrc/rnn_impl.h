@@ -2,7 +2,9 @@
  * Kernel bodies, written once and compiled per dtype: fastrnn.c includes this file twice with
  *   REAL  float | double          SFX(name)  name##_f32 | name##_f64
  *   GEMM  scipy_cblas_sgemm | scipy_cblas_dgemm
- *   EXP, TANH  expf/tanhf | exp/tanh
+ *   EXP, TANH  vectorisable fr_expf/fr_tanhf | libm exp/tanh
+ *   STEP_FAST, STEP_PACK_NT, STEP_PACK_NN, STEP_MM  the per-step product with W_hh packed once
+ *              (smallgemm.h, float32 on AVX2+FMA CPUs); STEP_FAST() is 0 where BLAS is used
  * The contract (shapes, saved buffers, accumulate rules) is in fastrnn.h.
  */
 
@@ -140,7 +142,9 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int revers
     REAL *aux_scratch = c + (long)nb * H; /* (A*H) where inference writes the aux it won't keep,
                                              so the gate loops have no branch and vectorise */
     REAL *zeros = aux_scratch + (long)A * H; /* (H) stands in for b_hn when there is no bias */
+    REAL *packed = zeros + H;             /* (fr_packed_size(GH, H)) W_hh for STEP_MM */
     const REAL *b_hn = (cell == FR_GRU && b_hh) ? b_hh + 2 * H : zeros;
+    const int fast = STEP_FAST();
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
 
     if (lengths) {
@@ -154,11 +158,13 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int revers
                 }
     }
     memset(zeros, 0, sizeof(REAL) * H);
+    if (fast) STEP_PACK_NT(GH, H, w_hh, packed);
     memcpy(h, h0 + (long)b0 * H, sizeof(REAL) * nb * H);
     if (cell == FR_LSTM) memcpy(c, c0 + (long)b0 * H, sizeof(REAL) * nb * H);
 
     for (int s = 0; s < maxlen; ++s) {
-        SFX(gemm)(0, 1, nb, GH, H, h, H, w_hh, H, (REAL)0, gh, GH);
+        if (fast) STEP_MM(nb, GH, H, h, H, packed, 0, gh, GH);
+        else SFX(gemm)(0, 1, nb, GH, H, h, H, w_hh, H, (REAL)0, gh, GH);
         for (int i = 0; i < nb; ++i) {
             const int b = b0 + i;
             if (lengths && s >= lengths[b]) continue;
@@ -258,6 +264,8 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
     REAL *dc = ws + 2L * nb * H;        /* (nb,H) LSTM cell-state gradient, updated in place */
     REAL *step = ws + 3L * nb * H;      /* (nb,GH) this step's recurrent-side gate gradients,
                                            gathered when rows sit at different time positions */
+    REAL *packed = step + (long)nb * GH; /* (fr_packed_size(H, GH)) W_hh for STEP_MM */
+    const int fast = STEP_FAST();
     REAL *rec = dgh ? dgh : dgx;        /* recurrent-side gate gradients: equal to dgx except GRU */
     const int scattered = reverse && lengths != NULL;
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
@@ -270,6 +278,7 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
             if (dhs) memset(dhs + ((long)t * B + b0) * H, 0, sizeof(REAL) * nb * H);
         }
     }
+    if (fast) STEP_PACK_NN(H, GH, w_hh, packed);
     if (dh_n) memcpy(dh, dh_n + (long)b0 * H, sizeof(REAL) * nb * H);
     else memset(dh, 0, sizeof(REAL) * nb * H);
     if (cell == FR_LSTM) {
@@ -316,7 +325,8 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
         /* Unscattered steps read their rows straight from the time-layout buffer. */
         const REAL *dstep = scattered
             ? step : rec + ((long)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
-        SFX(gemm)(0, 0, nb, H, GH, dstep, GH, w_hh, H, (REAL)1, dhp, H);
+        if (fast) STEP_MM(nb, H, GH, dstep, GH, packed, 1, dhp, H);
+        else SFX(gemm)(0, 0, nb, H, GH, dstep, GH, w_hh, H, (REAL)1, dhp, H);
         REAL *tmp = dh; dh = dhp; dhp = tmp;
     }
     memcpy(dh0 + (long)b0 * H, dh, sizeof(REAL) * nb * H);

@@ -436,3 +436,26 @@ def test_internal_buffer_reuse_never_touches_returned_arrays():
     y, _ = fresh(x2)
     np.testing.assert_array_equal(y, y2)
     np.testing.assert_array_equal(fresh.backward(np.ones_like(y))[0], dx2)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+@pytest.mark.parametrize("B,H", [(13, 37), (6, 16), (1, 40), (7, 3)])
+def test_float32_per_step_kernel_tails_match_reference(mode, B, H):
+    """The float32 per-step product works on 6-row x 16-column tiles; these sizes leave partial
+    tiles in both directions (and B=1 takes the single-row path)."""
+    rng = np.random.default_rng(B * H)
+    T, D = 9, 5
+    m = make(mode, D, H, np.float32, bidirectional=True)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B)
+    y, h, _ = fwd(m, x, lengths=lengths)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dh0, _ = bwd(m, dy)
+    ry, rh, _, cache = ref.forward(mode, m.state_dict(), x, lengths=lengths, bidirectional=True)
+    rdx, rdh0, _, rgrads = ref.backward(cache, dy)
+    close(y, ry, np.float32, "forward", "y")
+    close(h, rh, np.float32, "forward", "h_n")
+    close(dx, rdx, np.float32, "grad", "dx")
+    close(dh0, rdh0, np.float32, "grad", "dh0")
+    for k in rgrads:
+        close(m.grads[k], rgrads[k], np.float32, "grad", k)

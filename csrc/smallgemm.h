@@ -1,0 +1,124 @@
+/*
+ * Per-step recurrent products for float32 with the weight matrix packed once per sequence.
+ *
+ * Each time step multiplies the (rows x H) state by the same W_hh. A general GEMM re-packs W_hh
+ * on every call and is tuned for large M; here W_hh is packed once into panels of 16 output
+ * columns and an AVX2/FMA micro-kernel computes 6 rows x 16 columns at a time straight from the
+ * panels. Used only when the CPU has AVX2 and FMA (checked at run time); otherwise the caller
+ * falls back to BLAS.
+ *
+ * Included by fastrnn.c (not a public header).
+ */
+#define FR_NR 16 /* output columns per panel */
+#define FR_MR 6  /* rows per micro-tile: 12 accumulators + 2 panel registers + 1 broadcast */
+
+/* Elements of a packed matrix with N output columns and K inner length. */
+static long fr_packed_size(int N, int K) { return (long)((N + FR_NR - 1) / FR_NR) * FR_NR * K; }
+
+/* Pack for C = A W^T with W (N,K) row-major: P[p][k][j] = W[p*16+j][k] (zero past N). */
+static void fr_pack_nt(int N, int K, const float *W /* (N,K) */, float *P /* fr_packed_size */)
+{
+    for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p)
+        for (int k = 0; k < K; ++k)
+            for (int j = 0; j < FR_NR; ++j) {
+                int n = p * FR_NR + j;
+                P[((long)p * K + k) * FR_NR + j] = n < N ? W[(long)n * K + k] : 0.0f;
+            }
+}
+
+/* Pack for C = A W with W (K,N) row-major: P[p][k][j] = W[k][p*16+j] (zero past N). */
+static void fr_pack_nn(int N, int K, const float *W /* (K,N) */, float *P /* fr_packed_size */)
+{
+    for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p)
+        for (int k = 0; k < K; ++k)
+            for (int j = 0; j < FR_NR; ++j) {
+                int n = p * FR_NR + j;
+                P[((long)p * K + k) * FR_NR + j] = n < N ? W[(long)k * N + n] : 0.0f;
+            }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define FR_HAVE_SMALLGEMM 1
+
+/* FASTRNN_BLAS_STEPS=1 in the environment forces the BLAS path (for A/B timing and debugging). */
+static int fr_smallgemm_ok(void)
+{
+    static int ok = -1; /* a benign race: every thread computes the same value */
+    if (ok < 0) {
+        const char *off = getenv("FASTRNN_BLAS_STEPS");
+        __builtin_cpu_init();
+        ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(off && off[0] == '1');
+    }
+    return ok;
+}
+
+/* C (mr rows, 16 columns, ldc; only the first nc columns are stored) = or += A (mr,K,lda) P. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+fr_tile(int mr, int nc, int K, const float *A, int lda, const float *P, int accumulate,
+        float *C, int ldc)
+{
+    __m256 c0[FR_MR], c1[FR_MR];
+#pragma GCC unroll 6
+    for (int r = 0; r < FR_MR; ++r) { c0[r] = _mm256_setzero_ps(); c1[r] = _mm256_setzero_ps(); }
+    for (int k = 0; k < K; ++k) {
+        __m256 b0 = _mm256_loadu_ps(P + (long)k * FR_NR), b1 = _mm256_loadu_ps(P + (long)k * FR_NR + 8);
+#pragma GCC unroll 6
+        for (int r = 0; r < FR_MR; ++r) {
+            if (r < mr) {
+                __m256 a = _mm256_broadcast_ss(A + (long)r * lda + k);
+                c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
+                c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
+            }
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < FR_MR; ++r) {
+        if (r >= mr) break;
+        float *cr = C + (long)r * ldc;
+        if (nc == FR_NR) {
+            if (accumulate) {
+                c0[r] = _mm256_add_ps(c0[r], _mm256_loadu_ps(cr));
+                c1[r] = _mm256_add_ps(c1[r], _mm256_loadu_ps(cr + 8));
+            }
+            _mm256_storeu_ps(cr, c0[r]);
+            _mm256_storeu_ps(cr + 8, c1[r]);
+        } else {
+            float tmp[FR_NR];
+            _mm256_storeu_ps(tmp, c0[r]);
+            _mm256_storeu_ps(tmp + 8, c1[r]);
+            for (int j = 0; j < nc; ++j) cr[j] = accumulate ? cr[j] + tmp[j] : tmp[j];
+        }
+    }
+}
+
+/* C (M,N,ldc) = or += A (M,K,lda) times the packed matrix P (from fr_pack_nt/fr_pack_nn). */
+__attribute__((target("avx2,fma"))) static void
+fr_smallgemm(int M, int N, int K, const float *A, int lda, const float *P, int accumulate,
+             float *C, int ldc)
+{
+    for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p) {
+        const float *Pp = P + (long)p * K * FR_NR;
+        const int n0 = p * FR_NR, nc = N - n0 < FR_NR ? N - n0 : FR_NR;
+        int m = 0;
+        for (; m + FR_MR <= M; m += FR_MR)
+            fr_tile(FR_MR, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc);
+        switch (M - m) { /* constant mr per call, so each remainder tile compiles to its own code */
+        case 5: fr_tile(5, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc); break;
+        case 4: fr_tile(4, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc); break;
+        case 3: fr_tile(3, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc); break;
+        case 2: fr_tile(2, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc); break;
+        case 1: fr_tile(1, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc); break;
+        default: break;
+        }
+    }
+}
+#else
+#define FR_HAVE_SMALLGEMM 0
+static int fr_smallgemm_ok(void) { return 0; }
+static void fr_smallgemm(int M, int N, int K, const float *A, int lda, const float *P,
+                         int accumulate, float *C, int ldc)
+{
+    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)P; (void)accumulate; (void)C; (void)ldc;
+}
+#endif

@@ -20,30 +20,6 @@ cdef extern from "fastrnn.h":
     int fr_aux(fr_cell cell) nogil
     long fr_forward_ws_size(fr_cell cell, int B, int H) nogil
     long fr_backward_ws_size(fr_cell cell, int B, int H) nogil
-    void fr_forward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, double leak, const int *lengths,
-                        const float *x, const float *h0, const float *c0,
-                        const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh,
-                        float *y, int ldy, float *h_n, float *c_n,
-                        float *act, float *hprev, float *aux, float *ws) nogil
-    void fr_forward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, double leak, const int *lengths,
-                        const double *x, const double *h0, const double *c0,
-                        const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh,
-                        double *y, int ldy, double *h_n, double *c_n,
-                        double *act, double *hprev, double *aux, double *ws) nogil
-    void fr_backward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, double leak, const int *lengths,
-                         const float *x, const float *w_ih, const float *w_hh,
-                         const float *act, const float *hprev, const float *aux,
-                         const float *dy, int ldy, const float *dh_n, const float *dc_n,
-                         float *dx, int accumulate_dx, float *dh0, float *dc0,
-                         float *dw_ih, float *dw_hh, float *db_ih, float *db_hh,
-                         float *dgx, float *dgh, float *ws) nogil
-    void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, double leak, const int *lengths,
-                         const double *x, const double *w_ih, const double *w_hh,
-                         const double *act, const double *hprev, const double *aux,
-                         const double *dy, int ldy, const double *dh_n, const double *dc_n,
-                         double *dx, int accumulate_dx, double *dh0, double *dc0,
-                         double *dw_ih, double *dw_hh, double *db_ih, double *db_hh,
-                         double *dgx, double *dgh, double *ws) nogil
     void fr_project_f32(fr_cell cell, int T, int B, int D, int H, const float *x, const float *w_ih,
                         const float *b_ih, const float *b_hh, float *act) nogil
     void fr_project_f64(fr_cell cell, int T, int B, int D, int H, const double *x, const double *w_ih,
@@ -142,7 +118,7 @@ cdef int _check_lengths(object lengths, int T, int B) except -1:
 
 def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reverse=False,
             y=None, int y_col=0, bint train=True, double leak=1.0):
-    """Run one layer in one direction over x (T,B,D).
+    """Run one layer in one direction over x (T,B,D): project() then recur() over all rows.
 
     y: optional (T,B,W) output shared with the other direction; this direction writes columns
     y_col..y_col+H. Returns (y, h_n, c_n, saved); saved = (act, hprev, aux) in training, None
@@ -152,67 +128,30 @@ def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reve
         raise ValueError("x must be a 3-D numpy array (T, B, D)")
     if not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("w_hh must be a 2-D numpy array (G*H, H)")
-    dtype = x.dtype
-    if dtype != np.float32 and dtype != np.float64:
-        raise TypeError(f"x must be float32 or float64, got {dtype}")
+    dtype = _float_dtype(x, "x")
     cdef fr_cell c = <fr_cell>cell
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef int G = fr_gates(c), A = fr_aux(c), W
-    if T < 1 or B < 1 or D < 1 or H < 1:
-        raise ValueError(f"all dimensions must be >= 1, got T={T}, B={B}, D={D}, H={H}")
-    _check_lengths(lengths, T, B)
-    cdef bint lstm = c == FR_LSTM
+    cdef int T = x.shape[0], B = x.shape[1], H = w_hh.shape[1]
+    cdef int G = fr_gates(c), A = fr_aux(c)
+    if T < 1 or B < 1 or x.shape[2] < 1 or H < 1:
+        raise ValueError(f"all dimensions must be >= 1, got x {x.shape}, H={H}")
+    lstm = c == FR_LSTM
     if y is None:
         y = np.empty((T, B, H), dtype=dtype)
-    if not isinstance(y, np.ndarray) or y.ndim != 3 or y.shape[:2] != (T, B):
-        raise ValueError(f"y must be a (T={T}, B={B}, W) numpy array")
-    W = y.shape[2]
-    if y_col < 0 or y_col + H > W:
-        raise ValueError(f"y columns {y_col}..{y_col + H} out of range for width {W}")
     h_n = np.empty((B, H), dtype=dtype)
     c_n = np.empty((B, H), dtype=dtype) if lstm else None
     act = np.empty((T, B, G * H), dtype=dtype)
     hprev = np.empty((T, B, H), dtype=dtype) if train else None
     aux = np.empty((T, B, A * H), dtype=dtype) if (train and A) else None
-    ws = np.empty(fr_forward_ws_size(c, B, H), dtype=dtype)
-    if (b_ih is None) != (b_hh is None):
-        raise ValueError("b_ih and b_hh must both be given or both be None")
-
-    cdef void *px = _ptr(x, "x", (T, B, D), dtype)
-    cdef void *ph0 = _ptr(h0, "h0", (B, H), dtype)
-    cdef void *pc0 = _ptr(c0, "c0", (B, H), dtype) if lstm else NULL
-    cdef void *pwi = _ptr(w_ih, "w_ih", (G * H, D), dtype)
-    cdef void *pwh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
-    cdef void *pbi = _ptr(b_ih, "b_ih", (G * H,), dtype, True)
-    cdef void *pbh = _ptr(b_hh, "b_hh", (G * H,), dtype, True)
-    cdef void *py = _ptr(y, "y", (T, B, W), dtype)
-    cdef void *phn = _ptr(h_n, "h_n", (B, H), dtype)
-    cdef void *pcn = _ptr(c_n, "c_n", (B, H), dtype) if lstm else NULL
-    cdef void *pact = _ptr(act, "act", (T, B, G * H), dtype)
-    cdef void *php = _ptr(hprev, "hprev", (T, B, H), dtype, True)
-    cdef void *paux = _ptr(aux, "aux", (T, B, A * H), dtype, True)
-    cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
-    cdef const int *plen = <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths) if lengths is not None else NULL
-
-    if dtype == np.float32:
-        with nogil:
-            fr_forward_f32(c, T, B, D, H, reverse, leak, plen, <float*>px, <float*>ph0, <float*>pc0,
-                           <float*>pwi, <float*>pwh, <float*>pbi, <float*>pbh,
-                           (<float*>py) + y_col, W, <float*>phn, <float*>pcn,
-                           <float*>pact, <float*>php, <float*>paux, <float*>pws)
-    else:
-        with nogil:
-            fr_forward_f64(c, T, B, D, H, reverse, leak, plen, <double*>px, <double*>ph0, <double*>pc0,
-                           <double*>pwi, <double*>pwh, <double*>pbi, <double*>pbh,
-                           (<double*>py) + y_col, W, <double*>phn, <double*>pcn,
-                           <double*>pact, <double*>php, <double*>paux, <double*>pws)
+    project(cell, x, w_ih, b_ih, b_hh, act)
+    recur(cell, 0, B, reverse, lengths, h0, c0, w_hh, b_hh, y, y_col, h_n, c_n, act, hprev, aux, leak)
     return y, h_n, c_n, ((act, hprev, aux) if train else None)
 
 
 def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
              dy=None, int dy_col=0, dh_n=None, dc_n=None, dx=None, bint accumulate_dx=False,
              dw_ih=None, dw_hh=None, db_ih=None, db_hh=None, double leak=1.0):
-    """BPTT of one layer in one direction, from `saved` of a training forward().
+    """BPTT of one layer in one direction, from `saved` of a training forward(): recur_backward()
+    then backward_params() over everything.
 
     dx (T,B,D) is written (assigned, or accumulated with accumulate_dx) if given; parameter
     gradients accumulate into dw_ih, dw_hh, db_ih, db_hh. Returns (dh0, dc0); dc0 None unless LSTM.
@@ -222,66 +161,18 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
     act, hprev, aux = saved
     if not isinstance(x, np.ndarray) or x.ndim != 3:
         raise ValueError("x must be a 3-D numpy array (T, B, D)")
-    if not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
-        raise ValueError("w_hh must be a 2-D numpy array (G*H, H)")
-    dtype = x.dtype
-    if dtype != np.float32 and dtype != np.float64:
-        raise TypeError(f"x must be float32 or float64, got {dtype}")
+    dtype = _float_dtype(x, "x")
     cdef fr_cell c = <fr_cell>cell
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef int G = fr_gates(c), A = fr_aux(c), W = 0
-    cdef bint lstm = c == FR_LSTM
-    _check_lengths(lengths, T, B)
-    if dy is not None:
-        if not isinstance(dy, np.ndarray) or dy.ndim != 3 or dy.shape[:2] != (T, B):
-            raise ValueError(f"dy must be a (T={T}, B={B}, W) numpy array")
-        W = dy.shape[2]
-        if dy_col < 0 or dy_col + H > W:
-            raise ValueError(f"dy columns {dy_col}..{dy_col + H} out of range for width {W}")
+    cdef int T = x.shape[0], B = x.shape[1], H = hprev.shape[2] if isinstance(hprev, np.ndarray) else 0
+    cdef int GH = fr_gates(c) * H
     dh0 = np.empty((B, H), dtype=dtype)
-    dc0 = np.empty((B, H), dtype=dtype) if lstm else None
-    dgx = np.empty((T, B, G * H), dtype=dtype)
-    dgh = np.empty((T, B, G * H), dtype=dtype) if c == FR_GRU else None
-    ws = np.empty(fr_backward_ws_size(c, B, H), dtype=dtype)
-
-    cdef void *px = _ptr(x, "x", (T, B, D), dtype)
-    cdef void *pwi = _ptr(w_ih, "w_ih", (G * H, D), dtype)
-    cdef void *pwh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
-    cdef void *pact = _ptr(act, "act", (T, B, G * H), dtype)
-    cdef void *php = _ptr(hprev, "hprev", (T, B, H), dtype)
-    cdef void *paux = _ptr(aux, "aux", (T, B, A * H), dtype) if A else NULL
-    cdef void *pdy = _ptr(dy, "dy", (T, B, W), dtype, True)
-    cdef void *pdhn = _ptr(dh_n, "dh_n", (B, H), dtype, True)
-    cdef void *pdcn = _ptr(dc_n, "dc_n", (B, H), dtype, True) if lstm else NULL
-    cdef void *pdx = _ptr(dx, "dx", (T, B, D), dtype, True)
-    cdef void *pdh0 = _ptr(dh0, "dh0", (B, H), dtype)
-    cdef void *pdc0 = _ptr(dc0, "dc0", (B, H), dtype) if lstm else NULL
-    cdef void *pdwi = _ptr(dw_ih, "dw_ih", (G * H, D), dtype)
-    cdef void *pdwh = _ptr(dw_hh, "dw_hh", (G * H, H), dtype)
-    cdef void *pdbi = _ptr(db_ih, "db_ih", (G * H,), dtype, True)
-    cdef void *pdbh = _ptr(db_hh, "db_hh", (G * H,), dtype, True)
-    cdef void *pdgx = cnp.PyArray_DATA(<cnp.ndarray>dgx)
-    cdef void *pdgh = cnp.PyArray_DATA(<cnp.ndarray>dgh) if dgh is not None else NULL
-    cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
-    cdef const int *plen = <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths) if lengths is not None else NULL
-    cdef int itemsize = dtype.itemsize
-    if pdy != NULL:
-        pdy = <void*>((<char*>pdy) + dy_col * itemsize)
-
-    if dtype == np.float32:
-        with nogil:
-            fr_backward_f32(c, T, B, D, H, reverse, leak, plen, <float*>px, <float*>pwi, <float*>pwh,
-                            <float*>pact, <float*>php, <float*>paux, <float*>pdy, W,
-                            <float*>pdhn, <float*>pdcn, <float*>pdx, accumulate_dx,
-                            <float*>pdh0, <float*>pdc0, <float*>pdwi, <float*>pdwh,
-                            <float*>pdbi, <float*>pdbh, <float*>pdgx, <float*>pdgh, <float*>pws)
-    else:
-        with nogil:
-            fr_backward_f64(c, T, B, D, H, reverse, leak, plen, <double*>px, <double*>pwi, <double*>pwh,
-                            <double*>pact, <double*>php, <double*>paux, <double*>pdy, W,
-                            <double*>pdhn, <double*>pdcn, <double*>pdx, accumulate_dx,
-                            <double*>pdh0, <double*>pdc0, <double*>pdwi, <double*>pdwh,
-                            <double*>pdbi, <double*>pdbh, <double*>pdgx, <double*>pdgh, <double*>pws)
+    dc0 = np.empty((B, H), dtype=dtype) if c == FR_LSTM else None
+    dgx = np.empty((T, B, GH), dtype=dtype)
+    dgh = np.empty((T, B, GH), dtype=dtype) if c == FR_GRU else None
+    recur_backward(cell, 0, B, reverse, lengths, w_hh, act, hprev, aux, dy, dy_col, dh_n, dc_n,
+                   dh0, dc0, dgx, dgh, leak)
+    backward_params(cell, 0, GH, 0, T * B, x, w_ih, hprev, dgx, dgh, dx, accumulate_dx,
+                    dw_ih, dw_hh, db_ih, db_hh)
     return dh0, dc0
 
 

@@ -20,16 +20,17 @@
 int fr_gates(fr_cell cell) { return cell == FR_LSTM ? 4 : cell == FR_GRU ? 3 : 1; }
 int fr_aux(fr_cell cell) { return cell == FR_LSTM ? 2 : cell == FR_GRU ? 1 : 0; }
 
-long fr_forward_ws_size(fr_cell cell, int B, int H)
+long fr_forward_ws_size(fr_cell cell, int T, int B, int H)
 {
     const int GH = fr_gates(cell) * H;
-    return (long)B * GH + 2L * B * H + (long)(fr_aux(cell) + 1) * H + fr_packed_size(GH, H);
+    return (long)B * GH + 2L * B * H + (long)(fr_aux(cell) + 1) * H
+           + (T >= FR_PACK_MIN_STEPS ? fr_packed_size(GH, H) : 0);
 }
 
-long fr_backward_ws_size(fr_cell cell, int B, int H)
+long fr_backward_ws_size(fr_cell cell, int T, int B, int H)
 {
     const int GH = fr_gates(cell) * H;
-    return 3L * B * H + (long)B * GH + fr_packed_size(H, GH);
+    return 3L * B * H + (long)B * GH + (T >= FR_PACK_MIN_STEPS ? fr_packed_size(H, GH) : 0);
 }
 
 void fr_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }

@@ -63,9 +63,11 @@ typedef enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3 } fr_ce
 int fr_gates(fr_cell cell);
 int fr_aux(fr_cell cell);
 
-/* Scratch sizes in elements (of the kernel's dtype). */
-long fr_forward_ws_size(fr_cell cell, int B, int H);   /* B*G*H + 2*B*H + (A+1)*H + packed W_hh */
-long fr_backward_ws_size(fr_cell cell, int B, int H);  /* 3*B*H + B*G*H + packed W_hh */
+/* Scratch sizes in elements (of the kernel's dtype) for T steps of B rows: B*G*H + 2*B*H +
+ * (A+1)*H (forward) or 3*B*H + B*G*H (backward), plus room for a packed W_hh when T is long
+ * enough for packing to pay (see smallgemm.h). */
+long fr_forward_ws_size(fr_cell cell, int T, int B, int H);
+long fr_backward_ws_size(fr_cell cell, int T, int B, int H);
 
 /*
  * Forward over a whole sequence for one layer and one direction.
@@ -78,7 +80,7 @@ long fr_backward_ws_size(fr_cell cell, int B, int H);  /* 3*B*H + B*G*H + packed
  *   hprev  (T,B,H)       out (saved), or NULL for inference
  *   aux    (T,B,A*H)     out (saved) in training; NULL for RNN or inference
  *   lengths (B)          int lengths in 1..T, or NULL for all T (validated by the caller)
- *   ws     (fr_forward_ws_size) scratch
+ *   ws     (fr_forward_ws_size(cell, T, B, H)) scratch
  */
 void fr_forward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
                     const int *lengths,
@@ -103,7 +105,7 @@ void fr_forward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, doubl
  *   dw_ih  (G*H,D)  dw_hh (G*H,H)  db_ih, db_hh (G*H) or NULL: accumulated (+=)
  *   dgx    (T,B,G*H)     scratch: gradient w.r.t. the input-side gate pre-activations
  *   dgh    (T,B,G*H)     scratch, GRU only (its n block differs from dgx by the factor r); else NULL
- *   ws     (fr_backward_ws_size) scratch
+ *   ws     (fr_backward_ws_size(cell, T, B, H)) scratch
  */
 void fr_backward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
                      const int *lengths,
@@ -131,9 +133,9 @@ void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, doub
  *
  * fr_project: act (T,B,G*H) = x (T,B,D) w_ih^T (+ b_ih, + b_hh where purely additive).
  * fr_recur: the forward time loop for rows b0..b1-1; arguments as in fr_forward, with
- *   ws (fr_forward_ws_size(cell, b1-b0, H)) private to the call.
+ *   ws (fr_forward_ws_size(cell, T, b1-b0, H)) private to the call.
  * fr_recur_backward: the reverse time loop for rows b0..b1-1; writes dgx, dgh rows (zero at
- *   padded positions), dh0/dc0 rows; ws (fr_backward_ws_size(cell, b1-b0, H)) private.
+ *   padded positions), dh0/dc0 rows; ws (fr_backward_ws_size(cell, T, b1-b0, H)) private.
  *   dhs (T,B,H) or NULL: out, dL/dh_t, the total gradient w.r.t. the state leaving each
  *   position (zero at padded positions), for gradient-flow diagnostics.
  * fr_backward_params: whole-sequence GEMMs from dgx/dgh: rows g0..g1-1 of dw_ih, dw_hh, db_ih,

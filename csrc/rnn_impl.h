@@ -144,8 +144,8 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int revers
     REAL *zeros = aux_scratch + (long)A * H; /* (H) stands in for b_hn when there is no bias */
     REAL *packed = zeros + H;             /* (fr_packed_size(GH, H)) W_hh for STEP_MM */
     const REAL *b_hn = (cell == FR_GRU && b_hh) ? b_hh + 2 * H : zeros;
-    const int fast = STEP_FAST();
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
+    const int fast = maxlen >= FR_PACK_MIN_STEPS && STEP_FAST();
 
     if (lengths) {
         /* Padded positions are never visited: give them defined values (outputs zero, and
@@ -265,10 +265,10 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
     REAL *step = ws + 3L * nb * H;      /* (nb,GH) this step's recurrent-side gate gradients,
                                            gathered when rows sit at different time positions */
     REAL *packed = step + (long)nb * GH; /* (fr_packed_size(H, GH)) W_hh for STEP_MM */
-    const int fast = STEP_FAST();
     REAL *rec = dgh ? dgh : dgx;        /* recurrent-side gate gradients: equal to dgx except GRU */
     const int scattered = reverse && lengths != NULL;
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
+    const int fast = maxlen >= FR_PACK_MIN_STEPS && STEP_FAST();
 
     if (lengths) {
         /* Padded positions must contribute nothing to the whole-sequence GEMMs. */

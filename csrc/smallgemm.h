@@ -11,6 +11,9 @@
  */
 #define FR_NR 16 /* output columns per panel */
 #define FR_MR 6  /* rows per micro-tile: 12 accumulators + 2 panel registers + 1 broadcast */
+/* Packing W_hh costs about one step's product: shorter sequences (a streaming cell's single
+ * step) go to BLAS, which packs only what one call needs. */
+#define FR_PACK_MIN_STEPS 4
 
 /* Elements of a packed matrix with N output columns and K inner length. */
 static long fr_packed_size(int N, int K) { return (long)((N + FR_NR - 1) / FR_NR) * FR_NR * K; }

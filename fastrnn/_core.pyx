@@ -18,8 +18,8 @@ cdef extern from "fastrnn.h":
         FR_GRU
     int fr_gates(fr_cell cell) nogil
     int fr_aux(fr_cell cell) nogil
-    long fr_forward_ws_size(fr_cell cell, int B, int H) nogil
-    long fr_backward_ws_size(fr_cell cell, int B, int H) nogil
+    long fr_forward_ws_size(fr_cell cell, int T, int B, int H) nogil
+    long fr_backward_ws_size(fr_cell cell, int T, int B, int H) nogil
     void fr_project_f32(fr_cell cell, int T, int B, int D, int H, const float *x, const float *w_ih,
                         const float *b_ih, const float *b_hh, float *act) nogil
     void fr_project_f64(fr_cell cell, int T, int B, int D, int H, const double *x, const double *w_ih,
@@ -243,7 +243,7 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_hh, y
     cdef void *pact = _ptr(act, "act", (T, B, G * H), dtype)
     cdef void *php = _ptr(hprev, "hprev", (T, B, H), dtype, True)
     cdef void *paux = _ptr(aux, "aux", (T, B, A * H), dtype) if (A and hprev is not None) else NULL
-    ws = np.empty(fr_forward_ws_size(c, b1 - b0, H), dtype=dtype)
+    ws = np.empty(fr_forward_ws_size(c, T, b1 - b0, H), dtype=dtype)
     cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     cdef const int *plen = <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths) if lengths is not None else NULL
     if dtype == np.float32:
@@ -288,7 +288,7 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
     cdef void *pdgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
     cdef void *pdgh = _ptr(dgh, "dgh", (T, B, G * H), dtype) if c == FR_GRU else NULL
     cdef void *pdhs = _ptr(dhs, "dhs", (T, B, H), dtype, True)
-    ws = np.empty(fr_backward_ws_size(c, b1 - b0, H), dtype=dtype)
+    ws = np.empty(fr_backward_ws_size(c, T, b1 - b0, H), dtype=dtype)
     cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     cdef const int *plen = <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths) if lengths is not None else NULL
     cdef int itemsize = dtype.itemsize

@@ -79,29 +79,28 @@ HOT static void SFX(gru_row)(int H, REAL *RS gr, REAL *RS gz, REAL *RS gn, const
     }
 }
 
-/* Elman step; with leak < 1 a leaky integrator h' = (1-leak) h + leak f(.). gx keeps f(.). */
+/* Elman step; with leak < 1 a leaky integrator h' = (1-leak) h + leak f(.). gx keeps f(.).
+ * One straight loop per variant: GCC does not unswitch the relu/tanh choice by itself, and a
+ * select between the two leaves the loop scalar. */
+#define FR_RNN_LOOP(F, NEXT)                                                                     \
+    for (int j = 0; j < H; ++j) {                                                                \
+        REAL v = gx[j] + gh[j];                                                                  \
+        v = F;                                                                                   \
+        REAL hn = NEXT;                                                                          \
+        gx[j] = v;                                                                               \
+        h[j] = hn;                                                                               \
+        y[j] = hn;                                                                               \
+    }
 HOT static void SFX(rnn_row)(int H, int relu, REAL leak, REAL *RS gx, const REAL *RS gh,
                              REAL *RS h, REAL *RS y)
 {
-    if (leak == (REAL)1) { /* separate loop: (1-leak)*h would turn an infinite h into NaN */
-        for (int j = 0; j < H; ++j) {
-            REAL v = gx[j] + gh[j];
-            v = relu ? (v > 0 ? v : (REAL)0) : TANH(v);
-            gx[j] = v;
-            h[j] = v;
-            y[j] = v;
-        }
-        return;
-    }
-    for (int j = 0; j < H; ++j) {
-        REAL v = gx[j] + gh[j];
-        v = relu ? (v > 0 ? v : (REAL)0) : TANH(v);
-        REAL hn = ((REAL)1 - leak) * h[j] + leak * v;
-        gx[j] = v;
-        h[j] = hn;
-        y[j] = hn;
-    }
+    /* leak == 1 has its own loops: (1-leak)*h would turn an infinite h into NaN */
+    if (relu && leak == (REAL)1) { FR_RNN_LOOP(v > 0 ? v : (REAL)0, v) }
+    else if (relu) { FR_RNN_LOOP(v > 0 ? v : (REAL)0, ((REAL)1 - leak) * h[j] + leak * v) }
+    else if (leak == (REAL)1) { FR_RNN_LOOP(TANH(v), v) }
+    else { FR_RNN_LOOP(TANH(v), ((REAL)1 - leak) * h[j] + leak * v) }
 }
+#undef FR_RNN_LOOP
 
 /* ---- forward ---------------------------------------------------------------------------- */
 
@@ -245,11 +244,18 @@ HOT static void SFX(gru_row_bwd)(int H, const REAL *RS ar, const REAL *RS az, co
 HOT static void SFX(rnn_row_bwd)(int H, int relu, REAL leak, const REAL *RS a,
                                  const REAL *RS dht, REAL *RS dgx, REAL *RS dhp)
 {
-    for (int j = 0; j < H; ++j) {
-        REAL v = a[j], d = leak * dht[j];
-        dgx[j] = relu ? (v > 0 ? d : (REAL)0) : d * ((REAL)1 - v * v);
-        dhp[j] = ((REAL)1 - leak) * dht[j];
-    }
+    if (relu)
+        for (int j = 0; j < H; ++j) {
+            REAL d = leak * dht[j];
+            dgx[j] = a[j] > 0 ? d : (REAL)0;
+            dhp[j] = ((REAL)1 - leak) * dht[j];
+        }
+    else
+        for (int j = 0; j < H; ++j) {
+            REAL v = a[j];
+            dgx[j] = leak * dht[j] * ((REAL)1 - v * v);
+            dhp[j] = ((REAL)1 - leak) * dht[j];
+        }
 }
 
 void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,

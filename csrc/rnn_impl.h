@@ -118,13 +118,12 @@ void SFX(fr_project)(fr_cell cell, int T, int B, int D, int H, const REAL *x, co
     const int GH = fr_gates(cell) * H;
     const long TB = (long)T * B;
     /* Biases go into act first so the input GEMM adds onto them (beta = 1). b_hh is folded in
-     * wherever it is purely additive: everywhere except GRU's n block, which sits inside r*(.). */
+     * wherever it is purely additive: everywhere except GRU's n block, which sits inside r*(.).
+     * The combined row is built once and copied. */
     if (b_ih) {
         const int fold = (cell == FR_GRU) ? 2 * H : GH;
-        for (long row = 0; row < TB; ++row) {
-            REAL *a = act + row * GH;
-            for (int k = 0; k < GH; ++k) a[k] = b_ih[k] + (k < fold ? b_hh[k] : (REAL)0);
-        }
+        for (int k = 0; k < GH; ++k) act[k] = b_ih[k] + (k < fold ? b_hh[k] : (REAL)0);
+        for (long row = 1; row < TB; ++row) memcpy(act + row * GH, act, sizeof(REAL) * GH);
     }
     SFX(gemm)(0, 1, (int)TB, GH, D, x, D, w_ih, D, b_ih ? (REAL)1 : (REAL)0, act, GH);
 }
@@ -353,12 +352,20 @@ void SFX(fr_backward_params)(fr_cell cell, int T, int B, int D, int H, int g0, i
     if (g1 > g0) {
         SFX(gemm)(1, 0, g1 - g0, D, (int)TB, dgx + g0, GH, x, D, (REAL)1, dw_ih + (long)g0 * D, D);
         SFX(gemm)(1, 0, g1 - g0, H, (int)TB, rec + g0, GH, hprev, H, (REAL)1, dw_hh + (long)g0 * H, H);
-        if (db_ih)
+        /* db_ih and db_hh are both given or both NULL (a layer has biases or not) */
+        if (db_ih && dgh) {
             for (long m = 0; m < TB; ++m)
                 for (int k = g0; k < g1; ++k) db_ih[k] += dgx[m * GH + k];
-        if (db_hh)
             for (long m = 0; m < TB; ++m)
-                for (int k = g0; k < g1; ++k) db_hh[k] += rec[m * GH + k];
+                for (int k = g0; k < g1; ++k) db_hh[k] += dgh[m * GH + k];
+        } else if (db_ih) { /* both biases enter additively: one pass feeds both sums */
+            for (long m = 0; m < TB; ++m)
+                for (int k = g0; k < g1; ++k) {
+                    const REAL v = dgx[m * GH + k];
+                    db_ih[k] += v;
+                    db_hh[k] += v;
+                }
+        }
     }
     if (dx && r1 > r0)
         SFX(gemm)(0, 0, (int)(r1 - r0), D, GH, dgx + r0 * GH, GH, w_ih, D,

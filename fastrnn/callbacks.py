@@ -141,28 +141,27 @@ class LearningRateScheduler(Callback):
 
 
 class CSVLogger(Callback):
-    """One CSV row per epoch (epoch + logged values); ``append`` keeps an existing file."""
+    """One CSV row per epoch (epoch + logged values); ``append`` keeps an existing file.
+    The file is opened for each row, so nothing stays open if training is interrupted."""
 
     def __init__(self, filename, separator=",", append=False):
         self.filename, self.sep, self.append = os.fspath(filename), separator, append
         self.keys = None
 
     def on_train_begin(self, logs=None):
-        self._file = open(self.filename, "a" if self.append else "w", newline="")
-        self._writer = None
+        self.keys = None
+        if not self.append:
+            open(self.filename, "w").close()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if self._writer is None:
+        if self.keys is None:
             self.keys = sorted(logs)
-            self._writer = csv.DictWriter(self._file, ["epoch"] + self.keys, delimiter=self.sep)
-            if not self.append or self._file.tell() == 0:
-                self._writer.writeheader()
-        self._writer.writerow({"epoch": epoch, **{k: logs.get(k, "") for k in self.keys}})
-        self._file.flush()
-
-    def on_train_end(self, logs=None):
-        self._file.close()
+        with open(self.filename, "a", newline="") as f:
+            writer = csv.DictWriter(f, ["epoch"] + self.keys, delimiter=self.sep, extrasaction="ignore")
+            if f.tell() == 0:
+                writer.writeheader()
+            writer.writerow({"epoch": epoch, **{k: logs.get(k, "") for k in self.keys}})
 
 
 class TerminateOnNaN(Callback):

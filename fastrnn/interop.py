@@ -40,11 +40,24 @@ def _model_params(obj):
     raise TypeError(f"expected a fastrnn model, layer or cell, got {type(obj).__name__}")
 
 
+def _refuse_leaky(model, target):
+    """Leaky-integrator RNNs (engine ``leak != 1``) compute something neither PyTorch nor
+    Keras layers can: their weights alone would silently give another model."""
+    from .models import Recurrent
+    layers = [model] if isinstance(model, RNN) else [
+        getattr(l, "layer", l) for l in getattr(model, "layers", []) if isinstance(l, Recurrent)]
+    for l in layers:
+        if isinstance(l, RNN) and getattr(l, "leak", 1.0) != 1.0:
+            raise ValueError(f"an RNN with leak={l.leak} (leaky-integrator units) has no {target} "
+                             "equivalent; only leak=1 layers can be exported")
+
+
 def torch_state_dict(model, mapping=None, tensors=False):
     """The model's weights under PyTorch names. ``mapping`` renames module prefixes
     (e.g. ``{"0": "lstm", "2": "fc"}`` for a torch module with ``self.lstm``/``self.fc``);
     ``tensors=True`` returns torch tensors (needs torch)."""
     params = _model_params(model)
+    _refuse_leaky(model, "PyTorch")
     out = {}
     for k, v in params.items():
         prefix, dot, leaf = k.rpartition(".")
@@ -218,6 +231,7 @@ def _keras_units(model):
 def get_keras_weights(model):
     """Weights as the flat list Keras ``model.get_weights()`` would give for the equivalent
     Keras model (stacked layers for num_layers > 1, Bidirectional for bidirectional layers)."""
+    _refuse_leaky(model, "Keras")
     out = []
     for params, sfx, kind in _keras_units(model):
         names = ("weight", "bias") if kind in ("Dense", "Embedding") else ("weight_ih", "weight_hh", "bias_ih", "bias_hh")

@@ -34,6 +34,8 @@ def engine_config(layer):
            "bidirectional": layer.bidirectional, "dtype": np.dtype(layer.dtype).name}
     if isinstance(layer, RNN):
         cfg["nonlinearity"] = layer.nonlinearity
+        if getattr(layer, "leak", 1.0) != 1.0:      # leaky-integrator units
+            cfg["leak"] = layer.leak
     return cfg
 
 
@@ -139,7 +141,8 @@ class Dense(Layer):
         return in_shape[:-1] + (self.units,)
 
     def forward(self, x, training=False, lengths=None):
-        z = x @ self.params["weight"].T
+        # One 2-D GEMM over all steps (a stacked 3-D matmul would loop over samples).
+        z = (x.reshape(-1, x.shape[-1]) @ self.params["weight"].T).reshape(x.shape[:-1] + (self.units,))
         if self.use_bias:
             z += self.params["bias"]
         a = self.activation
@@ -166,7 +169,7 @@ class Dense(Layer):
         self.grads["weight"] += d2.T @ x2
         if self.use_bias:
             self.grads["bias"] += d2.sum(0)
-        return dy @ self.params["weight"]
+        return (d2 @ self.params["weight"]).reshape(x.shape)
 
     def get_config(self):
         return {"class": "Dense", "units": self.units, "activation": self.activation,
@@ -461,6 +464,8 @@ def _short(l):
             extra.append("last state")
         if l.stateful:
             extra.append("stateful")
+        if getattr(e, "leak", 1.0) != 1.0:
+            extra.append(f"leak={e.leak}")
         return f"{type(e).__name__}({e.input_size}->{e.hidden_size}{''.join(', ' + x for x in extra)})"
     return repr(l)
 

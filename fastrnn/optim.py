@@ -116,9 +116,9 @@ class Optimizer:
     _slot_names = ()
 
     def __init__(self, learning_rate=0.01, clipnorm=None, clipvalue=None, weight_decay=0.0):
-        if isinstance(learning_rate, Schedule):
-            pass
-        elif not (isinstance(learning_rate, (int, float, np.floating)) and learning_rate > 0):
+        if not isinstance(learning_rate, Schedule) and (
+                isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.floating))
+                or not learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive number or a Schedule, got {learning_rate!r}")
         for n, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue)):
             if v is not None and not v > 0:

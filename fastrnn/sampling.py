@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .layers import LSTM, GRUCell, LSTMCell, RNNCell
-from .models import ENGINE_LAYERS, Dense, Embedding, Recurrent, _fmt_shape, engine_config, make_engine
+from .models import ENGINE_LAYERS, Dense, Embedding, Recurrent, _reinit_engine, engine_config, make_engine
 from .training import Model, _int_like
 
 __all__ = ["TeacherForcing", "Decoder", "Seq2Seq"]
@@ -109,22 +109,24 @@ class Decoder(Model):
         self.embedding_dim = int(embedding_dim) if self.vocab_size else None
         self.teacher_forcing = _as_teacher_forcing(teacher_forcing)
         self.sampling, self.nonlinearity, self.dtype = sampling, nonlinearity, np.dtype(dtype)
-        init = self._init_rng()
-        self.embedding = None
-        if self.vocab_size:
-            self.embedding = Embedding(self.vocab_size, self.embedding_dim)
-            self.embedding.build((), self.dtype, init, self.rng)
+        self.embedding = Embedding(self.vocab_size, self.embedding_dim) if self.vocab_size else None
         d_in = self.embedding_dim if self.vocab_size else self.output_size
-        self.cells = []
-        for l in range(self.num_layers):
-            kw = {"nonlinearity": nonlinearity} if cell == "RNN" else {}
-            self.cells.append(_CELLS[cell](d_in if l == 0 else self.hidden_size, self.hidden_size,
-                                           dtype=self.dtype, seed=int(init.integers(2**63)), **kw))
+        kw = {"nonlinearity": nonlinearity} if cell == "RNN" else {}
+        self.cells = [_CELLS[cell](d_in if l == 0 else self.hidden_size, self.hidden_size,
+                                   dtype=self.dtype, **kw) for l in range(self.num_layers)]
         self.head = Dense(self.output_size)
-        self.head.build((self.hidden_size,), self.dtype, init, self.rng)
+        self._init_params(self._init_rng())
         self.output_steps = None
         self._record_tokens = None
         self.built = True
+
+    def _init_params(self, init):
+        """(Re)draw every weight from the generator ``init``."""
+        if self.embedding:
+            self.embedding.build((), self.dtype, init, self.rng)
+        for c in self.cells:
+            _reinit_engine(c, init)
+        self.head.build((self.hidden_size,), self.dtype, init, self.rng)
 
     @property
     def lstm(self):
@@ -220,6 +222,8 @@ class Decoder(Model):
                 c.train(training)
         states = list(init_state) if init_state is not None else [None] * self.num_layers
         use_truth = None
+        if targets is not None and not self.tokens:
+            targets = np.asarray(targets, dtype=self.dtype)     # fed as inputs to the cells
         if targets is not None and T_out > 1:
             use_truth = rng.random((N, T_out - 1)) < p_truth
         outs, fed = [], None
@@ -310,8 +314,11 @@ class Decoder(Model):
         lines = [f"Decoder({self.cell_type}, hidden {self.hidden_size} x {self.num_layers} layers, "
                  f"{'vocab ' + str(self.vocab_size) if self.tokens else str(self.output_size) + ' features'}, "
                  f"{self.teacher_forcing!r})"]
+        shapes = {"embedding": f"(batch, {self.embedding_dim})", "head": f"(batch, {self.output_size})"}
         for p, m in self._modules():
-            lines.append(f"  {p:<10} {sum(a.size for a in m.parameters().values()):>10,} params")
+            shape = shapes.get(p, f"(batch, {self.hidden_size})")
+            lines.append(f"  {p:<10} {shape:<16} {sum(a.size for a in m.parameters().values()):>10,} params")
+        lines.append(f"  output     (batch, steps, {self.output_size}), one step at a time")
         lines.append(f"Total params: {self.count_params():,}")
         text = "\n".join(lines)
         if print_fn is not None:
@@ -335,7 +342,7 @@ def _predict_steps(model, dec, X, steps, batch_size, lengths):
 def _generate(model, dec, X, steps, lengths):
     dec._record_tokens = []
     try:
-        out = _predict_steps(model, dec, X, steps, len(X), lengths)
+        out = _predict_steps(model, dec, X, steps, max(1, len(X)), lengths)
         toks = dec._record_tokens
     finally:
         dec._record_tokens = None
@@ -387,9 +394,10 @@ class Seq2Seq(Model):
         self.start, self.start_token = start, int(start_token)
         self.dtype = decoder.dtype
         if seed is not None:
-            # Its own stream: the decoder's weights come from [seed, 1].
+            # The seed fixes the whole model, whatever the parts were built with.
             self.encoder.build((None, encoder.input_size), self.dtype,
                                np.random.default_rng([seed, 3]), self.rng)
+            decoder._init_params(self._init_rng())
         self.built = True
 
     output_has_time = True
@@ -499,7 +507,9 @@ class Seq2Seq(Model):
 
     def summary(self, print_fn=print):
         n_enc = sum(a.size for a in self.encoder.parameters().values())
-        text = (f"Seq2Seq(start={self.start!r})\n  encoder {self.encoder.layer!r}: {n_enc:,} params\n"
+        e = self.encoder.layer
+        text = (f"Seq2Seq(start={self.start!r})\n  encoder {e!r}\n    input (batch, time, {e.input_size}) -> "
+                f"final state ({e.num_layers}, batch, {e.hidden_size}): {n_enc:,} params\n"
                 + self.decoder.summary(print_fn=None).replace("\n", "\n  ")
                 + f"\nTotal params: {self.count_params():,}")
         if print_fn is not None:

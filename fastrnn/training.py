@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from .callbacks import Callback, History
-from .losses import SoftmaxCrossEntropy, get_loss
+from .losses import get_loss
 from .optim import get_optimizer
 
 __all__ = ["Model", "check_gradients"]
@@ -312,7 +312,6 @@ class Model:
                 ep = self.epoch
                 for c in cbs:
                     c.on_epoch_begin(ep)
-                self._on_epoch_begin()
                 if stateful:
                     self.reset_states()
                 order = self.rng.permutation(N) if shuffle else np.arange(N)
@@ -366,9 +365,6 @@ class Model:
             self.history.history.setdefault(k, []).extend(v)
         self.history.epoch.extend(history.epoch)
         return history
-
-    def _on_epoch_begin(self):
-        pass
 
     def _progress(self, steps, ep, verbose):
         if verbose != 1:

@@ -105,7 +105,8 @@ def test_checkpoint_csv_logger_and_lr_scheduler(tmp_path):
     h = m.fit(X, y, epochs=3, batch_size=16, validation_split=0.25, callbacks=cbs, verbose=0)
     assert lrs == pytest.approx([0.1, 0.05, 0.025])
     assert sorted(p.name for p in tmp_path.glob("m-*.frnn")) == ["m-01.frnn", "m-02.frnn", "m-03.frnn"]
-    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert float(rows[2]["val_loss"]) == pytest.approx(h.history["val_loss"][2])
     assert float(rows[1]["lr"]) == pytest.approx(0.05)
@@ -170,3 +171,33 @@ def test_stateful_fit_requires_ordered_fixed_batches():
         m.fit(X, y, batch_size=4, verbose=0)
     with pytest.raises(ValueError, match="batch_size dividing"):
         m.fit(X, y, batch_size=5, shuffle=False, verbose=0)
+
+
+def test_per_step_sample_weight_mask_equals_lengths_for_a_causal_model():
+    X, Y = sine_windows(16, 8, dtype=np.float64)
+    lengths = np.random.default_rng(0).integers(1, 9, 16)
+    mask = (np.arange(8)[None, :] < lengths[:, None]).astype(float)
+
+    def run(**kw):
+        m = fr.Sequential([fr.GRU(1, 4, dtype=np.float64), fr.Dense(1)], seed=0).compile("mse", fr.SGD(0.5))
+        m.fit(X, Y, epochs=2, batch_size=4, shuffle=False, verbose=0, **kw)
+        return m.state_dict()
+
+    # A unidirectional layer's valid outputs do not depend on the padding, and masked steps
+    # send back zero gradient, so masking by weight and by lengths give the same training.
+    a, b = run(lengths=lengths), run(sample_weight=mask)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-10, atol=1e-12)
+    c = run()
+    assert not np.allclose(a["0.weight_hh_l0"], c["0.weight_hh_l0"])
+
+
+def test_csv_logger_appends_across_fits(tmp_path):
+    X, y = sign_of_sum_task(32, 4)
+    m = _classifier()
+    for _ in range(2):
+        m.fit(X, y, epochs=2, batch_size=16, verbose=0, callbacks=[fr.CSVLogger(tmp_path / "log.csv", append=True)])
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [float(r["loss"]) for r in rows] == pytest.approx(m.history.history["loss"])

@@ -197,3 +197,11 @@ def test_unrepresentable_keras_layouts_raise():
         m.set_keras_weights([w[0][:, :8], w[1], w[2], np.zeros((4, 1)), np.zeros(1)])
     with pytest.raises(ValueError, match="relu RNN"):
         fr.get_keras_weights(fr.RNN(2, 3, nonlinearity="relu"))
+
+
+def test_leaky_rnn_cannot_be_exported():
+    m = fr.Sequential([fr.RNN(2, 3, leak=0.5), fr.Dense(1)])
+    with pytest.raises(ValueError, match="leak=0.5"):
+        m.torch_state_dict()
+    with pytest.raises(ValueError, match="no Keras equivalent"):
+        m.get_keras_weights()

@@ -42,11 +42,20 @@ def _resumable(seed=0):
     return m.compile("cross_entropy", fr.Adam(fr.ExponentialDecay(0.02, 5, 0.5)), metrics=["accuracy"])
 
 
-def test_resumed_training_continues_the_same_loss_trajectory(tmp_path):
-    X, y = sign_of_sum_task(96, 6)
+def _resumable_seq2seq(seed=0):
+    dec = fr.Decoder("GRU", 6, output_size=1, teacher_forcing=fr.TeacherForcing("linear", c=0.3))
+    return fr.Seq2Seq(fr.GRU(1, 6), dec, seed=seed).compile("mse", fr.SGD(0.05, momentum=0.9))
+
+
+@pytest.mark.parametrize("build", [_resumable, _resumable_seq2seq], ids=["sequential", "seq2seq"])
+def test_resumed_training_continues_the_same_loss_trajectory(tmp_path, build):
+    if build is _resumable:
+        X, y = sign_of_sum_task(96, 6)
+    else:
+        X, y = (a[:, :6] for a in sine_windows(96, 6))
     kw = dict(batch_size=16, validation_split=0.25, verbose=0)
-    straight = _resumable().fit(X, y, epochs=4, **kw).history
-    first = _resumable()
+    straight = build().fit(X, y, epochs=4, **kw).history
+    first = build()
     first.fit(X, y, epochs=2, **kw)
     first.save(tmp_path / "ckpt.frnn")
     resumed = fr.load(tmp_path / "ckpt.frnn")
@@ -102,3 +111,12 @@ def test_file_format_is_versioned_and_checked(tmp_path):
     (tmp_path / "junk.frnn").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a fastrnn model file"):
         fr.load(tmp_path / "junk.frnn")
+
+
+def test_leaky_rnn_configuration_survives_save_load(tmp_path):
+    m = fr.Sequential([fr.RNN(1, 4, leak=0.3), fr.Dense(1)], seed=0)
+    m.save(tmp_path / "leaky.frnn")
+    m2 = fr.load(tmp_path / "leaky.frnn")
+    assert m2.layers[0].layer.leak == 0.3
+    x = np.ones((2, 5, 1), np.float32)
+    np.testing.assert_array_equal(m2.predict(x), m.predict(x))

@@ -104,6 +104,8 @@ def test_model_seed_makes_initialisation_reproducible():
     a, b, c = build(5).state_dict(), build(5).state_dict(), build(6).state_dict()
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["0.weight_ih_l0"], c["0.weight_ih_l0"])
+    s2s = [fr.Seq2Seq(fr.LSTM(2, 3), fr.Decoder("LSTM", 3, vocab_size=4), seed=7).state_dict() for _ in range(2)]
+    assert all(np.array_equal(s2s[0][k], s2s[1][k]) for k in s2s[0])
     # Without a model seed the engine layer keeps the weights it was built with.
     eng = fr.GRU(2, 3, seed=9)
     before = eng.state_dict()
@@ -152,3 +154,39 @@ def test_gradient_check_detects_a_wrong_gradient(monkeypatch):
 
     monkeypatch.setattr(fr.Dense, "backward", off_by_one_percent)
     assert fr.check_gradients(m, X, y) > 1e-3
+
+
+def test_engine_dropout_is_replayed_by_the_gradient_check():
+    m = fr.Sequential([fr.LSTM(2, 4, num_layers=2, dropout=0.4, dtype=F64), fr.Dense(1)], seed=0)
+    X, y = RNG.standard_normal((3, 5, 2)), RNG.standard_normal((3, 5, 1))
+    assert fr.check_gradients(m, X, y) < 1e-6
+
+
+def test_recurrent_return_state_standalone():
+    eng = fr.GRU(2, 3, num_layers=2, dtype=F64, seed=0)
+    X = RNG.standard_normal((4, 5, 2))
+    out, h = fr.Recurrent(eng, return_sequences=False, return_state=True).forward(X)
+    y, h_ref = eng(X.transpose(1, 0, 2))
+    np.testing.assert_array_equal(h, h_ref)
+    np.testing.assert_array_equal(out, y[-1])
+    with pytest.raises(ValueError, match="return_state"):
+        fr.Sequential([fr.Recurrent(eng, return_state=True)])
+
+
+def test_dense_first_model_is_built_from_the_data():
+    m = fr.Sequential([fr.Dense(4, activation="relu"), fr.GRU(4, 3), fr.Dense(1)], seed=0)
+    assert not m.built
+    out = m.predict(RNG.standard_normal((2, 7, 5)))
+    assert out.shape == (2, 7, 1) and m.input_shape == (None, 5)
+    assert m.predict(RNG.standard_normal((3, 2, 5))).shape == (3, 2, 1)   # any length
+    with pytest.raises(ValueError, match=r"expects \(batch, time, 5\)"):
+        m.predict(RNG.standard_normal((3, 2, 4)))
+
+
+def test_engine_batch_first_switch_is_transparent():
+    a = fr.Sequential([fr.GRU(2, 3, dtype=F64), fr.Dense(1)], seed=0)
+    b = fr.Sequential([fr.GRU(2, 3, batch_first=True, dtype=F64), fr.Dense(1)], seed=0)
+    X, y = RNG.standard_normal((4, 5, 2)), RNG.standard_normal((4, 5, 1))
+    lengths = np.array([5, 2, 3, 1])
+    np.testing.assert_array_equal(a.predict(X, lengths=lengths), b.predict(X, lengths=lengths))
+    assert fr.check_gradients(b, X, y, lengths=lengths) < 1e-6

@@ -73,6 +73,7 @@ def test_loss_rejects_mismatched_targets_and_unknown_names():
         fr.get_loss("mse")(np.zeros((4, 2)), np.zeros((4, 3)))
     with pytest.raises(ValueError, match="class labels must be in"):
         fr.get_loss("cross_entropy")(np.zeros((2, 3)), np.array([0, 3]))
+    assert fr.get_loss(fr.Huber(2.5).get_config()).delta == 2.5
     # (N,) targets for (N, 1) outputs are accepted, not broadcast to (N, N).
     assert fr.get_loss("mse")(np.ones((4, 1)), np.zeros(4)) == 1.0
 

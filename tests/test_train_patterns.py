@@ -120,9 +120,12 @@ def test_seq2seq_sine_continuation_with_lstm_and_last_input_start():
                      teacher_forcing=fr.TeacherForcing("linear", p=1.0, c=0.1))
     m = fr.Seq2Seq(enc, dec, start="last_input", seed=0)
     m.compile("mse", fr.Adam(0.01))
-    h = m.fit(X[:, :20], X[:, 20:], epochs=10, batch_size=32, verbose=0)
+    # float64 data into a float32 model: converted like X, also where targets are fed back.
+    h = m.fit(X[:, :20], X[:, 20:].astype(np.float64), epochs=10, batch_size=32, verbose=0)
     _assert_falls(h, 20)
     assert m.predict(X[:3, :20]).shape == (3, 5, 1) and m.predict(X[:3, :20], steps=8).shape == (3, 8, 1)
+    text = m.summary(print_fn=None)
+    assert "(2, batch, 16)" in text and f"Total params: {m.count_params():,}" in text
 
 
 def test_seq2seq_and_decoder_reject_bad_data_before_training():

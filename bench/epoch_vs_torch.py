@@ -1,4 +1,4 @@
-"""Time per training epoch: the README's two examples (docs/training.md) in fastrnn
+"""Time per training epoch: the README's two examples (README, "Training models") in fastrnn
 (`model.fit`) next to the same model, data, batch size and optimizer in PyTorch (a plain
 training loop; packed sequences for the ragged classifier), measured side by side.
 
@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 EXAMPLES = {
-    # The two models of docs/training.md (README), on the same synthetic data.
+    # The two models of the README's "Training models" section, on the same synthetic data.
     "sine": "forecaster: LSTM(1->32) -> Dense(1) per step, MSE, Adam(0.01, clipnorm=1), 800 windows x 40 steps, batch 32",
     "classify": "classifier: bidirectional GRU(3->32), final states -> Dropout(0.1) -> Dense(2), cross-entropy, "
                 "Adam(0.001), 1600 ragged sequences (5..30 steps), batch 64",

@@ -74,9 +74,15 @@ def _run(tasks):
                                                   thread_name_prefix="fastrnn")
         pool = _threads["pool"]
     futures = [pool.submit(t) for t in tasks[1:]]
-    tasks[0]()
-    for f in futures:
-        f.result()
+    try:
+        tasks[0]()
+    finally:
+        # every task must have finished before anything reuses the buffers they write,
+        # even when one of them raised
+        errors = [f.exception() for f in futures]
+    for e in errors:
+        if e is not None:
+            raise e
 
 
 def _project(cell, x, w_ih, b_ih, b_hh, act):

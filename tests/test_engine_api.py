@@ -459,3 +459,27 @@ def test_float32_per_step_kernel_tails_match_reference(mode, B, H):
     close(dh0, rdh0, np.float32, "grad", "dh0")
     for k in rgrads:
         close(m.grads[k], rgrads[k], np.float32, "grad", k)
+
+
+def test_parallel_tasks_all_finish_before_an_error_propagates():
+    import threading
+    import time
+    from fastrnn import layers
+    before = fr.get_num_threads()
+    fr.set_num_threads(3)
+    done = []
+
+    def slow():
+        time.sleep(0.05)
+        done.append(threading.current_thread().name)
+
+    def boom():
+        raise ValueError("task failed")
+    try:
+        with pytest.raises(ValueError, match="task failed"):
+            layers._run([boom, slow, slow])
+        assert len(done) == 2
+        with pytest.raises(ValueError, match="task failed"):
+            layers._run([slow, boom])
+    finally:
+        fr.set_num_threads(before)

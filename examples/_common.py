@@ -11,11 +11,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# NumPy's own BLAS threads spin-wait between the training layer's small matmuls; fastrnn's
-# recurrences have their own thread pool, so keep NumPy's BLAS to one thread.
-from fastrnn.cli import single_threaded_numpy_blas  # noqa: E402
-
-single_threaded_numpy_blas()
 
 
 def parser(doc):

@@ -69,46 +69,6 @@ def _fraction(v):
 
 
 # ============================================================================ threads
-_blas_limit = []
-
-
-def single_threaded_numpy_blas():
-    """Make NumPy's own BLAS single-threaded (best effort; returns True if a limit was set).
-
-    fastrnn runs its recurrences on its own thread pool with its BLAS at one thread, but the
-    training layer's Dense layers and losses multiply with NumPy, whose bundled OpenBLAS starts
-    one spin-waiting thread per core: on a busy 2-core machine that made an epoch of the
-    fill-in-the-blank example 17x slower (12.8 s vs 0.75 s). Uses threadpoolctl when installed,
-    else NumPy's bundled OpenBLAS through ctypes."""
-    try:
-        from threadpoolctl import threadpool_limits
-        _blas_limit.append(threadpool_limits(1, user_api="blas"))
-        return True
-    except Exception:
-        pass
-    import ctypes
-    import glob
-    here = os.path.dirname(np.__file__)
-    libs = []
-    for d in (os.path.join(here, os.pardir, "numpy.libs"), os.path.join(here, ".dylibs"),
-              os.path.join(here, ".libs")):
-        libs += [f for f in glob.glob(os.path.join(d, "*")) if "openblas" in os.path.basename(f).lower()]
-    done = False
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn(1)
-                done = True
-                break
-    return done
-
-
 # ============================================================================ data
 def builtin_series(name, seed=0):
     from . import datasets as ds
@@ -220,7 +180,6 @@ def _plot_train(path, history, t_axis, truth, pred, free, title):
 
 def cmd_train(args, out=None):
     out = out or sys.stdout
-    single_threaded_numpy_blas()
     import fastrnn as fr
     from .datasets import windows
     if args.csv:

@@ -79,9 +79,10 @@ def _json_default(o):
 
 
 def _model_class(name):
+    from .lore import JordanRNN
     from .models import Sequential
     from .sampling import Decoder, Seq2Seq
-    classes = {"Sequential": Sequential, "Decoder": Decoder, "Seq2Seq": Seq2Seq}
+    classes = {"Sequential": Sequential, "Decoder": Decoder, "Seq2Seq": Seq2Seq, "JordanRNN": JordanRNN}
     if name not in classes:
         raise ValueError(f"unknown model class {name!r} in file")
     return classes[name]

@@ -14,6 +14,7 @@ import numpy as np
 from .layers import LSTM, GRUCell, LSTMCell, RNNCell
 from .models import ENGINE_LAYERS, Dense, Embedding, Recurrent, _reinit_engine, engine_config, make_engine
 from .training import Model, _int_like
+from ._numpy_blas import numpy_blas_single_threaded
 
 __all__ = ["TeacherForcing", "Decoder", "Seq2Seq"]
 
@@ -284,11 +285,13 @@ class Decoder(Model):
                 dfeed[:, j] += d if use_truth is None else d * (~use_truth[:, j])[:, None]
         return dstate
 
+    @numpy_blas_single_threaded
     def predict(self, X, steps=None, batch_size=256, lengths=None):
         """Outputs for ``steps`` generated steps (default: as many as in training), in eval
         mode without teacher forcing; logits in token mode."""
         return _predict_steps(self, self, X, steps, batch_size, lengths)
 
+    @numpy_blas_single_threaded
     def generate(self, X, steps, lengths=None):
         """The generated sequence: values, or the fed-back token ids in token mode."""
         return _generate(self, self, X, steps, lengths)
@@ -484,11 +487,13 @@ class Seq2Seq(Model):
                     dh[l] = a
             self.encoder.backward(None, dh)
 
+    @numpy_blas_single_threaded
     def predict(self, X, steps=None, batch_size=256, lengths=None):
         """Greedy (or sampled) decoding of ``steps`` outputs (default: as in training);
         logits in token mode."""
         return _predict_steps(self, self.decoder, X, steps, batch_size, lengths)
 
+    @numpy_blas_single_threaded
     def generate(self, X, steps, lengths=None):
         """The decoded sequence: values, or the fed-back token ids in token mode."""
         return _generate(self, self.decoder, X, steps, lengths)

@@ -8,6 +8,7 @@ import numpy as np
 from .callbacks import Callback, History
 from .losses import get_loss
 from .optim import get_optimizer
+from ._numpy_blas import numpy_blas_single_threaded
 
 __all__ = ["Model", "check_gradients"]
 
@@ -255,6 +256,7 @@ class Model:
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
 
+    @numpy_blas_single_threaded
     def fit(self, X, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
             shuffle=True, callbacks=None, verbose=1, lengths=None, sample_weight=None, tbptt=None):
         """Train for ``epochs`` more epochs; returns the History (also ``model.history``).
@@ -396,6 +398,7 @@ class Model:
         return {k: (a / b if b else 0.0) for k, (a, b) in sums.items()}
 
     # ---- evaluate / predict ----------------------------------------------------------------
+    @numpy_blas_single_threaded
     def evaluate(self, X, y, batch_size=256, lengths=None, sample_weight=None, verbose=0):
         """Loss and metrics over the data (eval mode) as a dict."""
         self._require_compiled()
@@ -415,6 +418,7 @@ class Model:
             print(" - ".join(f"{k}: {v:.4g}" for k, v in res.items()))
         return res
 
+    @numpy_blas_single_threaded
     def predict(self, X, batch_size=256, lengths=None):
         """Model outputs in eval mode (logits for classification losses)."""
         if not (_int_like(batch_size) and batch_size > 0):

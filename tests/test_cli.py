@@ -149,17 +149,3 @@ def test_bench_delegates_to_bench_run(capfd):
     out = capfd.readouterr().out
     assert rc == 0 and "run.py" in out and "--quick" in out
 
-
-@pytest.mark.parametrize("use_threadpoolctl", [True, False])
-def test_numpy_blas_is_made_single_threaded(use_threadpoolctl, monkeypatch):
-    # Spin-waiting NumPy BLAS threads slowed the training layer's matmuls >10x on a busy
-    # machine; both the threadpoolctl path and the ctypes fallback must set 1 thread.
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    with threadpoolctl.threadpool_limits(2, user_api="blas"):
-        if not use_threadpoolctl:
-            monkeypatch.setitem(sys.modules, "threadpoolctl", None)
-        assert cli.single_threaded_numpy_blas()
-        monkeypatch.undo()
-        numpy_blas = [i for i in threadpoolctl.threadpool_info()
-                      if i["user_api"] == "blas" and "numpy" in i["filepath"]]
-        assert numpy_blas and all(i["num_threads"] == 1 for i in numpy_blas)

@@ -1,5 +1,5 @@
 """Every example in examples/ runs end to end in its --quick (tiny) form, prints its metric and
-saves its plot, so none of them rots. The full-size runs are documented in docs/lore.md."""
+saves its plot, so none of them rots. The full-size runs are documented in the README."""
 import importlib
 import math
 import os
@@ -84,15 +84,3 @@ def test_price_forecast_reads_a_csv(tmp_path, capsys):
         float(np.sqrt(np.mean(np.diff(p)[-res["test_days"]:] ** 2))), rel=1e-9)
     with pytest.raises(SystemExit):
         load("price_forecast").main(["--quick", "--csv", str(f), "--column", "Open"])
-
-
-def test_docs_lore_snippet_runs(tmp_path, monkeypatch):
-    # The code block of docs/lore.md (the README section) must keep working as written.
-    pytest.importorskip("matplotlib")
-    import re
-    doc = os.path.join(os.path.dirname(EXAMPLES), "docs", "lore.md")
-    code = re.findall(r"```python\n(.*?)```", open(doc).read(), re.S)[0]
-    monkeypatch.chdir(tmp_path)
-    ns = {}
-    exec(compile(code, doc, "exec"), ns)
-    assert (tmp_path / "flow.png").exists() and ns["free_run"].shape == (500, 1)

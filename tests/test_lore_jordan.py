@@ -66,3 +66,16 @@ def test_config_and_state_round_trip():
     m2 = JordanRNN.from_config(m.get_config())
     m2.load_state_dict(m.state_dict())
     np.testing.assert_array_equal(m2.predict(X), m.predict(X))
+
+
+def test_save_and_load_rebuild_a_jordan_network(tmp_path):
+    import fastrnn as fr
+    rng = np.random.default_rng(0)
+    m = fr.JordanRNN(2, 6, 1, dtype=np.float64, seed=3)
+    m.compile(loss="mse", optimizer="adam")
+    X, Y = rng.standard_normal((8, 7, 2)), rng.standard_normal((8, 7, 1))
+    m.fit(X, Y, epochs=2, batch_size=4, verbose=0)
+    m.save(tmp_path / "jordan.frnn")
+    back = fr.load(tmp_path / "jordan.frnn")
+    assert isinstance(back, fr.JordanRNN)
+    np.testing.assert_array_equal(back.predict(X), m.predict(X))

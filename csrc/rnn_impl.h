@@ -143,7 +143,7 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int revers
     REAL *packed = zeros + H;             /* (fr_packed_size(GH, H)) W_hh for STEP_MM */
     const REAL *b_hn = (cell == FR_GRU && b_hh) ? b_hh + 2 * H : zeros;
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
-    const int fast = maxlen >= FR_PACK_MIN_STEPS && STEP_FAST();
+    const int fast = maxlen >= FR_PACK_MIN_STEPS && nb >= FR_PACK_MIN_ROWS && STEP_FAST();
 
     if (lengths) {
         /* Padded positions are never visited: give them defined values (outputs zero, and
@@ -273,7 +273,7 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
     REAL *rec = dgh ? dgh : dgx;        /* recurrent-side gate gradients: equal to dgx except GRU */
     const int scattered = reverse && lengths != NULL;
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
-    const int fast = maxlen >= FR_PACK_MIN_STEPS && STEP_FAST();
+    const int fast = maxlen >= FR_PACK_MIN_STEPS && nb >= FR_PACK_MIN_ROWS && STEP_FAST();
 
     if (lengths) {
         /* Padded positions must contribute nothing to the whole-sequence GEMMs. */

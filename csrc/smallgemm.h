@@ -14,6 +14,9 @@
 /* Packing W_hh costs about one step's product: shorter sequences (a streaming cell's single
  * step) go to BLAS, which packs only what one call needs. */
 #define FR_PACK_MIN_STEPS 4
+/* With fewer rows a tile has too few independent accumulators to hide the FMA latency;
+ * BLAS's GEMV is faster there (batch of one: ~15% per training step). */
+#define FR_PACK_MIN_ROWS 4
 
 /* Elements of a packed matrix with N output columns and K inner length. */
 static long fr_packed_size(int N, int K) { return (long)((N + FR_NR - 1) / FR_NR) * FR_NR * K; }

@@ -2,23 +2,24 @@
 import ctypes as _ctypes
 import os as _os
 
-import scipy_openblas32 as _openblas
-
-# Load OpenBLAS from its wheel, globally, before the extension that links against it; the
-# extension's $ORIGIN rpath is the second way it is found. fastrnn runs BLAS single-threaded
-# (its own threads split the work, see layers.py), so the library is told at load time not to
-# start a thread pool, whose idle workers would otherwise spin for a while on every core.
-_saved_env = {k: _os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS",)}
+# fastrnn runs BLAS single-threaded (its own threads split the work, see layers.py), so the
+# OpenBLAS it links is told at load time not to start a thread pool, whose idle workers would
+# otherwise spin on every core. Importing scipy_openblas32 already loads the library, hence
+# the variable is set before that import, and put back right after.
+_saved = _os.environ.get("OPENBLAS_NUM_THREADS")
 _os.environ["OPENBLAS_NUM_THREADS"] = "1"
 try:
+    import scipy_openblas32 as _openblas
+
+    # Load OpenBLAS from its wheel, globally, before the extension that links against it; the
+    # extension's $ORIGIN rpath is the second way it is found.
     _ctypes.CDLL(_os.path.join(_openblas.get_lib_dir(), _openblas.get_library(fullname=True)),
                  mode=_ctypes.RTLD_GLOBAL)
 finally:
-    for _k, _v in _saved_env.items():
-        if _v is None:
-            _os.environ.pop(_k, None)
-        else:
-            _os.environ[_k] = _v
+    if _saved is None:
+        _os.environ.pop("OPENBLAS_NUM_THREADS", None)
+    else:
+        _os.environ["OPENBLAS_NUM_THREADS"] = _saved
 
 from .layers import get_num_threads, set_num_threads  # noqa: E402
 from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, is_grad_enabled, no_grad  # noqa: E402

@@ -23,7 +23,7 @@ int fr_aux(fr_cell cell) { return cell == FR_LSTM ? 2 : cell == FR_GRU ? 1 : 0; 
 long fr_forward_ws_size(fr_cell cell, int T, int B, int H)
 {
     const int GH = fr_gates(cell) * H;
-    return (long)B * GH + 2L * B * H + (long)(fr_aux(cell) + 1) * H
+    return (long)B * GH + 2L * B * H + (long)fr_aux(cell) * H + GH + H
            + (T >= FR_PACK_MIN_STEPS ? fr_packed_size(GH, H) : 0);
 }
 

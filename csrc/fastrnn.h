@@ -64,7 +64,7 @@ int fr_gates(fr_cell cell);
 int fr_aux(fr_cell cell);
 
 /* Scratch sizes in elements (of the kernel's dtype) for T steps of B rows: B*G*H + 2*B*H +
- * (A+1)*H (forward) or 3*B*H + B*G*H (backward), plus room for a packed W_hh when T is long
+ * A*H + G*H + H (forward) or 3*B*H + B*G*H (backward), plus room for a packed W_hh when T is long
  * enough for packing to pay (see smallgemm.h). */
 long fr_forward_ws_size(fr_cell cell, int T, int B, int H);
 long fr_backward_ws_size(fr_cell cell, int T, int B, int H);
@@ -131,7 +131,8 @@ void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, doub
  * fr_project then fr_recur(0, B); fr_backward is fr_recur_backward(0, B) then
  * fr_backward_params. Row-range calls write only their rows of every (.,B,.) buffer.
  *
- * fr_project: act (T,B,G*H) = x (T,B,D) w_ih^T (+ b_ih, + b_hh where purely additive).
+ * fr_project: act (T,B,G*H) = x (T,B,D) w_ih^T (no biases: fr_recur adds them in its gate
+ *   loops, which saves a pass over act).
  * fr_recur: the forward time loop for rows b0..b1-1; arguments as in fr_forward, with
  *   ws (fr_forward_ws_size(cell, T, b1-b0, H)) private to the call.
  * fr_recur_backward: the reverse time loop for rows b0..b1-1; writes dgx, dgh rows (zero at
@@ -144,9 +145,10 @@ void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, doub
  */
 #define FR_PHASES(R, S)                                                                           \
 void fr_project_##S(fr_cell cell, int T, int B, int D, int H, const R *x, const R *w_ih,         \
-                    const R *b_ih, const R *b_hh, R *act);                                        \
+                    R *act);                                                                      \
 void fr_recur_##S(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse, double leak,   \
-                  const int *lengths, const R *h0, const R *c0, const R *w_hh, const R *b_hh,    \
+                  const int *lengths, const R *h0, const R *c0, const R *w_hh, const R *b_ih,    \
+                  const R *b_hh,                                                                  \
                   R *y, int ldy, R *h_n, R *c_n, R *act, R *hprev, R *aux, R *ws);              \
 void fr_recur_backward_##S(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,       \
                            double leak, const int *lengths, const R *w_hh, const R *act,         \

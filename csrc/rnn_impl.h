@@ -35,19 +35,19 @@ static inline int SFX(pos)(int s, int b, int T, int reverse, const int *lengths)
 /* Each gate block gets its own restrict pointer: with one base pointer at offsets j, H+j, ...
  * GCC guards the vector loop with a run-time overlap check that sends it down a scalar path. */
 
-/* LSTM. gi..go (H each, in: input projection + biases, out: activations i,f,g,o);
- * ri..ro (H each): recurrent projection; h, c (H): running state, updated; y (H): output;
- * cp, tc (H): saved c entering the step and tanh(c) leaving it. */
+/* LSTM. gi..go (H each, in: input projection, out: activations i,f,g,o); ri..ro (H each):
+ * recurrent projection; bias (4H): b_ih + b_hh; h, c (H): running state, updated; y (H):
+ * output; cp, tc (H): saved c entering the step and tanh(c) leaving it. */
 HOT static void SFX(lstm_row)(int H, REAL *RS gi, REAL *RS gf, REAL *RS gg, REAL *RS go,
                               const REAL *RS ri, const REAL *RS rf, const REAL *RS rg,
-                              const REAL *RS ro, REAL *RS h, REAL *RS c, REAL *RS y,
-                              REAL *RS cp, REAL *RS tc)
+                              const REAL *RS ro, const REAL *RS bias, REAL *RS h, REAL *RS c,
+                              REAL *RS y, REAL *RS cp, REAL *RS tc)
 {
     for (int j = 0; j < H; ++j) {
-        REAL i = SFX(sigm)(gi[j] + ri[j]);
-        REAL f = SFX(sigm)(gf[j] + rf[j]);
-        REAL g = TANH(gg[j] + rg[j]);
-        REAL o = SFX(sigm)(go[j] + ro[j]);
+        REAL i = SFX(sigm)(gi[j] + ri[j] + bias[j]);
+        REAL f = SFX(sigm)(gf[j] + rf[j] + bias[H + j]);
+        REAL g = TANH(gg[j] + rg[j] + bias[2 * H + j]);
+        REAL o = SFX(sigm)(go[j] + ro[j] + bias[3 * H + j]);
         REAL cn = f * c[j] + i * g;
         REAL t = TANH(cn);
         cp[j] = c[j];
@@ -59,18 +59,18 @@ HOT static void SFX(lstm_row)(int H, REAL *RS gi, REAL *RS gf, REAL *RS gg, REAL
     }
 }
 
-/* GRU. gr, gz, gn (H each, in: input projection + folded biases, out: activations r,z,n);
- * rr, rz, rn (H each): recurrent projection; b_hn (H): the n-block recurrent bias, which PyTorch
- * applies inside r*(...) (zeros if no bias); hn (H): saved W_hn h + b_hn. */
+/* GRU. gr, gz, gn (H each, in: input projection, out: activations r,z,n); rr, rz, rn (H each):
+ * recurrent projection; bias (4H): [b_ir+b_hr | b_iz+b_hz | b_in | b_hn], b_hn being applied
+ * inside r*(...) as PyTorch does; hn (H): saved W_hn h + b_hn. */
 HOT static void SFX(gru_row)(int H, REAL *RS gr, REAL *RS gz, REAL *RS gn, const REAL *RS rr,
-                             const REAL *RS rz, const REAL *RS rn, const REAL *RS b_hn,
+                             const REAL *RS rz, const REAL *RS rn, const REAL *RS bias,
                              REAL *RS h, REAL *RS y, REAL *RS hn)
 {
     for (int j = 0; j < H; ++j) {
-        REAL r = SFX(sigm)(gr[j] + rr[j]);
-        REAL z = SFX(sigm)(gz[j] + rz[j]);
-        REAL a = rn[j] + b_hn[j];
-        REAL n = TANH(gn[j] + r * a);
+        REAL r = SFX(sigm)(gr[j] + rr[j] + bias[j]);
+        REAL z = SFX(sigm)(gz[j] + rz[j] + bias[H + j]);
+        REAL a = rn[j] + bias[3 * H + j];
+        REAL n = TANH(gn[j] + bias[2 * H + j] + r * a);
         REAL hj = ((REAL)1 - z) * n + z * h[j];
         hn[j] = a;
         gr[j] = r; gz[j] = z; gn[j] = n;
@@ -84,7 +84,7 @@ HOT static void SFX(gru_row)(int H, REAL *RS gr, REAL *RS gz, REAL *RS gn, const
  * select between the two leaves the loop scalar. */
 #define FR_RNN_LOOP(F, NEXT)                                                                     \
     for (int j = 0; j < H; ++j) {                                                                \
-        REAL v = gx[j] + gh[j];                                                                  \
+        REAL v = gx[j] + gh[j] + bias[j];                                                        \
         v = F;                                                                                   \
         REAL hn = NEXT;                                                                          \
         gx[j] = v;                                                                               \
@@ -92,7 +92,7 @@ HOT static void SFX(gru_row)(int H, REAL *RS gr, REAL *RS gz, REAL *RS gn, const
         y[j] = hn;                                                                               \
     }
 HOT static void SFX(rnn_row)(int H, int relu, REAL leak, REAL *RS gx, const REAL *RS gh,
-                             REAL *RS h, REAL *RS y)
+                             const REAL *RS bias, REAL *RS h, REAL *RS y)
 {
     /* leak == 1 has its own loops: (1-leak)*h would turn an infinite h into NaN */
     if (relu && leak == (REAL)1) { FR_RNN_LOOP(v > 0 ? v : (REAL)0, v) }
@@ -113,24 +113,14 @@ static int SFX(max_length)(int T, int b0, int b1, const int *lengths)
 }
 
 void SFX(fr_project)(fr_cell cell, int T, int B, int D, int H, const REAL *x, const REAL *w_ih,
-                     const REAL *b_ih, const REAL *b_hh, REAL *act)
+                     REAL *act)
 {
-    const int GH = fr_gates(cell) * H;
-    const long TB = (long)T * B;
-    /* Biases go into act first so the input GEMM adds onto them (beta = 1). b_hh is folded in
-     * wherever it is purely additive: everywhere except GRU's n block, which sits inside r*(.).
-     * The combined row is built once and copied. */
-    if (b_ih) {
-        const int fold = (cell == FR_GRU) ? 2 * H : GH;
-        for (int k = 0; k < GH; ++k) act[k] = b_ih[k] + (k < fold ? b_hh[k] : (REAL)0);
-        for (long row = 1; row < TB; ++row) memcpy(act + row * GH, act, sizeof(REAL) * GH);
-    }
-    SFX(gemm)(0, 1, (int)TB, GH, D, x, D, w_ih, D, b_ih ? (REAL)1 : (REAL)0, act, GH);
+    SFX(gemm)(0, 1, T * B, fr_gates(cell) * H, D, x, D, w_ih, D, (REAL)0, act, fr_gates(cell) * H);
 }
 
 void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse, double leak,
                    const int *lengths, const REAL *h0, const REAL *c0, const REAL *w_hh,
-                   const REAL *b_hh, REAL *y, int ldy, REAL *h_n, REAL *c_n,
+                   const REAL *b_ih, const REAL *b_hh, REAL *y, int ldy, REAL *h_n, REAL *c_n,
                    REAL *act, REAL *hprev, REAL *aux, REAL *ws)
 {
     const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell), nb = b1 - b0;
@@ -139,9 +129,8 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int revers
     REAL *c = h + (long)nb * H;           /* (nb,H) running cell state, LSTM */
     REAL *aux_scratch = c + (long)nb * H; /* (A*H) where inference writes the aux it won't keep,
                                              so the gate loops have no branch and vectorise */
-    REAL *zeros = aux_scratch + (long)A * H; /* (H) stands in for b_hn when there is no bias */
-    REAL *packed = zeros + H;             /* (fr_packed_size(GH, H)) W_hh for STEP_MM */
-    const REAL *b_hn = (cell == FR_GRU && b_hh) ? b_hh + 2 * H : zeros;
+    REAL *bias = aux_scratch + (long)A * H; /* (GH+H) the biases as the gate loops add them */
+    REAL *packed = bias + GH + H;          /* (fr_packed_size(GH, H)) W_hh for STEP_MM */
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
     const int fast = maxlen >= FR_PACK_MIN_STEPS && nb >= FR_PACK_MIN_ROWS && STEP_FAST();
 
@@ -155,7 +144,15 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int revers
                     if (hprev) memset(hprev + ((long)t * B + b) * H, 0, sizeof(REAL) * H);
                 }
     }
-    memset(zeros, 0, sizeof(REAL) * H);
+    /* b_ih and b_hh are added in the gate loops, not by the input GEMM: filling all T*B rows
+     * of act with them first cost a full extra pass over the largest buffer. Both biases are
+     * summed wherever they enter additively; GRU keeps b_hn apart, inside r*(.). */
+    for (int k = 0; k < GH + H; ++k) bias[k] = 0;
+    if (b_ih) {
+        for (int k = 0; k < GH; ++k) bias[k] = b_ih[k] + b_hh[k];
+        if (cell == FR_GRU)
+            for (int k = 0; k < H; ++k) { bias[2 * H + k] = b_ih[2 * H + k]; bias[3 * H + k] = b_hh[2 * H + k]; }
+    }
     if (fast) STEP_PACK_NT(GH, H, w_hh, packed);
     memcpy(h, h0 + (long)b0 * H, sizeof(REAL) * nb * H);
     if (cell == FR_LSTM) memcpy(c, c0 + (long)b0 * H, sizeof(REAL) * nb * H);
@@ -175,13 +172,13 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int revers
             switch (cell) {
             case FR_LSTM:
                 SFX(lstm_row)(H, gxr, gxr + H, gxr + 2 * H, gxr + 3 * H, ghr, ghr + H, ghr + 2 * H,
-                              ghr + 3 * H, hb, c + (long)i * H, yr, auxr, auxr + H);
+                              ghr + 3 * H, bias, hb, c + (long)i * H, yr, auxr, auxr + H);
                 break;
             case FR_GRU:
-                SFX(gru_row)(H, gxr, gxr + H, gxr + 2 * H, ghr, ghr + H, ghr + 2 * H, b_hn, hb, yr, auxr);
+                SFX(gru_row)(H, gxr, gxr + H, gxr + 2 * H, ghr, ghr + H, ghr + 2 * H, bias, hb, yr, auxr);
                 break;
             default:
-                SFX(rnn_row)(H, cell == FR_RNN_RELU, (REAL)leak, gxr, ghr, hb, yr);
+                SFX(rnn_row)(H, cell == FR_RNN_RELU, (REAL)leak, gxr, ghr, bias, hb, yr);
                 break;
             }
         }
@@ -197,8 +194,8 @@ void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, doub
                      REAL *y, int ldy, REAL *h_n, REAL *c_n,
                      REAL *act, REAL *hprev, REAL *aux, REAL *ws)
 {
-    SFX(fr_project)(cell, T, B, D, H, x, w_ih, b_ih, b_hh, act);
-    SFX(fr_recur)(cell, T, B, H, 0, B, reverse, leak, lengths, h0, c0, w_hh, b_hh, y, ldy, h_n, c_n,
+    SFX(fr_project)(cell, T, B, D, H, x, w_ih, act);
+    SFX(fr_recur)(cell, T, B, H, 0, B, reverse, leak, lengths, h0, c0, w_hh, b_ih, b_hh, y, ldy, h_n, c_n,
                   act, hprev, aux, ws);
 }
 

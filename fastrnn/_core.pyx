@@ -21,16 +21,16 @@ cdef extern from "fastrnn.h":
     long fr_forward_ws_size(fr_cell cell, int T, int B, int H) nogil
     long fr_backward_ws_size(fr_cell cell, int T, int B, int H) nogil
     void fr_project_f32(fr_cell cell, int T, int B, int D, int H, const float *x, const float *w_ih,
-                        const float *b_ih, const float *b_hh, float *act) nogil
+                        float *act) nogil
     void fr_project_f64(fr_cell cell, int T, int B, int D, int H, const double *x, const double *w_ih,
-                        const double *b_ih, const double *b_hh, double *act) nogil
+                        double *act) nogil
     void fr_recur_f32(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse, double leak,
                       const int *lengths, const float *h0, const float *c0, const float *w_hh,
-                      const float *b_hh, float *y, int ldy, float *h_n, float *c_n,
+                      const float *b_ih, const float *b_hh, float *y, int ldy, float *h_n, float *c_n,
                       float *act, float *hprev, float *aux, float *ws) nogil
     void fr_recur_f64(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse, double leak,
                       const int *lengths, const double *h0, const double *c0, const double *w_hh,
-                      const double *b_hh, double *y, int ldy, double *h_n, double *c_n,
+                      const double *b_ih, const double *b_hh, double *y, int ldy, double *h_n, double *c_n,
                       double *act, double *hprev, double *aux, double *ws) nogil
     void fr_recur_backward_f32(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
                                double leak, const int *lengths, const float *w_hh, const float *act,
@@ -142,8 +142,8 @@ def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reve
     act = np.empty((T, B, G * H), dtype=dtype)
     hprev = np.empty((T, B, H), dtype=dtype) if train else None
     aux = np.empty((T, B, A * H), dtype=dtype) if (train and A) else None
-    project(cell, x, w_ih, b_ih, b_hh, act)
-    recur(cell, 0, B, reverse, lengths, h0, c0, w_hh, b_hh, y, y_col, h_n, c_n, act, hprev, aux, leak)
+    project(cell, x, w_ih, act)
+    recur(cell, 0, B, reverse, lengths, h0, c0, w_hh, b_ih, b_hh, y, y_col, h_n, c_n, act, hprev, aux, leak)
     return y, h_n, c_n, ((act, hprev, aux) if train else None)
 
 
@@ -192,8 +192,8 @@ cdef int _check_rows(int b0, int b1, int B) except -1:
     return 0
 
 
-def project(int cell, x, w_ih, b_ih, b_hh, act):
-    """act (T,B,G*H) = x (T,B,D) w_ih^T + folded biases."""
+def project(int cell, x, w_ih, act):
+    """act (T,B,G*H) = x (T,B,D) w_ih^T (recur() adds the biases)."""
     dtype = _float_dtype(x, "x")
     if x.ndim != 3 or act is None or act.ndim != 3:
         raise ValueError("x and act must be 3-D")
@@ -202,22 +202,18 @@ def project(int cell, x, w_ih, b_ih, b_hh, act):
     cdef int H = act.shape[2] // G
     if H < 1 or act.shape[2] != G * H:
         raise ValueError(f"act must have a last dimension divisible by {G}, got {act.shape}")
-    if (b_ih is None) != (b_hh is None):
-        raise ValueError("b_ih and b_hh must both be given or both be None")
     cdef void *px = _ptr(x, "x", (T, B, D), dtype)
     cdef void *pw = _ptr(w_ih, "w_ih", (G * H, D), dtype)
-    cdef void *pbi = _ptr(b_ih, "b_ih", (G * H,), dtype, True)
-    cdef void *pbh = _ptr(b_hh, "b_hh", (G * H,), dtype, True)
     cdef void *pa = _ptr(act, "act", (T, B, G * H), dtype)
     if dtype == np.float32:
         with nogil:
-            fr_project_f32(c, T, B, D, H, <float*>px, <float*>pw, <float*>pbi, <float*>pbh, <float*>pa)
+            fr_project_f32(c, T, B, D, H, <float*>px, <float*>pw, <float*>pa)
     else:
         with nogil:
-            fr_project_f64(c, T, B, D, H, <double*>px, <double*>pw, <double*>pbi, <double*>pbh, <double*>pa)
+            fr_project_f64(c, T, B, D, H, <double*>px, <double*>pw, <double*>pa)
 
 
-def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_hh, y, int y_col,
+def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b_hh, y, int y_col,
           h_n, c_n, act, hprev, aux, double leak=1.0):
     """Forward time loop for batch rows b0..b1-1 (after project()); writes only those rows."""
     dtype = _float_dtype(act, "act")
@@ -236,6 +232,9 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_hh, y
     cdef void *ph0 = _ptr(h0, "h0", (B, H), dtype)
     cdef void *pc0 = _ptr(c0, "c0", (B, H), dtype) if lstm else NULL
     cdef void *pwh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih and b_hh must both be given or both be None")
+    cdef void *pbi = _ptr(b_ih, "b_ih", (G * H,), dtype, True)
     cdef void *pbh = _ptr(b_hh, "b_hh", (G * H,), dtype, True)
     cdef void *py = _ptr(y, "y", (T, B, W), dtype)
     cdef void *phn = _ptr(h_n, "h_n", (B, H), dtype)
@@ -249,12 +248,12 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_hh, y
     if dtype == np.float32:
         with nogil:
             fr_recur_f32(c, T, B, H, b0, b1, reverse, leak, plen, <float*>ph0, <float*>pc0, <float*>pwh,
-                         <float*>pbh, (<float*>py) + y_col, W, <float*>phn, <float*>pcn,
+                         <float*>pbi, <float*>pbh, (<float*>py) + y_col, W, <float*>phn, <float*>pcn,
                          <float*>pact, <float*>php, <float*>paux, <float*>pws)
     else:
         with nogil:
             fr_recur_f64(c, T, B, H, b0, b1, reverse, leak, plen, <double*>ph0, <double*>pc0, <double*>pwh,
-                         <double*>pbh, (<double*>py) + y_col, W, <double*>phn, <double*>pcn,
+                         <double*>pbi, <double*>pbh, (<double*>py) + y_col, W, <double*>phn, <double*>pcn,
                          <double*>pact, <double*>php, <double*>paux, <double*>pws)
 
 

@@ -85,12 +85,12 @@ def _run(tasks):
             raise e
 
 
-def _project(cell, x, w_ih, b_ih, b_hh, act):
-    """act = x w_ih^T + biases, split over blocks of the T*B rows."""
+def _project(cell, x, w_ih, act):
+    """act = x w_ih^T, split over blocks of the T*B rows."""
     T, B, D = x.shape
     GH = act.shape[2]
     x2, a2 = x.reshape(T * B, D), act.reshape(T * B, GH)
-    _run([partial(_core.project, cell, x2[r0:r1][None], w_ih, b_ih, b_hh, a2[r0:r1][None])
+    _run([partial(_core.project, cell, x2[r0:r1][None], w_ih, a2[r0:r1][None])
           for r0, r1 in _chunks(T * B, _parts(T * B * GH * D, T * B))])
 
 
@@ -326,9 +326,9 @@ class _RNNBase(_Module):
                 act = self._buffer(("act", k), (T, B, G * H))
                 hprev = self._buffer(("hprev", k), (T, B, H)) if record else None
                 aux = self._buffer(("aux", k), (T, B, _AUX[self.mode] * H)) if record else None
-                _project(self._cell, inp, w_ih, b_ih, b_hh, act)
+                _project(self._cell, inp, w_ih, act)
                 tasks += [partial(_core.recur, self._cell, b0, b1, bool(d), lengths, h0[k],
-                                  None if c0 is None else c0[k], w_hh, b_hh, y, d * H, h_n[k],
+                                  None if c0 is None else c0[k], w_hh, b_ih, b_hh, y, d * H, h_n[k],
                                   None if c_n is None else c_n[k], act, hprev, aux, self.leak)
                           for b0, b1 in chunks]
                 saved.append((act, hprev, aux))

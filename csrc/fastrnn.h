@@ -104,7 +104,8 @@ void fr_forward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, doubl
  *   dh0    (B,H)         out: assigned;                  dc0 (B,H) LSTM only, else NULL
  *   dw_ih  (G*H,D)  dw_hh (G*H,H)  db_ih, db_hh (G*H) or NULL: accumulated (+=)
  *   dgx    (T,B,G*H)     scratch: gradient w.r.t. the input-side gate pre-activations
- *   dgh    (T,B,G*H)     scratch, GRU only (its n block differs from dgx by the factor r); else NULL
+ *   dgh    (T,B,H)       scratch, GRU only: gradient w.r.t. W_hn h + b_hn (the n block of the
+ *                        recurrent side, which differs from dgx's by the factor r); else NULL
  *   ws     (fr_backward_ws_size(cell, T, B, H)) scratch
  */
 void fr_backward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,

@@ -267,8 +267,10 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
     REAL *step = ws + 3L * nb * H;      /* (nb,GH) this step's recurrent-side gate gradients,
                                            gathered when rows sit at different time positions */
     REAL *packed = step + (long)nb * GH; /* (fr_packed_size(H, GH)) W_hh for STEP_MM */
-    REAL *rec = dgh ? dgh : dgx;        /* recurrent-side gate gradients: equal to dgx except GRU */
-    const int scattered = reverse && lengths != NULL;
+    /* Each step's recurrent-side gate gradients feed one product with W_hh. They are read
+     * straight from dgx's rows, unless those rows sit at different time positions (reverse with
+     * lengths) or differ from dgx (GRU's n block, scaled by r): then they are gathered in step. */
+    const int gathered = (reverse && lengths != NULL) || cell == FR_GRU;
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
     const int fast = maxlen >= FR_PACK_MIN_STEPS && nb >= FR_PACK_MIN_ROWS && STEP_FAST();
 
@@ -276,7 +278,7 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
         /* Padded positions must contribute nothing to the whole-sequence GEMMs. */
         for (int t = 0; t < T; ++t) {
             memset(dgx + ((long)t * B + b0) * GH, 0, sizeof(REAL) * nb * GH);
-            if (dgh) memset(dgh + ((long)t * B + b0) * GH, 0, sizeof(REAL) * nb * GH);
+            if (dgh) memset(dgh + ((long)t * B + b0) * H, 0, sizeof(REAL) * nb * H);
             if (dhs) memset(dhs + ((long)t * B + b0) * H, 0, sizeof(REAL) * nb * H);
         }
     }
@@ -295,7 +297,7 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
             if (lengths && s >= lengths[b]) {
                 /* inactive: the state passes through unchanged, and so does its gradient */
                 memcpy(dhpb, dhb, sizeof(REAL) * H);
-                if (scattered) memset(step + (long)i * GH, 0, sizeof(REAL) * GH);
+                if (gathered) memset(step + (long)i * GH, 0, sizeof(REAL) * GH);
                 continue;
             }
             const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
@@ -313,20 +315,20 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
                                   d, d + H, d + 2 * H, d + 3 * H, dhpb);
                 break;
             case FR_GRU: {
-                REAL *e = dgh + row * GH;
+                REAL *e = step + (long)i * GH;
                 SFX(gru_row_bwd)(H, a, a + H, a + 2 * H, aux + row * H, hprev + row * H, dhb,
                                  d, d + H, d + 2 * H, e, e + H, e + 2 * H, dhpb);
+                memcpy(dgh + row * H, e + 2 * H, sizeof(REAL) * H);
                 break;
             }
             default:
                 SFX(rnn_row_bwd)(H, cell == FR_RNN_RELU, (REAL)leak, a, dhb, d, dhpb);
                 break;
             }
-            if (scattered) memcpy(step + (long)i * GH, rec + row * GH, sizeof(REAL) * GH);
+            if (gathered && cell != FR_GRU) memcpy(step + (long)i * GH, d, sizeof(REAL) * GH);
         }
-        /* Unscattered steps read their rows straight from the time-layout buffer. */
-        const REAL *dstep = scattered
-            ? step : rec + ((long)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
+        const REAL *dstep = gathered
+            ? step : dgx + ((long)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
         if (fast) STEP_MM(nb, H, GH, dstep, GH, packed, 1, dhp, H);
         else SFX(gemm)(0, 0, nb, H, GH, dstep, GH, w_hh, H, (REAL)1, dhp, H);
         REAL *tmp = dh; dh = dhp; dhp = tmp;
@@ -342,25 +344,32 @@ void SFX(fr_backward_params)(fr_cell cell, int T, int B, int D, int H, int g0, i
 {
     const int GH = fr_gates(cell) * H;
     const long TB = (long)T * B;
-    const REAL *rec = dgh ? dgh : dgx;
     /* Whole-sequence GEMMs: one pass over all T*B rows instead of T small ones. Weight-gradient
      * rows g0..g1 read a column block of dgx (leading dimension GH); dx rows r0..r1 read a row
-     * block. Disjoint ranges write disjoint memory, so calls can run concurrently. */
+     * block. Disjoint ranges write disjoint memory, so calls can run concurrently. The
+     * recurrent side equals dgx, except GRU's n rows, which come from dgh (leading dimension H). */
     if (g1 > g0) {
+        const int split = cell == FR_GRU ? 2 * H : GH; /* rows below read dgx, rows above dgh */
+        const int a1 = g1 < split ? g1 : split, n0 = g0 > split ? g0 : split;
         SFX(gemm)(1, 0, g1 - g0, D, (int)TB, dgx + g0, GH, x, D, (REAL)1, dw_ih + (long)g0 * D, D);
-        SFX(gemm)(1, 0, g1 - g0, H, (int)TB, rec + g0, GH, hprev, H, (REAL)1, dw_hh + (long)g0 * H, H);
-        /* db_ih and db_hh are both given or both NULL (a layer has biases or not) */
-        if (db_ih && dgh) {
+        if (a1 > g0)
+            SFX(gemm)(1, 0, a1 - g0, H, (int)TB, dgx + g0, GH, hprev, H, (REAL)1, dw_hh + (long)g0 * H, H);
+        if (g1 > n0)
+            SFX(gemm)(1, 0, g1 - n0, H, (int)TB, dgh + (n0 - split), H, hprev, H, (REAL)1,
+                      dw_hh + (long)n0 * H, H);
+        /* db_ih and db_hh are both given or both NULL (a layer has biases or not); one pass
+         * feeds both sums where the two biases enter additively */
+        if (db_ih) {
             for (long m = 0; m < TB; ++m)
-                for (int k = g0; k < g1; ++k) db_ih[k] += dgx[m * GH + k];
-            for (long m = 0; m < TB; ++m)
-                for (int k = g0; k < g1; ++k) db_hh[k] += dgh[m * GH + k];
-        } else if (db_ih) { /* both biases enter additively: one pass feeds both sums */
-            for (long m = 0; m < TB; ++m)
-                for (int k = g0; k < g1; ++k) {
+                for (int k = g0; k < a1; ++k) {
                     const REAL v = dgx[m * GH + k];
                     db_ih[k] += v;
                     db_hh[k] += v;
+                }
+            for (long m = 0; m < TB; ++m)
+                for (int k = n0; k < g1; ++k) {
+                    db_ih[k] += dgx[m * GH + k];
+                    db_hh[k] += dgh[m * H + k - split];
                 }
         }
     }

@@ -168,7 +168,7 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
     dh0 = np.empty((B, H), dtype=dtype)
     dc0 = np.empty((B, H), dtype=dtype) if c == FR_LSTM else None
     dgx = np.empty((T, B, GH), dtype=dtype)
-    dgh = np.empty((T, B, GH), dtype=dtype) if c == FR_GRU else None
+    dgh = np.empty((T, B, H), dtype=dtype) if c == FR_GRU else None
     recur_backward(cell, 0, B, reverse, lengths, w_hh, act, hprev, aux, dy, dy_col, dh_n, dc_n,
                    dh0, dc0, dgx, dgh, leak)
     backward_params(cell, 0, GH, 0, T * B, x, w_ih, hprev, dgx, dgh, dx, accumulate_dx,
@@ -285,7 +285,7 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
     cdef void *pdh0 = _ptr(dh0, "dh0", (B, H), dtype)
     cdef void *pdc0 = _ptr(dc0, "dc0", (B, H), dtype) if lstm else NULL
     cdef void *pdgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
-    cdef void *pdgh = _ptr(dgh, "dgh", (T, B, G * H), dtype) if c == FR_GRU else NULL
+    cdef void *pdgh = _ptr(dgh, "dgh", (T, B, H), dtype) if c == FR_GRU else NULL
     cdef void *pdhs = _ptr(dhs, "dhs", (T, B, H), dtype, True)
     ws = np.empty(fr_backward_ws_size(c, T, b1 - b0, H), dtype=dtype)
     cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
@@ -320,7 +320,7 @@ def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, 
     cdef void *pwi = _ptr(w_ih, "w_ih", (G * H, D), dtype)
     cdef void *php = _ptr(hprev, "hprev", (T, B, H), dtype)
     cdef void *pdgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
-    cdef void *pdgh = _ptr(dgh, "dgh", (T, B, G * H), dtype) if c == FR_GRU else NULL
+    cdef void *pdgh = _ptr(dgh, "dgh", (T, B, H), dtype) if c == FR_GRU else NULL
     cdef void *pdx = _ptr(dx, "dx", (T, B, D), dtype, True)
     cdef void *pdwi = _ptr(dw_ih, "dw_ih", (G * H, D), dtype)
     cdef void *pdwh = _ptr(dw_hh, "dw_hh", (G * H, H), dtype)

@@ -386,7 +386,7 @@ class _RNNBase(_Module):
                 act, hprev, aux = saved[d]
                 # scratch shared by all layers: every layer's gate gradients have one shape
                 dgx = self._buffer(("dgx", d), (T, B, G * H))
-                dgh = self._buffer(("dgh", d), (T, B, G * H)) if self.mode == "GRU" else None
+                dgh = self._buffer(("dgh", d), (T, B, H)) if self.mode == "GRU" else None
                 tasks += [partial(_core.recur_backward, self._cell, b0, b1, bool(d), lengths, p[w_hh],
                                   act, hprev, aux, dy, d * H, None if dh_n is None else dh_n[k],
                                   None if dc_n is None else dc_n[k], dh0[k],

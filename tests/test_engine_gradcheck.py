@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastrnn as fr
+from fd import numeric_grad
 
 CLASSES = {"RNN_TANH": (fr.RNN, {"nonlinearity": "tanh"}), "RNN_RELU": (fr.RNN, {"nonlinearity": "relu"}),
            "LSTM": (fr.LSTM, {}), "GRU": (fr.GRU, {})}
@@ -41,21 +42,6 @@ def loss(m, x, h0, c0, lengths, cot):
     y, h, c = run(m, x, h0, c0, lengths)
     total = np.sum(y * cot[0]) + np.sum(h * cot[1])
     return total + (np.sum(c * cot[2]) if c is not None else 0.0)
-
-
-def numeric_grad(f, arr):
-    g = np.zeros_like(arr)
-    it = np.nditer(arr, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = arr[i]
-        arr[i] = old + EPS
-        fp = f()
-        arr[i] = old - EPS
-        fm = f()
-        arr[i] = old
-        g[i] = (fp - fm) / (2 * EPS)
-    return g
 
 
 def relu_safe_inputs(rng, shape):
@@ -109,7 +95,7 @@ def check_layer_gradients(mode, cfg, **extra):
     params = m.parameters()
     checks += [(k, m.grads[k], params[k]) for k in params]
     for name, analytic, arr in checks:
-        numeric = numeric_grad(f, arr)
+        numeric = numeric_grad(f, arr, EPS)
         np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=f"{mode} d{name}")
 
 
@@ -150,12 +136,12 @@ def test_cell_gradients_match_finite_differences(mode):
     dxs.reverse()
     cell.eval()  # numeric evaluations must not grow the tape
     for t, xt in enumerate(x):
-        np.testing.assert_allclose(dxs[t], numeric_grad(f, xt), rtol=1e-6, atol=1e-8, err_msg=f"dx[{t}]")
-    np.testing.assert_allclose(dh, numeric_grad(f, h0), rtol=1e-6, atol=1e-8, err_msg="dh0")
+        np.testing.assert_allclose(dxs[t], numeric_grad(f, xt, EPS), rtol=1e-6, atol=1e-8, err_msg=f"dx[{t}]")
+    np.testing.assert_allclose(dh, numeric_grad(f, h0, EPS), rtol=1e-6, atol=1e-8, err_msg="dh0")
     if mode == "LSTM":
-        np.testing.assert_allclose(dc, numeric_grad(f, c0), rtol=1e-6, atol=1e-8, err_msg="dc0")
+        np.testing.assert_allclose(dc, numeric_grad(f, c0, EPS), rtol=1e-6, atol=1e-8, err_msg="dc0")
     for k, p in cell.parameters().items():
-        np.testing.assert_allclose(cell.grads[k], numeric_grad(f, p), rtol=1e-6, atol=1e-8, err_msg=k)
+        np.testing.assert_allclose(cell.grads[k], numeric_grad(f, p, EPS), rtol=1e-6, atol=1e-8, err_msg=k)
 
 
 @pytest.mark.parametrize("mode,extra", [("LSTM", {}), ("GRU", {}), ("RNN_TANH", {"leak": 0.5})])

@@ -14,6 +14,8 @@ import pathlib
 import numpy as np
 import pytest
 
+from fd import numeric_grad
+
 # Loaded by path: fastrnn/__init__.py may import the compiled engine, which
 # must be neither required nor exercised by the reference's own tests.
 _REF_PATH = pathlib.Path(__file__).resolve().parents[1] / "fastrnn" / "reference.py"
@@ -50,21 +52,6 @@ def _assert_relu_kink_free(cache, margin=1e-4):
     assert pres, "cache layout changed: no ReLU pre-activations found"
     smallest = min(np.abs(p).min() for p in pres)
     assert smallest > margin, "seed puts a ReLU pre-activation at %g; pick another" % smallest
-
-
-def _fd_grad(f, arr):
-    """Central difference of scalar f() w.r.t. every element of arr (perturbed in place)."""
-    g = np.zeros_like(arr)
-    flat, gflat = arr.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        orig = flat[i]
-        flat[i] = orig + EPS
-        fp = f()
-        flat[i] = orig - EPS
-        fm = f()
-        flat[i] = orig
-        gflat[i] = (fp - fm) / (2 * EPS)
-    return g
 
 
 def _assert_close(name, analytic, numeric):
@@ -128,12 +115,12 @@ def test_finite_difference_all_gradients(mode, cfg):
             val += np.sum(cc * gc)
         return val
 
-    _assert_close("dx", dx, _fd_grad(loss, x))
-    _assert_close("dh0", dh0, _fd_grad(loss, h0))
+    _assert_close("dx", dx, numeric_grad(loss, x, EPS))
+    _assert_close("dh0", dh0, numeric_grad(loss, h0, EPS))
     if lstm:
-        _assert_close("dc0", dc0, _fd_grad(loss, c0))
+        _assert_close("dc0", dc0, numeric_grad(loss, c0, EPS))
     for name in sorted(params):
-        _assert_close(name, grads[name], _fd_grad(loss, params[name]))
+        _assert_close(name, grads[name], numeric_grad(loss, params[name], EPS))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -171,15 +158,15 @@ def test_cell_finite_difference(mode, bias):
         a, _ = ref.cell_forward(mode, w_ih, w_hh, b_ih, b_hh, x, h)
         return np.sum(a * gh1)
 
-    _assert_close("dx", dx, _fd_grad(loss, x))
-    _assert_close("dh", dh, _fd_grad(loss, h))
+    _assert_close("dx", dx, numeric_grad(loss, x, EPS))
+    _assert_close("dh", dh, numeric_grad(loss, h, EPS))
     if lstm:
-        _assert_close("dc", dc, _fd_grad(loss, c))
-    _assert_close("weight_ih", g["weight_ih"], _fd_grad(loss, w_ih))
-    _assert_close("weight_hh", g["weight_hh"], _fd_grad(loss, w_hh))
+        _assert_close("dc", dc, numeric_grad(loss, c, EPS))
+    _assert_close("weight_ih", g["weight_ih"], numeric_grad(loss, w_ih, EPS))
+    _assert_close("weight_hh", g["weight_hh"], numeric_grad(loss, w_hh, EPS))
     if bias:
-        _assert_close("bias_ih", g["bias_ih"], _fd_grad(loss, b_ih))
-        _assert_close("bias_hh", g["bias_hh"], _fd_grad(loss, b_hh))
+        _assert_close("bias_ih", g["bias_ih"], numeric_grad(loss, b_ih, EPS))
+        _assert_close("bias_hh", g["bias_hh"], numeric_grad(loss, b_hh, EPS))
 
 
 # ---------------------------------------------------------------------------

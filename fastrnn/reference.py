@@ -5,7 +5,7 @@ NumPy baseline the benchmarks time.  It deliberately imports nothing from the
 rest of fastrnn, so a bug shared by the engine and its glue code cannot hide
 here as well.
 
-Conventions are PyTorch's (see API_SPEC.md):
+Conventions are PyTorch's (see the README's engine API section):
 
 * x is time-major (T, B, D); h0/c0/h_n/c_n are (num_layers * dirs, B, H) with
   index = layer * dirs + direction; y is (T, B, dirs * H), forward half first.

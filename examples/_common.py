@@ -9,6 +9,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -49,6 +51,22 @@ def save_figure(fig_fn, out, default_name):
     plt.close(fig)
     print(f"plot saved to {path}")
     return path
+
+
+def save_curves(curves, ylabel, title, out, default_name, chance=None):
+    """Per-epoch curves ({label: values}), one line each, saved like save_figure."""
+    def fig(plt):
+        f, ax = plt.subplots(figsize=(7, 4))
+        for name, values in curves.items():
+            ax.plot(np.arange(1, len(values) + 1), values, "o-", ms=3, label=name)
+        if chance is not None:
+            ax.axhline(chance, color="grey", ls=":", label="chance")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend()
+        return f
+    return save_figure(fig, out, default_name)
 
 
 class Timer:

@@ -13,7 +13,7 @@ import numpy as np
 import fastrnn as fr
 from fastrnn.datasets import fill_in_blank
 
-from _common import Timer, parser, run, save_figure
+from _common import Timer, parser, run, save_curves
 
 
 def main(argv=None):
@@ -37,18 +37,9 @@ def main(argv=None):
         hist[name] = h.history["accuracy"]
         print(f"{name:19s} accuracy at the blank {acc:.3f}   ({t.seconds:.1f} s)")
 
-    def fig(plt):
-        f, ax = plt.subplots(figsize=(7, 4))
-        for name, a in hist.items():
-            ax.plot(np.arange(1, len(a) + 1), a, "o-", label=name)
-        ax.axhline(0.1, color="grey", ls=":", label="chance")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("training accuracy at the blank")
-        ax.set_title("Fill in the blank: (left + right) mod 10")
-        ax.legend()
-        return f
-
-    save_figure(fig, args.out, "bidirectional_fill_blank.png")
+    save_curves(hist, "training accuracy at the blank",
+                "Fill in the blank: (left + right) mod 10",
+                args.out, "bidirectional_fill_blank.png", chance=0.1)
     return res
 
 

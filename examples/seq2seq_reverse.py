@@ -15,7 +15,7 @@ import numpy as np
 import fastrnn as fr
 from fastrnn.datasets import reverse_digits
 
-from _common import Timer, parser, run, save_figure
+from _common import Timer, parser, run, save_curves
 
 
 def seq_accuracy(pred, tgt, lengths):
@@ -52,17 +52,9 @@ def main(argv=None):
     ex = X[te][0].argmax(-1)[:lengths[te][0]]
     print(f"example: {''.join(map(str, ex))} -> {''.join(str(d) for d in pred[0] if d < 10)}")
 
-    def fig(plt):
-        f, ax = plt.subplots(figsize=(7, 4))
-        for name, c in curves.items():
-            ax.plot(np.arange(1, len(c) + 1), c, "o-", label=name)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("held-out sequence accuracy (greedy)")
-        ax.set_title("Reverse a digit string: teacher forcing vs scheduled sampling")
-        ax.legend()
-        return f
-
-    save_figure(fig, args.out, "seq2seq_reverse.png")
+    save_curves(curves, "held-out sequence accuracy (greedy)",
+                "Reverse a digit string: teacher forcing vs scheduled sampling",
+                args.out, "seq2seq_reverse.png")
     return res
 
 

@@ -17,7 +17,7 @@ import fastrnn as fr
 from fastrnn.datasets import load_digits
 from fastrnn.lore import init_
 
-from _common import Timer, parser, run, save_figure
+from _common import Timer, parser, run, save_curves
 
 
 def main(argv=None):
@@ -57,17 +57,9 @@ def main(argv=None):
         hist[name] = h.history["val_accuracy"]
         print(f"{name:5s} ({H} units) test accuracy {acc:.3f}   ({t.seconds:.1f} s for {epochs} epochs)")
 
-    def fig(plt):
-        f, ax = plt.subplots(figsize=(7, 4))
-        for name, a in hist.items():
-            ax.plot(np.arange(1, len(a) + 1), a, "o-", ms=3, label=name)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("held-out accuracy")
-        ax.set_title("8x8 digits read pixel by pixel (T = 64)")
-        ax.legend()
-        return f
-
-    save_figure(fig, args.out, "sequential_digits.png")
+    save_curves(hist, "held-out accuracy",
+                "8x8 digits read pixel by pixel (T = 64)",
+                args.out, "sequential_digits.png")
     return res
 
 

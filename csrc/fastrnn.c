@@ -20,11 +20,20 @@
 int fr_gates(fr_cell cell) { return cell == FR_LSTM ? 4 : cell == FR_GRU ? 3 : 1; }
 int fr_aux(fr_cell cell) { return cell == FR_LSTM ? 2 : cell == FR_GRU ? 1 : 0; }
 
-long fr_forward_ws_size(fr_cell cell, int T, int B, int H)
+long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused)
 {
     const int GH = fr_gates(cell) * H;
+    const int pack = T >= FR_PACK_MIN_STEPS;
     return (long)B * GH + 2L * B * H + (long)fr_aux(cell) * H + GH + H
-           + (T >= FR_PACK_MIN_STEPS ? fr_packed_size(GH, H) : 0);
+           + (pack ? fr_packed_size(GH, H) : 0)
+           + (fused ? (long)B * GH + (long)B * D + (pack ? fr_packed_size(GH, D) : 0) : 0);
+}
+
+int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, int itemsize)
+{
+    const long bytes = (fr_packed_size(fr_gates(cell) * H, H) + fr_packed_size(fr_gates(cell) * H, D)) * 4L;
+    return itemsize == 4 && fr_smallgemm_ok() && T >= FR_PACK_MIN_STEPS && B >= FR_PACK_MIN_ROWS
+           && bytes <= FR_FUSED_MAX_BYTES;
 }
 
 long fr_backward_ws_size(fr_cell cell, int T, int B, int H)

@@ -65,9 +65,15 @@ int fr_aux(fr_cell cell);
 
 /* Scratch sizes in elements (of the kernel's dtype) for T steps of B rows: B*G*H + 2*B*H +
  * A*H + G*H + H (forward) or 3*B*H + B*G*H (backward), plus room for a packed W_hh when T is long
- * enough for packing to pay (see smallgemm.h). */
-long fr_forward_ws_size(fr_cell cell, int T, int B, int H);
+ * enough for packing to pay (see smallgemm.h); a fused forward (fr_recur with x) adds B*G*H +
+ * B*D and a packed W_ih. */
+long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused);
 long fr_backward_ws_size(fr_cell cell, int T, int B, int H);
+
+/* 1 when fr_recur's fused mode (input projection inside the time loop) is expected to beat
+ * fr_project + fr_recur for B rows per call; itemsize 4 (float32) or 8. Either way gives the
+ * same results to rounding. */
+int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, int itemsize);
 
 /*
  * Forward over a whole sequence for one layer and one direction.
@@ -80,7 +86,7 @@ long fr_backward_ws_size(fr_cell cell, int T, int B, int H);
  *   hprev  (T,B,H)       out (saved), or NULL for inference
  *   aux    (T,B,A*H)     out (saved) in training; NULL for RNN or inference
  *   lengths (B)          int lengths in 1..T, or NULL for all T (validated by the caller)
- *   ws     (fr_forward_ws_size(cell, T, B, H)) scratch
+ *   ws     (fr_forward_ws_size(cell, T, B, D, H, 0)) scratch
  */
 void fr_forward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
                     const int *lengths,
@@ -135,7 +141,10 @@ void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, doub
  * fr_project: act (T,B,G*H) = x (T,B,D) w_ih^T (no biases: fr_recur adds them in its gate
  *   loops, which saves a pass over act).
  * fr_recur: the forward time loop for rows b0..b1-1; arguments as in fr_forward, with
- *   ws (fr_forward_ws_size(cell, T, b1-b0, H)) private to the call.
+ *   ws (fr_forward_ws_size(cell, T, b1-b0, D, H, x != NULL)) private to the call.
+ *   x == NULL: act holds fr_project's output on entry. x (T,B,D) and w_ih given ("fused"):
+ *   each step projects its own rows, fr_project is skipped, and act is written only in
+ *   training (hprev != NULL); in inference act may be NULL. D is read only when fused.
  * fr_recur_backward: the reverse time loop for rows b0..b1-1; writes dgx, dgh rows (zero at
  *   padded positions), dh0/dc0 rows; ws (fr_backward_ws_size(cell, T, b1-b0, H)) private.
  *   dhs (T,B,H) or NULL: out, dL/dh_t, the total gradient w.r.t. the state leaving each
@@ -147,9 +156,9 @@ void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, doub
 #define FR_PHASES(R, S)                                                                           \
 void fr_project_##S(fr_cell cell, int T, int B, int D, int H, const R *x, const R *w_ih,         \
                     R *act);                                                                      \
-void fr_recur_##S(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse, double leak,   \
-                  const int *lengths, const R *h0, const R *c0, const R *w_hh, const R *b_ih,    \
-                  const R *b_hh,                                                                  \
+void fr_recur_##S(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int reverse,         \
+                  double leak, const int *lengths, const R *x, const R *w_ih, const R *h0,       \
+                  const R *c0, const R *w_hh, const R *b_ih, const R *b_hh,                      \
                   R *y, int ldy, R *h_n, R *c_n, R *act, R *hprev, R *aux, R *ws);              \
 void fr_recur_backward_##S(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,       \
                            double leak, const int *lengths, const R *w_hh, const R *act,         \

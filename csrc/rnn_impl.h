@@ -36,18 +36,20 @@ static inline int SFX(pos)(int s, int b, int T, int reverse, const int *lengths)
  * GCC guards the vector loop with a run-time overlap check that sends it down a scalar path. */
 
 /* LSTM. gi..go (H each, in: input projection, out: activations i,f,g,o); ri..ro (H each):
- * recurrent projection; bias (4H): b_ih + b_hh; h, c (H): running state, updated; y (H):
+ * recurrent projection; bi..bo (H each): b_ih + b_hh per gate (one pointer per block: indexing
+ * one bias array at H + j made GCC gather it element by element); h, c (H): running state, updated; y (H):
  * output; cp, tc (H): saved c entering the step and tanh(c) leaving it. */
 HOT static void SFX(lstm_row)(int H, REAL *RS gi, REAL *RS gf, REAL *RS gg, REAL *RS go,
                               const REAL *RS ri, const REAL *RS rf, const REAL *RS rg,
-                              const REAL *RS ro, const REAL *RS bias, REAL *RS h, REAL *RS c,
+                              const REAL *RS ro, const REAL *RS bi, const REAL *RS bf,
+                              const REAL *RS bg, const REAL *RS bo, REAL *RS h, REAL *RS c,
                               REAL *RS y, REAL *RS cp, REAL *RS tc)
 {
     for (int j = 0; j < H; ++j) {
-        REAL i = SFX(sigm)(gi[j] + ri[j] + bias[j]);
-        REAL f = SFX(sigm)(gf[j] + rf[j] + bias[H + j]);
-        REAL g = TANH(gg[j] + rg[j] + bias[2 * H + j]);
-        REAL o = SFX(sigm)(go[j] + ro[j] + bias[3 * H + j]);
+        REAL i = SFX(sigm)(gi[j] + ri[j] + bi[j]);
+        REAL f = SFX(sigm)(gf[j] + rf[j] + bf[j]);
+        REAL g = TANH(gg[j] + rg[j] + bg[j]);
+        REAL o = SFX(sigm)(go[j] + ro[j] + bo[j]);
         REAL cn = f * c[j] + i * g;
         REAL t = TANH(cn);
         cp[j] = c[j];
@@ -60,17 +62,18 @@ HOT static void SFX(lstm_row)(int H, REAL *RS gi, REAL *RS gf, REAL *RS gg, REAL
 }
 
 /* GRU. gr, gz, gn (H each, in: input projection, out: activations r,z,n); rr, rz, rn (H each):
- * recurrent projection; bias (4H): [b_ir+b_hr | b_iz+b_hz | b_in | b_hn], b_hn being applied
- * inside r*(...) as PyTorch does; hn (H): saved W_hn h + b_hn. */
+ * recurrent projection; br, bz, bn, bhn (H each): b_ir+b_hr, b_iz+b_hz, b_in, b_hn, the last
+ * applied inside r*(...) as PyTorch does; hn (H): saved W_hn h + b_hn. */
 HOT static void SFX(gru_row)(int H, REAL *RS gr, REAL *RS gz, REAL *RS gn, const REAL *RS rr,
-                             const REAL *RS rz, const REAL *RS rn, const REAL *RS bias,
+                             const REAL *RS rz, const REAL *RS rn, const REAL *RS br,
+                             const REAL *RS bz, const REAL *RS bn, const REAL *RS bhn,
                              REAL *RS h, REAL *RS y, REAL *RS hn)
 {
     for (int j = 0; j < H; ++j) {
-        REAL r = SFX(sigm)(gr[j] + rr[j] + bias[j]);
-        REAL z = SFX(sigm)(gz[j] + rz[j] + bias[H + j]);
-        REAL a = rn[j] + bias[3 * H + j];
-        REAL n = TANH(gn[j] + bias[2 * H + j] + r * a);
+        REAL r = SFX(sigm)(gr[j] + rr[j] + br[j]);
+        REAL z = SFX(sigm)(gz[j] + rz[j] + bz[j]);
+        REAL a = rn[j] + bhn[j];
+        REAL n = TANH(gn[j] + bn[j] + r * a);
         REAL hj = ((REAL)1 - z) * n + z * h[j];
         hn[j] = a;
         gr[j] = r; gz[j] = z; gn[j] = n;
@@ -118,19 +121,25 @@ void SFX(fr_project)(fr_cell cell, int T, int B, int D, int H, const REAL *x, co
     SFX(gemm)(0, 1, T * B, fr_gates(cell) * H, D, x, D, w_ih, D, (REAL)0, act, fr_gates(cell) * H);
 }
 
-void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse, double leak,
-                   const int *lengths, const REAL *h0, const REAL *c0, const REAL *w_hh,
+void SFX(fr_recur)(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int reverse,
+                   double leak, const int *lengths, const REAL *x, const REAL *w_ih,
+                   const REAL *h0, const REAL *c0, const REAL *w_hh,
                    const REAL *b_ih, const REAL *b_hh, REAL *y, int ldy, REAL *h_n, REAL *c_n,
                    REAL *act, REAL *hprev, REAL *aux, REAL *ws)
 {
     const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell), nb = b1 - b0;
+    const int fused = x != NULL;
     REAL *gh = ws;                        /* (nb,GH) recurrent projection of the current step */
     REAL *h = ws + (long)nb * GH;         /* (nb,H) running state */
     REAL *c = h + (long)nb * H;           /* (nb,H) running cell state, LSTM */
     REAL *aux_scratch = c + (long)nb * H; /* (A*H) where inference writes the aux it won't keep,
                                              so the gate loops have no branch and vectorise */
     REAL *bias = aux_scratch + (long)A * H; /* (GH+H) the biases as the gate loops add them */
-    REAL *packed = bias + GH + H;          /* (fr_packed_size(GH, H)) W_hh for STEP_MM */
+    REAL *gx = bias + GH + H;             /* fused: (nb,GH) input projection of the current step */
+    REAL *xs = gx + (fused ? (long)nb * GH : 0); /* fused: (nb,D) x rows gathered when their
+                                                    positions differ (reverse with lengths) */
+    REAL *packed = xs + (fused ? (long)nb * D : 0); /* (fr_packed_size(GH, H)) W_hh for STEP_MM */
+    REAL *packed_ih = packed + fr_packed_size(GH, H); /* fused: (fr_packed_size(GH, D)) W_ih */
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
     const int fast = maxlen >= FR_PACK_MIN_STEPS && nb >= FR_PACK_MIN_ROWS && STEP_FAST();
 
@@ -154,10 +163,27 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int revers
             for (int k = 0; k < H; ++k) { bias[2 * H + k] = b_ih[2 * H + k]; bias[3 * H + k] = b_hh[2 * H + k]; }
     }
     if (fast) STEP_PACK_NT(GH, H, w_hh, packed);
+    if (fast && fused) STEP_PACK_NT(GH, D, w_ih, packed_ih);
     memcpy(h, h0 + (long)b0 * H, sizeof(REAL) * nb * H);
     if (cell == FR_LSTM) memcpy(c, c0 + (long)b0 * H, sizeof(REAL) * nb * H);
 
     for (int s = 0; s < maxlen; ++s) {
+        if (fused) {
+            /* The input projection of this step's rows, while W_ih is still in cache: no
+             * (T,B,G*H) pass through memory. Rows share one time position unless lengths
+             * differ in the reverse direction. */
+            const REAL *xa = x + ((long)(reverse ? T - 1 - s : s) * B + b0) * D;
+            if (reverse && lengths) {
+                for (int i = 0; i < nb; ++i) {
+                    const int b = b0 + i;
+                    if (s < lengths[b]) memcpy(xs + (long)i * D, x + ((long)(lengths[b] - 1 - s) * B + b) * D, sizeof(REAL) * D);
+                    else memset(xs + (long)i * D, 0, sizeof(REAL) * D);
+                }
+                xa = xs;
+            }
+            if (fast) STEP_MM(nb, GH, D, xa, D, packed_ih, 0, gx, GH);
+            else SFX(gemm)(0, 1, nb, GH, D, xa, D, w_ih, D, (REAL)0, gx, GH);
+        }
         if (fast) STEP_MM(nb, GH, H, h, H, packed, 0, gh, GH);
         else SFX(gemm)(0, 1, nb, GH, H, h, H, w_hh, H, (REAL)0, gh, GH);
         for (int i = 0; i < nb; ++i) {
@@ -165,22 +191,25 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int H, int b0, int b1, int revers
             if (lengths && s >= lengths[b]) continue;
             const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
             REAL *hb = h + (long)i * H;
-            REAL *gxr = act + row * GH, *yr = y + row * ldy;
+            REAL *gxr = fused ? gx + (long)i * GH : act + row * GH, *yr = y + row * ldy;
             const REAL *ghr = gh + (long)i * GH;
             REAL *auxr = hprev ? aux + row * A * H : aux_scratch;
             if (hprev) memcpy(hprev + row * H, hb, sizeof(REAL) * H);
             switch (cell) {
             case FR_LSTM:
                 SFX(lstm_row)(H, gxr, gxr + H, gxr + 2 * H, gxr + 3 * H, ghr, ghr + H, ghr + 2 * H,
-                              ghr + 3 * H, bias, hb, c + (long)i * H, yr, auxr, auxr + H);
+                              ghr + 3 * H, bias, bias + H, bias + 2 * H, bias + 3 * H, hb,
+                              c + (long)i * H, yr, auxr, auxr + H);
                 break;
             case FR_GRU:
-                SFX(gru_row)(H, gxr, gxr + H, gxr + 2 * H, ghr, ghr + H, ghr + 2 * H, bias, hb, yr, auxr);
+                SFX(gru_row)(H, gxr, gxr + H, gxr + 2 * H, ghr, ghr + H, ghr + 2 * H, bias, bias + H,
+                             bias + 2 * H, bias + 3 * H, hb, yr, auxr);
                 break;
             default:
                 SFX(rnn_row)(H, cell == FR_RNN_RELU, (REAL)leak, gxr, ghr, bias, hb, yr);
                 break;
             }
+            if (fused && hprev) memcpy(act + row * GH, gxr, sizeof(REAL) * GH);
         }
     }
     memcpy(h_n + (long)b0 * H, h, sizeof(REAL) * nb * H);
@@ -195,8 +224,8 @@ void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, doub
                      REAL *act, REAL *hprev, REAL *aux, REAL *ws)
 {
     SFX(fr_project)(cell, T, B, D, H, x, w_ih, act);
-    SFX(fr_recur)(cell, T, B, H, 0, B, reverse, leak, lengths, h0, c0, w_hh, b_ih, b_hh, y, ldy, h_n, c_n,
-                  act, hprev, aux, ws);
+    SFX(fr_recur)(cell, T, B, D, H, 0, B, reverse, leak, lengths, NULL, NULL, h0, c0, w_hh, b_ih, b_hh,
+                  y, ldy, h_n, c_n, act, hprev, aux, ws);
 }
 
 /* ---- backward ------------------------------------------------------------------------- */

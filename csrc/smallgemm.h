@@ -17,6 +17,11 @@
 /* With fewer rows a tile has too few independent accumulators to hide the FMA latency;
  * BLAS's GEMV is faster there (batch of one: ~15% per training step). */
 #define FR_PACK_MIN_ROWS 4
+/* The input projection moves into the time loop (fr_recur's fused mode) while the packed W_ih
+ * and W_hh together stay this small: each step then reuses them from cache, and the (T,B,G*H)
+ * projection never makes a round trip through memory. Larger weights are GEMM-bound either way,
+ * and one big BLAS GEMM runs closer to peak than the per-step micro-kernel. */
+#define FR_FUSED_MAX_BYTES (1L << 20)
 
 /* Elements of a packed matrix with N output columns and K inner length. */
 static long fr_packed_size(int N, int K) { return (long)((N + FR_NR - 1) / FR_NR) * FR_NR * K; }

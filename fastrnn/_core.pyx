@@ -18,18 +18,19 @@ cdef extern from "fastrnn.h":
         FR_GRU
     int fr_gates(fr_cell cell) nogil
     int fr_aux(fr_cell cell) nogil
-    long fr_forward_ws_size(fr_cell cell, int T, int B, int H) nogil
+    long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused) nogil
+    int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, int itemsize) nogil
     long fr_backward_ws_size(fr_cell cell, int T, int B, int H) nogil
     void fr_project_f32(fr_cell cell, int T, int B, int D, int H, const float *x, const float *w_ih,
                         float *act) nogil
     void fr_project_f64(fr_cell cell, int T, int B, int D, int H, const double *x, const double *w_ih,
                         double *act) nogil
-    void fr_recur_f32(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse, double leak,
-                      const int *lengths, const float *h0, const float *c0, const float *w_hh,
+    void fr_recur_f32(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int reverse,
+                      double leak, const int *lengths, const float *x, const float *w_ih, const float *h0, const float *c0, const float *w_hh,
                       const float *b_ih, const float *b_hh, float *y, int ldy, float *h_n, float *c_n,
                       float *act, float *hprev, float *aux, float *ws) nogil
-    void fr_recur_f64(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse, double leak,
-                      const int *lengths, const double *h0, const double *c0, const double *w_hh,
+    void fr_recur_f64(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int reverse,
+                      double leak, const int *lengths, const double *x, const double *w_ih, const double *h0, const double *c0, const double *w_hh,
                       const double *b_ih, const double *b_hh, double *y, int ldy, double *h_n, double *c_n,
                       double *act, double *hprev, double *aux, double *ws) nogil
     void fr_recur_backward_f32(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
@@ -213,22 +214,43 @@ def project(int cell, x, w_ih, act):
             fr_project_f64(c, T, B, D, H, <double*>px, <double*>pw, <double*>pa)
 
 
+def fused_pays(int cell, dtype, int T, int B, int D, int H):
+    """Whether recur's fused mode (x given: input projection inside the time loop) should beat
+    project() + recur() for B rows per call."""
+    return bool(fr_fused_pays(<fr_cell>cell, T, B, D, H, np.dtype(dtype).itemsize))
+
+
 def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b_hh, y, int y_col,
-          h_n, c_n, act, hprev, aux, double leak=1.0):
-    """Forward time loop for batch rows b0..b1-1 (after project()); writes only those rows."""
-    dtype = _float_dtype(act, "act")
-    if act.ndim != 3 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
-        raise ValueError("act must be 3-D and w_hh 2-D")
+          h_n, c_n, act, hprev, aux, double leak=1.0, x=None, w_ih=None):
+    """Forward time loop for batch rows b0..b1-1; writes only those rows.
+
+    Without x, act holds project()'s output. With x (T,B,D) and w_ih ("fused"), each step
+    projects its own rows; act is then written in training and may be None in inference."""
+    dtype = _float_dtype(y, "y")
+    if not isinstance(y, np.ndarray) or y.ndim != 3:
+        raise ValueError("y must be a 3-D (T, B, W) numpy array")
+    if not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
+        raise ValueError("w_hh must be a 2-D numpy array")
     cdef fr_cell c = <fr_cell>cell
-    cdef int T = act.shape[0], B = act.shape[1], H = w_hh.shape[1], G = fr_gates(c), A = fr_aux(c)
+    cdef int T = y.shape[0], B = y.shape[1], H = w_hh.shape[1], G = fr_gates(c), A = fr_aux(c)
+    cdef int D = 0
     cdef bint lstm = c == FR_LSTM
+    cdef bint fused = x is not None
     _check_rows(b0, b1, B)
     _check_lengths(lengths, T, B)
-    if not isinstance(y, np.ndarray) or y.ndim != 3 or y.shape[:2] != (T, B):
-        raise ValueError(f"y must be a (T={T}, B={B}, W) numpy array")
     cdef int W = y.shape[2]
     if y_col < 0 or y_col + H > W:
         raise ValueError(f"y columns {y_col}..{y_col + H} out of range for width {W}")
+    cdef void *px = NULL
+    cdef void *pwi = NULL
+    if fused:
+        if not isinstance(x, np.ndarray) or x.ndim != 3:
+            raise ValueError(f"x must be a (T={T}, B={B}, D) numpy array")
+        D = x.shape[2]
+        px = _ptr(x, "x", (T, B, D), dtype)
+        pwi = _ptr(w_ih, "w_ih", (G * H, D), dtype)
+    elif w_ih is not None:
+        raise ValueError("w_ih is only used together with x (fused mode)")
     cdef void *ph0 = _ptr(h0, "h0", (B, H), dtype)
     cdef void *pc0 = _ptr(c0, "c0", (B, H), dtype) if lstm else NULL
     cdef void *pwh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
@@ -239,20 +261,22 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b
     cdef void *py = _ptr(y, "y", (T, B, W), dtype)
     cdef void *phn = _ptr(h_n, "h_n", (B, H), dtype)
     cdef void *pcn = _ptr(c_n, "c_n", (B, H), dtype) if lstm else NULL
-    cdef void *pact = _ptr(act, "act", (T, B, G * H), dtype)
+    cdef void *pact = _ptr(act, "act", (T, B, G * H), dtype, fused and hprev is None)
     cdef void *php = _ptr(hprev, "hprev", (T, B, H), dtype, True)
     cdef void *paux = _ptr(aux, "aux", (T, B, A * H), dtype) if (A and hprev is not None) else NULL
-    ws = np.empty(fr_forward_ws_size(c, T, b1 - b0, H), dtype=dtype)
+    ws = np.empty(fr_forward_ws_size(c, T, b1 - b0, D, H, fused), dtype=dtype)
     cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     cdef const int *plen = <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths) if lengths is not None else NULL
     if dtype == np.float32:
         with nogil:
-            fr_recur_f32(c, T, B, H, b0, b1, reverse, leak, plen, <float*>ph0, <float*>pc0, <float*>pwh,
+            fr_recur_f32(c, T, B, D, H, b0, b1, reverse, leak, plen, <float*>px, <float*>pwi,
+                         <float*>ph0, <float*>pc0, <float*>pwh,
                          <float*>pbi, <float*>pbh, (<float*>py) + y_col, W, <float*>phn, <float*>pcn,
                          <float*>pact, <float*>php, <float*>paux, <float*>pws)
     else:
         with nogil:
-            fr_recur_f64(c, T, B, H, b0, b1, reverse, leak, plen, <double*>ph0, <double*>pc0, <double*>pwh,
+            fr_recur_f64(c, T, B, D, H, b0, b1, reverse, leak, plen, <double*>px, <double*>pwi,
+                         <double*>ph0, <double*>pc0, <double*>pwh,
                          <double*>pbi, <double*>pbh, (<double*>py) + y_col, W, <double*>phn, <double*>pcn,
                          <double*>pact, <double*>php, <double*>paux, <double*>pws)
 

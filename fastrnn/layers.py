@@ -94,6 +94,18 @@ def _project(cell, x, w_ih, act):
           for r0, r1 in _chunks(T * B, _parts(T * B * GH * D, T * B))])
 
 
+# None: fused time loops where the C heuristic says they pay; True/False forces them (tests).
+_FUSED = {"force": None}
+
+
+def _fused(cell, dtype, T, chunks, D, H):
+    """Whether the forward projects the input inside the time loop (fr_recur's fused mode)
+    instead of one whole-sequence GEMM first: same results, fewer passes over memory."""
+    if _FUSED["force"] is not None:
+        return _FUSED["force"]
+    return _core.fused_pays(cell, dtype, T, min(b1 - b0 for b0, b1 in chunks), D, H)
+
+
 def _params_grads(cell, x, w_ih, hprev, dgx, dgh, dx, accumulate, grads):
     """Whole-sequence weight/bias/input gradients, split over weight rows and input rows."""
     T, B, D = x.shape
@@ -323,13 +335,16 @@ class _RNNBase(_Module):
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = (self._params.get(n) for n in self._names(layer, d))
                 k = layer * dirs + d
-                act = self._buffer(("act", k), (T, B, G * H))
+                fused = _fused(self._cell, self.dtype, T, chunks, inp.shape[2], H)
+                act = self._buffer(("act", k), (T, B, G * H)) if record or not fused else None
                 hprev = self._buffer(("hprev", k), (T, B, H)) if record else None
                 aux = self._buffer(("aux", k), (T, B, _AUX[self.mode] * H)) if record else None
-                _project(self._cell, inp, w_ih, act)
+                if not fused:
+                    _project(self._cell, inp, w_ih, act)
                 tasks += [partial(_core.recur, self._cell, b0, b1, bool(d), lengths, h0[k],
                                   None if c0 is None else c0[k], w_hh, b_ih, b_hh, y, d * H, h_n[k],
-                                  None if c_n is None else c_n[k], act, hprev, aux, self.leak)
+                                  None if c_n is None else c_n[k], act, hprev, aux, self.leak,
+                                  inp if fused else None, w_ih if fused else None)
                           for b0, b1 in chunks]
                 saved.append((act, hprev, aux))
             _run(tasks)

@@ -483,3 +483,43 @@ def test_parallel_tasks_all_finish_before_an_error_propagates():
             layers._run([slow, boom])
     finally:
         fr.set_num_threads(before)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bi,ragged", [(False, False), (True, True), (True, False)])
+def test_fused_time_loop_equals_project_then_recur(monkeypatch, mode, dtype, bi, ragged):
+    """The fused forward (input projection inside the time loop, chosen for cache-sized weights)
+    against the whole-sequence projection followed by the loop: training and inference, both
+    directions, ragged reverse rows (whose x rows are gathered per step), the packed-weight
+    micro-kernel (float32, >= 4 rows) and BLAS (float64)."""
+    import fastrnn.layers as layers
+    rng = np.random.default_rng(11)
+    T, B, D, H = 7, 9, 5, 6
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    lengths = np.array([7, 2, 5, 1, 7, 3, 4, 6, 7]) if ragged else None
+    m = make(mode, D=D, H=H, dtype=dtype, num_layers=2, bidirectional=bi)
+    dy = rng.standard_normal((T, B, (2 if bi else 1) * H)).astype(dtype)
+    got = {}
+    for fused in (False, True):
+        monkeypatch.setitem(layers._FUSED, "force", fused)
+        m.train()
+        m.zero_grad()
+        y, h, c = fwd(m, x, lengths=lengths)
+        dx, dh0, _ = bwd(m, dy)
+        m.eval()
+        y_eval = fwd(m, x, lengths=lengths)[0]
+        got[fused] = [y, h, y_eval, dx, dh0] + [m.grads[k].copy() for k in sorted(m.grads)]
+    for a, b in zip(got[True], got[False]):
+        close(a, b, dtype, "grad", "fused vs unfused")
+    np.testing.assert_array_equal(got[True][0], got[True][2])  # eval == train forward
+
+
+def test_fused_mode_is_chosen_for_cache_sized_float32_weights():
+    from fastrnn import _core
+    lstm = _core.MODES["LSTM"]
+    if not _core.fused_pays(lstm, np.float32, 100, 32, 32, 128):
+        pytest.skip("no AVX2/FMA micro-kernel on this CPU (or FASTRNN_BLAS_STEPS=1)")
+    assert not _core.fused_pays(lstm, np.float64, 100, 32, 32, 128)
+    assert not _core.fused_pays(lstm, np.float32, 100, 32, 256, 512)  # GEMM-bound: one big GEMM
+    assert not _core.fused_pays(lstm, np.float32, 100, 1, 32, 128)  # too few rows to pack for

@@ -45,19 +45,22 @@ HOT static void SFX(lstm_row)(int H, REAL *RS gi, REAL *RS gf, REAL *RS gg, REAL
                               const REAL *RS bg, const REAL *RS bo, REAL *RS h, REAL *RS c,
                               REAL *RS y, REAL *RS cp, REAL *RS tc)
 {
+    /* Two passes: one iteration of a single loop chains exp, division, the cell update, exp
+     * and division again, longer than the out-of-order window can overlap across iterations. */
     for (int j = 0; j < H; ++j) {
         REAL i = SFX(sigm)(gi[j] + ri[j] + bi[j]);
         REAL f = SFX(sigm)(gf[j] + rf[j] + bf[j]);
         REAL g = TANH(gg[j] + rg[j] + bg[j]);
         REAL o = SFX(sigm)(go[j] + ro[j] + bo[j]);
-        REAL cn = f * c[j] + i * g;
-        REAL t = TANH(cn);
         cp[j] = c[j];
-        tc[j] = t;
         gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
-        c[j] = cn;
-        h[j] = o * t;
-        y[j] = o * t;
+        c[j] = f * c[j] + i * g;
+    }
+    for (int j = 0; j < H; ++j) {
+        REAL t = TANH(c[j]);
+        tc[j] = t;
+        h[j] = go[j] * t;
+        y[j] = go[j] * t;
     }
 }
 

@@ -111,9 +111,17 @@ fr_smallgemm(int M, int N, int K, const float *A, int lda, const float *P, int a
     for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p) {
         const float *Pp = P + (long)p * K * FR_NR;
         const int n0 = p * FR_NR, nc = N - n0 < FR_NR ? N - n0 : FR_NR;
-        int m = 0;
-        for (; m + FR_MR <= M; m += FR_MR)
+        /* A tile of fewer than 4 rows has fewer than 8 independent accumulators, too few to
+         * cover the FMA latency on two pipes: a remainder of 1..3 rows borrows one full tile
+         * and runs as 4 + 3..5 rows (32 rows: 4x6 + 2x4 instead of 5x6 + 2). */
+        int full = M / FR_MR, rest = M % FR_MR, m = 0;
+        if (rest && rest < 4 && full) { full -= 1; rest += FR_MR; }
+        for (int t = 0; t < full; ++t, m += FR_MR)
             fr_tile(FR_MR, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc);
+        if (rest > FR_MR) {
+            fr_tile(4, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc);
+            m += 4;
+        }
         switch (M - m) { /* constant mr per call, so each remainder tile compiles to its own code */
         case 5: fr_tile(5, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc); break;
         case 4: fr_tile(4, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc); break;

@@ -144,7 +144,7 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int
     REAL *packed = xs + (fused ? (long)nb * D : 0); /* (fr_packed_size(GH, H)) W_hh for STEP_MM */
     REAL *packed_ih = packed + fr_packed_size(GH, H); /* fused: (fr_packed_size(GH, D)) W_ih */
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
-    const int fast = maxlen >= FR_PACK_MIN_STEPS && nb >= FR_PACK_MIN_ROWS && STEP_FAST();
+    const int fast = maxlen >= FR_PACK_MIN_STEPS && FR_PACK_OK_ROWS(nb) && STEP_FAST();
 
     if (lengths) {
         /* Padded positions are never visited: give them defined values (outputs zero, and
@@ -304,7 +304,7 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
      * lengths) or differ from dgx (GRU's n block, scaled by r): then they are gathered in step. */
     const int gathered = (reverse && lengths != NULL) || cell == FR_GRU;
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
-    const int fast = maxlen >= FR_PACK_MIN_STEPS && nb >= FR_PACK_MIN_ROWS && STEP_FAST();
+    const int fast = maxlen >= FR_PACK_MIN_STEPS && FR_PACK_OK_ROWS(nb) && STEP_FAST();
 
     if (lengths) {
         /* Padded positions must contribute nothing to the whole-sequence GEMMs. */

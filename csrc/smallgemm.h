@@ -14,9 +14,10 @@
 /* Packing W_hh costs about one step's product: shorter sequences (a streaming cell's single
  * step) go to BLAS, which packs only what one call needs. */
 #define FR_PACK_MIN_STEPS 4
-/* With fewer rows a tile has too few independent accumulators to hide the FMA latency;
- * BLAS's GEMV is faster there (batch of one: ~15% per training step). */
+/* Two or three rows have too few independent accumulators to hide the FMA latency and go to
+ * BLAS. One row (a batch of one: streaming) has its own kernel, which reads four panels at once. */
 #define FR_PACK_MIN_ROWS 4
+#define FR_PACK_OK_ROWS(nb) ((nb) == 1 || (nb) >= FR_PACK_MIN_ROWS)
 /* The input projection moves into the time loop (fr_recur's fused mode) while the packed W_ih
  * and W_hh together stay this small: each step then reuses them from cache, and the (T,B,G*H)
  * projection never makes a round trip through memory. Larger weights are GEMM-bound either way,
@@ -103,12 +104,42 @@ fr_tile(int mr, int nc, int K, const float *A, int lda, const float *P, int accu
     }
 }
 
+/* One row, four full panels: c (64) = or += a (K) P[p..p+3]. A vector-matrix product streams the
+ * matrix from L2 once per step; eight accumulators over four panel streams keep two FMAs and
+ * two loads in flight per cycle, where one panel at a time waits on the FMA latency. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+fr_row4(int K, const float *a, const float *P, int accumulate, float *c)
+{
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; ++q) acc[q] = _mm256_setzero_ps();
+    const long stride = (long)K * FR_NR;
+    for (int k = 0; k < K; ++k) {
+        __m256 v = _mm256_broadcast_ss(a + k);
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) {
+            const float *pk = P + q * stride + (long)k * FR_NR;
+            acc[2 * q] = _mm256_fmadd_ps(v, _mm256_loadu_ps(pk), acc[2 * q]);
+            acc[2 * q + 1] = _mm256_fmadd_ps(v, _mm256_loadu_ps(pk + 8), acc[2 * q + 1]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; ++q) {
+        if (accumulate) acc[q] = _mm256_add_ps(acc[q], _mm256_loadu_ps(c + 8 * q));
+        _mm256_storeu_ps(c + 8 * q, acc[q]);
+    }
+}
+
 /* C (M,N,ldc) = or += A (M,K,lda) times the packed matrix P (from fr_pack_nt/fr_pack_nn). */
 __attribute__((target("avx2,fma"))) static void
 fr_smallgemm(int M, int N, int K, const float *A, int lda, const float *P, int accumulate,
              float *C, int ldc)
 {
-    for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p) {
+    int p0 = 0;
+    if (M == 1)
+        for (; (p0 + 4) * FR_NR <= N; p0 += 4)
+            fr_row4(K, A, P + (long)p0 * K * FR_NR, accumulate, C + p0 * FR_NR);
+    for (int p = p0; p < (N + FR_NR - 1) / FR_NR; ++p) {
         const float *Pp = P + (long)p * K * FR_NR;
         const int n0 = p * FR_NR, nc = N - n0 < FR_NR ? N - n0 : FR_NR;
         /* A tile of fewer than 4 rows has fewer than 8 independent accumulators, too few to

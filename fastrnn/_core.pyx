@@ -177,6 +177,77 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
     return dh0, dc0
 
 
+cdef inline object _empty(int nd, cnp.npy_intp d0, cnp.npy_intp d1, cnp.npy_intp d2, int typenum):
+    cdef cnp.npy_intp dims[3]
+    dims[0] = d0
+    dims[1] = d1
+    dims[2] = d2
+    return cnp.PyArray_EMPTY(nd, dims, typenum, 0)
+
+
+def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
+    """One step of a cell, x (B,D), h and c (B,H): fr_recur's fused mode with T=1.
+
+    The per-call path of a streaming cell, so everything is checked through NumPy's C API and
+    allocated with PyArray_EMPTY. Returns (h1, c1, saved): c1 None unless LSTM; saved =
+    (x as (1,B,D), (act, hprev, aux)) in training, for backward(), else None.
+    Inputs that are not exactly right (wrong dtype, not contiguous, not an ndarray) raise
+    TypeError/ValueError; the cell classes convert and retry or report."""
+    cdef fr_cell cc = <fr_cell>cell
+    if not cnp.PyArray_Check(x) or cnp.PyArray_NDIM(<cnp.ndarray>x) != 2:
+        raise ValueError("x must be a 2-D numpy array (B, D)")
+    if not cnp.PyArray_Check(w_hh) or cnp.PyArray_NDIM(<cnp.ndarray>w_hh) != 2:
+        raise ValueError("w_hh must be a 2-D numpy array (G*H, H)")
+    if not cnp.PyArray_Check(w_ih) or cnp.PyArray_NDIM(<cnp.ndarray>w_ih) != 2:
+        raise ValueError("w_ih must be a 2-D numpy array (G*H, D)")
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+        raise TypeError(f"x must be float32 or float64, got {x.dtype}")
+    dtype = np.float32 if typenum == cnp.NPY_FLOAT else np.float64
+    cdef int B = cnp.PyArray_DIMS(<cnp.ndarray>x)[0], D = cnp.PyArray_DIMS(<cnp.ndarray>w_ih)[1]
+    cdef int H = cnp.PyArray_DIMS(<cnp.ndarray>w_hh)[1], G = fr_gates(cc), A = fr_aux(cc)
+    cdef bint lstm = cc == FR_LSTM
+    if B < 1 or D < 1 or H < 1:
+        raise ValueError(f"all dimensions must be >= 1, got x {x.shape}, H={H}")
+    cdef void *px = _ptr(x, "x", (B, D), dtype)
+    cdef void *ph = _ptr(h, "h", (B, H), dtype)
+    cdef void *pc = _ptr(c, "c", (B, H), dtype) if lstm else NULL
+    cdef void *pwi = _ptr(w_ih, "w_ih", (G * H, D), dtype)
+    cdef void *pwh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih and b_hh must both be given or both be None")
+    cdef void *pbi = _ptr(b_ih, "b_ih", (G * H,), dtype, True)
+    cdef void *pbh = _ptr(b_hh, "b_hh", (G * H,), dtype, True)
+    h1 = _empty(2, B, H, 0, typenum)
+    c1 = _empty(2, B, H, 0, typenum) if lstm else None
+    y = _empty(3, 1, B, H, typenum)
+    act = _empty(3, 1, B, G * H, typenum) if train else None
+    hprev = _empty(3, 1, B, H, typenum) if train else None
+    aux = _empty(3, 1, B, A * H, typenum) if (train and A) else None
+    ws = _empty(1, fr_forward_ws_size(cc, 1, B, D, H, 1), 0, 0, typenum)
+    cdef void *ph1 = cnp.PyArray_DATA(<cnp.ndarray>h1)
+    cdef void *pc1 = cnp.PyArray_DATA(<cnp.ndarray>c1) if lstm else NULL
+    cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
+    cdef void *pact = cnp.PyArray_DATA(<cnp.ndarray>act) if train else NULL
+    cdef void *php = cnp.PyArray_DATA(<cnp.ndarray>hprev) if train else NULL
+    cdef void *paux = cnp.PyArray_DATA(<cnp.ndarray>aux) if (train and A) else NULL
+    cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
+    if typenum == cnp.NPY_FLOAT:
+        with nogil:
+            fr_recur_f32(cc, 1, B, D, H, 0, B, 0, 1.0, NULL, <float*>px, <float*>pwi, <float*>ph,
+                         <float*>pc, <float*>pwh, <float*>pbi, <float*>pbh, <float*>py, H,
+                         <float*>ph1, <float*>pc1, <float*>pact, <float*>php, <float*>paux, <float*>pws)
+    else:
+        with nogil:
+            fr_recur_f64(cc, 1, B, D, H, 0, B, 0, 1.0, NULL, <double*>px, <double*>pwi, <double*>ph,
+                         <double*>pc, <double*>pwh, <double*>pbi, <double*>pbh, <double*>py, H,
+                         <double*>ph1, <double*>pc1, <double*>pact, <double*>php, <double*>paux,
+                         <double*>pws)
+    if not train:
+        return h1, c1, None
+    return h1, c1, (x.reshape(1, B, D), (act, hprev, aux))
+
+
 # ---- phases: the layer runs batch-row ranges of the time loop on several threads ------------
 
 cdef object _float_dtype(object a, str name):

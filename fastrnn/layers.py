@@ -515,6 +515,20 @@ class _CellBase(_Module):
         return _as_array(h, name, self.dtype, shape=(B, self.hidden_size))
 
     def _step(self, x, h, c):
+        if h is not None and (c is not None or self.mode != "LSTM"):
+            # The per-step path: arrays already of the right dtype, shape and layout go straight
+            # to C (every check is repeated there); anything else is converted below, and errors
+            # are reported with the cell's names and shapes.
+            p = self._params
+            try:
+                h1, c1, saved = _core.cell_step(self._cell, x, h, c, p["weight_ih"], p["weight_hh"],
+                                                p.get("bias_ih"), p.get("bias_hh"), self._recording())
+            except (TypeError, ValueError):
+                pass
+            else:
+                if saved is not None:
+                    self._tape.append(saved)
+                return h1, c1
         x = _as_array(x, "x", self.dtype, ndim=2, layout="(batch, features)")
         if x.shape[1] != self.input_size:
             raise ValueError(f"x must have shape (batch, {self.input_size}), got {x.shape}")
@@ -524,12 +538,10 @@ class _CellBase(_Module):
         h = self._state(h, "h", B)
         c = self._state(c, "c", B) if self.mode == "LSTM" else None
         p = self._params
-        x3 = x.reshape(1, B, self.input_size)
-        y, h1, c1, saved = _core.forward(self._cell, x3, h, c, p["weight_ih"], p["weight_hh"],
-                                         p.get("bias_ih"), p.get("bias_hh"), None, False, None, 0,
-                                         self._recording())
+        h1, c1, saved = _core.cell_step(self._cell, x, h, c, p["weight_ih"], p["weight_hh"],
+                                        p.get("bias_ih"), p.get("bias_hh"), self._recording())
         if saved is not None:
-            self._tape.append((x3, saved))
+            self._tape.append(saved)
         return h1, c1
 
     def _unstep(self, dh1, dc1):

@@ -33,7 +33,7 @@ int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, int itemsize)
 {
     const long bytes = (fr_packed_size(fr_gates(cell) * H, H) + fr_packed_size(fr_gates(cell) * H, D)) * 4L;
     return itemsize == 4 && fr_smallgemm_ok() && T >= FR_PACK_MIN_STEPS && B >= FR_PACK_MIN_ROWS
-           && bytes <= FR_FUSED_MAX_BYTES;
+           && FR_FUSED_ROWS(B, D, H) && bytes <= FR_FUSED_MAX_BYTES;
 }
 
 long fr_backward_ws_size(fr_cell cell, int T, int B, int H)

@@ -521,5 +521,7 @@ def test_fused_mode_is_chosen_for_cache_sized_float32_weights():
     if not _core.fused_pays(lstm, np.float32, 100, 32, 32, 128):
         pytest.skip("no AVX2/FMA micro-kernel on this CPU (or FASTRNN_BLAS_STEPS=1)")
     assert not _core.fused_pays(lstm, np.float64, 100, 32, 32, 128)
-    assert not _core.fused_pays(lstm, np.float32, 100, 32, 256, 512)  # GEMM-bound: one big GEMM
+    assert _core.fused_pays(lstm, np.float32, 100, 32, 256, 512)
+    assert not _core.fused_pays(lstm, np.float32, 100, 32, 1024, 1024)  # weights beyond cache
+    assert not _core.fused_pays(lstm, np.float32, 100, 4, 512, 64)  # little reuse of W_ih
     assert not _core.fused_pays(lstm, np.float32, 100, 1, 32, 128)  # too few rows to pack for

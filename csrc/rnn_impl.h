@@ -72,14 +72,19 @@ HOT static void SFX(gru_row)(int H, REAL *RS gr, REAL *RS gz, REAL *RS gn, const
                              const REAL *RS bz, const REAL *RS bn, const REAL *RS bhn,
                              REAL *RS h, REAL *RS y, REAL *RS hn)
 {
+    /* two passes, as in lstm_row: n's exp and division wait on r's */
     for (int j = 0; j < H; ++j) {
         REAL r = SFX(sigm)(gr[j] + rr[j] + br[j]);
-        REAL z = SFX(sigm)(gz[j] + rz[j] + bz[j]);
         REAL a = rn[j] + bhn[j];
-        REAL n = TANH(gn[j] + bn[j] + r * a);
-        REAL hj = ((REAL)1 - z) * n + z * h[j];
         hn[j] = a;
-        gr[j] = r; gz[j] = z; gn[j] = n;
+        gr[j] = r;
+        gn[j] = gn[j] + bn[j] + r * a;
+    }
+    for (int j = 0; j < H; ++j) {
+        REAL z = SFX(sigm)(gz[j] + rz[j] + bz[j]);
+        REAL n = TANH(gn[j]);
+        REAL hj = ((REAL)1 - z) * n + z * h[j];
+        gz[j] = z; gn[j] = n;
         h[j] = hj;
         y[j] = hj;
     }

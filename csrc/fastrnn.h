@@ -149,6 +149,10 @@ void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, doub
  *   padded positions), dh0/dc0 rows; ws (fr_backward_ws_size(cell, T, b1-b0, H)) private.
  *   dhs (T,B,H) or NULL: out, dL/dh_t, the total gradient w.r.t. the state leaving each
  *   position (zero at padded positions), for gradient-flow diagnostics.
+ *   dbias (G*H, plus H for GRU) or NULL: out, assigned: column sums of this call's dgx rows
+ *   (then, GRU, of its dgh rows) over all steps, i.e. its rows' share of db_ih (= db_hh, except
+ *   GRU's n block of db_hh, which is the dgh part). The caller adds the shares of all row
+ *   ranges to the gradients and passes NULL biases to fr_backward_params.
  * fr_backward_params: whole-sequence GEMMs from dgx/dgh: rows g0..g1-1 of dw_ih, dw_hh, db_ih,
  *   db_hh += ...; rows r0..r1-1 (of T*B) of dx (T,B,D) assigned (accumulated if accumulate_dx),
  *   dx NULL to skip. Calls with disjoint ranges may run concurrently.
@@ -163,7 +167,8 @@ void fr_recur_##S(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int 
 void fr_recur_backward_##S(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,       \
                            double leak, const int *lengths, const R *w_hh, const R *act,         \
                            const R *hprev, const R *aux, const R *dy, int ldy, const R *dh_n,    \
-                           const R *dc_n, R *dh0, R *dc0, R *dgx, R *dgh, R *dhs, R *ws);       \
+                           const R *dc_n, R *dh0, R *dc0, R *dgx, R *dgh, R *dhs, R *dbias,     \
+                           R *ws);                                                                \
 void fr_backward_params_##S(fr_cell cell, int T, int B, int D, int H, int g0, int g1, long r0,   \
                             long r1, const R *x, const R *w_ih, const R *hprev, const R *dgx,    \
                             const R *dgh, R *dx, int accumulate_dx, R *dw_ih, R *dw_hh,          \

@@ -238,6 +238,12 @@ void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, doub
 
 /* ---- backward ------------------------------------------------------------------------- */
 
+/* acc (n) += v (n) */
+HOT static void SFX(add_to)(int n, REAL *RS acc, const REAL *RS v)
+{
+    for (int j = 0; j < n; ++j) acc[j] += v[j];
+}
+
 /* Per-row gradient of one step. dht (H): total gradient w.r.t. the state leaving the step.
  * Writes the gate-pre-activation gradients (d*, and the recurrent-side e* for GRU) and the
  * direct (non-GEMM) part of the gradient w.r.t. the entering state into dhp. */
@@ -295,9 +301,10 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
                             double leak, const int *lengths, const REAL *w_hh, const REAL *act,
                             const REAL *hprev, const REAL *aux, const REAL *dy, int ldy,
                             const REAL *dh_n, const REAL *dc_n, REAL *dh0, REAL *dc0,
-                            REAL *dgx, REAL *dgh, REAL *dhs, REAL *ws)
+                            REAL *dgx, REAL *dgh, REAL *dhs, REAL *dbias, REAL *ws)
 {
     const int GH = fr_gates(cell) * H, nb = b1 - b0;
+    if (dbias) memset(dbias, 0, sizeof(REAL) * (GH + (cell == FR_GRU ? H : 0)));
     REAL *dh = ws;                      /* (nb,H) gradient w.r.t. the state leaving step s */
     REAL *dhp = ws + (long)nb * H;      /* (nb,H) same for the state entering step s */
     REAL *dc = ws + 2L * nb * H;        /* (nb,H) LSTM cell-state gradient, updated in place */
@@ -363,6 +370,12 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
                 break;
             }
             if (gathered && cell != FR_GRU) memcpy(step + (long)i * GH, d, sizeof(REAL) * GH);
+            if (dbias) {
+                /* bias gradients while the row is in L1: a separate pass over dgx after the
+                 * loop re-read the whole (T,B,G*H) buffer from memory */
+                SFX(add_to)(GH, dbias, d);
+                if (cell == FR_GRU) SFX(add_to)(H, dbias + GH, dgh + row * H);
+            }
         }
         const REAL *dstep = gathered
             ? step : dgx + ((long)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
@@ -425,7 +438,7 @@ void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, dou
                       REAL *dgx, REAL *dgh, REAL *ws)
 {
     SFX(fr_recur_backward)(cell, T, B, H, 0, B, reverse, leak, lengths, w_hh, act, hprev, aux,
-                           dy, ldy, dh_n, dc_n, dh0, dc0, dgx, dgh, NULL, ws);
+                           dy, ldy, dh_n, dc_n, dh0, dc0, dgx, dgh, NULL, NULL, ws);
     SFX(fr_backward_params)(cell, T, B, D, H, 0, fr_gates(cell) * H, 0, (long)T * B, x, w_ih,
                             hprev, dgx, dgh, dx, accumulate_dx, dw_ih, dw_hh, db_ih, db_hh);
 }

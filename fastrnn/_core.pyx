@@ -37,12 +37,12 @@ cdef extern from "fastrnn.h":
                                double leak, const int *lengths, const float *w_hh, const float *act,
                                const float *hprev, const float *aux, const float *dy, int ldy,
                                const float *dh_n, const float *dc_n, float *dh0, float *dc0,
-                               float *dgx, float *dgh, float *dhs, float *ws) nogil
+                               float *dgx, float *dgh, float *dhs, float *dbias, float *ws) nogil
     void fr_recur_backward_f64(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
                                double leak, const int *lengths, const double *w_hh, const double *act,
                                const double *hprev, const double *aux, const double *dy, int ldy,
                                const double *dh_n, const double *dc_n, double *dh0, double *dc0,
-                               double *dgx, double *dgh, double *dhs, double *ws) nogil
+                               double *dgx, double *dgh, double *dhs, double *dbias, double *ws) nogil
     void fr_backward_params_f32(fr_cell cell, int T, int B, int D, int H, int g0, int g1,
                                 long r0, long r1, const float *x,
                                 const float *w_ih, const float *hprev, const float *dgx,
@@ -353,8 +353,10 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b
 
 
 def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, hprev, aux,
-                   dy, int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0, dhs=None):
-    """Reverse time loop for batch rows b0..b1-1; writes their rows of dgx/dgh, dh0, dc0."""
+                   dy, int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0, dhs=None,
+                   dbias=None):
+    """Reverse time loop for batch rows b0..b1-1; writes their rows of dgx/dgh, dh0, dc0, and
+    with dbias (G*H, + H for GRU) these rows' share of the bias gradients (assigned)."""
     dtype = _float_dtype(act, "act")
     if act.ndim != 3 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("act must be 3-D and w_hh 2-D")
@@ -382,6 +384,7 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
     cdef void *pdgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
     cdef void *pdgh = _ptr(dgh, "dgh", (T, B, H), dtype) if c == FR_GRU else NULL
     cdef void *pdhs = _ptr(dhs, "dhs", (T, B, H), dtype, True)
+    cdef void *pdb = _ptr(dbias, "dbias", (G * H + (H if c == FR_GRU else 0),), dtype, True)
     ws = np.empty(fr_backward_ws_size(c, T, b1 - b0, H), dtype=dtype)
     cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     cdef const int *plen = <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths) if lengths is not None else NULL
@@ -393,13 +396,13 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
             fr_recur_backward_f32(c, T, B, H, b0, b1, reverse, leak, plen, <float*>pwh, <float*>pact,
                                   <float*>php, <float*>paux, <float*>pdy, W, <float*>pdhn,
                                   <float*>pdcn, <float*>pdh0, <float*>pdc0, <float*>pdgx,
-                                  <float*>pdgh, <float*>pdhs, <float*>pws)
+                                  <float*>pdgh, <float*>pdhs, <float*>pdb, <float*>pws)
     else:
         with nogil:
             fr_recur_backward_f64(c, T, B, H, b0, b1, reverse, leak, plen, <double*>pwh, <double*>pact,
                                   <double*>php, <double*>paux, <double*>pdy, W, <double*>pdhn,
                                   <double*>pdcn, <double*>pdh0, <double*>pdc0, <double*>pdgx,
-                                  <double*>pdgh, <double*>pdhs, <double*>pws)
+                                  <double*>pdgh, <double*>pdhs, <double*>pdb, <double*>pws)
 
 
 def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, dgx, dgh, dx,

@@ -402,19 +402,31 @@ class _RNNBase(_Module):
                 # scratch shared by all layers: every layer's gate gradients have one shape
                 dgx = self._buffer(("dgx", d), (T, B, G * H))
                 dgh = self._buffer(("dgh", d), (T, B, H)) if self.mode == "GRU" else None
+                # each row range's share of the bias gradients, summed by the time loop
+                dbias = (np.empty((len(chunks), G * H + (H if self.mode == "GRU" else 0)), self.dtype)
+                         if self.bias else [None] * len(chunks))
                 tasks += [partial(_core.recur_backward, self._cell, b0, b1, bool(d), lengths, p[w_hh],
                                   act, hprev, aux, dy, d * H, None if dh_n is None else dh_n[k],
                                   None if dc_n is None else dc_n[k], dh0[k],
-                                  None if dc0 is None else dc0[k], dgx, dgh, self.leak, dhs_all[k])
-                          for b0, b1 in chunks]
-                grads.append((dgx, dgh))
+                                  None if dc0 is None else dc0[k], dgx, dgh, self.leak, dhs_all[k],
+                                  dbias[i])
+                          for i, (b0, b1) in enumerate(chunks)]
+                grads.append((dgx, dgh, dbias))
             _run(tasks)
             dx = np.empty(inp.shape, self.dtype)
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = self._names(layer, d)
-                dgx, dgh = grads[d]
+                dgx, dgh, dbias = grads[d]
                 _params_grads(self._cell, inp, p[w_ih], saved[d][1], dgx, dgh, dx, d > 0,
-                              (g[w_ih], g[w_hh], g.get(b_ih), g.get(b_hh)))
+                              (g[w_ih], g[w_hh], None, None))
+                if self.bias:
+                    db = dbias.sum(axis=0) if len(dbias) > 1 else dbias[0]
+                    g[b_ih] += db[:G * H]
+                    if self.mode == "GRU":  # the n block of b_hh sits inside r*(.): dgh's sums
+                        g[b_hh][:2 * H] += db[:2 * H]
+                        g[b_hh][2 * H:] += db[G * H:]
+                    else:
+                        g[b_hh] += db[:G * H]
             dy = dx
         if state_grads:
             self.state_grads = dhs_all

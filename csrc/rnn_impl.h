@@ -175,7 +175,11 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int
     memcpy(h, h0 + (long)b0 * H, sizeof(REAL) * nb * H);
     if (cell == FR_LSTM) memcpy(c, c0 + (long)b0 * H, sizeof(REAL) * nb * H);
 
+    /* A training forward keeps the activations in act: the projection then goes straight
+     * into act's rows, which sit together unless lengths differ in the reverse direction. */
+    const int direct = fused && hprev && !(reverse && lengths);
     for (int s = 0; s < maxlen; ++s) {
+        REAL *gxs = direct ? act + ((long)(reverse ? T - 1 - s : s) * B + b0) * GH : gx;
         if (fused) {
             /* The input projection of this step's rows, while W_ih is still in cache: no
              * (T,B,G*H) pass through memory. Rows share one time position unless lengths
@@ -189,8 +193,8 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int
                 }
                 xa = xs;
             }
-            if (fast) STEP_MM(nb, GH, D, xa, D, packed_ih, 0, gx, GH);
-            else SFX(gemm)(0, 1, nb, GH, D, xa, D, w_ih, D, (REAL)0, gx, GH);
+            if (fast) STEP_MM(nb, GH, D, xa, D, packed_ih, 0, gxs, GH);
+            else SFX(gemm)(0, 1, nb, GH, D, xa, D, w_ih, D, (REAL)0, gxs, GH);
         }
         if (fast) STEP_MM(nb, GH, H, h, H, packed, 0, gh, GH);
         else SFX(gemm)(0, 1, nb, GH, H, h, H, w_hh, H, (REAL)0, gh, GH);
@@ -199,7 +203,7 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int
             if (lengths && s >= lengths[b]) continue;
             const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
             REAL *hb = h + (long)i * H;
-            REAL *gxr = fused ? gx + (long)i * GH : act + row * GH, *yr = y + row * ldy;
+            REAL *gxr = fused && !direct ? gx + (long)i * GH : act + row * GH, *yr = y + row * ldy;
             const REAL *ghr = gh + (long)i * GH;
             REAL *auxr = hprev ? aux + row * A * H : aux_scratch;
             if (hprev) memcpy(hprev + row * H, hb, sizeof(REAL) * H);
@@ -217,7 +221,7 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int
                 SFX(rnn_row)(H, cell == FR_RNN_RELU, (REAL)leak, gxr, ghr, bias, hb, yr);
                 break;
             }
-            if (fused && hprev) memcpy(act + row * GH, gxr, sizeof(REAL) * GH);
+            if (fused && hprev && !direct) memcpy(act + row * GH, gxr, sizeof(REAL) * GH);
         }
     }
     memcpy(h_n + (long)b0 * H, h, sizeof(REAL) * nb * H);

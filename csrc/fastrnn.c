@@ -1,4 +1,5 @@
 /* Instantiates the kernels of rnn_impl.h for float32 and float64; see fastrnn.h. */
+#define _POSIX_C_SOURCE 200809L /* sched_yield under -std=c99 */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -6,6 +7,35 @@
 #include <cblas.h>
 #include "fastrnn.h"
 #include "smallgemm.h"
+#if defined(__unix__) || defined(__APPLE__)
+#include <sched.h>
+#define FR_YIELD() sched_yield()
+#else
+#define FR_YIELD() ((void)0)
+#endif
+
+/* Barrier of the n cooperating calls of fr_recur_units / fr_recur_backward_units, over
+ * sync[0] (arrivals) and sync[1] (generation). Waiters spin briefly (a step takes microseconds,
+ * so the partner is normally about to arrive), then yield the CPU: if the partner thread is
+ * descheduled on a busy machine, spinning would only delay it. */
+static void fr_barrier(int *sync, int n)
+{
+    const int gen = __atomic_load_n(&sync[1], __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&sync[0], 1, __ATOMIC_ACQ_REL) == n) {
+        __atomic_store_n(&sync[0], 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&sync[1], gen + 1, __ATOMIC_RELEASE);
+        return;
+    }
+    for (int spins = 0; __atomic_load_n(&sync[1], __ATOMIC_ACQUIRE) == gen; ++spins) {
+        if (spins < 2000) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            FR_YIELD();
+        }
+    }
+}
 
 /* The pointwise gate loops are compiled twice, for AVX2 and for the baseline ISA, and picked at
  * load time: a portable build still runs them 8 floats wide where the CPU allows. With
@@ -27,6 +57,13 @@ long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused)
     return (long)B * GH + 2L * B * H + (long)fr_aux(cell) * H + GH + H
            + (pack ? fr_packed_size(GH, H) : 0)
            + (fused ? (long)B * GH + (long)B * D + (pack ? fr_packed_size(GH, D) : 0) : 0);
+}
+
+long fr_units_ws_size(fr_cell cell, int T, int H, int nu, int backward)
+{
+    const int GU = fr_gates(cell) * nu, pack = T >= FR_PACK_MIN_STEPS;
+    if (backward) return 3L * nu + GU + (pack ? fr_packed_size(H, GU) : 0);
+    return 2L * GU + 2L * nu + (long)fr_aux(cell) * nu + (pack ? fr_packed_size(GU, H) : 0);
 }
 
 int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, int itemsize)
@@ -91,6 +128,8 @@ static inline float fr_tanhf(float x)
 #define STEP_PACK_NT fr_pack_nt
 #define STEP_PACK_NN fr_pack_nn
 #define STEP_MM fr_smallgemm
+#define STEP_PACK_NT_UNITS fr_pack_nt_units
+#define STEP_PACK_NN_UNITS fr_pack_nn_units
 #include "rnn_impl.h"
 #undef REAL
 #undef SFX
@@ -102,6 +141,8 @@ static inline float fr_tanhf(float x)
 #undef STEP_PACK_NT
 #undef STEP_PACK_NN
 #undef STEP_MM
+#undef STEP_PACK_NT_UNITS
+#undef STEP_PACK_NN_UNITS
 
 /* float64 versions of the same idea: |r| <= ln2/2 and a degree-12 Taylor polynomial (truncation
  * below 2e-16 relative), ln2 split in two parts for an exact reduction, 2^n built in the
@@ -150,6 +191,8 @@ static inline double fr_tanh(double x)
 #define STEP_PACK_NT(N, K, W, P) ((void)(P))
 #define STEP_PACK_NN(N, K, W, P) ((void)(P))
 #define STEP_MM(M, N, K, A, lda, P, acc, C, ldc) ((void)(C))
+#define STEP_PACK_NT_UNITS(G, H, u0, nu, K, W, P) ((void)(P))
+#define STEP_PACK_NN_UNITS(G, H, u0, nu, N, W, P) ((void)(P))
 #include "rnn_impl.h"
 #undef REAL
 #undef SFX
@@ -161,3 +204,5 @@ static inline double fr_tanh(double x)
 #undef STEP_PACK_NT
 #undef STEP_PACK_NN
 #undef STEP_MM
+#undef STEP_PACK_NT_UNITS
+#undef STEP_PACK_NN_UNITS

@@ -173,6 +173,31 @@ void fr_backward_params_##S(fr_cell cell, int T, int B, int D, int H, int g0, in
                             long r1, const R *x, const R *w_ih, const R *hprev, const R *dgx,    \
                             const R *dgh, R *dx, int accumulate_dx, R *dw_ih, R *dw_hh,          \
                             R *db_ih, R *db_hh);
+/*
+ * A batch of one (B = 1, no lengths), split by hidden units instead of rows: `parts` calls run
+ * concurrently, call k owning units [u0, u1) of every gate block (the ranges tile 0..H-1), and
+ * they meet at a barrier once per step. They must all be started (one thread each), or they wait
+ * forever; all get the same arguments except u0, u1, part (0..parts-1) and ws.
+ *   Buffers as in fr_recur / fr_recur_backward with B = 1; act holds fr_project's output.
+ *   sync (2) ints, zero before the calls; shared: (2*H) forward, (2*parts*H) backward.
+ *   ws (fr_units_ws_size(cell, T, H, u1-u0, backward)) private to the call.
+ *   dbias as in fr_recur_backward, but each call fills only its units' entries (others zero).
+ */
+long fr_units_ws_size(fr_cell cell, int T, int H, int nu, int backward);
+#define FR_UNITS(R, S)                                                                            \
+void fr_recur_units_##S(fr_cell cell, int T, int H, int u0, int u1, int parts, int reverse,      \
+                        double leak, const R *h0, const R *c0, const R *w_hh, const R *b_ih,     \
+                        const R *b_hh, R *y, int ldy, R *h_n, R *c_n, R *act, R *hprev, R *aux,  \
+                        int *sync, R *shared, R *ws);                                             \
+void fr_recur_backward_units_##S(fr_cell cell, int T, int H, int u0, int u1, int part, int parts,\
+                                 int reverse, double leak, const R *w_hh, const R *act,          \
+                                 const R *hprev, const R *aux, const R *dy, int ldy,             \
+                                 const R *dh_n, const R *dc_n, R *dh0, R *dc0, R *dgx, R *dgh,   \
+                                 R *dhs, R *dbias, int *sync, R *shared, R *ws);
+FR_UNITS(float, f32)
+FR_UNITS(double, f64)
+#undef FR_UNITS
+
 FR_PHASES(float, f32)
 FR_PHASES(double, f64)
 #undef FR_PHASES

@@ -446,3 +446,145 @@ void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, dou
     SFX(fr_backward_params)(cell, T, B, D, H, 0, fr_gates(cell) * H, 0, (long)T * B, x, w_ih,
                             hprev, dgx, dgh, dx, accumulate_dx, dw_ih, dw_hh, db_ih, db_hh);
 }
+
+/* ---- batch of one, hidden units split across cooperating calls ---------------------------- */
+/* A single sequence has no batch rows to share out, so each of `parts` calls (one per thread)
+ * owns the hidden units [u0, u1) of every gate block: it streams only its rows of W_hh, which
+ * stay in its core's L2, and the calls meet at a barrier once per step (fastrnn.h). */
+
+void SFX(fr_recur_units)(fr_cell cell, int T, int H, int u0, int u1, int parts, int reverse,
+                         double leak, const REAL *h0, const REAL *c0, const REAL *w_hh,
+                         const REAL *b_ih, const REAL *b_hh, REAL *y, int ldy, REAL *h_n,
+                         REAL *c_n, REAL *act, REAL *hprev, REAL *aux, int *sync, REAL *shared,
+                         REAL *ws)
+{
+    const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell), nu = u1 - u0, GU = G * nu;
+    REAL *gh = ws;                 /* (GU) recurrent projection of the owned gate rows */
+    REAL *c = gh + GU;             /* (nu) owned cell state, LSTM */
+    REAL *bias = c + nu;           /* (GU+nu) owned biases, as gate loops add them */
+    REAL *aux_scratch = bias + GU + nu; /* (A*nu) inference's unkept aux */
+    REAL *packed = aux_scratch + (long)A * nu; /* (fr_packed_size(GU, H)) owned rows of W_hh */
+    REAL *hb[2] = {shared, shared + H}; /* (H) each: the state entering even / odd steps */
+    const int fast = T >= FR_PACK_MIN_STEPS && STEP_FAST();
+
+    for (int k = 0; k < GU + nu; ++k) bias[k] = 0;
+    if (b_ih) {
+        for (int g = 0; g < G; ++g)
+            for (int j = 0; j < nu; ++j)
+                bias[g * nu + j] = b_ih[g * H + u0 + j] + b_hh[g * H + u0 + j];
+        if (cell == FR_GRU)
+            for (int j = 0; j < nu; ++j) {
+                bias[2 * nu + j] = b_ih[2 * H + u0 + j];
+                bias[3 * nu + j] = b_hh[2 * H + u0 + j];
+            }
+    }
+    if (fast) STEP_PACK_NT_UNITS(G, H, u0, nu, H, w_hh, packed);
+    memcpy(hb[0] + u0, h0 + u0, sizeof(REAL) * nu);
+    if (cell == FR_LSTM) memcpy(c, c0 + u0, sizeof(REAL) * nu);
+    fr_barrier(sync, parts);
+
+    for (int s = 0; s < T; ++s) {
+        const REAL *cur = hb[s & 1];
+        REAL *nxt = hb[(s + 1) & 1] + u0;
+        if (fast) STEP_MM(1, GU, H, cur, H, packed, 0, gh, GU);
+        else
+            for (int g = 0; g < G; ++g)
+                SFX(gemm)(0, 1, 1, nu, H, cur, H, w_hh + ((long)g * H + u0) * H, H, (REAL)0, gh + g * nu, nu);
+        const long row = reverse ? T - 1 - s : s;
+        REAL *gx = act + row * GH, *yr = y + row * ldy + u0;
+        REAL *auxr = hprev ? aux + row * A * H : NULL;
+        if (hprev) memcpy(hprev + row * H + u0, cur + u0, sizeof(REAL) * nu);
+        memcpy(nxt, cur + u0, sizeof(REAL) * nu); /* GRU and leaky units read the old state */
+        switch (cell) {
+        case FR_LSTM:
+            SFX(lstm_row)(nu, gx + u0, gx + H + u0, gx + 2 * H + u0, gx + 3 * H + u0, gh, gh + nu,
+                          gh + 2 * nu, gh + 3 * nu, bias, bias + nu, bias + 2 * nu, bias + 3 * nu,
+                          nxt, c, yr, auxr ? auxr + u0 : aux_scratch,
+                          auxr ? auxr + H + u0 : aux_scratch + nu);
+            break;
+        case FR_GRU:
+            SFX(gru_row)(nu, gx + u0, gx + H + u0, gx + 2 * H + u0, gh, gh + nu, gh + 2 * nu, bias,
+                         bias + nu, bias + 2 * nu, bias + 3 * nu, nxt, yr,
+                         auxr ? auxr + u0 : aux_scratch);
+            break;
+        default:
+            SFX(rnn_row)(nu, cell == FR_RNN_RELU, (REAL)leak, gx + u0, gh, bias, nxt, yr);
+            break;
+        }
+        fr_barrier(sync, parts); /* every part's units of the next state are written */
+    }
+    memcpy(h_n + u0, hb[T & 1] + u0, sizeof(REAL) * nu);
+    if (cell == FR_LSTM) memcpy(c_n + u0, c, sizeof(REAL) * nu);
+}
+
+void SFX(fr_recur_backward_units)(fr_cell cell, int T, int H, int u0, int u1, int part, int parts,
+                                  int reverse, double leak, const REAL *w_hh, const REAL *act,
+                                  const REAL *hprev, const REAL *aux, const REAL *dy, int ldy,
+                                  const REAL *dh_n, const REAL *dc_n, REAL *dh0, REAL *dc0,
+                                  REAL *dgx, REAL *dgh, REAL *dhs, REAL *dbias, int *sync,
+                                  REAL *shared, REAL *ws)
+{
+    const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell), nu = u1 - u0, GU = G * nu;
+    REAL *dh = ws;            /* (nu) gradient w.r.t. the owned units of the state leaving s */
+    REAL *dhp = dh + nu;      /* (nu) its direct (non-W_hh) part for the state entering s */
+    REAL *dc = dhp + nu;      /* (nu) owned cell-state gradient, LSTM */
+    REAL *e = dc + nu;        /* (GU) owned recurrent-side gate gradients */
+    REAL *packed = e + GU;    /* (fr_packed_size(H, GU)) owned rows of W_hh, for e W_own */
+    /* shared (2*parts*H): each part's product e W_own (all H units), for even / odd steps */
+    const int fast = T >= FR_PACK_MIN_STEPS && STEP_FAST();
+
+    if (dbias) memset(dbias, 0, sizeof(REAL) * (GH + (cell == FR_GRU ? H : 0)));
+    if (fast) STEP_PACK_NN_UNITS(G, H, u0, nu, H, w_hh, packed);
+    if (dh_n) memcpy(dh, dh_n + u0, sizeof(REAL) * nu);
+    else memset(dh, 0, sizeof(REAL) * nu);
+    if (cell == FR_LSTM) {
+        if (dc_n) memcpy(dc, dc_n + u0, sizeof(REAL) * nu);
+        else memset(dc, 0, sizeof(REAL) * nu);
+    }
+    for (int s = T - 1; s >= 0; --s) {
+        const long row = reverse ? T - 1 - s : s;
+        const REAL *a = act + row * GH;
+        REAL *d = dgx + row * GH;
+        if (dy) SFX(add_to)(nu, dh, dy + row * ldy + u0);
+        if (dhs) memcpy(dhs + row * H + u0, dh, sizeof(REAL) * nu);
+        switch (cell) {
+        case FR_LSTM: {
+            const REAL *ar = aux + row * A * H;
+            SFX(lstm_row_bwd)(nu, a + u0, a + H + u0, a + 2 * H + u0, a + 3 * H + u0, ar + u0,
+                              ar + H + u0, dh, dc, d + u0, d + H + u0, d + 2 * H + u0,
+                              d + 3 * H + u0, dhp);
+            break;
+        }
+        case FR_GRU:
+            SFX(gru_row_bwd)(nu, a + u0, a + H + u0, a + 2 * H + u0, aux + row * H + u0,
+                             hprev + row * H + u0, dh, d + u0, d + H + u0, d + 2 * H + u0, e,
+                             e + nu, e + 2 * nu, dhp);
+            memcpy(dgh + row * H + u0, e + 2 * nu, sizeof(REAL) * nu);
+            break;
+        default:
+            SFX(rnn_row_bwd)(nu, cell == FR_RNN_RELU, (REAL)leak, a + u0, dh, d + u0, dhp);
+            break;
+        }
+        if (cell != FR_GRU)
+            for (int g = 0; g < G; ++g) memcpy(e + g * nu, d + g * H + u0, sizeof(REAL) * nu);
+        if (dbias) {
+            for (int g = 0; g < G; ++g) SFX(add_to)(nu, dbias + g * H + u0, d + g * H + u0);
+            if (cell == FR_GRU) SFX(add_to)(nu, dbias + GH + u0, e + 2 * nu);
+        }
+        REAL *mine = shared + ((long)(s & 1) * parts + part) * H;
+        if (fast) STEP_MM(1, H, GU, e, GU, packed, 0, mine, H);
+        else {
+            memset(mine, 0, sizeof(REAL) * H);
+            for (int g = 0; g < G; ++g)
+                SFX(gemm)(0, 0, 1, H, nu, e + g * nu, nu, w_hh + ((long)g * H + u0) * H, H, (REAL)1, mine, H);
+        }
+        fr_barrier(sync, parts); /* every part's product for this step is written */
+        for (int j = 0; j < nu; ++j) {
+            REAL v = dhp[j];
+            for (int q = 0; q < parts; ++q) v += shared[((long)(s & 1) * parts + q) * H + u0 + j];
+            dh[j] = v;
+        }
+    }
+    memcpy(dh0 + u0, dh, sizeof(REAL) * nu);
+    if (cell == FR_LSTM) memcpy(dc0 + u0, dc, sizeof(REAL) * nu);
+}

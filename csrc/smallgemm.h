@@ -51,6 +51,35 @@ static void fr_pack_nn(int N, int K, const float *W /* (K,N) */, float *P /* fr_
             }
 }
 
+/* The same two packings for the rows of W that one unit range [u0, u0+nu) owns in each of the
+ * G gate blocks of H rows (fr_recur_units): packed row q is W's row (q/nu)*H + u0 + q%nu. */
+static inline long fr_unit_row(int q, int nu, int H, int u0) { return (long)(q / nu) * H + u0 + q % nu; }
+
+static void fr_pack_nt_units(int G, int H, int u0, int nu, int K, const float *W /* (G*H,K) */,
+                             float *P /* fr_packed_size(G*nu, K) */)
+{
+    const int N = G * nu;
+    for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p)
+        for (int k = 0; k < K; ++k)
+            for (int j = 0; j < FR_NR; ++j) {
+                int n = p * FR_NR + j;
+                P[((long)p * K + k) * FR_NR + j] = n < N ? W[fr_unit_row(n, nu, H, u0) * K + k] : 0.0f;
+            }
+}
+
+/* For C = A W_own with W_own (G*nu, N) the owned rows of W (G*H, N): K = G*nu. */
+static void fr_pack_nn_units(int G, int H, int u0, int nu, int N, const float *W /* (G*H,N) */,
+                             float *P /* fr_packed_size(N, G*nu) */)
+{
+    const int K = G * nu;
+    for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p)
+        for (int k = 0; k < K; ++k)
+            for (int j = 0; j < FR_NR; ++j) {
+                int n = p * FR_NR + j;
+                P[((long)p * K + k) * FR_NR + j] = n < N ? W[fr_unit_row(k, nu, H, u0) * N + n] : 0.0f;
+            }
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define FR_HAVE_SMALLGEMM 1

@@ -94,6 +94,28 @@ def _project(cell, x, w_ih, act):
           for r0, r1 in _chunks(T * B, _parts(T * B * GH * D, T * B))])
 
 
+# A batch of one has no rows to share: its time loop is split by hidden units into two calls
+# that meet at a barrier every step (fr_recur_units), when a step has enough work to pay for
+# the barrier. Exactly two parts: the caller always runs part 0, so a queued part 1 always
+# finds its partner running, whatever else the pool is doing (more parts could deadlock).
+# "force": None (heuristic) or True/False (tests).
+_UNITS = {"force": None, "min_work": 1 << 14}
+
+
+def _unit_split(T, B, H, G, dirs, lengths):
+    """[(u0, u1), (u1, H)] when the batch-of-one time loop should be split by units, else None."""
+    force = _UNITS["force"]
+    ok = B == 1 and dirs == 1 and lengths is None and H >= 2 and _threads["n"] >= 2
+    if force is not None:
+        ok = ok and force
+    else:
+        ok = ok and T >= 4 and G * H * H >= _UNITS["min_work"]
+    if not ok:
+        return None
+    mid = max(1, min(H - 1, int(round(H / 2 / 8)) * 8))  # 8-unit boundaries keep the gate loops vectorised
+    return [(0, mid), (mid, H)]
+
+
 # None: fused time loops where the C heuristic says they pay; True/False forces them (tests).
 _FUSED = {"force": None}
 
@@ -327,6 +349,7 @@ class _RNNBase(_Module):
         c_n = np.empty(S, self.dtype) if self.mode == "LSTM" else None
         G = _GATES[self.mode]
         chunks = _plan(T, B, H, G, dirs)
+        units = _unit_split(T, B, H, G, dirs, lengths)
         layers = []
         inp = x
         for layer in range(self.num_layers):
@@ -335,12 +358,21 @@ class _RNNBase(_Module):
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = (self._params.get(n) for n in self._names(layer, d))
                 k = layer * dirs + d
-                fused = _fused(self._cell, self.dtype, T, chunks, inp.shape[2], H)
+                fused = units is None and _fused(self._cell, self.dtype, T, chunks, inp.shape[2], H)
                 act = self._buffer(("act", k), (T, B, G * H)) if record or not fused else None
                 hprev = self._buffer(("hprev", k), (T, B, H)) if record else None
                 aux = self._buffer(("aux", k), (T, B, _AUX[self.mode] * H)) if record else None
                 if not fused:
                     _project(self._cell, inp, w_ih, act)
+                if units is not None:
+                    sync, shared = np.zeros(2, np.intc), np.empty(2 * H, self.dtype)
+                    tasks += [partial(_core.recur_units, self._cell, u0, u1, len(units), bool(d), h0[k],
+                                      None if c0 is None else c0[k], w_hh, b_ih, b_hh, y, d * H, h_n[k],
+                                      None if c_n is None else c_n[k], act, hprev, aux, self.leak,
+                                      sync, shared)
+                              for u0, u1 in units]
+                    saved.append((act, hprev, aux))
+                    continue
                 tasks += [partial(_core.recur, self._cell, b0, b1, bool(d), lengths, h0[k],
                                   None if c0 is None else c0[k], w_hh, b_ih, b_hh, y, d * H, h_n[k],
                                   None if c_n is None else c_n[k], act, hprev, aux, self.leak,
@@ -388,6 +420,7 @@ class _RNNBase(_Module):
         dc0 = np.empty(S, self.dtype) if self.mode == "LSTM" else None
         G = _GATES[self.mode]
         chunks = _plan(T, B, H, G, dirs)
+        units = _unit_split(T, B, H, G, dirs, lengths)
         p, g = self._params, self.grads
         dhs_all = [np.empty((T, B, H), self.dtype) if state_grads else None for _ in range(S[0])]
         for layer in reversed(range(self.num_layers)):
@@ -403,15 +436,26 @@ class _RNNBase(_Module):
                 dgx = self._buffer(("dgx", d), (T, B, G * H))
                 dgh = self._buffer(("dgh", d), (T, B, H)) if self.mode == "GRU" else None
                 # each row range's share of the bias gradients, summed by the time loop
-                dbias = (np.empty((len(chunks), G * H + (H if self.mode == "GRU" else 0)), self.dtype)
-                         if self.bias else [None] * len(chunks))
+                parts = len(units) if units is not None else len(chunks)
+                dbias = (np.empty((parts, G * H + (H if self.mode == "GRU" else 0)), self.dtype)
+                         if self.bias else [None] * parts)
+                grads.append((dgx, dgh, dbias))
+                if units is not None:
+                    sync, shared = np.zeros(2, np.intc), np.empty(2 * parts * H, self.dtype)
+                    tasks += [partial(_core.recur_backward_units, self._cell, u0, u1, i, parts, bool(d),
+                                      p[w_hh], act, hprev, aux, dy, d * H,
+                                      None if dh_n is None else dh_n[k],
+                                      None if dc_n is None else dc_n[k], dh0[k],
+                                      None if dc0 is None else dc0[k], dgx, dgh, self.leak,
+                                      dhs_all[k], dbias[i], sync, shared)
+                              for i, (u0, u1) in enumerate(units)]
+                    continue
                 tasks += [partial(_core.recur_backward, self._cell, b0, b1, bool(d), lengths, p[w_hh],
                                   act, hprev, aux, dy, d * H, None if dh_n is None else dh_n[k],
                                   None if dc_n is None else dc_n[k], dh0[k],
                                   None if dc0 is None else dc0[k], dgx, dgh, self.leak, dhs_all[k],
                                   dbias[i])
                           for i, (b0, b1) in enumerate(chunks)]
-                grads.append((dgx, dgh, dbias))
             _run(tasks)
             dx = np.empty(inp.shape, self.dtype)
             for d in range(dirs):

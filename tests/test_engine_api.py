@@ -525,3 +525,44 @@ def test_fused_mode_is_chosen_for_cache_sized_float32_weights():
     assert not _core.fused_pays(lstm, np.float32, 100, 32, 1024, 1024)  # weights beyond cache
     assert not _core.fused_pays(lstm, np.float32, 100, 4, 512, 64)  # little reuse of W_ih
     assert not _core.fused_pays(lstm, np.float32, 100, 1, 32, 128)  # too few rows to pack for
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("H,layers", [(24, 2), (5, 1)])
+def test_batch_of_one_unit_split_equals_single_thread(monkeypatch, mode, dtype, H, layers):
+    """A batch of one runs its time loops as two calls owning halves of the hidden units, which
+    meet at a barrier every step; the result must equal the one-thread loop (state, outputs,
+    all gradients, the per-step dL/dh_t), with packed weights (float32, T >= 4) and BLAS."""
+    import fastrnn.layers as L
+    rng = np.random.default_rng(3)
+    T, D = 9, 3
+    m = make(mode, D=D, H=H, dtype=dtype, num_layers=layers)
+    if mode == "RNN_TANH":
+        m.leak = 0.7
+    x = rng.standard_normal((T, 1, D)).astype(dtype)
+    dy = rng.standard_normal((T, 1, H)).astype(dtype)
+    dh = rng.standard_normal((layers, 1, H)).astype(dtype)
+    h0 = rng.standard_normal((layers, 1, H)).astype(dtype)
+    state = (h0, h0 * 0.5) if mode == "LSTM" else h0
+    before = fr.get_num_threads()
+    got = {}
+    try:
+        fr.set_num_threads(2)
+        for split in (False, True):
+            monkeypatch.setitem(L._UNITS, "force", split)
+            assert (L._unit_split(T, 1, H, 4, 1, None) is not None) == split
+            m.train()
+            m.zero_grad()
+            y, hn, cn = fwd(m, x, state)
+            if mode == "LSTM":
+                dx, (dh0, dc0) = m.backward(dy, (dh, dh * 0.3), state_grads=True)
+            else:
+                dx, dh0 = m.backward(dy, dh, state_grads=True)
+            m.eval()
+            got[split] = ([y, hn, dx, dh0, fwd(m, x, state)[0]] + list(m.state_grads)
+                          + [m.grads[k].copy() for k in sorted(m.grads)])
+    finally:
+        fr.set_num_threads(before)
+    for a, b in zip(got[True], got[False]):
+        close(a, b, dtype, "grad", "unit split vs rows")

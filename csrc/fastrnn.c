@@ -14,28 +14,59 @@
 #define FR_YIELD() ((void)0)
 #endif
 
-/* Barrier of the n cooperating calls of fr_recur_units / fr_recur_backward_units, over
- * sync[0] (arrivals) and sync[1] (generation). Waiters spin briefly (a step takes microseconds,
- * so the partner is normally about to arrive), then yield the CPU: if the partner thread is
- * descheduled on a busy machine, spinning would only delay it. */
-static void fr_barrier(int *sync, int n)
+#include <time.h>
+
+/* Task scheduling of fr_recur_units / fr_recur_backward_units (rnn_impl.h). Each step has two
+ * tasks; sync[0] counts completed tasks, sync[1 + q] the steps of task q claimed so far, and
+ * sync[3] is the "solo" flag. A task of step s may be claimed once all tasks of step s-1 are
+ * complete; a thread never holds a claim while it waits, so when the other thread is
+ * descheduled this one claims both tasks and carries on alone. A thread that waits longer than
+ * FR_SOLO_WAIT for the other's task to finish sets solo: the machine is oversubscribed, and
+ * from then on part 0 runs every task (part 1 leaves after its current one). */
+#define FR_SOLO_WAIT 2e-4 /* seconds; a task normally takes about a microsecond */
+
+static double fr_now(void)
 {
-    const int gen = __atomic_load_n(&sync[1], __ATOMIC_ACQUIRE);
-    if (__atomic_add_fetch(&sync[0], 1, __ATOMIC_ACQ_REL) == n) {
-        __atomic_store_n(&sync[0], 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&sync[1], gen + 1, __ATOMIC_RELEASE);
-        return;
-    }
-    for (int spins = 0; __atomic_load_n(&sync[1], __ATOMIC_ACQUIRE) == gen; ++spins) {
-        if (spins < 2000) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* 1 with the claimed task (*q) and step index (*idx), or 0: for part 0 once every task of the
+ * T steps is complete, for part 1 also once solo is set. */
+static int fr_claim(int *sync, int T, int part, int *q, int *idx)
+{
+    double waiting_since = 0;
+    for (int spins = 0;; ++spins) {
+        const int step = __atomic_load_n(&sync[0], __ATOMIC_ACQUIRE) / 2;
+        if (step >= T) return 0;
+        if (part != 0 && __atomic_load_n(&sync[3], __ATOMIC_ACQUIRE)) return 0;
+        for (int k = 0; k < 2; ++k) {
+            const int t = k ^ (part & 1); /* its own task first: that task's W_hh rows are in
+                                             this core's cache */
+            int expect = step;
+            if (__atomic_load_n(&sync[1 + t], __ATOMIC_RELAXED) == step
+                && __atomic_compare_exchange_n(&sync[1 + t], &expect, step + 1, 0,
+                                               __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+                *q = t;
+                *idx = step;
+                return 1;
+            }
+        }
+        if (spins < 1000) {
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
 #endif
-        } else {
-            FR_YIELD();
+            continue;
         }
+        const double now = fr_now();
+        if (waiting_since == 0) waiting_since = now;
+        else if (now - waiting_since > FR_SOLO_WAIT) __atomic_store_n(&sync[3], 1, __ATOMIC_RELEASE);
+        FR_YIELD();
     }
 }
+
+static void fr_task_done(int *sync) { __atomic_add_fetch(&sync[0], 1, __ATOMIC_RELEASE); }
 
 /* The pointwise gate loops are compiled twice, for AVX2 and for the baseline ISA, and picked at
  * load time: a portable build still runs them 8 floats wide where the CPU allows. With
@@ -57,13 +88,6 @@ long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused)
     return (long)B * GH + 2L * B * H + (long)fr_aux(cell) * H + GH + H
            + (pack ? fr_packed_size(GH, H) : 0)
            + (fused ? (long)B * GH + (long)B * D + (pack ? fr_packed_size(GH, D) : 0) : 0);
-}
-
-long fr_units_ws_size(fr_cell cell, int T, int H, int nu, int backward)
-{
-    const int GU = fr_gates(cell) * nu, pack = T >= FR_PACK_MIN_STEPS;
-    if (backward) return 3L * nu + GU + (pack ? fr_packed_size(H, GU) : 0);
-    return 2L * GU + 2L * nu + (long)fr_aux(cell) * nu + (pack ? fr_packed_size(GU, H) : 0);
 }
 
 int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, int itemsize)

@@ -174,26 +174,27 @@ void fr_backward_params_##S(fr_cell cell, int T, int B, int D, int H, int g0, in
                             const R *dgh, R *dx, int accumulate_dx, R *dw_ih, R *dw_hh,          \
                             R *db_ih, R *db_hh);
 /*
- * A batch of one (B = 1, no lengths), split by hidden units instead of rows: `parts` calls run
- * concurrently, call k owning units [u0, u1) of every gate block (the ranges tile 0..H-1), and
- * they meet at a barrier once per step. They must all be started (one thread each), or they wait
- * forever; all get the same arguments except u0, u1, part (0..parts-1) and ws.
+ * A batch of one (B = 1, no lengths), split by hidden units instead of rows: each step is two
+ * tasks, task 0 owning units [0, mid) of every gate block and task 1 units [mid, H), and two
+ * concurrent calls (part 0 and part 1, one thread each, same arguments otherwise) claim them
+ * step by step. Part 0 alone also finishes the work, so part 1 may start late or not at all;
+ * part 0 writes h_n, c_n (forward) and dh0, dc0 (backward) once everything is done.
  *   Buffers as in fr_recur / fr_recur_backward with B = 1; act holds fr_project's output.
- *   sync (2) ints, zero before the calls; shared: (2*H) forward, (2*parts*H) backward.
- *   ws (fr_units_ws_size(cell, T, H, u1-u0, backward)) private to the call.
- *   dbias as in fr_recur_backward, but each call fills only its units' entries (others zero).
+ *   sync (4) ints, zero before the calls. shared (fr_units_shared_size_*(cell, T, H, mid,
+ *   backward)): every task's state and the step-to-step exchange.
+ *   dbias (2, G*H [+H for GRU]) or NULL: out, row q assigned task q's share (other units zero).
  */
-long fr_units_ws_size(fr_cell cell, int T, int H, int nu, int backward);
 #define FR_UNITS(R, S)                                                                            \
-void fr_recur_units_##S(fr_cell cell, int T, int H, int u0, int u1, int parts, int reverse,      \
-                        double leak, const R *h0, const R *c0, const R *w_hh, const R *b_ih,     \
-                        const R *b_hh, R *y, int ldy, R *h_n, R *c_n, R *act, R *hprev, R *aux,  \
-                        int *sync, R *shared, R *ws);                                             \
-void fr_recur_backward_units_##S(fr_cell cell, int T, int H, int u0, int u1, int part, int parts,\
-                                 int reverse, double leak, const R *w_hh, const R *act,          \
-                                 const R *hprev, const R *aux, const R *dy, int ldy,             \
-                                 const R *dh_n, const R *dc_n, R *dh0, R *dc0, R *dgx, R *dgh,   \
-                                 R *dhs, R *dbias, int *sync, R *shared, R *ws);
+long fr_units_shared_size_##S(fr_cell cell, int T, int H, int mid, int backward);               \
+void fr_recur_units_##S(fr_cell cell, int T, int H, int mid, int part, int reverse, double leak, \
+                        const R *h0, const R *c0, const R *w_hh, const R *b_ih, const R *b_hh,   \
+                        R *y, int ldy, R *h_n, R *c_n, R *act, R *hprev, R *aux, int *sync,      \
+                        R *shared);                                                               \
+void fr_recur_backward_units_##S(fr_cell cell, int T, int H, int mid, int part, int reverse,     \
+                                 double leak, const R *w_hh, const R *act, const R *hprev,       \
+                                 const R *aux, const R *dy, int ldy, const R *dh_n,              \
+                                 const R *dc_n, R *dh0, R *dc0, R *dgx, R *dgh, R *dhs,          \
+                                 R *dbias, int *sync, R *shared);
 FR_UNITS(float, f32)
 FR_UNITS(double, f64)
 #undef FR_UNITS

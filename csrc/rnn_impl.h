@@ -447,50 +447,68 @@ void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, dou
                             hprev, dgx, dgh, dx, accumulate_dx, dw_ih, dw_hh, db_ih, db_hh);
 }
 
-/* ---- batch of one, hidden units split across cooperating calls ---------------------------- */
-/* A single sequence has no batch rows to share out, so each of `parts` calls (one per thread)
- * owns the hidden units [u0, u1) of every gate block: it streams only its rows of W_hh, which
- * stay in its core's L2, and the calls meet at a barrier once per step (fastrnn.h). */
+/* ---- batch of one, hidden units split in two tasks ---------------------------------------- */
+/* A single sequence has no batch rows to share out, so each step is cut into two tasks, task q
+ * owning the hidden units [u_q, u_q+1) of every gate block (u = 0, mid, H) and streaming only its
+ * rows of W_hh. Two threads claim the tasks of each step as soon as the previous step is
+ * complete (fr_claim); every task's state lives in `shared`, so one thread alone can run both,
+ * which is what happens when the other is descheduled on a busy machine. */
 
-void SFX(fr_recur_units)(fr_cell cell, int T, int H, int u0, int u1, int parts, int reverse,
-                         double leak, const REAL *h0, const REAL *c0, const REAL *w_hh,
-                         const REAL *b_ih, const REAL *b_hh, REAL *y, int ldy, REAL *h_n,
-                         REAL *c_n, REAL *act, REAL *hprev, REAL *aux, int *sync, REAL *shared,
-                         REAL *ws)
+/* Per-task part of `shared`, in elements, for nmax = the larger task's units. */
+static long SFX(units_task_size)(fr_cell cell, int T, int H, int nmax, int backward)
 {
-    const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell), nu = u1 - u0, GU = G * nu;
-    REAL *gh = ws;                 /* (GU) recurrent projection of the owned gate rows */
-    REAL *c = gh + GU;             /* (nu) owned cell state, LSTM */
-    REAL *bias = c + nu;           /* (GU+nu) owned biases, as gate loops add them */
-    REAL *aux_scratch = bias + GU + nu; /* (A*nu) inference's unkept aux */
-    REAL *packed = aux_scratch + (long)A * nu; /* (fr_packed_size(GU, H)) owned rows of W_hh */
-    REAL *hb[2] = {shared, shared + H}; /* (H) each: the state entering even / odd steps */
+    const int GN = fr_gates(cell) * nmax, pack = T >= FR_PACK_MIN_STEPS && STEP_FAST();
+    if (backward) return 3L * nmax + GN + (pack ? fr_packed_size(H, GN) : 0);
+    return 2L * GN + 2L * nmax + (long)fr_aux(cell) * nmax + (pack ? fr_packed_size(GN, H) : 0);
+}
+
+long SFX(fr_units_shared_size)(fr_cell cell, int T, int H, int mid, int backward)
+{
+    const int nmax = mid > H - mid ? mid : H - mid;
+    return (backward ? 4L * H : 2L * H) + 2 * SFX(units_task_size)(cell, T, H, nmax, backward);
+}
+
+void SFX(fr_recur_units)(fr_cell cell, int T, int H, int mid, int part, int reverse, double leak,
+                         const REAL *h0, const REAL *c0, const REAL *w_hh, const REAL *b_ih,
+                         const REAL *b_hh, REAL *y, int ldy, REAL *h_n, REAL *c_n, REAL *act,
+                         REAL *hprev, REAL *aux, int *sync, REAL *shared)
+{
+    const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell);
+    const int nmax = mid > H - mid ? mid : H - mid, GN = G * nmax;
     const int fast = T >= FR_PACK_MIN_STEPS && STEP_FAST();
+    const long TS = SFX(units_task_size)(cell, T, H, nmax, 0);
+    REAL *hb[2] = {shared, shared + H}; /* (H) each: the state leaving odd / even steps */
+    int q, idx;
 
-    for (int k = 0; k < GU + nu; ++k) bias[k] = 0;
-    if (b_ih) {
-        for (int g = 0; g < G; ++g)
-            for (int j = 0; j < nu; ++j)
-                bias[g * nu + j] = b_ih[g * H + u0 + j] + b_hh[g * H + u0 + j];
-        if (cell == FR_GRU)
-            for (int j = 0; j < nu; ++j) {
-                bias[2 * nu + j] = b_ih[2 * H + u0 + j];
-                bias[3 * nu + j] = b_hh[2 * H + u0 + j];
+    while (fr_claim(sync, T, part, &q, &idx)) {
+        const int u0 = q ? mid : 0, nu = q ? H - mid : mid, GU = G * nu;
+        REAL *gh = shared + 2L * H + q * TS; /* (GU) this step's recurrent projection */
+        REAL *c = gh + GN;                   /* (nu) the task's cell state, LSTM */
+        REAL *bias = c + nmax;               /* (GU+nu) its biases as the gate loops add them */
+        REAL *aux_scratch = bias + GN + nmax; /* (A*nu) inference's unkept aux */
+        REAL *packed = aux_scratch + (long)A * nmax; /* (fr_packed_size(GU, H)) its W_hh rows */
+        if (idx == 0) {
+            for (int k = 0; k < GU + nu; ++k) bias[k] = 0;
+            if (b_ih) {
+                for (int g = 0; g < G; ++g)
+                    for (int j = 0; j < nu; ++j)
+                        bias[g * nu + j] = b_ih[g * H + u0 + j] + b_hh[g * H + u0 + j];
+                if (cell == FR_GRU)
+                    for (int j = 0; j < nu; ++j) {
+                        bias[2 * nu + j] = b_ih[2 * H + u0 + j];
+                        bias[3 * nu + j] = b_hh[2 * H + u0 + j];
+                    }
             }
-    }
-    if (fast) STEP_PACK_NT_UNITS(G, H, u0, nu, H, w_hh, packed);
-    memcpy(hb[0] + u0, h0 + u0, sizeof(REAL) * nu);
-    if (cell == FR_LSTM) memcpy(c, c0 + u0, sizeof(REAL) * nu);
-    fr_barrier(sync, parts);
-
-    for (int s = 0; s < T; ++s) {
-        const REAL *cur = hb[s & 1];
-        REAL *nxt = hb[(s + 1) & 1] + u0;
+            if (fast) STEP_PACK_NT_UNITS(G, H, u0, nu, H, w_hh, packed);
+            if (cell == FR_LSTM) memcpy(c, c0 + u0, sizeof(REAL) * nu);
+        }
+        const REAL *cur = idx ? hb[idx & 1] : h0;
+        REAL *nxt = hb[(idx + 1) & 1] + u0;
         if (fast) STEP_MM(1, GU, H, cur, H, packed, 0, gh, GU);
         else
             for (int g = 0; g < G; ++g)
                 SFX(gemm)(0, 1, 1, nu, H, cur, H, w_hh + ((long)g * H + u0) * H, H, (REAL)0, gh + g * nu, nu);
-        const long row = reverse ? T - 1 - s : s;
+        const long row = reverse ? T - 1 - idx : idx;
         REAL *gx = act + row * GH, *yr = y + row * ldy + u0;
         REAL *auxr = hprev ? aux + row * A * H : NULL;
         if (hprev) memcpy(hprev + row * H + u0, cur + u0, sizeof(REAL) * nu);
@@ -511,37 +529,54 @@ void SFX(fr_recur_units)(fr_cell cell, int T, int H, int u0, int u1, int parts, 
             SFX(rnn_row)(nu, cell == FR_RNN_RELU, (REAL)leak, gx + u0, gh, bias, nxt, yr);
             break;
         }
-        fr_barrier(sync, parts); /* every part's units of the next state are written */
+        fr_task_done(sync);
     }
-    memcpy(h_n + u0, hb[T & 1] + u0, sizeof(REAL) * nu);
-    if (cell == FR_LSTM) memcpy(c_n + u0, c, sizeof(REAL) * nu);
+    if (part == 0) { /* fr_claim returned 0: every task of every step is complete */
+        memcpy(h_n, hb[T & 1], sizeof(REAL) * H);
+        if (cell == FR_LSTM)
+            for (int t = 0; t < 2; ++t)
+                memcpy(c_n + (t ? mid : 0), shared + 2L * H + t * TS + GN, sizeof(REAL) * (t ? H - mid : mid));
+    }
 }
 
-void SFX(fr_recur_backward_units)(fr_cell cell, int T, int H, int u0, int u1, int part, int parts,
-                                  int reverse, double leak, const REAL *w_hh, const REAL *act,
+void SFX(fr_recur_backward_units)(fr_cell cell, int T, int H, int mid, int part, int reverse,
+                                  double leak, const REAL *w_hh, const REAL *act,
                                   const REAL *hprev, const REAL *aux, const REAL *dy, int ldy,
                                   const REAL *dh_n, const REAL *dc_n, REAL *dh0, REAL *dc0,
                                   REAL *dgx, REAL *dgh, REAL *dhs, REAL *dbias, int *sync,
-                                  REAL *shared, REAL *ws)
+                                  REAL *shared)
 {
-    const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell), nu = u1 - u0, GU = G * nu;
-    REAL *dh = ws;            /* (nu) gradient w.r.t. the owned units of the state leaving s */
-    REAL *dhp = dh + nu;      /* (nu) its direct (non-W_hh) part for the state entering s */
-    REAL *dc = dhp + nu;      /* (nu) owned cell-state gradient, LSTM */
-    REAL *e = dc + nu;        /* (GU) owned recurrent-side gate gradients */
-    REAL *packed = e + GU;    /* (fr_packed_size(H, GU)) owned rows of W_hh, for e W_own */
-    /* shared (2*parts*H): each part's product e W_own (all H units), for even / odd steps */
+    const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell);
+    const int nmax = mid > H - mid ? mid : H - mid, GN = G * nmax;
     const int fast = T >= FR_PACK_MIN_STEPS && STEP_FAST();
+    const long TS = SFX(units_task_size)(cell, T, H, nmax, 1);
+    const int DB = GH + (cell == FR_GRU ? H : 0); /* dbias row per task */
+    /* shared: (2 parities, 2 tasks, H) each task's product e W_own over all H units, then the
+     * tasks' states */
+    int q, idx;
 
-    if (dbias) memset(dbias, 0, sizeof(REAL) * (GH + (cell == FR_GRU ? H : 0)));
-    if (fast) STEP_PACK_NN_UNITS(G, H, u0, nu, H, w_hh, packed);
-    if (dh_n) memcpy(dh, dh_n + u0, sizeof(REAL) * nu);
-    else memset(dh, 0, sizeof(REAL) * nu);
-    if (cell == FR_LSTM) {
-        if (dc_n) memcpy(dc, dc_n + u0, sizeof(REAL) * nu);
-        else memset(dc, 0, sizeof(REAL) * nu);
-    }
-    for (int s = T - 1; s >= 0; --s) {
+    while (fr_claim(sync, T, part, &q, &idx)) {
+        const int u0 = q ? mid : 0, nu = q ? H - mid : mid, GU = G * nu;
+        REAL *dh = shared + 4L * H + q * TS; /* (nu) gradient w.r.t. the task's units leaving s */
+        REAL *dhp = dh + nmax;  /* (nu) its direct (non-W_hh) part for the state entering s */
+        REAL *dc = dhp + nmax;  /* (nu) the task's cell-state gradient, LSTM */
+        REAL *e = dc + nmax;    /* (GU) the task's recurrent-side gate gradients */
+        REAL *packed = e + GN;  /* (fr_packed_size(H, GU)) its rows of W_hh, for e W_own */
+        REAL *db = dbias ? dbias + (long)q * DB : NULL;
+        const int s = T - 1 - idx;
+        if (idx == 0) {
+            if (db) memset(db, 0, sizeof(REAL) * DB);
+            if (fast) STEP_PACK_NN_UNITS(G, H, u0, nu, H, w_hh, packed);
+            if (dh_n) memcpy(dh, dh_n + u0, sizeof(REAL) * nu);
+            else memset(dh, 0, sizeof(REAL) * nu);
+            if (cell == FR_LSTM) {
+                if (dc_n) memcpy(dc, dc_n + u0, sizeof(REAL) * nu);
+                else memset(dc, 0, sizeof(REAL) * nu);
+            }
+        } else {
+            const REAL *p0 = shared + ((long)((idx - 1) & 1) * 2) * H + u0, *p1 = p0 + H;
+            for (int j = 0; j < nu; ++j) dh[j] = dhp[j] + p0[j] + p1[j];
+        }
         const long row = reverse ? T - 1 - s : s;
         const REAL *a = act + row * GH;
         REAL *d = dgx + row * GH;
@@ -567,24 +602,26 @@ void SFX(fr_recur_backward_units)(fr_cell cell, int T, int H, int u0, int u1, in
         }
         if (cell != FR_GRU)
             for (int g = 0; g < G; ++g) memcpy(e + g * nu, d + g * H + u0, sizeof(REAL) * nu);
-        if (dbias) {
-            for (int g = 0; g < G; ++g) SFX(add_to)(nu, dbias + g * H + u0, d + g * H + u0);
-            if (cell == FR_GRU) SFX(add_to)(nu, dbias + GH + u0, e + 2 * nu);
+        if (db) {
+            for (int g = 0; g < G; ++g) SFX(add_to)(nu, db + g * H + u0, d + g * H + u0);
+            if (cell == FR_GRU) SFX(add_to)(nu, db + GH + u0, e + 2 * nu);
         }
-        REAL *mine = shared + ((long)(s & 1) * parts + part) * H;
+        REAL *mine = shared + ((long)(idx & 1) * 2 + q) * H;
         if (fast) STEP_MM(1, H, GU, e, GU, packed, 0, mine, H);
         else {
             memset(mine, 0, sizeof(REAL) * H);
             for (int g = 0; g < G; ++g)
                 SFX(gemm)(0, 0, 1, H, nu, e + g * nu, nu, w_hh + ((long)g * H + u0) * H, H, (REAL)1, mine, H);
         }
-        fr_barrier(sync, parts); /* every part's product for this step is written */
-        for (int j = 0; j < nu; ++j) {
-            REAL v = dhp[j];
-            for (int q = 0; q < parts; ++q) v += shared[((long)(s & 1) * parts + q) * H + u0 + j];
-            dh[j] = v;
+        fr_task_done(sync);
+    }
+    if (part == 0) {
+        const REAL *p0 = shared + ((long)((T - 1) & 1) * 2) * H, *p1 = p0 + H;
+        for (int t = 0; t < 2; ++t) {
+            const int u0 = t ? mid : 0, nu = t ? H - mid : mid;
+            const REAL *dhp = shared + 4L * H + t * TS + nmax;
+            for (int j = 0; j < nu; ++j) dh0[u0 + j] = dhp[j] + p0[u0 + j] + p1[u0 + j];
+            if (cell == FR_LSTM) memcpy(dc0 + u0, dhp + nmax, sizeof(REAL) * nu);
         }
     }
-    memcpy(dh0 + u0, dh, sizeof(REAL) * nu);
-    if (cell == FR_LSTM) memcpy(dc0 + u0, dc, sizeof(REAL) * nu);
 }

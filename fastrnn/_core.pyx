@@ -20,26 +20,27 @@ cdef extern from "fastrnn.h":
     int fr_aux(fr_cell cell) nogil
     long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused) nogil
     int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, int itemsize) nogil
-    long fr_units_ws_size(fr_cell cell, int T, int H, int nu, int backward) nogil
-    void fr_recur_units_f32(fr_cell cell, int T, int H, int u0, int u1, int parts, int reverse,
-                        double leak, const float *h0, const float *c0, const float *w_hh, const float *b_ih,
-                        const float *b_hh, float *y, int ldy, float *h_n, float *c_n, float *act, float *hprev,
-                        float *aux, int *sync, float *shared, float *ws) nogil
-    void fr_recur_backward_units_f32(fr_cell cell, int T, int H, int u0, int u1, int part, int parts,
-                                 int reverse, double leak, const float *w_hh, const float *act,
-                                 const float *hprev, const float *aux, const float *dy, int ldy,
-                                 const float *dh_n, const float *dc_n, float *dh0, float *dc0, float *dgx,
-                                 float *dgh, float *dhs, float *dbias, int *sync, float *shared, float *ws) nogil
-    void fr_recur_units_f64(fr_cell cell, int T, int H, int u0, int u1, int parts, int reverse,
-                        double leak, const double *h0, const double *c0, const double *w_hh, const double *b_ih,
-                        const double *b_hh, double *y, int ldy, double *h_n, double *c_n, double *act, double *hprev,
-                        double *aux, int *sync, double *shared, double *ws) nogil
-    void fr_recur_backward_units_f64(fr_cell cell, int T, int H, int u0, int u1, int part, int parts,
-                                 int reverse, double leak, const double *w_hh, const double *act,
-                                 const double *hprev, const double *aux, const double *dy, int ldy,
-                                 const double *dh_n, const double *dc_n, double *dh0, double *dc0, double *dgx,
-                                 double *dgh, double *dhs, double *dbias, int *sync, double *shared, double *ws) nogil
     long fr_backward_ws_size(fr_cell cell, int T, int B, int H) nogil
+    long fr_units_shared_size_f32(fr_cell cell, int T, int H, int mid, int backward) nogil
+    long fr_units_shared_size_f64(fr_cell cell, int T, int H, int mid, int backward) nogil
+    void fr_recur_units_f32(fr_cell cell, int T, int H, int mid, int part, int reverse, double leak,
+                        const float *h0, const float *c0, const float *w_hh, const float *b_ih, const float *b_hh,
+                        float *y, int ldy, float *h_n, float *c_n, float *act, float *hprev, float *aux, int *sync,
+                        float *shared) nogil
+    void fr_recur_backward_units_f32(fr_cell cell, int T, int H, int mid, int part, int reverse,
+                                 double leak, const float *w_hh, const float *act, const float *hprev,
+                                 const float *aux, const float *dy, int ldy, const float *dh_n,
+                                 const float *dc_n, float *dh0, float *dc0, float *dgx, float *dgh, float *dhs,
+                                 float *dbias, int *sync, float *shared) nogil
+    void fr_recur_units_f64(fr_cell cell, int T, int H, int mid, int part, int reverse, double leak,
+                        const double *h0, const double *c0, const double *w_hh, const double *b_ih, const double *b_hh,
+                        double *y, int ldy, double *h_n, double *c_n, double *act, double *hprev, double *aux, int *sync,
+                        double *shared) nogil
+    void fr_recur_backward_units_f64(fr_cell cell, int T, int H, int mid, int part, int reverse,
+                                 double leak, const double *w_hh, const double *act, const double *hprev,
+                                 const double *aux, const double *dy, int ldy, const double *dh_n,
+                                 const double *dc_n, double *dh0, double *dc0, double *dgx, double *dgh, double *dhs,
+                                 double *dbias, int *sync, double *shared) nogil
     void fr_project_f32(fr_cell cell, int T, int B, int D, int H, const float *x, const float *w_ih,
                         float *act) nogil
     void fr_project_f64(fr_cell cell, int T, int B, int D, int H, const double *x, const double *w_ih,
@@ -196,30 +197,37 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
     return dh0, dc0
 
 
-cdef int _check_units(int u0, int u1, int part, int parts, int H) except -1:
-    if not (0 <= u0 < u1 <= H and 0 <= part < parts):
-        raise ValueError(f"unit range [{u0}, {u1}) / part {part} of {parts} invalid for H={H}")
+cdef int _check_mid(int mid, int part, int H) except -1:
+    if not (0 < mid < H and 0 <= part <= 1):
+        raise ValueError(f"mid={mid} must split 0 < mid < H={H} and part must be 0 or 1, got {part}")
     return 0
 
 
 cdef int* _sync_ptr(sync) except NULL:
     if not cnp.PyArray_Check(sync) or cnp.PyArray_TYPE(<cnp.ndarray>sync) != cnp.NPY_INT \
-            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>sync) or cnp.PyArray_SIZE(<cnp.ndarray>sync) < 2:
-        raise ValueError("sync must be a C-contiguous intc array of at least 2 zeros")
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>sync) or cnp.PyArray_SIZE(<cnp.ndarray>sync) != 4:
+        raise ValueError("sync must be a C-contiguous intc array of 4 zeros")
     return <int*>cnp.PyArray_DATA(<cnp.ndarray>sync)
 
 
-def recur_units(int cell, int u0, int u1, int parts, bint reverse, h0, c0, w_hh, b_ih, b_hh, y,
+def units_shared_size(int cell, dtype, int T, int H, int mid, bint backward):
+    """Elements of the `shared` buffer of recur_units / recur_backward_units."""
+    if np.dtype(dtype) == np.float32:
+        return fr_units_shared_size_f32(<fr_cell>cell, T, H, mid, backward)
+    return fr_units_shared_size_f64(<fr_cell>cell, T, H, mid, backward)
+
+
+def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b_hh, y,
                 int y_col, h_n, c_n, act, hprev, aux, double leak, sync, shared):
-    """Forward time loop of a batch of one for hidden units u0..u1-1, one of `parts` calls that
-    must run concurrently (fastrnn.h, fr_recur_units); act holds project()'s output."""
+    """Forward time loop of a batch of one as two unit tasks per step, claimed by two concurrent
+    calls (part 0 and 1; fastrnn.h, fr_recur_units); act holds project()'s output."""
     dtype = _float_dtype(act, "act")
     if act.ndim != 3 or act.shape[1] != 1 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("act must be (T, 1, G*H) and w_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
     cdef int T = act.shape[0], H = w_hh.shape[1], G = fr_gates(c), A = fr_aux(c)
     cdef bint lstm = c == FR_LSTM
-    _check_units(u0, u1, 0, parts, H)
+    _check_mid(mid, part, H)
     if not isinstance(y, np.ndarray) or y.ndim != 3 or y.shape[:2] != (T, 1):
         raise ValueError(f"y must be a (T={T}, 1, W) numpy array")
     cdef int W = y.shape[2]
@@ -238,29 +246,27 @@ def recur_units(int cell, int u0, int u1, int parts, bint reverse, h0, c0, w_hh,
     cdef void *pact = _ptr(act, "act", (T, 1, G * H), dtype)
     cdef void *php = _ptr(hprev, "hprev", (T, 1, H), dtype, True)
     cdef void *paux = _ptr(aux, "aux", (T, 1, A * H), dtype) if (A and hprev is not None) else NULL
-    cdef void *psh = _ptr(shared, "shared", (2 * H,), dtype)
+    cdef void *psh = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, False),), dtype)
     cdef int *psync = _sync_ptr(sync)
-    ws = np.empty(fr_units_ws_size(c, T, H, u1 - u0, 0), dtype=dtype)
-    cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     if dtype == np.float32:
         with nogil:
-            fr_recur_units_f32(c, T, H, u0, u1, parts, reverse, leak, <float*>ph0, <float*>pc0,
+            fr_recur_units_f32(c, T, H, mid, part, reverse, leak, <float*>ph0, <float*>pc0,
                                <float*>pwh, <float*>pbi, <float*>pbh, (<float*>py) + y_col, W,
                                <float*>phn, <float*>pcn, <float*>pact, <float*>php, <float*>paux,
-                               psync, <float*>psh, <float*>pws)
+                               psync, <float*>psh)
     else:
         with nogil:
-            fr_recur_units_f64(c, T, H, u0, u1, parts, reverse, leak, <double*>ph0, <double*>pc0,
+            fr_recur_units_f64(c, T, H, mid, part, reverse, leak, <double*>ph0, <double*>pc0,
                                <double*>pwh, <double*>pbi, <double*>pbh, (<double*>py) + y_col, W,
                                <double*>phn, <double*>pcn, <double*>pact, <double*>php, <double*>paux,
-                               psync, <double*>psh, <double*>pws)
+                               psync, <double*>psh)
 
 
-def recur_backward_units(int cell, int u0, int u1, int part, int parts, bint reverse, w_hh, act,
-                         hprev, aux, dy, int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak,
-                         dhs, dbias, sync, shared):
-    """Reverse time loop of a batch of one for hidden units u0..u1-1, one of `parts` concurrent
-    calls (fastrnn.h, fr_recur_backward_units)."""
+def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, hprev, aux, dy,
+                         int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak, dhs, dbias,
+                         sync, shared):
+    """Reverse time loop of a batch of one as two unit tasks per step (fastrnn.h,
+    fr_recur_backward_units); dbias (2, G*H [+H for GRU]) gets each task's share."""
     dtype = _float_dtype(act, "act")
     if act.ndim != 3 or act.shape[1] != 1 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("act must be (T, 1, G*H) and w_hh 2-D")
@@ -268,7 +274,7 @@ def recur_backward_units(int cell, int u0, int u1, int part, int parts, bint rev
     cdef int T = act.shape[0], H = w_hh.shape[1], G = fr_gates(c), A = fr_aux(c)
     cdef int W = 0
     cdef bint lstm = c == FR_LSTM
-    _check_units(u0, u1, part, parts, H)
+    _check_mid(mid, part, H)
     if dy is not None:
         if not isinstance(dy, np.ndarray) or dy.ndim != 3 or dy.shape[:2] != (T, 1):
             raise ValueError(f"dy must be a (T={T}, 1, W) numpy array")
@@ -287,28 +293,26 @@ def recur_backward_units(int cell, int u0, int u1, int part, int parts, bint rev
     cdef void *pdgx = _ptr(dgx, "dgx", (T, 1, G * H), dtype)
     cdef void *pdgh = _ptr(dgh, "dgh", (T, 1, H), dtype) if c == FR_GRU else NULL
     cdef void *pdhs = _ptr(dhs, "dhs", (T, 1, H), dtype, True)
-    cdef void *pdb = _ptr(dbias, "dbias", (G * H + (H if c == FR_GRU else 0),), dtype, True)
-    cdef void *psh = _ptr(shared, "shared", (2 * parts * H,), dtype)
+    cdef void *pdb = _ptr(dbias, "dbias", (2, G * H + (H if c == FR_GRU else 0)), dtype, True)
+    cdef void *psh = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, True),), dtype)
     cdef int *psync = _sync_ptr(sync)
-    ws = np.empty(fr_units_ws_size(c, T, H, u1 - u0, 1), dtype=dtype)
-    cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     cdef int itemsize = dtype.itemsize
     if pdy != NULL:
         pdy = <void*>((<char*>pdy) + dy_col * itemsize)
     if dtype == np.float32:
         with nogil:
-            fr_recur_backward_units_f32(c, T, H, u0, u1, part, parts, reverse, leak, <float*>pwh,
+            fr_recur_backward_units_f32(c, T, H, mid, part, reverse, leak, <float*>pwh,
                                         <float*>pact, <float*>php, <float*>paux, <float*>pdy, W,
                                         <float*>pdhn, <float*>pdcn, <float*>pdh0, <float*>pdc0,
                                         <float*>pdgx, <float*>pdgh, <float*>pdhs, <float*>pdb,
-                                        psync, <float*>psh, <float*>pws)
+                                        psync, <float*>psh)
     else:
         with nogil:
-            fr_recur_backward_units_f64(c, T, H, u0, u1, part, parts, reverse, leak, <double*>pwh,
+            fr_recur_backward_units_f64(c, T, H, mid, part, reverse, leak, <double*>pwh,
                                         <double*>pact, <double*>php, <double*>paux, <double*>pdy, W,
                                         <double*>pdhn, <double*>pdcn, <double*>pdh0, <double*>pdc0,
                                         <double*>pdgx, <double*>pdgh, <double*>pdhs, <double*>pdb,
-                                        psync, <double*>psh, <double*>pws)
+                                        psync, <double*>psh)
 
 
 cdef inline object _empty(int nd, cnp.npy_intp d0, cnp.npy_intp d1, cnp.npy_intp d2, int typenum):

@@ -94,16 +94,16 @@ def _project(cell, x, w_ih, act):
           for r0, r1 in _chunks(T * B, _parts(T * B * GH * D, T * B))])
 
 
-# A batch of one has no rows to share: its time loop is split by hidden units into two calls
-# that meet at a barrier every step (fr_recur_units), when a step has enough work to pay for
-# the barrier. Exactly two parts: the caller always runs part 0, so a queued part 1 always
-# finds its partner running, whatever else the pool is doing (more parts could deadlock).
+# A batch of one has no rows to share: each step of its time loop is cut into two tasks by
+# hidden units, which two threads claim step by step (fr_recur_units), when a step has enough
+# work to pay for the hand-over. Part 0 (run by the caller) can finish everything alone, so a
+# busy pool or a descheduled worker only costs the speed-up, never progress.
 # "force": None (heuristic) or True/False (tests).
 _UNITS = {"force": None, "min_work": 1 << 14}
 
 
 def _unit_split(T, B, H, G, dirs, lengths):
-    """[(u0, u1), (u1, H)] when the batch-of-one time loop should be split by units, else None."""
+    """The unit where the two tasks of a batch-of-one step meet, or None for no split."""
     force = _UNITS["force"]
     ok = B == 1 and dirs == 1 and lengths is None and H >= 2 and _threads["n"] >= 2
     if force is not None:
@@ -112,8 +112,7 @@ def _unit_split(T, B, H, G, dirs, lengths):
         ok = ok and T >= 4 and G * H * H >= _UNITS["min_work"]
     if not ok:
         return None
-    mid = max(1, min(H - 1, int(round(H / 2 / 8)) * 8))  # 8-unit boundaries keep the gate loops vectorised
-    return [(0, mid), (mid, H)]
+    return max(1, min(H - 1, int(round(H / 2 / 8)) * 8))  # 8-unit blocks keep the gate loops vectorised
 
 
 # None: fused time loops where the C heuristic says they pay; True/False forces them (tests).
@@ -365,12 +364,14 @@ class _RNNBase(_Module):
                 if not fused:
                     _project(self._cell, inp, w_ih, act)
                 if units is not None:
-                    sync, shared = np.zeros(2, np.intc), np.empty(2 * H, self.dtype)
-                    tasks += [partial(_core.recur_units, self._cell, u0, u1, len(units), bool(d), h0[k],
+                    sync = np.zeros(4, np.intc)
+                    shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, units, False),
+                                      self.dtype)
+                    tasks += [partial(_core.recur_units, self._cell, units, part, bool(d), h0[k],
                                       None if c0 is None else c0[k], w_hh, b_ih, b_hh, y, d * H, h_n[k],
                                       None if c_n is None else c_n[k], act, hprev, aux, self.leak,
                                       sync, shared)
-                              for u0, u1 in units]
+                              for part in (0, 1)]
                     saved.append((act, hprev, aux))
                     continue
                 tasks += [partial(_core.recur, self._cell, b0, b1, bool(d), lengths, h0[k],
@@ -436,19 +437,21 @@ class _RNNBase(_Module):
                 dgx = self._buffer(("dgx", d), (T, B, G * H))
                 dgh = self._buffer(("dgh", d), (T, B, H)) if self.mode == "GRU" else None
                 # each row range's share of the bias gradients, summed by the time loop
-                parts = len(units) if units is not None else len(chunks)
+                parts = 2 if units is not None else len(chunks)
                 dbias = (np.empty((parts, G * H + (H if self.mode == "GRU" else 0)), self.dtype)
                          if self.bias else [None] * parts)
                 grads.append((dgx, dgh, dbias))
                 if units is not None:
-                    sync, shared = np.zeros(2, np.intc), np.empty(2 * parts * H, self.dtype)
-                    tasks += [partial(_core.recur_backward_units, self._cell, u0, u1, i, parts, bool(d),
+                    sync = np.zeros(4, np.intc)
+                    shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, units, True),
+                                      self.dtype)
+                    tasks += [partial(_core.recur_backward_units, self._cell, units, part, bool(d),
                                       p[w_hh], act, hprev, aux, dy, d * H,
                                       None if dh_n is None else dh_n[k],
                                       None if dc_n is None else dc_n[k], dh0[k],
                                       None if dc0 is None else dc0[k], dgx, dgh, self.leak,
-                                      dhs_all[k], dbias[i], sync, shared)
-                              for i, (u0, u1) in enumerate(units)]
+                                      dhs_all[k], dbias if self.bias else None, sync, shared)
+                              for part in (0, 1)]
                     continue
                 tasks += [partial(_core.recur_backward, self._cell, b0, b1, bool(d), lengths, p[w_hh],
                                   act, hprev, aux, dy, d * H, None if dh_n is None else dh_n[k],

@@ -566,3 +566,44 @@ def test_batch_of_one_unit_split_equals_single_thread(monkeypatch, mode, dtype, 
         fr.set_num_threads(before)
     for a, b in zip(got[True], got[False]):
         close(a, b, dtype, "grad", "unit split vs rows")
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_unit_tasks_finish_without_the_second_thread(mode):
+    """Part 0 of a batch-of-one split claims whatever part 1 has not: run alone (part 1 never
+    starts, as when its thread is descheduled) it must still compute every step, forward and
+    backward, identically to the two-thread run of the layer."""
+    from fastrnn import _core
+    import fastrnn.layers as L
+    rng = np.random.default_rng(8)
+    T, D, H = 12, 3, 16
+    m = make(mode, D=D, H=H, dtype=np.float64)
+    x = rng.standard_normal((T, 1, D))
+    dy = rng.standard_normal((T, 1, H))
+    y_ref, h_ref, c_ref = fwd(m, x)
+    dx_ref, dh_ref, dc_ref = bwd(m, dy)
+    cell, G, A = m._cell, L._GATES[mode], L._AUX[mode]
+    p = m.state_dict()
+    w_ih, w_hh, b_ih, b_hh = p["weight_ih_l0"], p["weight_hh_l0"], p["bias_ih_l0"], p["bias_hh_l0"]
+    act = np.empty((T, 1, G * H))
+    _core.project(cell, x, w_ih, act)
+    y, h_n, c_n = np.empty((T, 1, H)), np.empty((1, H)), np.empty((1, H))
+    hprev, aux = np.empty((T, 1, H)), np.empty((T, 1, A * H))
+    z = np.zeros((1, H))
+    mid = 8
+    _core.recur_units(cell, mid, 0, False, z, z, w_hh, b_ih, b_hh, y, 0, h_n, c_n if mode == "LSTM" else None,
+                      act, hprev, aux, 1.0, np.zeros(4, np.intc),
+                      np.empty(_core.units_shared_size(cell, np.float64, T, H, mid, False)))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h_n, h_ref[0], rtol=1e-12, atol=1e-14)
+    dgx, dgh = np.empty((T, 1, G * H)), np.empty((T, 1, H))
+    dh0, dc0 = np.empty((1, H)), np.empty((1, H))
+    dbias = np.empty((2, G * H + (H if mode == "GRU" else 0)))
+    _core.recur_backward_units(cell, mid, 0, False, w_hh, act, hprev, aux, dy, 0, None, None, dh0,
+                               dc0 if mode == "LSTM" else None, dgx, dgh if mode == "GRU" else None, 1.0,
+                               None, dbias, np.zeros(4, np.intc),
+                               np.empty(_core.units_shared_size(cell, np.float64, T, H, mid, True)))
+    np.testing.assert_allclose(dh0, dh_ref[0], rtol=1e-12, atol=1e-14)
+    if mode == "LSTM":
+        np.testing.assert_allclose(dc0, dc_ref[0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dbias.sum(0)[:G * H], m.grads["bias_ih_l0"], rtol=1e-12, atol=1e-14)

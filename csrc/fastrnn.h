@@ -47,7 +47,8 @@
  *   a wider (T,B,2H) output shared by the two directions (each writes its own H columns).
  *
  * Threads: the kernels are reentrant and use whatever threads BLAS is set to; fastrnn's Python
- * layer keeps BLAS single-threaded and runs row ranges on its own threads (see FR_PHASES).
+ * layer keeps BLAS single-threaded and runs row ranges on its own threads (see FR_PHASES), or,
+ * for a batch of one, two unit tasks per step (see FR_UNITS).
  * ---------------------------------------------------------------------------------------------
  */
 #ifndef FASTRNN_H

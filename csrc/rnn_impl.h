@@ -11,10 +11,16 @@
 static inline REAL SFX(sigm)(REAL v) { return (REAL)1 / ((REAL)1 + EXP(-v)); }
 
 /* Row-major C (M,N) = alpha * op(A) op(B) + beta * C, with op chosen by the ta/tb flags.
- * A single row (batch of one, streaming) goes to GEMV: OpenBLAS's GEMM costs ~5x more there. */
+ * A single row (batch of one, streaming) or a single column (one input feature: the weight and
+ * input gradients of W_ih) goes to GEMV: OpenBLAS's GEMM costs several times more there. */
 static inline void SFX(gemm)(int ta, int tb, int M, int N, int K, const REAL *A, int lda,
                              const REAL *Bm, int ldb, REAL beta, REAL *C, int ldc)
 {
+    if (N == 1) {
+        GEMV(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, ta ? K : M, ta ? M : K, (REAL)1, A, lda,
+             Bm, tb ? 1 : ldb, beta, C, ldc);
+        return;
+    }
     if (M == 1 && !ta) {
         GEMV(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, tb ? N : K, tb ? K : N, (REAL)1,
              Bm, ldb, A, 1, beta, C, 1);

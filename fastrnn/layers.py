@@ -48,8 +48,9 @@ def get_num_threads():
 
 
 def _chunks(total, parts):
-    bounds = np.linspace(0, total, max(1, min(parts, total)) + 1).astype(int)
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    n = max(1, min(parts, total))
+    bounds = [total * i // n for i in range(n + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _parts(work, limit):

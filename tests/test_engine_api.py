@@ -607,3 +607,40 @@ def test_unit_tasks_finish_without_the_second_thread(mode):
     if mode == "LSTM":
         np.testing.assert_allclose(dc0, dc_ref[0], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(dbias.sum(0)[:G * H], m.grads["bias_ih_l0"], rtol=1e-12, atol=1e-14)
+
+
+def test_unit_split_from_several_python_threads_at_once(monkeypatch):
+    """Part 1 of a batch-of-one split waits in the shared pool behind other callers' work; part 0
+    runs in the caller and can finish alone, so concurrent callers must neither deadlock nor
+    disturb each other's results."""
+    import threading
+    import fastrnn.layers as L
+    monkeypatch.setitem(L._UNITS, "force", True)
+    rng = np.random.default_rng(4)
+    models = [fr.LSTM(3, 32, seed=i) for i in range(4)]
+    xs = [rng.standard_normal((40, 1, 3)).astype(np.float32) for _ in models]
+    before = fr.get_num_threads()
+    try:
+        fr.set_num_threads(2)
+        want = []
+        for m, x in zip(models, xs):
+            y, _ = m(x)
+            want.append((y, m.backward(np.ones_like(y))[0]))
+        got = [None] * len(models)
+
+        def work(i):
+            for _ in range(5):
+                y, _ = models[i](xs[i])
+                got[i] = (y, models[i].backward(np.ones_like(y))[0])
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(models))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads), "a unit-split call never finished"
+    finally:
+        fr.set_num_threads(before)
+    for (y, dx), (wy, wdx) in zip(got, want):
+        np.testing.assert_array_equal(y, wy)
+        np.testing.assert_array_equal(dx, wdx)

@@ -43,7 +43,8 @@ static inline int SFX(pos)(int s, int b, int T, int reverse, const int *lengths)
 
 /* LSTM. gi..go (H each, in: input projection, out: activations i,f,g,o); ri..ro (H each):
  * recurrent projection; bi..bo (H each): b_ih + b_hh per gate (one pointer per block: indexing
- * one bias array at H + j made GCC gather it element by element); h, c (H): running state, updated; y (H):
+ * one bias array at H + j made GCC gather it element by element); h, c (H): running state,
+ * updated; y (H):
  * output; cp, tc (H): saved c entering the step and tanh(c) leaving it. */
 HOT static void SFX(lstm_row)(int H, REAL *RS gi, REAL *RS gf, REAL *RS gg, REAL *RS go,
                               const REAL *RS ri, const REAL *RS rf, const REAL *RS rg,
@@ -194,8 +195,10 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int
             if (reverse && lengths) {
                 for (int i = 0; i < nb; ++i) {
                     const int b = b0 + i;
-                    if (s < lengths[b]) memcpy(xs + (long)i * D, x + ((long)(lengths[b] - 1 - s) * B + b) * D, sizeof(REAL) * D);
-                    else memset(xs + (long)i * D, 0, sizeof(REAL) * D);
+                    REAL *xr = xs + (long)i * D;
+                    if (s < lengths[b])
+                        memcpy(xr, x + ((long)(lengths[b] - 1 - s) * B + b) * D, sizeof(REAL) * D);
+                    else memset(xr, 0, sizeof(REAL) * D);
                 }
                 xa = xs;
             }

@@ -349,7 +349,7 @@ class _RNNBase(_Module):
         c_n = np.empty(S, self.dtype) if self.mode == "LSTM" else None
         G = _GATES[self.mode]
         chunks = _plan(T, B, H, G, dirs)
-        units = _unit_split(T, B, H, G, dirs, lengths)
+        mid = _unit_split(T, B, H, G, dirs, lengths)  # batch of one: split of the hidden units
         layers = []
         inp = x
         for layer in range(self.num_layers):
@@ -358,17 +358,17 @@ class _RNNBase(_Module):
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = (self._params.get(n) for n in self._names(layer, d))
                 k = layer * dirs + d
-                fused = units is None and _fused(self._cell, self.dtype, T, chunks, inp.shape[2], H)
+                fused = mid is None and _fused(self._cell, self.dtype, T, chunks, inp.shape[2], H)
                 act = self._buffer(("act", k), (T, B, G * H)) if record or not fused else None
                 hprev = self._buffer(("hprev", k), (T, B, H)) if record else None
                 aux = self._buffer(("aux", k), (T, B, _AUX[self.mode] * H)) if record else None
                 if not fused:
                     _project(self._cell, inp, w_ih, act)
-                if units is not None:
+                if mid is not None:
                     sync = np.zeros(4, np.intc)
-                    shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, units, False),
+                    shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, mid, False),
                                       self.dtype)
-                    tasks += [partial(_core.recur_units, self._cell, units, part, bool(d), h0[k],
+                    tasks += [partial(_core.recur_units, self._cell, mid, part, bool(d), h0[k],
                                       None if c0 is None else c0[k], w_hh, b_ih, b_hh, y, d * H, h_n[k],
                                       None if c_n is None else c_n[k], act, hprev, aux, self.leak,
                                       sync, shared)
@@ -422,7 +422,7 @@ class _RNNBase(_Module):
         dc0 = np.empty(S, self.dtype) if self.mode == "LSTM" else None
         G = _GATES[self.mode]
         chunks = _plan(T, B, H, G, dirs)
-        units = _unit_split(T, B, H, G, dirs, lengths)
+        mid = _unit_split(T, B, H, G, dirs, lengths)  # batch of one: split of the hidden units
         p, g = self._params, self.grads
         dhs_all = [np.empty((T, B, H), self.dtype) if state_grads else None for _ in range(S[0])]
         for layer in reversed(range(self.num_layers)):
@@ -437,16 +437,16 @@ class _RNNBase(_Module):
                 # scratch shared by all layers: every layer's gate gradients have one shape
                 dgx = self._buffer(("dgx", d), (T, B, G * H))
                 dgh = self._buffer(("dgh", d), (T, B, H)) if self.mode == "GRU" else None
-                # each row range's share of the bias gradients, summed by the time loop
-                parts = 2 if units is not None else len(chunks)
+                # each row range's (or unit task's) share of the bias gradients, summed in the loop
+                parts = 2 if mid is not None else len(chunks)
                 dbias = (np.empty((parts, G * H + (H if self.mode == "GRU" else 0)), self.dtype)
                          if self.bias else [None] * parts)
                 grads.append((dgx, dgh, dbias))
-                if units is not None:
+                if mid is not None:
                     sync = np.zeros(4, np.intc)
-                    shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, units, True),
+                    shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, mid, True),
                                       self.dtype)
-                    tasks += [partial(_core.recur_backward_units, self._cell, units, part, bool(d),
+                    tasks += [partial(_core.recur_backward_units, self._cell, mid, part, bool(d),
                                       p[w_hh], act, hprev, aux, dy, d * H,
                                       None if dh_n is None else dh_n[k],
                                       None if dc_n is None else dc_n[k], dh0[k],

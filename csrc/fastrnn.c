@@ -153,6 +153,7 @@ static inline float fr_tanhf(float x)
 #define STEP_PACK_NN fr_pack_nn
 #define STEP_MM fr_smallgemm
 #define STEP_PACK_NT_UNITS fr_pack_nt_units
+#define GATES_LSTM_FAST fr_lstm_row8
 #define STEP_PACK_NN_UNITS fr_pack_nn_units
 #include "rnn_impl.h"
 #undef REAL
@@ -166,6 +167,7 @@ static inline float fr_tanhf(float x)
 #undef STEP_PACK_NN
 #undef STEP_MM
 #undef STEP_PACK_NT_UNITS
+#undef GATES_LSTM_FAST
 #undef STEP_PACK_NN_UNITS
 
 /* float64 versions of the same idea: |r| <= ln2/2 and a degree-12 Taylor polynomial (truncation
@@ -216,6 +218,7 @@ static inline double fr_tanh(double x)
 #define STEP_PACK_NN(N, K, W, P) ((void)(P))
 #define STEP_MM(M, N, K, A, lda, P, acc, C, ldc) ((void)(C))
 #define STEP_PACK_NT_UNITS(G, H, u0, nu, K, W, P) ((void)(P))
+#define GATES_LSTM_FAST(...) ((void)0)
 #define STEP_PACK_NN_UNITS(G, H, u0, nu, N, W, P) ((void)(P))
 #include "rnn_impl.h"
 #undef REAL
@@ -229,4 +232,5 @@ static inline double fr_tanh(double x)
 #undef STEP_PACK_NN
 #undef STEP_MM
 #undef STEP_PACK_NT_UNITS
+#undef GATES_LSTM_FAST
 #undef STEP_PACK_NN_UNITS

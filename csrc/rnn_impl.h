@@ -52,6 +52,10 @@ HOT static void SFX(lstm_row)(int H, REAL *RS gi, REAL *RS gf, REAL *RS gg, REAL
                               const REAL *RS bg, const REAL *RS bo, REAL *RS h, REAL *RS c,
                               REAL *RS y, REAL *RS cp, REAL *RS tc)
 {
+    if (STEP_FAST()) { /* float32 with AVX2 + FMA (smallgemm.h) */
+        GATES_LSTM_FAST(H, gi, gf, gg, go, ri, rf, rg, ro, bi, bf, bg, bo, h, c, y, cp, tc);
+        return;
+    }
     /* Two passes: one iteration of a single loop chains exp, division, the cell update, exp
      * and division again, longer than the out-of-order window can overlap across iterations. */
     for (int j = 0; j < H; ++j) {
@@ -565,7 +569,7 @@ void SFX(fr_recur_backward_units)(fr_cell cell, int T, int H, int mid, int part,
     int q, idx;
 
     while (fr_claim(sync, T, part, &q, &idx)) {
-        const int u0 = q ? mid : 0, nu = q ? H - mid : mid, GU = G * nu;
+        const int u0 = q ? mid : 0, nu = q ? H - mid : mid;
         REAL *dh = shared + 4L * H + q * TS; /* (nu) gradient w.r.t. the task's units leaving s */
         REAL *dhp = dh + nmax;  /* (nu) its direct (non-W_hh) part for the state entering s */
         REAL *dc = dhp + nmax;  /* (nu) the task's cell-state gradient, LSTM */
@@ -616,7 +620,7 @@ void SFX(fr_recur_backward_units)(fr_cell cell, int T, int H, int mid, int part,
             if (cell == FR_GRU) SFX(add_to)(nu, db + GH + u0, e + 2 * nu);
         }
         REAL *mine = shared + ((long)(idx & 1) * 2 + q) * H;
-        if (fast) STEP_MM(1, H, GU, e, GU, packed, 0, mine, H);
+        if (fast) STEP_MM(1, H, G * nu, e, G * nu, packed, 0, mine, H);
         else {
             memset(mine, 0, sizeof(REAL) * H);
             for (int g = 0; g < G; ++g)

@@ -161,6 +161,92 @@ fr_row4(int K, const float *a, const float *P, int accumulate, float *c)
     }
 }
 
+/* ---- LSTM gates, 8 units at a time with FMA --------------------------------------------- */
+/* The same exp as fr_expf (range reduction, degree-7 polynomial, 2^n in the exponent bits) with
+ * fused multiply-adds, which halve the polynomial's cost. The last H % 8 units go through the
+ * same vector code with masked loads and stores, so every unit is computed identically whatever
+ * H, the batch row or the buffers' alignment (auto-contracted FMAs had made results depend on
+ * which units fell into a scalar remainder loop). min/max take x as the second operand, which
+ * they return when it is NaN, so NaN propagates as in the portable loop. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 fr_exp8(__m256 x)
+{
+    const __m256 shift = _mm256_set1_ps(12582912.0f);
+    x = _mm256_min_ps(_mm256_set1_ps(88.0f), x);
+    x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);
+    __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), shift);
+    __m256 n = _mm256_sub_ps(t, shift);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 r2 = _mm256_mul_ps(r, r), r4 = _mm256_mul_ps(r2, r2);
+    __m256 p01 = _mm256_add_ps(_mm256_set1_ps(1.0f), r);
+    __m256 p23 = _mm256_fmadd_ps(r, _mm256_set1_ps(1.0f / 6), _mm256_set1_ps(0.5f));
+    __m256 p45 = _mm256_fmadd_ps(r, _mm256_set1_ps(1.0f / 120), _mm256_set1_ps(1.0f / 24));
+    __m256 p67 = _mm256_fmadd_ps(r, _mm256_set1_ps(1.0f / 5040), _mm256_set1_ps(1.0f / 720));
+    __m256 p = _mm256_fmadd_ps(r4, _mm256_fmadd_ps(r2, p67, p45), _mm256_fmadd_ps(r2, p23, p01));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t),
+                                                   _mm256_set1_epi32(127 - 0x4B400000)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 fr_sigm8(__m256 v)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(one, _mm256_add_ps(one, fr_exp8(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+}
+
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 fr_tanh8(__m256 x)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    __m256 e = fr_exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0f), _mm256_andnot_ps(sign, x)));
+    __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+    return _mm256_or_ps(t, _mm256_and_ps(sign, x));
+}
+
+/* One LSTM row, as lstm_row in rnn_impl.h (same arguments, shapes (H) each), in the same two
+ * passes. Masked moves only for the last H % 8 units: on AMD cores a masked store is
+ * microcoded and costs more than the arithmetic. */
+#define FR_LSTM_PASS1(LD, ST)                                                                     \
+    do {                                                                                          \
+        __m256 i = fr_sigm8(_mm256_add_ps(_mm256_add_ps(LD(gi), LD(ri)), LD(bi)));               \
+        __m256 f = fr_sigm8(_mm256_add_ps(_mm256_add_ps(LD(gf), LD(rf)), LD(bf)));               \
+        __m256 g = fr_tanh8(_mm256_add_ps(_mm256_add_ps(LD(gg), LD(rg)), LD(bg)));               \
+        __m256 o = fr_sigm8(_mm256_add_ps(_mm256_add_ps(LD(go), LD(ro)), LD(bo)));               \
+        __m256 cj = LD(c);                                                                        \
+        ST(cp, cj);                                                                               \
+        ST(gi, i); ST(gf, f); ST(gg, g); ST(go, o);                                               \
+        ST(c, _mm256_fmadd_ps(f, cj, _mm256_mul_ps(i, g)));                                       \
+    } while (0)
+#define FR_LSTM_PASS2(LD, ST)                                                                     \
+    do {                                                                                          \
+        __m256 t = fr_tanh8(LD(c));                                                               \
+        __m256 hj = _mm256_mul_ps(LD(go), t);                                                     \
+        ST(tc, t); ST(h, hj); ST(y, hj);                                                          \
+    } while (0)
+#define FR_LD(p) _mm256_loadu_ps((p) + j)
+#define FR_ST(p, v) _mm256_storeu_ps((p) + j, (v))
+#define FR_LDM(p) _mm256_maskload_ps((p) + j, m)
+#define FR_STM(p, v) _mm256_maskstore_ps((p) + j, m, (v))
+__attribute__((target("avx2,fma"))) static void
+fr_lstm_row8(int H, float *gi, float *gf, float *gg, float *go, const float *ri, const float *rf,
+             const float *rg, const float *ro, const float *bi, const float *bf, const float *bg,
+             const float *bo, float *h, float *c, float *y, float *cp, float *tc)
+{
+    const int full = H & ~7;
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(H - full),
+                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    int j;
+    for (j = 0; j < full; j += 8) FR_LSTM_PASS1(FR_LD, FR_ST);
+    if (j < H) FR_LSTM_PASS1(FR_LDM, FR_STM);
+    for (j = 0; j < full; j += 8) FR_LSTM_PASS2(FR_LD, FR_ST);
+    if (j < H) FR_LSTM_PASS2(FR_LDM, FR_STM);
+}
+#undef FR_LSTM_PASS1
+#undef FR_LSTM_PASS2
+#undef FR_LD
+#undef FR_ST
+#undef FR_LDM
+#undef FR_STM
+
 /* C (M,N,ldc) = or += A (M,K,lda) times the packed matrix P (from fr_pack_nt/fr_pack_nn). */
 __attribute__((target("avx2,fma"))) static void
 fr_smallgemm(int M, int N, int K, const float *A, int lda, const float *P, int accumulate,
@@ -197,6 +283,14 @@ fr_smallgemm(int M, int N, int K, const float *A, int lda, const float *P, int a
 #else
 #define FR_HAVE_SMALLGEMM 0
 static int fr_smallgemm_ok(void) { return 0; }
+static void fr_lstm_row8(int H, float *gi, float *gf, float *gg, float *go, const float *ri,
+                         const float *rf, const float *rg, const float *ro, const float *bi,
+                         const float *bf, const float *bg, const float *bo, float *h, float *c,
+                         float *y, float *cp, float *tc)
+{
+    (void)H; (void)gi; (void)gf; (void)gg; (void)go; (void)ri; (void)rf; (void)rg; (void)ro;
+    (void)bi; (void)bf; (void)bg; (void)bo; (void)h; (void)c; (void)y; (void)cp; (void)tc;
+}
 static void fr_smallgemm(int M, int N, int K, const float *A, int lda, const float *P,
                          int accumulate, float *C, int ldc)
 {

@@ -156,19 +156,6 @@ static inline float fr_tanhf(float x)
 #define GATES_LSTM_FAST fr_lstm_row8
 #define STEP_PACK_NN_UNITS fr_pack_nn_units
 #include "rnn_impl.h"
-#undef REAL
-#undef SFX
-#undef GEMM
-#undef GEMV
-#undef EXP
-#undef TANH
-#undef STEP_FAST
-#undef STEP_PACK_NT
-#undef STEP_PACK_NN
-#undef STEP_MM
-#undef STEP_PACK_NT_UNITS
-#undef GATES_LSTM_FAST
-#undef STEP_PACK_NN_UNITS
 
 /* float64 versions of the same idea: |r| <= ln2/2 and a degree-12 Taylor polynomial (truncation
  * below 2e-16 relative), ln2 split in two parts for an exact reduction, 2^n built in the
@@ -221,16 +208,3 @@ static inline double fr_tanh(double x)
 #define GATES_LSTM_FAST(...) ((void)0)
 #define STEP_PACK_NN_UNITS(G, H, u0, nu, N, W, P) ((void)(P))
 #include "rnn_impl.h"
-#undef REAL
-#undef SFX
-#undef GEMM
-#undef GEMV
-#undef EXP
-#undef TANH
-#undef STEP_FAST
-#undef STEP_PACK_NT
-#undef STEP_PACK_NN
-#undef STEP_MM
-#undef STEP_PACK_NT_UNITS
-#undef GATES_LSTM_FAST
-#undef STEP_PACK_NN_UNITS

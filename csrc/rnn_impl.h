@@ -2,10 +2,13 @@
  * Kernel bodies, written once and compiled per dtype: fastrnn.c includes this file twice with
  *   REAL  float | double          SFX(name)  name##_f32 | name##_f64
  *   GEMM  scipy_cblas_sgemm | scipy_cblas_dgemm
- *   EXP, TANH  vectorisable fr_expf/fr_tanhf | libm exp/tanh
+ *   EXP, TANH  vectorisable fr_expf/fr_tanhf | fr_exp/fr_tanh
  *   STEP_FAST, STEP_PACK_NT, STEP_PACK_NN, STEP_MM  the per-step product with W_hh packed once
  *              (smallgemm.h, float32 on AVX2+FMA CPUs); STEP_FAST() is 0 where BLAS is used
- * The contract (shapes, saved buffers, accumulate rules) is in fastrnn.h.
+ *   STEP_PACK_NT_UNITS, STEP_PACK_NN_UNITS  the same packing for one unit range's rows
+ *   GATES_LSTM_FAST  the FMA LSTM gate kernel, used when STEP_FAST()
+ * The contract (shapes, saved buffers, accumulate rules) is in fastrnn.h. The file #undefs
+ * these macros at its end.
  */
 
 static inline REAL SFX(sigm)(REAL v) { return (REAL)1 / ((REAL)1 + EXP(-v)); }
@@ -638,3 +641,18 @@ void SFX(fr_recur_backward_units)(fr_cell cell, int T, int H, int mid, int part,
         }
     }
 }
+
+/* The next inclusion defines these again for the other dtype. */
+#undef REAL
+#undef SFX
+#undef GEMM
+#undef GEMV
+#undef EXP
+#undef TANH
+#undef STEP_FAST
+#undef STEP_PACK_NT
+#undef STEP_PACK_NN
+#undef STEP_MM
+#undef STEP_PACK_NT_UNITS
+#undef STEP_PACK_NN_UNITS
+#undef GATES_LSTM_FAST

@@ -29,56 +29,46 @@
 /* Elements of a packed matrix with N output columns and K inner length. */
 static long fr_packed_size(int N, int K) { return (long)((N + FR_NR - 1) / FR_NR) * FR_NR * K; }
 
-/* Pack for C = A W^T with W (N,K) row-major: P[p][k][j] = W[p*16+j][k] (zero past N). */
-static void fr_pack_nt(int N, int K, const float *W /* (N,K) */, float *P /* fr_packed_size */)
-{
-    for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p)
-        for (int k = 0; k < K; ++k)
-            for (int j = 0; j < FR_NR; ++j) {
-                int n = p * FR_NR + j;
-                P[((long)p * K + k) * FR_NR + j] = n < N ? W[(long)n * K + k] : 0.0f;
-            }
-}
-
-/* Pack for C = A W with W (K,N) row-major: P[p][k][j] = W[k][p*16+j] (zero past N). */
-static void fr_pack_nn(int N, int K, const float *W /* (K,N) */, float *P /* fr_packed_size */)
-{
-    for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p)
-        for (int k = 0; k < K; ++k)
-            for (int j = 0; j < FR_NR; ++j) {
-                int n = p * FR_NR + j;
-                P[((long)p * K + k) * FR_NR + j] = n < N ? W[(long)k * N + n] : 0.0f;
-            }
-}
-
-/* The same two packings for the rows of W that one unit range [u0, u0+nu) owns in each of the
- * G gate blocks of H rows (fr_recur_units): packed row q is W's row (q/nu)*H + u0 + q%nu. */
+/* Packings of W's rows that one unit range [u0, u0+nu) owns in each of G gate blocks of H rows
+ * (packed row q is W's row (q/nu)*H + u0 + q%nu; fr_recur_units). G = 1, u0 = 0, nu = H is the
+ * whole matrix (fr_pack_nt, fr_pack_nn). The row map is computed outside the element loops. */
 static inline long fr_unit_row(int q, int nu, int H, int u0) { return (long)(q / nu) * H + u0 + q % nu; }
 
+/* For C = A W_own^T with W_own (G*nu, K) the owned rows of W (G*H, K):
+ * P[p][k][j] = W_own[p*16+j][k] (zero past G*nu). */
 static void fr_pack_nt_units(int G, int H, int u0, int nu, int K, const float *W /* (G*H,K) */,
                              float *P /* fr_packed_size(G*nu, K) */)
 {
     const int N = G * nu;
-    for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p)
+    for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p) {
+        const float *rows[FR_NR];
+        for (int j = 0; j < FR_NR; ++j)
+            rows[j] = p * FR_NR + j < N ? W + fr_unit_row(p * FR_NR + j, nu, H, u0) * K : NULL;
         for (int k = 0; k < K; ++k)
-            for (int j = 0; j < FR_NR; ++j) {
-                int n = p * FR_NR + j;
-                P[((long)p * K + k) * FR_NR + j] = n < N ? W[fr_unit_row(n, nu, H, u0) * K + k] : 0.0f;
-            }
+            for (int j = 0; j < FR_NR; ++j)
+                P[((long)p * K + k) * FR_NR + j] = rows[j] ? rows[j][k] : 0.0f;
+    }
 }
 
-/* For C = A W_own with W_own (G*nu, N) the owned rows of W (G*H, N): K = G*nu. */
+/* For C = A W_own with W_own (G*nu, N) the owned rows of W (G*H, N), K = G*nu:
+ * P[p][k][j] = W_own[k][p*16+j] (zero past N). */
 static void fr_pack_nn_units(int G, int H, int u0, int nu, int N, const float *W /* (G*H,N) */,
                              float *P /* fr_packed_size(N, G*nu) */)
 {
     const int K = G * nu;
     for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p)
-        for (int k = 0; k < K; ++k)
+        for (int k = 0; k < K; ++k) {
+            const float *row = W + fr_unit_row(k, nu, H, u0) * N;
             for (int j = 0; j < FR_NR; ++j) {
-                int n = p * FR_NR + j;
-                P[((long)p * K + k) * FR_NR + j] = n < N ? W[fr_unit_row(k, nu, H, u0) * N + n] : 0.0f;
+                const int n = p * FR_NR + j;
+                P[((long)p * K + k) * FR_NR + j] = n < N ? row[n] : 0.0f;
             }
+        }
 }
+
+/* C = A W^T with W (N,K) row-major, and C = A W with W (K,N) row-major. */
+static void fr_pack_nt(int N, int K, const float *W, float *P) { fr_pack_nt_units(1, N, 0, N, K, W, P); }
+static void fr_pack_nn(int N, int K, const float *W, float *P) { fr_pack_nn_units(1, K, 0, K, N, W, P); }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>

@@ -14,7 +14,7 @@ from setuptools import Extension, setup
 ext = Extension(
     "fastrnn._core",
     sources=["fastrnn/_core.pyx", "csrc/fastrnn.c"],
-    depends=["csrc/fastrnn.h", "csrc/rnn_impl.h", "csrc/smallgemm.h"],
+    depends=["csrc/fastrnn.h", "csrc/rnn_impl.h", "csrc/smallgemm.h", "fastrnn/_pool.h"],
     include_dirs=["csrc", np.get_include(), scipy_openblas32.get_include_dir()],
     library_dirs=[scipy_openblas32.get_lib_dir()],
     libraries=[scipy_openblas32.get_library()],

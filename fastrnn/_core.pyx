@@ -76,6 +76,16 @@ cdef extern from "fastrnn.h":
     void fr_set_num_threads(int n) nogil
     int fr_get_num_threads() nogil
 
+cdef extern from "_pool.h":
+    ctypedef void (*fr_job_fn)(void *arg) noexcept nogil
+    ctypedef struct fr_pool:
+        pass
+    void fr_pool_prepare(fr_pool *p)
+    void fr_pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void **args) nogil
+    void fr_pool_shutdown(fr_pool *p) nogil
+
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+
 RNN_TANH = FR_RNN_TANH
 RNN_RELU = FR_RNN_RELU
 LSTM = FR_LSTM
@@ -96,6 +106,152 @@ def set_num_threads(int n):
 
 def get_num_threads():
     return fr_get_num_threads()
+
+
+# ---- jobs: a validated kernel call, run now or handed to the pool -------------------------------
+# Each kernel entry point below checks its arguments with the GIL held and fills a job; with
+# defer=True it returns the job instead of running it, and run_jobs() runs a list of them
+# concurrently on fastrnn's worker threads (_pool.h) without the GIL. A job keeps references to
+# every array it points into, so nothing it writes can be freed while it runs.
+
+cdef enum:
+    J_PROJECT, J_RECUR, J_RECUR_BWD, J_PARAMS, J_UNITS, J_UNITS_BWD
+
+cdef struct job_t:
+    int kind
+    bint f64
+    fr_cell c
+    int T, B, D, H, b0, b1, reverse, ld, mid, part, g0, g1, flag
+    long r0, r1
+    double leak
+    const int *lengths
+    int *sync
+    void *p[16]
+
+
+cdef void _run_job(void *arg) noexcept nogil:
+    cdef job_t *j = <job_t*>arg
+    cdef void **p = j.p
+    if j.kind == J_PROJECT:
+        if j.f64:
+            fr_project_f64(j.c, j.T, j.B, j.D, j.H, <double*>p[0], <double*>p[1], <double*>p[2])
+        else:
+            fr_project_f32(j.c, j.T, j.B, j.D, j.H, <float*>p[0], <float*>p[1], <float*>p[2])
+    elif j.kind == J_RECUR:
+        if j.f64:
+            fr_recur_f64(j.c, j.T, j.B, j.D, j.H, j.b0, j.b1, j.reverse, j.leak, j.lengths,
+                         <double*>p[0], <double*>p[1], <double*>p[2], <double*>p[3], <double*>p[4],
+                         <double*>p[5], <double*>p[6], <double*>p[7], j.ld, <double*>p[8],
+                         <double*>p[9], <double*>p[10], <double*>p[11], <double*>p[12], <double*>p[13])
+        else:
+            fr_recur_f32(j.c, j.T, j.B, j.D, j.H, j.b0, j.b1, j.reverse, j.leak, j.lengths,
+                         <float*>p[0], <float*>p[1], <float*>p[2], <float*>p[3], <float*>p[4],
+                         <float*>p[5], <float*>p[6], <float*>p[7], j.ld, <float*>p[8],
+                         <float*>p[9], <float*>p[10], <float*>p[11], <float*>p[12], <float*>p[13])
+    elif j.kind == J_RECUR_BWD:
+        if j.f64:
+            fr_recur_backward_f64(j.c, j.T, j.B, j.H, j.b0, j.b1, j.reverse, j.leak, j.lengths,
+                                  <double*>p[0], <double*>p[1], <double*>p[2], <double*>p[3],
+                                  <double*>p[4], j.ld, <double*>p[5], <double*>p[6], <double*>p[7],
+                                  <double*>p[8], <double*>p[9], <double*>p[10], <double*>p[11],
+                                  <double*>p[12], <double*>p[13])
+        else:
+            fr_recur_backward_f32(j.c, j.T, j.B, j.H, j.b0, j.b1, j.reverse, j.leak, j.lengths,
+                                  <float*>p[0], <float*>p[1], <float*>p[2], <float*>p[3],
+                                  <float*>p[4], j.ld, <float*>p[5], <float*>p[6], <float*>p[7],
+                                  <float*>p[8], <float*>p[9], <float*>p[10], <float*>p[11],
+                                  <float*>p[12], <float*>p[13])
+    elif j.kind == J_PARAMS:
+        if j.f64:
+            fr_backward_params_f64(j.c, j.T, j.B, j.D, j.H, j.g0, j.g1, j.r0, j.r1, <double*>p[0],
+                                   <double*>p[1], <double*>p[2], <double*>p[3], <double*>p[4],
+                                   <double*>p[5], j.flag, <double*>p[6], <double*>p[7],
+                                   <double*>p[8], <double*>p[9])
+        else:
+            fr_backward_params_f32(j.c, j.T, j.B, j.D, j.H, j.g0, j.g1, j.r0, j.r1, <float*>p[0],
+                                   <float*>p[1], <float*>p[2], <float*>p[3], <float*>p[4],
+                                   <float*>p[5], j.flag, <float*>p[6], <float*>p[7],
+                                   <float*>p[8], <float*>p[9])
+    elif j.kind == J_UNITS:
+        if j.f64:
+            fr_recur_units_f64(j.c, j.T, j.H, j.mid, j.part, j.reverse, j.leak, <double*>p[0],
+                               <double*>p[1], <double*>p[2], <double*>p[3], <double*>p[4],
+                               <double*>p[5], j.ld, <double*>p[6], <double*>p[7], <double*>p[8],
+                               <double*>p[9], <double*>p[10], j.sync, <double*>p[11])
+        else:
+            fr_recur_units_f32(j.c, j.T, j.H, j.mid, j.part, j.reverse, j.leak, <float*>p[0],
+                               <float*>p[1], <float*>p[2], <float*>p[3], <float*>p[4],
+                               <float*>p[5], j.ld, <float*>p[6], <float*>p[7], <float*>p[8],
+                               <float*>p[9], <float*>p[10], j.sync, <float*>p[11])
+    elif j.kind == J_UNITS_BWD:
+        if j.f64:
+            fr_recur_backward_units_f64(j.c, j.T, j.H, j.mid, j.part, j.reverse, j.leak,
+                                        <double*>p[0], <double*>p[1], <double*>p[2], <double*>p[3],
+                                        <double*>p[4], j.ld, <double*>p[5], <double*>p[6],
+                                        <double*>p[7], <double*>p[8], <double*>p[9], <double*>p[10],
+                                        <double*>p[11], <double*>p[12], j.sync, <double*>p[13])
+        else:
+            fr_recur_backward_units_f32(j.c, j.T, j.H, j.mid, j.part, j.reverse, j.leak,
+                                        <float*>p[0], <float*>p[1], <float*>p[2], <float*>p[3],
+                                        <float*>p[4], j.ld, <float*>p[5], <float*>p[6],
+                                        <float*>p[7], <float*>p[8], <float*>p[9], <float*>p[10],
+                                        <float*>p[11], <float*>p[12], j.sync, <float*>p[13])
+
+
+cdef class Job:
+    """A checked kernel call (project/recur/... with defer=True), for run_jobs()."""
+    cdef job_t j
+    cdef object refs
+
+
+cdef object _finish(job_t *j, tuple refs, bint defer):
+    """Run the job now (nogil), or return it as a Job when deferred."""
+    cdef Job job
+    if defer:
+        job = Job.__new__(Job)
+        job.j = j[0]
+        job.refs = refs
+        return job
+    with nogil:
+        _run_job(j)
+    return None
+
+
+cdef fr_pool _pool
+cdef int _pool_threads = 1
+
+
+def set_pool_threads(int n):
+    """Threads run_jobs() may use, the caller included (workers are started on first use)."""
+    global _pool_threads
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    _pool_threads = n
+    fr_pool_prepare(&_pool)
+    with nogil:
+        fr_pool_shutdown(&_pool)
+
+
+def run_jobs(list jobs):
+    """Run Jobs concurrently on up to set_pool_threads() threads; returns when all are done.
+    The caller runs the first job, so jobs that cooperate (the unit tasks) can rely on it."""
+    cdef Py_ssize_t n = len(jobs), k
+    if n == 0:
+        return
+    for k in range(n):
+        if not isinstance(jobs[k], Job):
+            raise TypeError(f"run_jobs takes Jobs (kernel calls with defer=True), got {type(jobs[k]).__name__}")
+    cdef void **args = <void**>PyMem_Malloc(n * sizeof(void*))
+    if args == NULL:
+        raise MemoryError()
+    for k in range(n):
+        args[k] = <void*>&(<Job>jobs[k]).j
+    fr_pool_prepare(&_pool)
+    try:
+        with nogil:
+            fr_pool_run(&_pool, _pool_threads, <int>n, _run_job, args)
+    finally:
+        PyMem_Free(args)
 
 
 cdef void* _ptr(object a, str name, tuple shape, object dtype, bint allow_none=False) except? NULL:
@@ -218,7 +374,7 @@ def units_shared_size(int cell, dtype, int T, int H, int mid, bint backward):
 
 
 def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b_hh, y,
-                int y_col, h_n, c_n, act, hprev, aux, double leak, sync, shared):
+                int y_col, h_n, c_n, act, hprev, aux, double leak, sync, shared, bint defer=False):
     """Forward time loop of a batch of one as two unit tasks per step, claimed by two concurrent
     calls (part 0 and 1; fastrnn.h, fr_recur_units); act holds project()'s output."""
     dtype = _float_dtype(act, "act")
@@ -248,23 +404,18 @@ def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b
     cdef void *paux = _ptr(aux, "aux", (T, 1, A * H), dtype) if (A and hprev is not None) else NULL
     cdef void *psh = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, False),), dtype)
     cdef int *psync = _sync_ptr(sync)
-    if dtype == np.float32:
-        with nogil:
-            fr_recur_units_f32(c, T, H, mid, part, reverse, leak, <float*>ph0, <float*>pc0,
-                               <float*>pwh, <float*>pbi, <float*>pbh, (<float*>py) + y_col, W,
-                               <float*>phn, <float*>pcn, <float*>pact, <float*>php, <float*>paux,
-                               psync, <float*>psh)
-    else:
-        with nogil:
-            fr_recur_units_f64(c, T, H, mid, part, reverse, leak, <double*>ph0, <double*>pc0,
-                               <double*>pwh, <double*>pbi, <double*>pbh, (<double*>py) + y_col, W,
-                               <double*>phn, <double*>pcn, <double*>pact, <double*>php, <double*>paux,
-                               psync, <double*>psh)
+    cdef job_t j
+    j.kind, j.f64, j.c, j.T, j.H, j.mid, j.part, j.reverse, j.leak = J_UNITS, dtype == np.float64, c, T, H, mid, part, reverse, leak
+    j.ld, j.sync = W, psync
+    j.p[0], j.p[1], j.p[2], j.p[3], j.p[4] = ph0, pc0, pwh, pbi, pbh
+    j.p[5] = <void*>((<char*>py) + y_col * <int>dtype.itemsize)
+    j.p[6], j.p[7], j.p[8], j.p[9], j.p[10], j.p[11] = phn, pcn, pact, php, paux, psh
+    return _finish(&j, (h0, c0, w_hh, b_ih, b_hh, y, h_n, c_n, act, hprev, aux, sync, shared), defer)
 
 
 def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, hprev, aux, dy,
                          int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak, dhs, dbias,
-                         sync, shared):
+                         sync, shared, bint defer=False):
     """Reverse time loop of a batch of one as two unit tasks per step (fastrnn.h,
     fr_recur_backward_units); dbias (2, G*H [+H for GRU]) gets each task's share."""
     dtype = _float_dtype(act, "act")
@@ -299,20 +450,14 @@ def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, h
     cdef int itemsize = dtype.itemsize
     if pdy != NULL:
         pdy = <void*>((<char*>pdy) + dy_col * itemsize)
-    if dtype == np.float32:
-        with nogil:
-            fr_recur_backward_units_f32(c, T, H, mid, part, reverse, leak, <float*>pwh,
-                                        <float*>pact, <float*>php, <float*>paux, <float*>pdy, W,
-                                        <float*>pdhn, <float*>pdcn, <float*>pdh0, <float*>pdc0,
-                                        <float*>pdgx, <float*>pdgh, <float*>pdhs, <float*>pdb,
-                                        psync, <float*>psh)
-    else:
-        with nogil:
-            fr_recur_backward_units_f64(c, T, H, mid, part, reverse, leak, <double*>pwh,
-                                        <double*>pact, <double*>php, <double*>paux, <double*>pdy, W,
-                                        <double*>pdhn, <double*>pdcn, <double*>pdh0, <double*>pdc0,
-                                        <double*>pdgx, <double*>pdgh, <double*>pdhs, <double*>pdb,
-                                        psync, <double*>psh)
+    cdef job_t j
+    j.kind, j.f64, j.c, j.T, j.H, j.mid, j.part, j.reverse, j.leak = J_UNITS_BWD, dtype == np.float64, c, T, H, mid, part, reverse, leak
+    j.ld, j.sync = W, psync
+    j.p[0], j.p[1], j.p[2], j.p[3], j.p[4] = pwh, pact, php, paux, pdy
+    j.p[5], j.p[6], j.p[7], j.p[8], j.p[9], j.p[10] = pdhn, pdcn, pdh0, pdc0, pdgx, pdgh
+    j.p[11], j.p[12], j.p[13] = pdhs, pdb, psh
+    return _finish(&j, (w_hh, act, hprev, aux, dy, dh_n, dc_n, dh0, dc0, dgx, dgh, dhs, dbias, sync,
+                        shared), defer)
 
 
 cdef inline object _empty(int nd, cnp.npy_intp d0, cnp.npy_intp d1, cnp.npy_intp d2, int typenum):
@@ -402,7 +547,7 @@ cdef int _check_rows(int b0, int b1, int B) except -1:
     return 0
 
 
-def project(int cell, x, w_ih, act):
+def project(int cell, x, w_ih, act, bint defer=False):
     """act (T,B,G*H) = x (T,B,D) w_ih^T (recur() adds the biases)."""
     dtype = _float_dtype(x, "x")
     if x.ndim != 3 or act is None or act.ndim != 3:
@@ -415,12 +560,10 @@ def project(int cell, x, w_ih, act):
     cdef void *px = _ptr(x, "x", (T, B, D), dtype)
     cdef void *pw = _ptr(w_ih, "w_ih", (G * H, D), dtype)
     cdef void *pa = _ptr(act, "act", (T, B, G * H), dtype)
-    if dtype == np.float32:
-        with nogil:
-            fr_project_f32(c, T, B, D, H, <float*>px, <float*>pw, <float*>pa)
-    else:
-        with nogil:
-            fr_project_f64(c, T, B, D, H, <double*>px, <double*>pw, <double*>pa)
+    cdef job_t j
+    j.kind, j.f64, j.c, j.T, j.B, j.D, j.H = J_PROJECT, dtype == np.float64, c, T, B, D, H
+    j.p[0], j.p[1], j.p[2] = px, pw, pa
+    return _finish(&j, (x, w_ih, act), defer)
 
 
 def fused_pays(int cell, dtype, int T, int B, int D, int H):
@@ -430,7 +573,7 @@ def fused_pays(int cell, dtype, int T, int B, int D, int H):
 
 
 def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b_hh, y, int y_col,
-          h_n, c_n, act, hprev, aux, double leak=1.0, x=None, w_ih=None):
+          h_n, c_n, act, hprev, aux, double leak=1.0, x=None, w_ih=None, bint defer=False):
     """Forward time loop for batch rows b0..b1-1; writes only those rows.
 
     Without x, act holds project()'s output. With x (T,B,D) and w_ih ("fused"), each step
@@ -476,23 +619,19 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b
     ws = np.empty(fr_forward_ws_size(c, T, b1 - b0, D, H, fused), dtype=dtype)
     cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     cdef const int *plen = <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths) if lengths is not None else NULL
-    if dtype == np.float32:
-        with nogil:
-            fr_recur_f32(c, T, B, D, H, b0, b1, reverse, leak, plen, <float*>px, <float*>pwi,
-                         <float*>ph0, <float*>pc0, <float*>pwh,
-                         <float*>pbi, <float*>pbh, (<float*>py) + y_col, W, <float*>phn, <float*>pcn,
-                         <float*>pact, <float*>php, <float*>paux, <float*>pws)
-    else:
-        with nogil:
-            fr_recur_f64(c, T, B, D, H, b0, b1, reverse, leak, plen, <double*>px, <double*>pwi,
-                         <double*>ph0, <double*>pc0, <double*>pwh,
-                         <double*>pbi, <double*>pbh, (<double*>py) + y_col, W, <double*>phn, <double*>pcn,
-                         <double*>pact, <double*>php, <double*>paux, <double*>pws)
+    cdef job_t j
+    j.kind, j.f64, j.c, j.T, j.B, j.D, j.H = J_RECUR, dtype == np.float64, c, T, B, D, H
+    j.b0, j.b1, j.reverse, j.leak, j.lengths, j.ld = b0, b1, reverse, leak, plen, W
+    j.p[0], j.p[1], j.p[2], j.p[3], j.p[4], j.p[5], j.p[6] = px, pwi, ph0, pc0, pwh, pbi, pbh
+    j.p[7] = <void*>((<char*>py) + y_col * <int>dtype.itemsize)
+    j.p[8], j.p[9], j.p[10], j.p[11], j.p[12], j.p[13] = phn, pcn, pact, php, paux, pws
+    return _finish(&j, (lengths, h0, c0, w_hh, b_ih, b_hh, y, h_n, c_n, act, hprev, aux, x, w_ih, ws),
+                   defer)
 
 
 def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, hprev, aux,
                    dy, int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0, dhs=None,
-                   dbias=None):
+                   dbias=None, bint defer=False):
     """Reverse time loop for batch rows b0..b1-1; writes their rows of dgx/dgh, dh0, dc0, and
     with dbias (G*H, + H for GRU) these rows' share of the bias gradients (assigned)."""
     dtype = _float_dtype(act, "act")
@@ -529,22 +668,18 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
     cdef int itemsize = dtype.itemsize
     if pdy != NULL:
         pdy = <void*>((<char*>pdy) + dy_col * itemsize)
-    if dtype == np.float32:
-        with nogil:
-            fr_recur_backward_f32(c, T, B, H, b0, b1, reverse, leak, plen, <float*>pwh, <float*>pact,
-                                  <float*>php, <float*>paux, <float*>pdy, W, <float*>pdhn,
-                                  <float*>pdcn, <float*>pdh0, <float*>pdc0, <float*>pdgx,
-                                  <float*>pdgh, <float*>pdhs, <float*>pdb, <float*>pws)
-    else:
-        with nogil:
-            fr_recur_backward_f64(c, T, B, H, b0, b1, reverse, leak, plen, <double*>pwh, <double*>pact,
-                                  <double*>php, <double*>paux, <double*>pdy, W, <double*>pdhn,
-                                  <double*>pdcn, <double*>pdh0, <double*>pdc0, <double*>pdgx,
-                                  <double*>pdgh, <double*>pdhs, <double*>pdb, <double*>pws)
+    cdef job_t j
+    j.kind, j.f64, j.c, j.T, j.B, j.H = J_RECUR_BWD, dtype == np.float64, c, T, B, H
+    j.b0, j.b1, j.reverse, j.leak, j.lengths, j.ld = b0, b1, reverse, leak, plen, W
+    j.p[0], j.p[1], j.p[2], j.p[3], j.p[4] = pwh, pact, php, paux, pdy
+    j.p[5], j.p[6], j.p[7], j.p[8], j.p[9], j.p[10] = pdhn, pdcn, pdh0, pdc0, pdgx, pdgh
+    j.p[11], j.p[12], j.p[13] = pdhs, pdb, pws
+    return _finish(&j, (lengths, w_hh, act, hprev, aux, dy, dh_n, dc_n, dh0, dc0, dgx, dgh, dhs,
+                        dbias, ws), defer)
 
 
 def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, dgx, dgh, dx,
-                    bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh):
+                    bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh, bint defer=False):
     """Whole-sequence GEMMs after recur_backward(): rows g0..g1 of the parameter grads +=,
     rows r0..r1 (of T*B) of dx assigned/accumulated."""
     dtype = _float_dtype(x, "x")
@@ -564,13 +699,9 @@ def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, 
     cdef void *pdbh = _ptr(db_hh, "db_hh", (G * H,), dtype, True)
     if not (0 <= g0 <= g1 <= G * H and 0 <= r0 <= r1 <= <long>T * B):
         raise ValueError(f"ranges [{g0}, {g1}) and [{r0}, {r1}) must lie within [0, {G * H}) and [0, {T * B})")
-    if dtype == np.float32:
-        with nogil:
-            fr_backward_params_f32(c, T, B, D, H, g0, g1, r0, r1, <float*>px, <float*>pwi, <float*>php, <float*>pdgx,
-                                   <float*>pdgh, <float*>pdx, accumulate_dx, <float*>pdwi,
-                                   <float*>pdwh, <float*>pdbi, <float*>pdbh)
-    else:
-        with nogil:
-            fr_backward_params_f64(c, T, B, D, H, g0, g1, r0, r1, <double*>px, <double*>pwi, <double*>php, <double*>pdgx,
-                                   <double*>pdgh, <double*>pdx, accumulate_dx, <double*>pdwi,
-                                   <double*>pdwh, <double*>pdbi, <double*>pdbh)
+    cdef job_t j
+    j.kind, j.f64, j.c, j.T, j.B, j.D, j.H = J_PARAMS, dtype == np.float64, c, T, B, D, H
+    j.g0, j.g1, j.r0, j.r1, j.flag = g0, g1, r0, r1, accumulate_dx
+    j.p[0], j.p[1], j.p[2], j.p[3], j.p[4], j.p[5] = px, pwi, php, pdgx, pdgh, pdx
+    j.p[6], j.p[7], j.p[8], j.p[9] = pdwi, pdwh, pdbi, pdbh
+    return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh), defer)

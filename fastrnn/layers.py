@@ -6,8 +6,6 @@ parameters and gradients, and chains layers and directions.
 import contextlib
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 import numpy as np
 
@@ -23,10 +21,9 @@ __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "no_grad", "i
 # spin-wait between calls, which on a shared machine turns every per-step GEMM into a stall,
 # while our workers block when idle and never synchronise inside the time loop.
 
-_threads = {"n": max(1, int(os.environ.get("OPENBLAS_NUM_THREADS", 0) or os.cpu_count() or 1)),
-            "pool": None}
-_pool_lock = threading.Lock()
+_threads = {"n": max(1, int(os.environ.get("OPENBLAS_NUM_THREADS", 0) or os.cpu_count() or 1))}
 _core.set_num_threads(1)
+_core.set_pool_threads(_threads["n"])
 # Below this many multiply-adds a split costs more in hand-offs than it saves.
 _MIN_PARALLEL_WORK = 1 << 21
 
@@ -36,11 +33,8 @@ def set_num_threads(n):
     the number of CPUs)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"num_threads must be an integer >= 1, got {n!r}")
-    with _pool_lock:
-        _threads["n"] = int(n)
-        if _threads["pool"] is not None:
-            _threads["pool"].shutdown(wait=False)
-            _threads["pool"] = None
+    _threads["n"] = int(n)
+    _core.set_pool_threads(int(n))
 
 
 def get_num_threads():
@@ -64,26 +58,10 @@ def _plan(T, B, H, G, dirs):
     return _chunks(B, max(1, _parts(T * B * G * H * H, B * dirs) // dirs))
 
 
-def _run(tasks):
-    """Run the callables (which release the GIL in C) concurrently; the caller takes one."""
-    if len(tasks) == 1:
-        tasks[0]()
-        return
-    with _pool_lock:
-        if _threads["pool"] is None:
-            _threads["pool"] = ThreadPoolExecutor(max_workers=max(1, _threads["n"] - 1),
-                                                  thread_name_prefix="fastrnn")
-        pool = _threads["pool"]
-    futures = [pool.submit(t) for t in tasks[1:]]
-    try:
-        tasks[0]()
-    finally:
-        # every task must have finished before anything reuses the buffers they write,
-        # even when one of them raised
-        errors = [f.exception() for f in futures]
-    for e in errors:
-        if e is not None:
-            raise e
+def _run(jobs):
+    """Run kernel calls made with defer=True concurrently (fastrnn/_pool.h); the caller runs the
+    first. Arguments were checked when each job was made, so running cannot fail."""
+    _core.run_jobs(jobs)
 
 
 def _project(cell, x, w_ih, act):
@@ -91,7 +69,7 @@ def _project(cell, x, w_ih, act):
     T, B, D = x.shape
     GH = act.shape[2]
     x2, a2 = x.reshape(T * B, D), act.reshape(T * B, GH)
-    _run([partial(_core.project, cell, x2[r0:r1][None], w_ih, a2[r0:r1][None])
+    _run([_core.project(cell, x2[r0:r1][None], w_ih, a2[r0:r1][None], defer=True)
           for r0, r1 in _chunks(T * B, _parts(T * B * GH * D, T * B))])
 
 
@@ -133,8 +111,8 @@ def _params_grads(cell, x, w_ih, hprev, dgx, dgh, dx, accumulate, grads):
     T, B, D = x.shape
     GH = dgx.shape[2]
     parts = _parts(T * B * GH * (D + hprev.shape[2]), GH)
-    _run([partial(_core.backward_params, cell, g0, g1, r0, r1, x, w_ih, hprev, dgx, dgh, dx,
-                  accumulate, *grads)
+    _run([_core.backward_params(cell, g0, g1, r0, r1, x, w_ih, hprev, dgx, dgh, dx, accumulate,
+                                *grads, defer=True)
           for (g0, g1), (r0, r1) in zip(_chunks(GH, parts), _chunks(T * B, parts))])
 
 
@@ -368,17 +346,17 @@ class _RNNBase(_Module):
                     sync = np.zeros(4, np.intc)
                     shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, mid, False),
                                       self.dtype)
-                    tasks += [partial(_core.recur_units, self._cell, mid, part, bool(d), h0[k],
+                    tasks += [_core.recur_units(self._cell, mid, part, bool(d), h0[k],
                                       None if c0 is None else c0[k], w_hh, b_ih, b_hh, y, d * H, h_n[k],
                                       None if c_n is None else c_n[k], act, hprev, aux, self.leak,
-                                      sync, shared)
+                                      sync, shared, defer=True)
                               for part in (0, 1)]
                     saved.append((act, hprev, aux))
                     continue
-                tasks += [partial(_core.recur, self._cell, b0, b1, bool(d), lengths, h0[k],
+                tasks += [_core.recur(self._cell, b0, b1, bool(d), lengths, h0[k],
                                   None if c0 is None else c0[k], w_hh, b_ih, b_hh, y, d * H, h_n[k],
                                   None if c_n is None else c_n[k], act, hprev, aux, self.leak,
-                                  inp if fused else None, w_ih if fused else None)
+                                  inp if fused else None, w_ih if fused else None, defer=True)
                           for b0, b1 in chunks]
                 saved.append((act, hprev, aux))
             _run(tasks)
@@ -446,19 +424,20 @@ class _RNNBase(_Module):
                     sync = np.zeros(4, np.intc)
                     shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, mid, True),
                                       self.dtype)
-                    tasks += [partial(_core.recur_backward_units, self._cell, mid, part, bool(d),
+                    tasks += [_core.recur_backward_units(self._cell, mid, part, bool(d),
                                       p[w_hh], act, hprev, aux, dy, d * H,
                                       None if dh_n is None else dh_n[k],
                                       None if dc_n is None else dc_n[k], dh0[k],
                                       None if dc0 is None else dc0[k], dgx, dgh, self.leak,
-                                      dhs_all[k], dbias if self.bias else None, sync, shared)
+                                      dhs_all[k], dbias if self.bias else None, sync, shared,
+                                      defer=True)
                               for part in (0, 1)]
                     continue
-                tasks += [partial(_core.recur_backward, self._cell, b0, b1, bool(d), lengths, p[w_hh],
+                tasks += [_core.recur_backward(self._cell, b0, b1, bool(d), lengths, p[w_hh],
                                   act, hprev, aux, dy, d * H, None if dh_n is None else dh_n[k],
                                   None if dc_n is None else dc_n[k], dh0[k],
                                   None if dc0 is None else dc0[k], dgx, dgh, self.leak, dhs_all[k],
-                                  dbias[i])
+                                  dbias[i], defer=True)
                           for i, (b0, b1) in enumerate(chunks)]
             _run(tasks)
             dx = np.empty(inp.shape, self.dtype)

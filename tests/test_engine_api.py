@@ -1,5 +1,7 @@
 """Behaviour of the engine layers and cells as a user sees it: agreement with the independent
 NumPy reference in both dtypes, accumulate/assign rules, modes, lengths, and input validation."""
+import os
+
 import numpy as np
 import pytest
 
@@ -461,28 +463,56 @@ def test_float32_per_step_kernel_tails_match_reference(mode, B, H):
         close(m.grads[k], rgrads[k], np.float32, "grad", k)
 
 
-def test_parallel_tasks_all_finish_before_an_error_propagates():
-    import threading
-    import time
-    from fastrnn import layers
+def test_pool_runs_more_jobs_than_threads_and_checks_arguments_before_running():
+    """Deferred kernel calls are checked when made (nothing runs on bad input); the pool runs
+    any number of jobs on any number of threads, each exactly once."""
+    from fastrnn import _core
     before = fr.get_num_threads()
-    fr.set_num_threads(3)
-    done = []
-
-    def slow():
-        time.sleep(0.05)
-        done.append(threading.current_thread().name)
-
-    def boom():
-        raise ValueError("task failed")
+    rng = np.random.default_rng(5)
+    T, B, D, H = 3, 10, 4, 5
+    x = rng.standard_normal((T * B, D))
+    w = rng.standard_normal((4 * H, D))
+    want = x @ w.T
     try:
-        with pytest.raises(ValueError, match="task failed"):
-            layers._run([boom, slow, slow])
-        assert len(done) == 2
-        with pytest.raises(ValueError, match="task failed"):
-            layers._run([slow, boom])
+        for threads in (1, 2, 3):
+            fr.set_num_threads(threads)
+            act = np.full((T * B, 4 * H), np.nan)
+            bounds = list(range(0, T * B + 1, 3))  # 10 jobs
+            jobs = [_core.project(_core.LSTM, x[a:b][None], w, act[a:b][None], defer=True)
+                    for a, b in zip(bounds[:-1], bounds[1:])]
+            assert np.isnan(act).all()  # made, not run
+            _core.run_jobs(jobs)
+            np.testing.assert_allclose(act, want, rtol=1e-12, atol=1e-12)
+        with pytest.raises(ValueError, match=r"w_ih must have shape \(20, 4\)"):
+            _core.project(_core.LSTM, x[None], w[:, :3].copy(), act[None], defer=True)
+        with pytest.raises(TypeError, match="run_jobs takes Jobs"):
+            _core.run_jobs([lambda: None])
     finally:
         fr.set_num_threads(before)
+
+
+def _forked_forward(queue):
+    m = fr.LSTM(3, 8, seed=2)
+    queue.put(m(np.ones((6, 5, 3), np.float32))[0])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_pool_works_in_a_forked_child(monkeypatch):
+    """A fork copies the pool's state but not its threads: the child must start its own."""
+    import multiprocessing
+    from fastrnn import layers
+    monkeypatch.setattr(layers, "_MIN_PARALLEL_WORK", 0)  # two row ranges even at this size
+    fr.set_num_threads(2)
+    m = fr.LSTM(3, 8, seed=2)
+    want = m(np.ones((6, 5, 3), np.float32))[0]  # the parent's workers now exist
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_forked_forward, args=(queue,))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"])

@@ -1,0 +1,224 @@
+/*
+ * The worker threads that run a layer's concurrent jobs (batch-row ranges and directions of a
+ * time loop, the two unit tasks of a batch of one, blocks of the whole-sequence GEMMs).
+ * Part of the bridge (_core.pyx), not of the kernels: it creates threads and blocks on locks.
+ *
+ * Why not Python's ThreadPoolExecutor, which this replaced: every hand-off through it (queue,
+ * future, two GIL round trips) cost about 20 us, and its worker started about 15 us after the
+ * caller. A training step hands off three times, so that was 7% of a tiny LSTM step. Here a
+ * dispatch publishes a generation number; a worker that finished a job less than FR_POOL_SPIN
+ * seconds ago is still polling it and starts within a microsecond. Idle workers sleep on a
+ * condition variable, so a quiet pool never holds a core (on a busy machine spinning threads
+ * are what slows a step down several times over).
+ *
+ * Jobs are claimed one at a time by the caller and the workers alike, so any number of jobs
+ * runs on any number of threads. The caller always takes part: jobs that wait on each other
+ * (the unit tasks) are written so that one thread alone can finish them all. While one caller
+ * dispatches, another (a second Python thread) runs its own jobs inline instead of waiting.
+ */
+#ifndef FASTRNN_POOL_H
+#define FASTRNN_POOL_H
+
+#include <string.h>
+#include <time.h>
+
+#define FR_POOL_SPIN 5e-5 /* seconds a worker polls for the next dispatch, and the caller for
+                             completion, before sleeping: about the Python time between the
+                             hand-offs of a forward and backward pass */
+#define FR_POOL_MAX 64
+
+typedef void (*fr_job_fn)(void *arg);
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#include <unistd.h>
+#define FR_POOL_THREADS 1
+
+typedef struct {
+    fr_job_fn fn;
+    void **args; /* (njobs) one argument per job */
+    int njobs;
+} fr_dispatch;
+
+typedef struct {
+    int ready;                    /* mutexes initialised in this process */
+    pid_t pid;                    /* the process that created the threads (fork leaves none) */
+    pthread_mutex_t mu;           /* sleeping workers and a sleeping caller */
+    pthread_cond_t wake, done;
+    pthread_mutex_t dispatch;     /* one dispatch at a time */
+    int nworkers;
+    unsigned start_gen;           /* the generation current when the workers were created */
+    pthread_t th[FR_POOL_MAX];
+    /* gen << 32 | next job to claim. A claim is a compare-and-swap on the whole word, so a
+     * worker still looking at an old dispatch can never take a job of a new one by mistake. */
+    unsigned long long word;
+    fr_dispatch slot[2];          /* dispatch g lives in slot g & 1: a late reader of slot g
+                                     cannot see it rewritten before dispatch g + 2, which cannot
+                                     begin while it holds a job of g */
+    int pending;                  /* jobs of the current dispatch not finished */
+    int sleepers;                 /* workers asleep on wake */
+    int stop;
+} fr_pool;
+
+static double fr_pool_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static inline void fr_pool_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Claims and runs jobs of generation gen until none is left. */
+static void fr_pool_work(fr_pool *p, unsigned gen)
+{
+    for (;;) {
+        unsigned long long w = __atomic_load_n(&p->word, __ATOMIC_ACQUIRE);
+        if ((unsigned)(w >> 32) != gen) return;
+        const fr_dispatch *d = &p->slot[gen & 1];
+        const unsigned k = (unsigned)w;
+        if (k >= (unsigned)d->njobs) return;
+        if (!__atomic_compare_exchange_n(&p->word, &w, w + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            continue;
+        d->fn(d->args[k]);
+        if (__atomic_sub_fetch(&p->pending, 1, __ATOMIC_ACQ_REL) == 0) {
+            pthread_mutex_lock(&p->mu); /* the caller may be asleep on done */
+            pthread_cond_broadcast(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+
+static void *fr_pool_worker(void *arg)
+{
+    fr_pool *p = (fr_pool *)arg;
+    /* not the word itself: the caller may already have published the dispatch it created this
+     * worker for, which the worker must not mistake for one it has seen */
+    unsigned seen = p->start_gen;
+    for (;;) {
+        double since = 0;
+        int spins = 0;
+        unsigned gen;
+        while ((gen = (unsigned)(__atomic_load_n(&p->word, __ATOMIC_SEQ_CST) >> 32)) == seen) {
+            if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) return NULL;
+            if (++spins < 256) { fr_pool_pause(); continue; }
+            spins = 0;
+            const double now = fr_pool_now();
+            if (since == 0) { since = now; continue; }
+            if (now - since < FR_POOL_SPIN) continue;
+            pthread_mutex_lock(&p->mu);
+            /* seq_cst on sleepers here and on word in fr_pool_run: either the caller sees this
+             * sleeper and signals, or this check sees the new generation */
+            __atomic_add_fetch(&p->sleepers, 1, __ATOMIC_SEQ_CST);
+            while ((unsigned)(__atomic_load_n(&p->word, __ATOMIC_SEQ_CST) >> 32) == seen
+                   && !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE))
+                pthread_cond_wait(&p->wake, &p->mu);
+            __atomic_sub_fetch(&p->sleepers, 1, __ATOMIC_SEQ_CST);
+            pthread_mutex_unlock(&p->mu);
+            since = 0;
+        }
+        seen = gen;
+        fr_pool_work(p, gen);
+    }
+}
+
+static void fr_pool_stop(fr_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    __atomic_store_n(&p->stop, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->nworkers; ++i) pthread_join(p->th[i], NULL);
+    p->nworkers = 0;
+    p->stop = 0;
+}
+
+/* Makes the pool usable in this process: after a fork only the forking thread exists, and the
+ * locks may have been copied while held, so the child starts from scratch. Called with the GIL
+ * held, which serialises it. */
+static void fr_pool_prepare(fr_pool *p)
+{
+    const pid_t pid = getpid();
+    if (p->ready && p->pid == pid) return;
+    memset(p, 0, sizeof *p);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->dispatch, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->pid = pid;
+    p->ready = 1;
+}
+
+/* Runs fn(args[k]) for k < njobs on the caller and up to nthreads - 1 workers; returns when all
+ * are done. The first job is the caller's: jobs are claimed in order. */
+static void fr_pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void **args)
+{
+    if (njobs == 1 || nthreads <= 1 || pthread_mutex_trylock(&p->dispatch) != 0) {
+        for (int k = 0; k < njobs; ++k) fn(args[k]);
+        return;
+    }
+    int want = nthreads - 1;
+    if (want > FR_POOL_MAX) want = FR_POOL_MAX;
+    if (p->nworkers != want) {
+        if (p->nworkers) fr_pool_stop(p);
+        p->start_gen = (unsigned)(p->word >> 32);
+        for (int i = 0; i < want; ++i) {
+            if (pthread_create(&p->th[i], NULL, fr_pool_worker, p) != 0) break;
+            p->nworkers = i + 1;
+        }
+    }
+    const unsigned gen = (unsigned)(p->word >> 32) + 1;
+    fr_dispatch *d = &p->slot[gen & 1];
+    d->fn = fn;
+    d->args = args;
+    d->njobs = njobs;
+    __atomic_store_n(&p->pending, njobs, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->word, (unsigned long long)gen << 32, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&p->sleepers, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->mu);
+    }
+    fr_pool_work(p, gen);
+    double since = 0;
+    for (int spins = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE);) {
+        if (++spins < 256) { fr_pool_pause(); continue; }
+        spins = 0;
+        const double now = fr_pool_now();
+        if (since == 0) since = now;
+        else if (now - since > FR_POOL_SPIN) {
+            pthread_mutex_lock(&p->mu);
+            while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE)) pthread_cond_wait(&p->done, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+    pthread_mutex_unlock(&p->dispatch);
+}
+
+/* Joins the workers (set_num_threads, interpreter exit). */
+static void fr_pool_shutdown(fr_pool *p)
+{
+    if (!p->ready || p->pid != getpid()) return;
+    pthread_mutex_lock(&p->dispatch);
+    if (p->nworkers) fr_pool_stop(p);
+    pthread_mutex_unlock(&p->dispatch);
+}
+
+#else /* no POSIX threads: jobs run one after another on the caller */
+#define FR_POOL_THREADS 0
+typedef struct { int unused; } fr_pool;
+static void fr_pool_prepare(fr_pool *p) { (void)p; }
+static void fr_pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void **args)
+{
+    (void)p; (void)nthreads;
+    for (int k = 0; k < njobs; ++k) fn(args[k]);
+}
+static void fr_pool_shutdown(fr_pool *p) { (void)p; }
+#endif
+
+#endif

@@ -30,7 +30,8 @@
  *
  * Buffers of a training forward that backward needs (saved-for-backward, (T,B,.) time layout):
  *   act   (T,B,G*H)  post-activation gates: RNN h; LSTM i,f,g,o; GRU r,z,n
- *   hprev (T,B,H)    the state h entering the step that produced position (t,b)
+ *   hprev (T,B,H)    the state h entering the step that produced position (t,b); the phase
+ *                    functions take it strided, (T,B,H,ldh), so a layer can keep it beside x
  *   aux   (T,B,A*H)  LSTM A=2: [c entering the step | tanh(c leaving it)];
  *                    GRU  A=1: [W_hn h + b_hn];  RNN A=0 (pass NULL)
  *   With hprev == NULL the forward is inference-only: nothing is saved, `act` is scratch and
@@ -142,7 +143,8 @@ void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, doub
  * fr_project: act (T,B,G*H) = x (T,B,D) w_ih^T (no biases: fr_recur adds them in its gate
  *   loops, which saves a pass over act).
  * fr_recur: the forward time loop for rows b0..b1-1; arguments as in fr_forward, with
- *   ws (fr_forward_ws_size(cell, T, b1-b0, D, H, x != NULL)) private to the call.
+ *   ws (fr_forward_ws_size(cell, T, b1-b0, D, H, x != NULL)) private to the call, and hprev
+ *   (T,B,H,ldh) strided (see fr_backward_params for why).
  *   x == NULL: act holds fr_project's output on entry. x (T,B,D) and w_ih given ("fused"):
  *   each step projects its own rows, fr_project is skipped, and act is written only in
  *   training (hprev != NULL); in inference act may be NULL. D is read only when fused.
@@ -156,7 +158,10 @@ void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, doub
  *   ranges to the gradients and passes NULL biases to fr_backward_params.
  * fr_backward_params: whole-sequence GEMMs from dgx/dgh: rows g0..g1-1 of dw_ih, dw_hh, db_ih,
  *   db_hh += ...; rows r0..r1-1 (of T*B) of dx (T,B,D) assigned (accumulated if accumulate_dx),
- *   dx NULL to skip. Calls with disjoint ranges may run concurrently.
+ *   dx NULL to skip. Calls with disjoint ranges may run concurrently. x (T,B,D,ldx), hprev
+ *   (T,B,H,ldh). When they sit side by side in one (T,B,D+H) buffer (hprev == x + D,
+ *   ldx == ldh == D+H) and ws (G*H, D+H) is given, both weight gradients of a gate row come from
+ *   one GEMM over [x | hprev] (ws rows g0..g1-1 are scratch); otherwise ws may be NULL.
  */
 #define FR_PHASES(R, S)                                                                           \
 void fr_project_##S(fr_cell cell, int T, int B, int D, int H, const R *x, const R *w_ih,         \
@@ -164,23 +169,25 @@ void fr_project_##S(fr_cell cell, int T, int B, int D, int H, const R *x, const 
 void fr_recur_##S(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int reverse,         \
                   double leak, const int *lengths, const R *x, const R *w_ih, const R *h0,       \
                   const R *c0, const R *w_hh, const R *b_ih, const R *b_hh,                      \
-                  R *y, int ldy, R *h_n, R *c_n, R *act, R *hprev, R *aux, R *ws);              \
+                  R *y, int ldy, R *h_n, R *c_n, R *act, R *hprev, int ldh, R *aux, R *ws);     \
 void fr_recur_backward_##S(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,       \
                            double leak, const int *lengths, const R *w_hh, const R *act,         \
-                           const R *hprev, const R *aux, const R *dy, int ldy, const R *dh_n,    \
+                           const R *hprev, int ldh, const R *aux, const R *dy, int ldy,          \
+                           const R *dh_n,                                                         \
                            const R *dc_n, R *dh0, R *dc0, R *dgx, R *dgh, R *dhs, R *dbias,     \
                            R *ws);                                                                \
 void fr_backward_params_##S(fr_cell cell, int T, int B, int D, int H, int g0, int g1, long r0,   \
-                            long r1, const R *x, const R *w_ih, const R *hprev, const R *dgx,    \
-                            const R *dgh, R *dx, int accumulate_dx, R *dw_ih, R *dw_hh,          \
-                            R *db_ih, R *db_hh);
+                            long r1, const R *x, int ldx, const R *w_ih, const R *hprev,         \
+                            int ldh, const R *dgx, const R *dgh, R *dx, int accumulate_dx,       \
+                            R *dw_ih, R *dw_hh, R *db_ih, R *db_hh, R *ws);
 /*
  * A batch of one (B = 1, no lengths), split by hidden units instead of rows: each step is two
  * tasks, task 0 owning units [0, mid) of every gate block and task 1 units [mid, H), and two
  * concurrent calls (part 0 and part 1, one thread each, same arguments otherwise) claim them
  * step by step. Part 0 alone also finishes the work, so part 1 may start late or not at all;
  * part 0 writes h_n, c_n (forward) and dh0, dc0 (backward) once everything is done.
- *   Buffers as in fr_recur / fr_recur_backward with B = 1; act holds fr_project's output.
+ *   Buffers as in fr_recur / fr_recur_backward with B = 1 (hprev (T,1,H,ldh)); act holds
+ *   fr_project's output.
  *   sync (4) ints, zero before the calls. shared (fr_units_shared_size_*(cell, T, H, mid,
  *   backward)): every task's state and the step-to-step exchange.
  *   dbias (2, G*H [+H for GRU]) or NULL: out, row q assigned task q's share (other units zero).
@@ -189,11 +196,11 @@ void fr_backward_params_##S(fr_cell cell, int T, int B, int D, int H, int g0, in
 long fr_units_shared_size_##S(fr_cell cell, int T, int H, int mid, int backward);               \
 void fr_recur_units_##S(fr_cell cell, int T, int H, int mid, int part, int reverse, double leak, \
                         const R *h0, const R *c0, const R *w_hh, const R *b_ih, const R *b_hh,   \
-                        R *y, int ldy, R *h_n, R *c_n, R *act, R *hprev, R *aux, int *sync,      \
-                        R *shared);                                                               \
+                        R *y, int ldy, R *h_n, R *c_n, R *act, R *hprev, int ldh, R *aux,        \
+                        int *sync, R *shared);                                                    \
 void fr_recur_backward_units_##S(fr_cell cell, int T, int H, int mid, int part, int reverse,     \
                                  double leak, const R *w_hh, const R *act, const R *hprev,       \
-                                 const R *aux, const R *dy, int ldy, const R *dh_n,              \
+                                 int ldh, const R *aux, const R *dy, int ldy, const R *dh_n,     \
                                  const R *dc_n, R *dh0, R *dc0, R *dgx, R *dgh, R *dhs,          \
                                  R *dbias, int *sync, R *shared);
 FR_UNITS(float, f32)

@@ -147,7 +147,7 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int
                    double leak, const int *lengths, const REAL *x, const REAL *w_ih,
                    const REAL *h0, const REAL *c0, const REAL *w_hh,
                    const REAL *b_ih, const REAL *b_hh, REAL *y, int ldy, REAL *h_n, REAL *c_n,
-                   REAL *act, REAL *hprev, REAL *aux, REAL *ws)
+                   REAL *act, REAL *hprev, int ldh, REAL *aux, REAL *ws)
 {
     const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell), nb = b1 - b0;
     const int fused = x != NULL;
@@ -172,7 +172,7 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int
             for (int b = b0; b < b1; ++b)
                 if (t >= lengths[b]) {
                     memset(y + ((long)t * B + b) * ldy, 0, sizeof(REAL) * H);
-                    if (hprev) memset(hprev + ((long)t * B + b) * H, 0, sizeof(REAL) * H);
+                    if (hprev) memset(hprev + ((long)t * B + b) * ldh, 0, sizeof(REAL) * H);
                 }
     }
     /* b_ih and b_hh are added in the gate loops, not by the input GEMM: filling all T*B rows
@@ -222,7 +222,7 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int
             REAL *gxr = fused && !direct ? gx + (long)i * GH : act + row * GH, *yr = y + row * ldy;
             const REAL *ghr = gh + (long)i * GH;
             REAL *auxr = hprev ? aux + row * A * H : aux_scratch;
-            if (hprev) memcpy(hprev + row * H, hb, sizeof(REAL) * H);
+            if (hprev) memcpy(hprev + row * ldh, hb, sizeof(REAL) * H);
             switch (cell) {
             case FR_LSTM:
                 SFX(lstm_row)(H, gxr, gxr + H, gxr + 2 * H, gxr + 3 * H, ghr, ghr + H, ghr + 2 * H,
@@ -253,7 +253,7 @@ void SFX(fr_forward)(fr_cell cell, int T, int B, int D, int H, int reverse, doub
 {
     SFX(fr_project)(cell, T, B, D, H, x, w_ih, act);
     SFX(fr_recur)(cell, T, B, D, H, 0, B, reverse, leak, lengths, NULL, NULL, h0, c0, w_hh, b_ih, b_hh,
-                  y, ldy, h_n, c_n, act, hprev, aux, ws);
+                  y, ldy, h_n, c_n, act, hprev, H, aux, ws);
 }
 
 /* ---- backward ------------------------------------------------------------------------- */
@@ -319,7 +319,7 @@ HOT static void SFX(rnn_row_bwd)(int H, int relu, REAL leak, const REAL *RS a,
 
 void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
                             double leak, const int *lengths, const REAL *w_hh, const REAL *act,
-                            const REAL *hprev, const REAL *aux, const REAL *dy, int ldy,
+                            const REAL *hprev, int ldh, const REAL *aux, const REAL *dy, int ldy,
                             const REAL *dh_n, const REAL *dc_n, REAL *dh0, REAL *dc0,
                             REAL *dgx, REAL *dgh, REAL *dhs, REAL *dbias, REAL *ws)
 {
@@ -380,7 +380,7 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
                 break;
             case FR_GRU: {
                 REAL *e = step + (long)i * GH;
-                SFX(gru_row_bwd)(H, a, a + H, a + 2 * H, aux + row * H, hprev + row * H, dhb,
+                SFX(gru_row_bwd)(H, a, a + H, a + 2 * H, aux + row * H, hprev + row * ldh, dhb,
                                  d, d + H, d + 2 * H, e, e + H, e + 2 * H, dhpb);
                 memcpy(dgh + row * H, e + 2 * H, sizeof(REAL) * H);
                 break;
@@ -408,9 +408,10 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
 }
 
 void SFX(fr_backward_params)(fr_cell cell, int T, int B, int D, int H, int g0, int g1,
-                             long r0, long r1, const REAL *x, const REAL *w_ih, const REAL *hprev,
-                             const REAL *dgx, const REAL *dgh, REAL *dx, int accumulate_dx,
-                             REAL *dw_ih, REAL *dw_hh, REAL *db_ih, REAL *db_hh)
+                             long r0, long r1, const REAL *x, int ldx, const REAL *w_ih,
+                             const REAL *hprev, int ldh, const REAL *dgx, const REAL *dgh, REAL *dx,
+                             int accumulate_dx, REAL *dw_ih, REAL *dw_hh, REAL *db_ih, REAL *db_hh,
+                             REAL *ws)
 {
     const int GH = fr_gates(cell) * H;
     const long TB = (long)T * B;
@@ -421,11 +422,26 @@ void SFX(fr_backward_params)(fr_cell cell, int T, int B, int D, int H, int g0, i
     if (g1 > g0) {
         const int split = cell == FR_GRU ? 2 * H : GH; /* rows below read dgx, rows above dgh */
         const int a1 = g1 < split ? g1 : split, n0 = g0 > split ? g0 : split;
-        SFX(gemm)(1, 0, g1 - g0, D, (int)TB, dgx + g0, GH, x, D, (REAL)1, dw_ih + (long)g0 * D, D);
-        if (a1 > g0)
-            SFX(gemm)(1, 0, a1 - g0, H, (int)TB, dgx + g0, GH, hprev, H, (REAL)1, dw_hh + (long)g0 * H, H);
+        /* x and hprev side by side in one buffer: rows below split take both weight gradients
+         * from one GEMM, so dgx's column block is packed once instead of once per weight (the
+         * packing costs as much as the arithmetic when D is small) */
+        const int cat = ws && a1 > g0 && hprev == x + D && ldx == D + H && ldh == D + H;
+        if (cat) {
+            SFX(gemm)(1, 0, a1 - g0, D + H, (int)TB, dgx + g0, GH, x, ldx, (REAL)0,
+                      ws + (long)g0 * (D + H), D + H);
+            for (int k = g0; k < a1; ++k) {
+                const REAL *w = ws + (long)k * (D + H);
+                SFX(add_to)(D, dw_ih + (long)k * D, w);
+                SFX(add_to)(H, dw_hh + (long)k * H, w + D);
+            }
+        }
+        const int i0 = cat ? a1 : g0; /* dw_ih rows still to do */
+        if (g1 > i0)
+            SFX(gemm)(1, 0, g1 - i0, D, (int)TB, dgx + i0, GH, x, ldx, (REAL)1, dw_ih + (long)i0 * D, D);
+        if (a1 > g0 && !cat)
+            SFX(gemm)(1, 0, a1 - g0, H, (int)TB, dgx + g0, GH, hprev, ldh, (REAL)1, dw_hh + (long)g0 * H, H);
         if (g1 > n0)
-            SFX(gemm)(1, 0, g1 - n0, H, (int)TB, dgh + (n0 - split), H, hprev, H, (REAL)1,
+            SFX(gemm)(1, 0, g1 - n0, H, (int)TB, dgh + (n0 - split), H, hprev, ldh, (REAL)1,
                       dw_hh + (long)n0 * H, H);
         /* db_ih and db_hh are both given or both NULL (a layer has biases or not); one pass
          * feeds both sums where the two biases enter additively */
@@ -457,10 +473,10 @@ void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, dou
                       REAL *dw_ih, REAL *dw_hh, REAL *db_ih, REAL *db_hh,
                       REAL *dgx, REAL *dgh, REAL *ws)
 {
-    SFX(fr_recur_backward)(cell, T, B, H, 0, B, reverse, leak, lengths, w_hh, act, hprev, aux,
+    SFX(fr_recur_backward)(cell, T, B, H, 0, B, reverse, leak, lengths, w_hh, act, hprev, H, aux,
                            dy, ldy, dh_n, dc_n, dh0, dc0, dgx, dgh, NULL, NULL, ws);
-    SFX(fr_backward_params)(cell, T, B, D, H, 0, fr_gates(cell) * H, 0, (long)T * B, x, w_ih,
-                            hprev, dgx, dgh, dx, accumulate_dx, dw_ih, dw_hh, db_ih, db_hh);
+    SFX(fr_backward_params)(cell, T, B, D, H, 0, fr_gates(cell) * H, 0, (long)T * B, x, D, w_ih,
+                            hprev, H, dgx, dgh, dx, accumulate_dx, dw_ih, dw_hh, db_ih, db_hh, NULL);
 }
 
 /* ---- batch of one, hidden units split in two tasks ---------------------------------------- */
@@ -487,7 +503,7 @@ long SFX(fr_units_shared_size)(fr_cell cell, int T, int H, int mid, int backward
 void SFX(fr_recur_units)(fr_cell cell, int T, int H, int mid, int part, int reverse, double leak,
                          const REAL *h0, const REAL *c0, const REAL *w_hh, const REAL *b_ih,
                          const REAL *b_hh, REAL *y, int ldy, REAL *h_n, REAL *c_n, REAL *act,
-                         REAL *hprev, REAL *aux, int *sync, REAL *shared)
+                         REAL *hprev, int ldh, REAL *aux, int *sync, REAL *shared)
 {
     const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell);
     const int nmax = mid > H - mid ? mid : H - mid, GN = G * nmax;
@@ -527,7 +543,7 @@ void SFX(fr_recur_units)(fr_cell cell, int T, int H, int mid, int part, int reve
         const long row = reverse ? T - 1 - idx : idx;
         REAL *gx = act + row * GH, *yr = y + row * ldy + u0;
         REAL *auxr = hprev ? aux + row * A * H : NULL;
-        if (hprev) memcpy(hprev + row * H + u0, cur + u0, sizeof(REAL) * nu);
+        if (hprev) memcpy(hprev + row * ldh + u0, cur + u0, sizeof(REAL) * nu);
         memcpy(nxt, cur + u0, sizeof(REAL) * nu); /* GRU and leaky units read the old state */
         switch (cell) {
         case FR_LSTM:
@@ -557,7 +573,7 @@ void SFX(fr_recur_units)(fr_cell cell, int T, int H, int mid, int part, int reve
 
 void SFX(fr_recur_backward_units)(fr_cell cell, int T, int H, int mid, int part, int reverse,
                                   double leak, const REAL *w_hh, const REAL *act,
-                                  const REAL *hprev, const REAL *aux, const REAL *dy, int ldy,
+                                  const REAL *hprev, int ldh, const REAL *aux, const REAL *dy, int ldy,
                                   const REAL *dh_n, const REAL *dc_n, REAL *dh0, REAL *dc0,
                                   REAL *dgx, REAL *dgh, REAL *dhs, REAL *dbias, int *sync,
                                   REAL *shared)
@@ -608,7 +624,7 @@ void SFX(fr_recur_backward_units)(fr_cell cell, int T, int H, int mid, int part,
         }
         case FR_GRU:
             SFX(gru_row_bwd)(nu, a + u0, a + H + u0, a + 2 * H + u0, aux + row * H + u0,
-                             hprev + row * H + u0, dh, d + u0, d + H + u0, d + 2 * H + u0, e,
+                             hprev + row * ldh + u0, dh, d + u0, d + H + u0, d + 2 * H + u0, e,
                              e + nu, e + 2 * nu, dhp);
             memcpy(dgh + row * H + u0, e + 2 * nu, sizeof(REAL) * nu);
             break;

@@ -25,19 +25,19 @@ cdef extern from "fastrnn.h":
     long fr_units_shared_size_f64(fr_cell cell, int T, int H, int mid, int backward) nogil
     void fr_recur_units_f32(fr_cell cell, int T, int H, int mid, int part, int reverse, double leak,
                         const float *h0, const float *c0, const float *w_hh, const float *b_ih, const float *b_hh,
-                        float *y, int ldy, float *h_n, float *c_n, float *act, float *hprev, float *aux, int *sync,
+                        float *y, int ldy, float *h_n, float *c_n, float *act, float *hprev, int ldh, float *aux, int *sync,
                         float *shared) nogil
     void fr_recur_backward_units_f32(fr_cell cell, int T, int H, int mid, int part, int reverse,
-                                 double leak, const float *w_hh, const float *act, const float *hprev,
+                                 double leak, const float *w_hh, const float *act, const float *hprev, int ldh,
                                  const float *aux, const float *dy, int ldy, const float *dh_n,
                                  const float *dc_n, float *dh0, float *dc0, float *dgx, float *dgh, float *dhs,
                                  float *dbias, int *sync, float *shared) nogil
     void fr_recur_units_f64(fr_cell cell, int T, int H, int mid, int part, int reverse, double leak,
                         const double *h0, const double *c0, const double *w_hh, const double *b_ih, const double *b_hh,
-                        double *y, int ldy, double *h_n, double *c_n, double *act, double *hprev, double *aux, int *sync,
+                        double *y, int ldy, double *h_n, double *c_n, double *act, double *hprev, int ldh, double *aux, int *sync,
                         double *shared) nogil
     void fr_recur_backward_units_f64(fr_cell cell, int T, int H, int mid, int part, int reverse,
-                                 double leak, const double *w_hh, const double *act, const double *hprev,
+                                 double leak, const double *w_hh, const double *act, const double *hprev, int ldh,
                                  const double *aux, const double *dy, int ldy, const double *dh_n,
                                  const double *dc_n, double *dh0, double *dc0, double *dgx, double *dgh, double *dhs,
                                  double *dbias, int *sync, double *shared) nogil
@@ -48,31 +48,31 @@ cdef extern from "fastrnn.h":
     void fr_recur_f32(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int reverse,
                       double leak, const int *lengths, const float *x, const float *w_ih, const float *h0, const float *c0, const float *w_hh,
                       const float *b_ih, const float *b_hh, float *y, int ldy, float *h_n, float *c_n,
-                      float *act, float *hprev, float *aux, float *ws) nogil
+                      float *act, float *hprev, int ldh, float *aux, float *ws) nogil
     void fr_recur_f64(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int reverse,
                       double leak, const int *lengths, const double *x, const double *w_ih, const double *h0, const double *c0, const double *w_hh,
                       const double *b_ih, const double *b_hh, double *y, int ldy, double *h_n, double *c_n,
-                      double *act, double *hprev, double *aux, double *ws) nogil
+                      double *act, double *hprev, int ldh, double *aux, double *ws) nogil
     void fr_recur_backward_f32(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
                                double leak, const int *lengths, const float *w_hh, const float *act,
-                               const float *hprev, const float *aux, const float *dy, int ldy,
+                               const float *hprev, int ldh, const float *aux, const float *dy, int ldy,
                                const float *dh_n, const float *dc_n, float *dh0, float *dc0,
                                float *dgx, float *dgh, float *dhs, float *dbias, float *ws) nogil
     void fr_recur_backward_f64(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
                                double leak, const int *lengths, const double *w_hh, const double *act,
-                               const double *hprev, const double *aux, const double *dy, int ldy,
+                               const double *hprev, int ldh, const double *aux, const double *dy, int ldy,
                                const double *dh_n, const double *dc_n, double *dh0, double *dc0,
                                double *dgx, double *dgh, double *dhs, double *dbias, double *ws) nogil
     void fr_backward_params_f32(fr_cell cell, int T, int B, int D, int H, int g0, int g1,
-                                long r0, long r1, const float *x,
-                                const float *w_ih, const float *hprev, const float *dgx,
+                                long r0, long r1, const float *x, int ldx,
+                                const float *w_ih, const float *hprev, int ldh, const float *dgx,
                                 const float *dgh, float *dx, int accumulate_dx, float *dw_ih,
-                                float *dw_hh, float *db_ih, float *db_hh) nogil
+                                float *dw_hh, float *db_ih, float *db_hh, float *ws) nogil
     void fr_backward_params_f64(fr_cell cell, int T, int B, int D, int H, int g0, int g1,
-                                long r0, long r1, const double *x,
-                                const double *w_ih, const double *hprev, const double *dgx,
+                                long r0, long r1, const double *x, int ldx,
+                                const double *w_ih, const double *hprev, int ldh, const double *dgx,
                                 const double *dgh, double *dx, int accumulate_dx, double *dw_ih,
-                                double *dw_hh, double *db_ih, double *db_hh) nogil
+                                double *dw_hh, double *db_ih, double *db_hh, double *ws) nogil
     void fr_set_num_threads(int n) nogil
     int fr_get_num_threads() nogil
 
@@ -121,7 +121,7 @@ cdef struct job_t:
     int kind
     bint f64
     fr_cell c
-    int T, B, D, H, b0, b1, reverse, ld, mid, part, g0, g1, flag
+    int T, B, D, H, b0, b1, reverse, ld, ldh, ldx, mid, part, g0, g1, flag
     long r0, r1
     double leak
     const int *lengths
@@ -142,57 +142,57 @@ cdef void _run_job(void *arg) noexcept nogil:
             fr_recur_f64(j.c, j.T, j.B, j.D, j.H, j.b0, j.b1, j.reverse, j.leak, j.lengths,
                          <double*>p[0], <double*>p[1], <double*>p[2], <double*>p[3], <double*>p[4],
                          <double*>p[5], <double*>p[6], <double*>p[7], j.ld, <double*>p[8],
-                         <double*>p[9], <double*>p[10], <double*>p[11], <double*>p[12], <double*>p[13])
+                         <double*>p[9], <double*>p[10], <double*>p[11], j.ldh, <double*>p[12], <double*>p[13])
         else:
             fr_recur_f32(j.c, j.T, j.B, j.D, j.H, j.b0, j.b1, j.reverse, j.leak, j.lengths,
                          <float*>p[0], <float*>p[1], <float*>p[2], <float*>p[3], <float*>p[4],
                          <float*>p[5], <float*>p[6], <float*>p[7], j.ld, <float*>p[8],
-                         <float*>p[9], <float*>p[10], <float*>p[11], <float*>p[12], <float*>p[13])
+                         <float*>p[9], <float*>p[10], <float*>p[11], j.ldh, <float*>p[12], <float*>p[13])
     elif j.kind == J_RECUR_BWD:
         if j.f64:
             fr_recur_backward_f64(j.c, j.T, j.B, j.H, j.b0, j.b1, j.reverse, j.leak, j.lengths,
-                                  <double*>p[0], <double*>p[1], <double*>p[2], <double*>p[3],
+                                  <double*>p[0], <double*>p[1], <double*>p[2], j.ldh, <double*>p[3],
                                   <double*>p[4], j.ld, <double*>p[5], <double*>p[6], <double*>p[7],
                                   <double*>p[8], <double*>p[9], <double*>p[10], <double*>p[11],
                                   <double*>p[12], <double*>p[13])
         else:
             fr_recur_backward_f32(j.c, j.T, j.B, j.H, j.b0, j.b1, j.reverse, j.leak, j.lengths,
-                                  <float*>p[0], <float*>p[1], <float*>p[2], <float*>p[3],
+                                  <float*>p[0], <float*>p[1], <float*>p[2], j.ldh, <float*>p[3],
                                   <float*>p[4], j.ld, <float*>p[5], <float*>p[6], <float*>p[7],
                                   <float*>p[8], <float*>p[9], <float*>p[10], <float*>p[11],
                                   <float*>p[12], <float*>p[13])
     elif j.kind == J_PARAMS:
         if j.f64:
             fr_backward_params_f64(j.c, j.T, j.B, j.D, j.H, j.g0, j.g1, j.r0, j.r1, <double*>p[0],
-                                   <double*>p[1], <double*>p[2], <double*>p[3], <double*>p[4],
+                                   j.ldx, <double*>p[1], <double*>p[2], j.ldh, <double*>p[3], <double*>p[4],
                                    <double*>p[5], j.flag, <double*>p[6], <double*>p[7],
-                                   <double*>p[8], <double*>p[9])
+                                   <double*>p[8], <double*>p[9], <double*>p[10])
         else:
             fr_backward_params_f32(j.c, j.T, j.B, j.D, j.H, j.g0, j.g1, j.r0, j.r1, <float*>p[0],
-                                   <float*>p[1], <float*>p[2], <float*>p[3], <float*>p[4],
+                                   j.ldx, <float*>p[1], <float*>p[2], j.ldh, <float*>p[3], <float*>p[4],
                                    <float*>p[5], j.flag, <float*>p[6], <float*>p[7],
-                                   <float*>p[8], <float*>p[9])
+                                   <float*>p[8], <float*>p[9], <float*>p[10])
     elif j.kind == J_UNITS:
         if j.f64:
             fr_recur_units_f64(j.c, j.T, j.H, j.mid, j.part, j.reverse, j.leak, <double*>p[0],
                                <double*>p[1], <double*>p[2], <double*>p[3], <double*>p[4],
                                <double*>p[5], j.ld, <double*>p[6], <double*>p[7], <double*>p[8],
-                               <double*>p[9], <double*>p[10], j.sync, <double*>p[11])
+                               <double*>p[9], j.ldh, <double*>p[10], j.sync, <double*>p[11])
         else:
             fr_recur_units_f32(j.c, j.T, j.H, j.mid, j.part, j.reverse, j.leak, <float*>p[0],
                                <float*>p[1], <float*>p[2], <float*>p[3], <float*>p[4],
                                <float*>p[5], j.ld, <float*>p[6], <float*>p[7], <float*>p[8],
-                               <float*>p[9], <float*>p[10], j.sync, <float*>p[11])
+                               <float*>p[9], j.ldh, <float*>p[10], j.sync, <float*>p[11])
     elif j.kind == J_UNITS_BWD:
         if j.f64:
             fr_recur_backward_units_f64(j.c, j.T, j.H, j.mid, j.part, j.reverse, j.leak,
-                                        <double*>p[0], <double*>p[1], <double*>p[2], <double*>p[3],
+                                        <double*>p[0], <double*>p[1], <double*>p[2], j.ldh, <double*>p[3],
                                         <double*>p[4], j.ld, <double*>p[5], <double*>p[6],
                                         <double*>p[7], <double*>p[8], <double*>p[9], <double*>p[10],
                                         <double*>p[11], <double*>p[12], j.sync, <double*>p[13])
         else:
             fr_recur_backward_units_f32(j.c, j.T, j.H, j.mid, j.part, j.reverse, j.leak,
-                                        <float*>p[0], <float*>p[1], <float*>p[2], <float*>p[3],
+                                        <float*>p[0], <float*>p[1], <float*>p[2], j.ldh, <float*>p[3],
                                         <float*>p[4], j.ld, <float*>p[5], <float*>p[6],
                                         <float*>p[7], <float*>p[8], <float*>p[9], <float*>p[10],
                                         <float*>p[11], <float*>p[12], j.sync, <float*>p[13])
@@ -293,6 +293,21 @@ cdef int _check_lengths(object lengths, int T, int B) except -1:
     return 0
 
 
+cdef void* _cols(object a, str name, int T, int B, int col, int width, object dtype, int *ld,
+                 bint allow_none=False) except? NULL:
+    """Pointer to columns col..col+width-1 of a C-contiguous (T, B, W) array, with *ld = W: a
+    strided (T,B,width,W) operand (hprev inside the layer's [x | hprev] buffer)."""
+    if a is None and allow_none:
+        return NULL
+    if not isinstance(a, np.ndarray) or a.ndim != 3 or a.shape[0] != T or a.shape[1] != B:
+        raise ValueError(f"{name} must be a (T={T}, B={B}, W) numpy array")
+    cdef int W = a.shape[2]
+    if col < 0 or col + width > W:
+        raise ValueError(f"{name} columns {col}..{col + width} out of range for width {W}")
+    cdef char *p = <char*>_ptr(a, name, (T, B, W), dtype)
+    ld[0] = W
+    return p + col * <int>a.itemsize
+
 def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reverse=False,
             y=None, int y_col=0, bint train=True, double leak=1.0):
     """Run one layer in one direction over x (T,B,D): project() then recur() over all rows.
@@ -374,7 +389,8 @@ def units_shared_size(int cell, dtype, int T, int H, int mid, bint backward):
 
 
 def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b_hh, y,
-                int y_col, h_n, c_n, act, hprev, aux, double leak, sync, shared, bint defer=False):
+                int y_col, h_n, c_n, act, hprev, aux, double leak, sync, shared, int h_col=0,
+                bint defer=False):
     """Forward time loop of a batch of one as two unit tasks per step, claimed by two concurrent
     calls (part 0 and 1; fastrnn.h, fr_recur_units); act holds project()'s output."""
     dtype = _float_dtype(act, "act")
@@ -400,13 +416,14 @@ def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b
     cdef void *phn = _ptr(h_n, "h_n", (1, H), dtype)
     cdef void *pcn = _ptr(c_n, "c_n", (1, H), dtype) if lstm else NULL
     cdef void *pact = _ptr(act, "act", (T, 1, G * H), dtype)
-    cdef void *php = _ptr(hprev, "hprev", (T, 1, H), dtype, True)
+    cdef int ldh = H
+    cdef void *php = _cols(hprev, "hprev", T, 1, h_col, H, dtype, &ldh, True)
     cdef void *paux = _ptr(aux, "aux", (T, 1, A * H), dtype) if (A and hprev is not None) else NULL
     cdef void *psh = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, False),), dtype)
     cdef int *psync = _sync_ptr(sync)
     cdef job_t j
     j.kind, j.f64, j.c, j.T, j.H, j.mid, j.part, j.reverse, j.leak = J_UNITS, dtype == np.float64, c, T, H, mid, part, reverse, leak
-    j.ld, j.sync = W, psync
+    j.ld, j.ldh, j.sync = W, ldh, psync
     j.p[0], j.p[1], j.p[2], j.p[3], j.p[4] = ph0, pc0, pwh, pbi, pbh
     j.p[5] = <void*>((<char*>py) + y_col * <int>dtype.itemsize)
     j.p[6], j.p[7], j.p[8], j.p[9], j.p[10], j.p[11] = phn, pcn, pact, php, paux, psh
@@ -415,7 +432,7 @@ def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b
 
 def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, hprev, aux, dy,
                          int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak, dhs, dbias,
-                         sync, shared, bint defer=False):
+                         sync, shared, int h_col=0, bint defer=False):
     """Reverse time loop of a batch of one as two unit tasks per step (fastrnn.h,
     fr_recur_backward_units); dbias (2, G*H [+H for GRU]) gets each task's share."""
     dtype = _float_dtype(act, "act")
@@ -434,7 +451,8 @@ def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, h
             raise ValueError(f"dy columns {dy_col}..{dy_col + H} out of range for width {W}")
     cdef void *pwh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
     cdef void *pact = _ptr(act, "act", (T, 1, G * H), dtype)
-    cdef void *php = _ptr(hprev, "hprev", (T, 1, H), dtype)
+    cdef int ldh = H
+    cdef void *php = _cols(hprev, "hprev", T, 1, h_col, H, dtype, &ldh)
     cdef void *paux = _ptr(aux, "aux", (T, 1, A * H), dtype) if A else NULL
     cdef void *pdy = _ptr(dy, "dy", (T, 1, W), dtype, True)
     cdef void *pdhn = _ptr(dh_n, "dh_n", (1, H), dtype, True)
@@ -452,7 +470,7 @@ def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, h
         pdy = <void*>((<char*>pdy) + dy_col * itemsize)
     cdef job_t j
     j.kind, j.f64, j.c, j.T, j.H, j.mid, j.part, j.reverse, j.leak = J_UNITS_BWD, dtype == np.float64, c, T, H, mid, part, reverse, leak
-    j.ld, j.sync = W, psync
+    j.ld, j.ldh, j.sync = W, ldh, psync
     j.p[0], j.p[1], j.p[2], j.p[3], j.p[4] = pwh, pact, php, paux, pdy
     j.p[5], j.p[6], j.p[7], j.p[8], j.p[9], j.p[10] = pdhn, pdcn, pdh0, pdc0, pdgx, pdgh
     j.p[11], j.p[12], j.p[13] = pdhs, pdb, psh
@@ -519,12 +537,12 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
         with nogil:
             fr_recur_f32(cc, 1, B, D, H, 0, B, 0, 1.0, NULL, <float*>px, <float*>pwi, <float*>ph,
                          <float*>pc, <float*>pwh, <float*>pbi, <float*>pbh, <float*>py, H,
-                         <float*>ph1, <float*>pc1, <float*>pact, <float*>php, <float*>paux, <float*>pws)
+                         <float*>ph1, <float*>pc1, <float*>pact, <float*>php, H, <float*>paux, <float*>pws)
     else:
         with nogil:
             fr_recur_f64(cc, 1, B, D, H, 0, B, 0, 1.0, NULL, <double*>px, <double*>pwi, <double*>ph,
                          <double*>pc, <double*>pwh, <double*>pbi, <double*>pbh, <double*>py, H,
-                         <double*>ph1, <double*>pc1, <double*>pact, <double*>php, <double*>paux,
+                         <double*>ph1, <double*>pc1, <double*>pact, <double*>php, H, <double*>paux,
                          <double*>pws)
     if not train:
         return h1, c1, None
@@ -573,7 +591,8 @@ def fused_pays(int cell, dtype, int T, int B, int D, int H):
 
 
 def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b_hh, y, int y_col,
-          h_n, c_n, act, hprev, aux, double leak=1.0, x=None, w_ih=None, bint defer=False):
+          h_n, c_n, act, hprev, aux, double leak=1.0, x=None, w_ih=None, int h_col=0,
+          bint defer=False):
     """Forward time loop for batch rows b0..b1-1; writes only those rows.
 
     Without x, act holds project()'s output. With x (T,B,D) and w_ih ("fused"), each step
@@ -614,14 +633,15 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b
     cdef void *phn = _ptr(h_n, "h_n", (B, H), dtype)
     cdef void *pcn = _ptr(c_n, "c_n", (B, H), dtype) if lstm else NULL
     cdef void *pact = _ptr(act, "act", (T, B, G * H), dtype, fused and hprev is None)
-    cdef void *php = _ptr(hprev, "hprev", (T, B, H), dtype, True)
+    cdef int ldh = H
+    cdef void *php = _cols(hprev, "hprev", T, B, h_col, H, dtype, &ldh, True)
     cdef void *paux = _ptr(aux, "aux", (T, B, A * H), dtype) if (A and hprev is not None) else NULL
     ws = np.empty(fr_forward_ws_size(c, T, b1 - b0, D, H, fused), dtype=dtype)
     cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     cdef const int *plen = <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths) if lengths is not None else NULL
     cdef job_t j
     j.kind, j.f64, j.c, j.T, j.B, j.D, j.H = J_RECUR, dtype == np.float64, c, T, B, D, H
-    j.b0, j.b1, j.reverse, j.leak, j.lengths, j.ld = b0, b1, reverse, leak, plen, W
+    j.b0, j.b1, j.reverse, j.leak, j.lengths, j.ld, j.ldh = b0, b1, reverse, leak, plen, W, ldh
     j.p[0], j.p[1], j.p[2], j.p[3], j.p[4], j.p[5], j.p[6] = px, pwi, ph0, pc0, pwh, pbi, pbh
     j.p[7] = <void*>((<char*>py) + y_col * <int>dtype.itemsize)
     j.p[8], j.p[9], j.p[10], j.p[11], j.p[12], j.p[13] = phn, pcn, pact, php, paux, pws
@@ -631,7 +651,7 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b
 
 def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, hprev, aux,
                    dy, int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0, dhs=None,
-                   dbias=None, bint defer=False):
+                   dbias=None, int h_col=0, bint defer=False):
     """Reverse time loop for batch rows b0..b1-1; writes their rows of dgx/dgh, dh0, dc0, and
     with dbias (G*H, + H for GRU) these rows' share of the bias gradients (assigned)."""
     dtype = _float_dtype(act, "act")
@@ -651,7 +671,8 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
             raise ValueError(f"dy columns {dy_col}..{dy_col + H} out of range for width {W}")
     cdef void *pwh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
     cdef void *pact = _ptr(act, "act", (T, B, G * H), dtype)
-    cdef void *php = _ptr(hprev, "hprev", (T, B, H), dtype)
+    cdef int ldh = H
+    cdef void *php = _cols(hprev, "hprev", T, B, h_col, H, dtype, &ldh)
     cdef void *paux = _ptr(aux, "aux", (T, B, A * H), dtype) if A else NULL
     cdef void *pdy = _ptr(dy, "dy", (T, B, W), dtype, True)
     cdef void *pdhn = _ptr(dh_n, "dh_n", (B, H), dtype, True)
@@ -670,7 +691,7 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
         pdy = <void*>((<char*>pdy) + dy_col * itemsize)
     cdef job_t j
     j.kind, j.f64, j.c, j.T, j.B, j.H = J_RECUR_BWD, dtype == np.float64, c, T, B, H
-    j.b0, j.b1, j.reverse, j.leak, j.lengths, j.ld = b0, b1, reverse, leak, plen, W
+    j.b0, j.b1, j.reverse, j.leak, j.lengths, j.ld, j.ldh = b0, b1, reverse, leak, plen, W, ldh
     j.p[0], j.p[1], j.p[2], j.p[3], j.p[4] = pwh, pact, php, paux, pdy
     j.p[5], j.p[6], j.p[7], j.p[8], j.p[9], j.p[10] = pdhn, pdcn, pdh0, pdc0, pdgx, pdgh
     j.p[11], j.p[12], j.p[13] = pdhs, pdb, pws
@@ -679,17 +700,24 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
 
 
 def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, dgx, dgh, dx,
-                    bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh, bint defer=False):
+                    bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh, int h_col=0, dwc=None,
+                    bint defer=False):
     """Whole-sequence GEMMs after recur_backward(): rows g0..g1 of the parameter grads +=,
-    rows r0..r1 (of T*B) of dx assigned/accumulated."""
+    rows r0..r1 (of T*B) of dx assigned/accumulated.
+
+    x (T,B,W) holds the input in columns 0..D-1 (D = w_ih's columns) and hprev (T,B,W') the
+    states in columns h_col..h_col+H-1. Passing the layer's [x | hprev] buffer as both, with
+    h_col = D, and dwc (G*H, D+H) scratch lets one GEMM produce both weight gradients."""
     dtype = _float_dtype(x, "x")
-    if x.ndim != 3 or not isinstance(hprev, np.ndarray) or hprev.ndim != 3:
-        raise ValueError("x and hprev must be 3-D")
+    if x.ndim != 3 or not isinstance(w_ih, np.ndarray) or w_ih.ndim != 2 \
+            or not isinstance(dw_hh, np.ndarray) or dw_hh.ndim != 2:
+        raise ValueError("x must be 3-D, w_ih and dw_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hprev.shape[2], G = fr_gates(c)
-    cdef void *px = _ptr(x, "x", (T, B, D), dtype)
+    cdef int T = x.shape[0], B = x.shape[1], D = w_ih.shape[1], H = dw_hh.shape[1], G = fr_gates(c)
+    cdef int ldx = D, ldh = H
+    cdef void *px = _cols(x, "x", T, B, 0, D, dtype, &ldx)
     cdef void *pwi = _ptr(w_ih, "w_ih", (G * H, D), dtype)
-    cdef void *php = _ptr(hprev, "hprev", (T, B, H), dtype)
+    cdef void *php = _cols(hprev, "hprev", T, B, h_col, H, dtype, &ldh)
     cdef void *pdgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
     cdef void *pdgh = _ptr(dgh, "dgh", (T, B, H), dtype) if c == FR_GRU else NULL
     cdef void *pdx = _ptr(dx, "dx", (T, B, D), dtype, True)
@@ -697,11 +725,12 @@ def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, 
     cdef void *pdwh = _ptr(dw_hh, "dw_hh", (G * H, H), dtype)
     cdef void *pdbi = _ptr(db_ih, "db_ih", (G * H,), dtype, True)
     cdef void *pdbh = _ptr(db_hh, "db_hh", (G * H,), dtype, True)
+    cdef void *pws = _ptr(dwc, "dwc", (G * H, D + H), dtype, True)
     if not (0 <= g0 <= g1 <= G * H and 0 <= r0 <= r1 <= <long>T * B):
         raise ValueError(f"ranges [{g0}, {g1}) and [{r0}, {r1}) must lie within [0, {G * H}) and [0, {T * B})")
     cdef job_t j
     j.kind, j.f64, j.c, j.T, j.B, j.D, j.H = J_PARAMS, dtype == np.float64, c, T, B, D, H
-    j.g0, j.g1, j.r0, j.r1, j.flag = g0, g1, r0, r1, accumulate_dx
+    j.g0, j.g1, j.r0, j.r1, j.flag, j.ldx, j.ldh = g0, g1, r0, r1, accumulate_dx, ldx, ldh
     j.p[0], j.p[1], j.p[2], j.p[3], j.p[4], j.p[5] = px, pwi, php, pdgx, pdgh, pdx
-    j.p[6], j.p[7], j.p[8], j.p[9] = pdwi, pdwh, pdbi, pdbh
-    return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh), defer)
+    j.p[6], j.p[7], j.p[8], j.p[9], j.p[10] = pdwi, pdwh, pdbi, pdbh, pws
+    return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh, dwc), defer)

@@ -106,13 +106,15 @@ def _fused(cell, dtype, T, chunks, D, H):
     return _core.fused_pays(cell, dtype, T, min(b1 - b0 for b0, b1 in chunks), D, H)
 
 
-def _params_grads(cell, x, w_ih, hprev, dgx, dgh, dx, accumulate, grads):
-    """Whole-sequence weight/bias/input gradients, split over weight rows and input rows."""
-    T, B, D = x.shape
+def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc):
+    """Whole-sequence weight/bias/input gradients, split over weight rows and input rows.
+    xh (T,B,D+H) is the forward's [x | hprev] buffer; dwc (G*H, D+H) scratch."""
+    T, B, W = xh.shape
+    D = w_ih.shape[1]
     GH = dgx.shape[2]
-    parts = _parts(T * B * GH * (D + hprev.shape[2]), GH)
-    _run([_core.backward_params(cell, g0, g1, r0, r1, x, w_ih, hprev, dgx, dgh, dx, accumulate,
-                                *grads, defer=True)
+    parts = _parts(T * B * GH * W, GH)
+    _run([_core.backward_params(cell, g0, g1, r0, r1, xh, w_ih, xh, dgx, dgh, dx, accumulate,
+                                *grads, h_col=D, dwc=dwc, defer=True)
           for (g0, g1), (r0, r1) in zip(_chunks(GH, parts), _chunks(T * B, parts))])
 
 
@@ -338,7 +340,12 @@ class _RNNBase(_Module):
                 k = layer * dirs + d
                 fused = mid is None and _fused(self._cell, self.dtype, T, chunks, inp.shape[2], H)
                 act = self._buffer(("act", k), (T, B, G * H)) if record or not fused else None
-                hprev = self._buffer(("hprev", k), (T, B, H)) if record else None
+                # The input beside the states entering each step, [x | hprev]: backward takes
+                # both weight gradients from one GEMM over it (fr_backward_params).
+                D = inp.shape[2]
+                xh = self._buffer(("xh", k), (T, B, D + H)) if record else None
+                if record:
+                    xh[..., :D] = inp
                 aux = self._buffer(("aux", k), (T, B, _AUX[self.mode] * H)) if record else None
                 if not fused:
                     _project(self._cell, inp, w_ih, act)
@@ -348,17 +355,18 @@ class _RNNBase(_Module):
                                       self.dtype)
                     tasks += [_core.recur_units(self._cell, mid, part, bool(d), h0[k],
                                       None if c0 is None else c0[k], w_hh, b_ih, b_hh, y, d * H, h_n[k],
-                                      None if c_n is None else c_n[k], act, hprev, aux, self.leak,
-                                      sync, shared, defer=True)
+                                      None if c_n is None else c_n[k], act, xh, aux, self.leak,
+                                      sync, shared, h_col=D, defer=True)
                               for part in (0, 1)]
-                    saved.append((act, hprev, aux))
+                    saved.append((act, xh, aux))
                     continue
                 tasks += [_core.recur(self._cell, b0, b1, bool(d), lengths, h0[k],
                                   None if c0 is None else c0[k], w_hh, b_ih, b_hh, y, d * H, h_n[k],
-                                  None if c_n is None else c_n[k], act, hprev, aux, self.leak,
-                                  inp if fused else None, w_ih if fused else None, defer=True)
+                                  None if c_n is None else c_n[k], act, xh, aux, self.leak,
+                                  inp if fused else None, w_ih if fused else None, h_col=D,
+                                  defer=True)
                           for b0, b1 in chunks]
-                saved.append((act, hprev, aux))
+                saved.append((act, xh, aux))
             _run(tasks)
             mask = None
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
@@ -411,7 +419,8 @@ class _RNNBase(_Module):
             for d in range(dirs):
                 k = layer * dirs + d
                 w_ih, w_hh, b_ih, b_hh = self._names(layer, d)
-                act, hprev, aux = saved[d]
+                act, xh, aux = saved[d]
+                D = inp.shape[2]
                 # scratch shared by all layers: every layer's gate gradients have one shape
                 dgx = self._buffer(("dgx", d), (T, B, G * H))
                 dgh = self._buffer(("dgh", d), (T, B, H)) if self.mode == "GRU" else None
@@ -425,27 +434,28 @@ class _RNNBase(_Module):
                     shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, mid, True),
                                       self.dtype)
                     tasks += [_core.recur_backward_units(self._cell, mid, part, bool(d),
-                                      p[w_hh], act, hprev, aux, dy, d * H,
+                                      p[w_hh], act, xh, aux, dy, d * H,
                                       None if dh_n is None else dh_n[k],
                                       None if dc_n is None else dc_n[k], dh0[k],
                                       None if dc0 is None else dc0[k], dgx, dgh, self.leak,
                                       dhs_all[k], dbias if self.bias else None, sync, shared,
-                                      defer=True)
+                                      h_col=D, defer=True)
                               for part in (0, 1)]
                     continue
                 tasks += [_core.recur_backward(self._cell, b0, b1, bool(d), lengths, p[w_hh],
-                                  act, hprev, aux, dy, d * H, None if dh_n is None else dh_n[k],
+                                  act, xh, aux, dy, d * H, None if dh_n is None else dh_n[k],
                                   None if dc_n is None else dc_n[k], dh0[k],
                                   None if dc0 is None else dc0[k], dgx, dgh, self.leak, dhs_all[k],
-                                  dbias[i], defer=True)
+                                  dbias[i], h_col=D, defer=True)
                           for i, (b0, b1) in enumerate(chunks)]
             _run(tasks)
             dx = np.empty(inp.shape, self.dtype)
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = self._names(layer, d)
                 dgx, dgh, dbias = grads[d]
-                _params_grads(self._cell, inp, p[w_ih], saved[d][1], dgx, dgh, dx, d > 0,
-                              (g[w_ih], g[w_hh], None, None))
+                _params_grads(self._cell, saved[d][1], p[w_ih], dgx, dgh, dx, d > 0,
+                              (g[w_ih], g[w_hh], None, None),
+                              self._buffer(("dwc", layer, d), (G * H, inp.shape[2] + H)))
                 if self.bias:
                     db = dbias.sum(axis=0) if len(dbias) > 1 else dbias[0]
                     g[b_ih] += db[:G * H]

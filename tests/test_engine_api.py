@@ -545,6 +545,45 @@ def test_fused_time_loop_equals_project_then_recur(monkeypatch, mode, dtype, bi,
     np.testing.assert_array_equal(got[True][0], got[True][2])  # eval == train forward
 
 
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_gradients_from_one_gemm_over_x_and_hprev(mode, dtype):
+    """backward_params over the layer's [x | hprev] buffer with dwc scratch (one GEMM for both
+    weight gradients) against separate contiguous x and hprev (two GEMMs), in gate-row blocks
+    that cross GRU's split between dgx and dgh rows; gradients accumulate onto what was there."""
+    from fastrnn import _core
+    rng = np.random.default_rng(3)
+    T, B, D, H = 5, 4, 3, 6
+    cell = _core.MODES[mode]
+    G = _core.gates(cell)
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    hprev = rng.standard_normal((T, B, H)).astype(dtype)
+    xh = np.concatenate([x, hprev], axis=2)
+    w_ih = rng.standard_normal((G * H, D)).astype(dtype)
+    dgx = rng.standard_normal((T, B, G * H)).astype(dtype)
+    dgh = rng.standard_normal((T, B, H)).astype(dtype) if mode == "GRU" else None
+    start = [rng.standard_normal((G * H, n)).astype(dtype) for n in (D, H)]
+    out = {}
+    for name, args in (("cat", (xh, xh, D, np.full((G * H, D + H), np.nan, dtype))),
+                       ("sep", (x, hprev, 0, None))):
+        xa, ha, h_col, dwc = args
+        dw_ih, dw_hh = start[0].copy(), start[1].copy()
+        dx = np.empty((T, B, D), dtype)
+        cuts = sorted({0, min(5, G * H), min(2 * H + 1, G * H), G * H})
+        for g0, g1 in zip(cuts[:-1], cuts[1:]):
+            _core.backward_params(cell, g0, g1, 0, 0, xa, w_ih, ha, dgx, dgh, None, False,
+                                      dw_ih, dw_hh, None, None, h_col=h_col, dwc=dwc)
+        out[name] = (dw_ih, dw_hh)
+    want_hh_src = dgx.reshape(T * B, -1).copy()
+    if mode == "GRU":
+        want_hh_src[:, 2 * H:] = dgh.reshape(T * B, H)
+    want_ih = start[0] + dgx.reshape(T * B, -1).T @ x.reshape(T * B, D)
+    want_hh = start[1] + want_hh_src.T @ hprev.reshape(T * B, H)
+    for name in ("cat", "sep"):
+        close(out[name][0], want_ih, dtype, "grad", f"{name} dw_ih")
+        close(out[name][1], want_hh, dtype, "grad", f"{name} dw_hh")
+
+
 def test_fused_mode_is_chosen_for_cache_sized_float32_weights():
     from fastrnn import _core
     lstm = _core.MODES["LSTM"]

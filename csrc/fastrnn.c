@@ -97,10 +97,24 @@ int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, int itemsize)
            && FR_FUSED_ROWS(B, D, H) && bytes <= FR_FUSED_MAX_BYTES;
 }
 
-long fr_backward_ws_size(fr_cell cell, int T, int B, int H)
+long fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H)
 {
     const int GH = fr_gates(cell) * H;
-    return 3L * B * H + (long)B * GH + (T >= FR_PACK_MIN_STEPS ? fr_packed_size(H, GH) : 0);
+    return 3L * B * H + (long)B * GH
+           + (T >= FR_PACK_MIN_STEPS ? fr_packed_size(H, GH) + fr_packed_size(D, GH) : 0);
+}
+
+int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, int itemsize)
+{
+    /* float32 with the micro-kernel only: through BLAS, T small products lose to one big one.
+     * A narrow input wastes most of a 16-column panel (D = 1: 15/16), where the whole-sequence
+     * product is a cheap GEMV. Each step streams the packed W_hh and W_ih: beyond a few MB
+     * (LSTM and GRU at the large benchmark shape, 4.5-6 MB) measured 0-5% slower, while 1.5 MB
+     * (RNN there) and less (the medium shape) gained 2-4%. */
+    const int GH = fr_gates(cell) * H;
+    const long bytes = (fr_packed_size(H, GH) + fr_packed_size(D, GH)) * 4L;
+    return itemsize == 4 && fr_smallgemm_ok() && T >= FR_PACK_MIN_STEPS && FR_PACK_OK_ROWS(B)
+           && D >= FR_NR && bytes <= FR_DX_LOOP_MAX_BYTES;
 }
 
 void fr_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }

@@ -68,9 +68,14 @@ int fr_aux(fr_cell cell);
 /* Scratch sizes in elements (of the kernel's dtype) for T steps of B rows: B*G*H + 2*B*H +
  * A*H + G*H + H (forward) or 3*B*H + B*G*H (backward), plus room for a packed W_hh when T is long
  * enough for packing to pay (see smallgemm.h); a fused forward (fr_recur with x) adds B*G*H +
- * B*D and a packed W_ih. */
+ * B*D and a packed W_ih, and so does a backward with dx in its loop (D = 0 without). */
 long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused);
-long fr_backward_ws_size(fr_cell cell, int T, int B, int H);
+long fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H);
+
+/* 1 when fr_recur_backward should compute dx inside its loop (given dx and w_ih) rather than
+ * leave it to fr_backward_params' whole-sequence GEMM, for B rows per call and D inputs;
+ * itemsize 4 (float32) or 8. Either way gives the same results to rounding. */
+int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, int itemsize);
 
 /* 1 when fr_recur's fused mode (input projection inside the time loop) is expected to beat
  * fr_project + fr_recur for B rows per call; itemsize 4 (float32) or 8. Either way gives the
@@ -114,7 +119,7 @@ void fr_forward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, doubl
  *   dgx    (T,B,G*H)     scratch: gradient w.r.t. the input-side gate pre-activations
  *   dgh    (T,B,H)       scratch, GRU only: gradient w.r.t. W_hn h + b_hn (the n block of the
  *                        recurrent side, which differs from dgx's by the factor r); else NULL
- *   ws     (fr_backward_ws_size(cell, T, B, H)) scratch
+ *   ws     (fr_backward_ws_size(cell, T, B, 0, H)) scratch
  */
 void fr_backward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
                      const int *lengths,
@@ -149,7 +154,10 @@ void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, doub
  *   each step projects its own rows, fr_project is skipped, and act is written only in
  *   training (hprev != NULL); in inference act may be NULL. D is read only when fused.
  * fr_recur_backward: the reverse time loop for rows b0..b1-1; writes dgx, dgh rows (zero at
- *   padded positions), dh0/dc0 rows; ws (fr_backward_ws_size(cell, T, b1-b0, H)) private.
+ *   padded positions), dh0/dc0 rows; ws (fr_backward_ws_size(cell, T, b1-b0, D, H)) private.
+ *   dx (T,B,D) and w_ih (G*H,D), or dx NULL: out, assigned: these rows' input gradient,
+ *   computed step by step (see fr_dx_in_loop_pays), which fr_backward_params then skips. Only
+ *   for a layer with one direction: a second one would write the same dx rows concurrently.
  *   dhs (T,B,H) or NULL: out, dL/dh_t, the total gradient w.r.t. the state leaving each
  *   position (zero at padded positions), for gradient-flow diagnostics.
  *   dbias (G*H, plus H for GRU) or NULL: out, assigned: column sums of this call's dgx rows
@@ -175,7 +183,7 @@ void fr_recur_backward_##S(fr_cell cell, int T, int B, int H, int b0, int b1, in
                            const R *hprev, int ldh, const R *aux, const R *dy, int ldy,          \
                            const R *dh_n,                                                         \
                            const R *dc_n, R *dh0, R *dc0, R *dgx, R *dgh, R *dhs, R *dbias,     \
-                           R *ws);                                                                \
+                           int D, const R *w_ih, R *dx, R *ws);                                   \
 void fr_backward_params_##S(fr_cell cell, int T, int B, int D, int H, int g0, int g1, long r0,   \
                             long r1, const R *x, int ldx, const R *w_ih, const R *hprev,         \
                             int ldh, const R *dgx, const R *dgh, R *dx, int accumulate_dx,       \

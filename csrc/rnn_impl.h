@@ -321,7 +321,8 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
                             double leak, const int *lengths, const REAL *w_hh, const REAL *act,
                             const REAL *hprev, int ldh, const REAL *aux, const REAL *dy, int ldy,
                             const REAL *dh_n, const REAL *dc_n, REAL *dh0, REAL *dc0,
-                            REAL *dgx, REAL *dgh, REAL *dhs, REAL *dbias, REAL *ws)
+                            REAL *dgx, REAL *dgh, REAL *dhs, REAL *dbias, int D,
+                            const REAL *w_ih, REAL *dx, REAL *ws)
 {
     const int GH = fr_gates(cell) * H, nb = b1 - b0;
     if (dbias) memset(dbias, 0, sizeof(REAL) * (GH + (cell == FR_GRU ? H : 0)));
@@ -331,6 +332,7 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
     REAL *step = ws + 3L * nb * H;      /* (nb,GH) this step's recurrent-side gate gradients,
                                            gathered when rows sit at different time positions */
     REAL *packed = step + (long)nb * GH; /* (fr_packed_size(H, GH)) W_hh for STEP_MM */
+    REAL *packed_ih = packed + fr_packed_size(H, GH); /* (fr_packed_size(D, GH)) W_ih, with dx */
     /* Each step's recurrent-side gate gradients feed one product with W_hh. They are read
      * straight from dgx's rows, unless those rows sit at different time positions (reverse with
      * lengths) or differ from dgx (GRU's n block, scaled by r): then they are gathered in step. */
@@ -347,6 +349,16 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
         }
     }
     if (fast) STEP_PACK_NN(H, GH, w_hh, packed);
+    /* dx in the loop: each step's dgx rows are still in cache, where a whole-sequence GEMM
+     * afterwards reads (and packs) all of dgx again. The rows of a step sit together in dgx and
+     * dx unless lengths differ in the reverse direction; then each row goes on its own, and
+     * the padded positions, which no step visits, are zeroed here. */
+    const int dx_rows = dx && !(reverse && lengths);
+    if (dx && fast) STEP_PACK_NN(D, GH, w_ih, packed_ih);
+    if (dx && !dx_rows)
+        for (int t = 0; t < T; ++t)
+            for (int b = b0; b < b1; ++b)
+                if (t >= lengths[b]) memset(dx + ((long)t * B + b) * D, 0, sizeof(REAL) * D);
     if (dh_n) memcpy(dh, dh_n + (long)b0 * H, sizeof(REAL) * nb * H);
     else memset(dh, 0, sizeof(REAL) * nb * H);
     if (cell == FR_LSTM) {
@@ -401,6 +413,17 @@ void SFX(fr_recur_backward)(fr_cell cell, int T, int B, int H, int b0, int b1, i
             ? step : dgx + ((long)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
         if (fast) STEP_MM(nb, H, GH, dstep, GH, packed, 1, dhp, H);
         else SFX(gemm)(0, 0, nb, H, GH, dstep, GH, w_hh, H, (REAL)1, dhp, H);
+        if (dx_rows) {
+            const long r = (long)SFX(pos)(s, 0, T, reverse, NULL) * B + b0;
+            if (fast) STEP_MM(nb, D, GH, dgx + r * GH, GH, packed_ih, 0, dx + r * D, D);
+            else SFX(gemm)(0, 0, nb, D, GH, dgx + r * GH, GH, w_ih, D, (REAL)0, dx + r * D, D);
+        } else if (dx)
+            for (int i = 0; i < nb; ++i) {
+                const int b = b0 + i;
+                if (s >= lengths[b]) continue;
+                const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
+                SFX(gemm)(0, 0, 1, D, GH, dgx + row * GH, GH, w_ih, D, (REAL)0, dx + row * D, D);
+            }
         REAL *tmp = dh; dh = dhp; dhp = tmp;
     }
     memcpy(dh0 + (long)b0 * H, dh, sizeof(REAL) * nb * H);
@@ -474,7 +497,7 @@ void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, dou
                       REAL *dgx, REAL *dgh, REAL *ws)
 {
     SFX(fr_recur_backward)(cell, T, B, H, 0, B, reverse, leak, lengths, w_hh, act, hprev, H, aux,
-                           dy, ldy, dh_n, dc_n, dh0, dc0, dgx, dgh, NULL, NULL, ws);
+                           dy, ldy, dh_n, dc_n, dh0, dc0, dgx, dgh, NULL, NULL, D, w_ih, NULL, ws);
     SFX(fr_backward_params)(cell, T, B, D, H, 0, fr_gates(cell) * H, 0, (long)T * B, x, D, w_ih,
                             hprev, H, dgx, dgh, dx, accumulate_dx, dw_ih, dw_hh, db_ih, db_hh, NULL);
 }

@@ -25,6 +25,8 @@
  * GEMM (4 rows, D = 8H: 4% slower), so that case keeps the whole-sequence projection. */
 #define FR_FUSED_MAX_BYTES (8L << 20)
 #define FR_FUSED_ROWS(nb, D, H) ((nb) >= 8 || (D) <= (H))
+/* The same idea for dx in the reverse loop (fr_dx_in_loop_pays). */
+#define FR_DX_LOOP_MAX_BYTES (2L << 20)
 
 /* Elements of a packed matrix with N output columns and K inner length. */
 static long fr_packed_size(int N, int K) { return (long)((N + FR_NR - 1) / FR_NR) * FR_NR * K; }

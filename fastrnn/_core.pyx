@@ -20,7 +20,8 @@ cdef extern from "fastrnn.h":
     int fr_aux(fr_cell cell) nogil
     long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused) nogil
     int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, int itemsize) nogil
-    long fr_backward_ws_size(fr_cell cell, int T, int B, int H) nogil
+    long fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H) nogil
+    int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, int itemsize) nogil
     long fr_units_shared_size_f32(fr_cell cell, int T, int H, int mid, int backward) nogil
     long fr_units_shared_size_f64(fr_cell cell, int T, int H, int mid, int backward) nogil
     void fr_recur_units_f32(fr_cell cell, int T, int H, int mid, int part, int reverse, double leak,
@@ -57,12 +58,14 @@ cdef extern from "fastrnn.h":
                                double leak, const int *lengths, const float *w_hh, const float *act,
                                const float *hprev, int ldh, const float *aux, const float *dy, int ldy,
                                const float *dh_n, const float *dc_n, float *dh0, float *dc0,
-                               float *dgx, float *dgh, float *dhs, float *dbias, float *ws) nogil
+                               float *dgx, float *dgh, float *dhs, float *dbias, int D,
+                               const float *w_ih, float *dx, float *ws) nogil
     void fr_recur_backward_f64(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,
                                double leak, const int *lengths, const double *w_hh, const double *act,
                                const double *hprev, int ldh, const double *aux, const double *dy, int ldy,
                                const double *dh_n, const double *dc_n, double *dh0, double *dc0,
-                               double *dgx, double *dgh, double *dhs, double *dbias, double *ws) nogil
+                               double *dgx, double *dgh, double *dhs, double *dbias, int D,
+                               const double *w_ih, double *dx, double *ws) nogil
     void fr_backward_params_f32(fr_cell cell, int T, int B, int D, int H, int g0, int g1,
                                 long r0, long r1, const float *x, int ldx,
                                 const float *w_ih, const float *hprev, int ldh, const float *dgx,
@@ -154,13 +157,13 @@ cdef void _run_job(void *arg) noexcept nogil:
                                   <double*>p[0], <double*>p[1], <double*>p[2], j.ldh, <double*>p[3],
                                   <double*>p[4], j.ld, <double*>p[5], <double*>p[6], <double*>p[7],
                                   <double*>p[8], <double*>p[9], <double*>p[10], <double*>p[11],
-                                  <double*>p[12], <double*>p[13])
+                                  <double*>p[12], j.D, <double*>p[14], <double*>p[15], <double*>p[13])
         else:
             fr_recur_backward_f32(j.c, j.T, j.B, j.H, j.b0, j.b1, j.reverse, j.leak, j.lengths,
                                   <float*>p[0], <float*>p[1], <float*>p[2], j.ldh, <float*>p[3],
                                   <float*>p[4], j.ld, <float*>p[5], <float*>p[6], <float*>p[7],
                                   <float*>p[8], <float*>p[9], <float*>p[10], <float*>p[11],
-                                  <float*>p[12], <float*>p[13])
+                                  <float*>p[12], j.D, <float*>p[14], <float*>p[15], <float*>p[13])
     elif j.kind == J_PARAMS:
         if j.f64:
             fr_backward_params_f64(j.c, j.T, j.B, j.D, j.H, j.g0, j.g1, j.r0, j.r1, <double*>p[0],
@@ -584,6 +587,12 @@ def project(int cell, x, w_ih, act, bint defer=False):
     return _finish(&j, (x, w_ih, act), defer)
 
 
+def dx_in_loop_pays(int cell, dtype, int T, int B, int D, int H):
+    """Whether recur_backward should compute dx in its loop for B rows per call (one-direction
+    layers), rather than backward_params' whole-sequence GEMM."""
+    return bool(fr_dx_in_loop_pays(<fr_cell>cell, T, B, D, H, np.dtype(dtype).itemsize))
+
+
 def fused_pays(int cell, dtype, int T, int B, int D, int H):
     """Whether recur's fused mode (x given: input projection inside the time loop) should beat
     project() + recur() for B rows per call."""
@@ -651,9 +660,11 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b
 
 def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, hprev, aux,
                    dy, int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0, dhs=None,
-                   dbias=None, int h_col=0, bint defer=False):
+                   dbias=None, int h_col=0, w_ih=None, dx=None, bint defer=False):
     """Reverse time loop for batch rows b0..b1-1; writes their rows of dgx/dgh, dh0, dc0, and
-    with dbias (G*H, + H for GRU) these rows' share of the bias gradients (assigned)."""
+    with dbias (G*H, + H for GRU) these rows' share of the bias gradients (assigned).
+    With dx (T,B,D) and w_ih, also these rows of dx (assigned; see dx_in_loop_pays): only for
+    a layer with one direction, and backward_params must then be given dx=None."""
     dtype = _float_dtype(act, "act")
     if act.ndim != 3 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("act must be 3-D and w_hh 2-D")
@@ -683,20 +694,31 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
     cdef void *pdgh = _ptr(dgh, "dgh", (T, B, H), dtype) if c == FR_GRU else NULL
     cdef void *pdhs = _ptr(dhs, "dhs", (T, B, H), dtype, True)
     cdef void *pdb = _ptr(dbias, "dbias", (G * H + (H if c == FR_GRU else 0),), dtype, True)
-    ws = np.empty(fr_backward_ws_size(c, T, b1 - b0, H), dtype=dtype)
+    cdef int D = 0
+    cdef void *pwi = NULL
+    cdef void *pdx = NULL
+    if dx is not None:
+        if not isinstance(w_ih, np.ndarray) or w_ih.ndim != 2:
+            raise ValueError("w_ih must be a 2-D numpy array (G*H, D) when dx is given")
+        D = w_ih.shape[1]
+        pwi = _ptr(w_ih, "w_ih", (G * H, D), dtype)
+        pdx = _ptr(dx, "dx", (T, B, D), dtype)
+    elif w_ih is not None:
+        raise ValueError("w_ih is only used together with dx")
+    ws = np.empty(fr_backward_ws_size(c, T, b1 - b0, D, H), dtype=dtype)
     cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     cdef const int *plen = <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths) if lengths is not None else NULL
     cdef int itemsize = dtype.itemsize
     if pdy != NULL:
         pdy = <void*>((<char*>pdy) + dy_col * itemsize)
     cdef job_t j
-    j.kind, j.f64, j.c, j.T, j.B, j.H = J_RECUR_BWD, dtype == np.float64, c, T, B, H
+    j.kind, j.f64, j.c, j.T, j.B, j.D, j.H = J_RECUR_BWD, dtype == np.float64, c, T, B, D, H
     j.b0, j.b1, j.reverse, j.leak, j.lengths, j.ld, j.ldh = b0, b1, reverse, leak, plen, W, ldh
     j.p[0], j.p[1], j.p[2], j.p[3], j.p[4] = pwh, pact, php, paux, pdy
     j.p[5], j.p[6], j.p[7], j.p[8], j.p[9], j.p[10] = pdhn, pdcn, pdh0, pdc0, pdgx, pdgh
-    j.p[11], j.p[12], j.p[13] = pdhs, pdb, pws
+    j.p[11], j.p[12], j.p[13], j.p[14], j.p[15] = pdhs, pdb, pws, pwi, pdx
     return _finish(&j, (lengths, w_hh, act, hprev, aux, dy, dh_n, dc_n, dh0, dc0, dgx, dgh, dhs,
-                        dbias, ws), defer)
+                        dbias, ws, w_ih, dx), defer)
 
 
 def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, dgx, dgh, dx,

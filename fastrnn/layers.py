@@ -94,6 +94,17 @@ def _unit_split(T, B, H, G, dirs, lengths):
     return max(1, min(H - 1, int(round(H / 2 / 8)) * 8))  # 8-unit blocks keep the gate loops vectorised
 
 
+# None: dx inside the reverse loop (one-direction layers) where the C heuristic says it pays;
+# True/False forces it (tests).
+_DX_IN_LOOP = {"force": None}
+
+
+def _dx_in_loop(cell, dtype, T, chunks, D, H):
+    if _DX_IN_LOOP["force"] is not None:
+        return _DX_IN_LOOP["force"]
+    return _core.dx_in_loop_pays(cell, dtype, T, min(b1 - b0 for b0, b1 in chunks), D, H)
+
+
 # None: fused time loops where the C heuristic says they pay; True/False forces them (tests).
 _FUSED = {"force": None}
 
@@ -416,6 +427,8 @@ class _RNNBase(_Module):
             if mask is not None and dy is not None:
                 dy = dy * mask
             grads, tasks = [], []
+            dx = np.empty(inp.shape, self.dtype)
+            loop_dx = None
             for d in range(dirs):
                 k = layer * dirs + d
                 w_ih, w_hh, b_ih, b_hh = self._names(layer, d)
@@ -442,18 +455,21 @@ class _RNNBase(_Module):
                                       h_col=D, defer=True)
                               for part in (0, 1)]
                     continue
+                # one direction: dx in the reverse loop while each step's dgx rows are in cache
+                loop_dx = dx if dirs == 1 and _dx_in_loop(self._cell, self.dtype, T, chunks, D, H) else None
                 tasks += [_core.recur_backward(self._cell, b0, b1, bool(d), lengths, p[w_hh],
                                   act, xh, aux, dy, d * H, None if dh_n is None else dh_n[k],
                                   None if dc_n is None else dc_n[k], dh0[k],
                                   None if dc0 is None else dc0[k], dgx, dgh, self.leak, dhs_all[k],
-                                  dbias[i], h_col=D, defer=True)
+                                  dbias[i], h_col=D, w_ih=None if loop_dx is None else p[w_ih],
+                                  dx=loop_dx, defer=True)
                           for i, (b0, b1) in enumerate(chunks)]
             _run(tasks)
-            dx = np.empty(inp.shape, self.dtype)
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = self._names(layer, d)
                 dgx, dgh, dbias = grads[d]
-                _params_grads(self._cell, saved[d][1], p[w_ih], dgx, dgh, dx, d > 0,
+                _params_grads(self._cell, saved[d][1], p[w_ih], dgx, dgh,
+                              dx if loop_dx is None else None, d > 0,
                               (g[w_ih], g[w_hh], None, None),
                               self._buffer(("dwc", layer, d), (G * H, inp.shape[2] + H)))
                 if self.bias:

@@ -545,6 +545,64 @@ def test_fused_time_loop_equals_project_then_recur(monkeypatch, mode, dtype, bi,
     np.testing.assert_array_equal(got[True][0], got[True][2])  # eval == train forward
 
 
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_RELU"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_dx_in_the_reverse_loop_equals_the_whole_sequence_gemm(monkeypatch, mode, dtype, ragged):
+    """dx computed step by step inside the reverse loop (one-direction layers) against the
+    whole-sequence GEMM afterwards: two layers (the upper one's dx feeds the lower one's dy),
+    ragged rows, the micro-kernel (float32, >= 4 rows per call) and BLAS (float64)."""
+    import fastrnn.layers as layers
+    rng = np.random.default_rng(12)
+    T, B, D, H = 7, 9, 17, 6
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    lengths = np.array([7, 2, 5, 1, 7, 3, 4, 6, 7]) if ragged else None
+    m = make(mode, D=D, H=H, dtype=dtype, num_layers=2)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    got = {}
+    for in_loop in (False, True):
+        monkeypatch.setitem(layers._DX_IN_LOOP, "force", in_loop)
+        m.zero_grad()
+        fwd(m, x, lengths=lengths)
+        dx, dh0, _ = bwd(m, dy)
+        got[in_loop] = [dx, dh0] + [m.grads[k].copy() for k in sorted(m.grads)]
+    if ragged:
+        assert (got[True][0][np.arange(T)[:, None] >= lengths[None, :]] == 0).all()
+    for a, b in zip(got[True], got[False]):
+        close(a, b, dtype, "grad", "dx in loop vs after")
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_dx_in_the_reverse_loop_with_reverse_ragged_rows(mode):
+    """The kernel API also takes dx in the reverse direction with lengths, where a step's rows
+    sit at different time positions: each row's dx against dgx @ w_ih from the same call."""
+    from fastrnn import _core
+    rng = np.random.default_rng(13)
+    T, B, D, H = 6, 5, 16, 4
+    cell = _core.MODES[mode]
+    G = _core.gates(cell)
+    lengths = np.array([6, 2, 4, 1, 5], np.intc)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    x[np.arange(T)[:, None] >= lengths[None, :]] = 0
+    w_ih, w_hh = (rng.standard_normal((G * H, n)).astype(np.float32) for n in (D, H))
+    b_ih, b_hh = (rng.standard_normal(G * H).astype(np.float32) for _ in range(2))
+    h0 = np.zeros((B, H), np.float32)
+    _, _, _, saved = _core.forward(cell, x, h0, h0 if mode == "LSTM" else None, w_ih, w_hh, b_ih,
+                                   b_hh, lengths=lengths, reverse=True)
+    act, hprev, aux = saved
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    dgx = np.empty((T, B, G * H), np.float32)
+    dgh = np.empty((T, B, H), np.float32) if mode == "GRU" else None
+    dx = np.full((T, B, D), np.nan, np.float32)
+    dh0 = np.empty((B, H), np.float32)
+    dc0 = np.empty((B, H), np.float32) if mode == "LSTM" else None
+    _core.recur_backward(cell, 0, B, True, lengths, w_hh, act, hprev, aux, dy, 0, None, None, dh0,
+                         dc0, dgx, dgh, w_ih=w_ih, dx=dx)
+    want = (dgx.reshape(T * B, G * H).astype(np.float64) @ w_ih).reshape(T, B, D)
+    close(dx, want, np.float32, "grad", "dx")
+    assert (dx[np.arange(T)[:, None] >= lengths[None, :]] == 0).all()
+
+
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_weight_gradients_from_one_gemm_over_x_and_hprev(mode, dtype):

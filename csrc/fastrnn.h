@@ -211,6 +211,23 @@ void fr_recur_backward_units_##S(fr_cell cell, int T, int H, int mid, int part, 
                                  int ldh, const R *aux, const R *dy, int ldy, const R *dh_n,     \
                                  const R *dc_n, R *dh0, R *dc0, R *dgx, R *dgh, R *dhs,          \
                                  R *dbias, int *sync, R *shared);
+/*
+ * One cell step (T = 1, all rows active, forward, no leak) for the hidden units [u0, u0+nu) of
+ * every gate block, so that concurrent calls over disjoint unit ranges each read only their rows
+ * of the weights. x (B,D), h and c (B,H) the state entering the step (c LSTM only, else NULL);
+ * h1, c1 (B,H): out, these units of the new state. act (1,B,G*H), hprev (1,B,H), aux
+ * (1,B,A*H): out, these units' columns, as fr_recur writes them in training; all three NULL in
+ * inference. ws (fr_cell_units_ws_size(cell, B, nu)) private to the call.
+ */
+#define FR_CELL_UNITS(R, S)                                                                       \
+long fr_cell_units_ws_size_##S(fr_cell cell, int B, int nu);                                      \
+void fr_cell_units_##S(fr_cell cell, int B, int D, int H, int u0, int nu, const R *x,            \
+                       const R *h, const R *c, const R *w_ih, const R *w_hh, const R *b_ih,      \
+                       const R *b_hh, R *h1, R *c1, R *act, R *hprev, R *aux, R *ws);
+FR_CELL_UNITS(float, f32)
+FR_CELL_UNITS(double, f64)
+#undef FR_CELL_UNITS
+
 FR_UNITS(float, f32)
 FR_UNITS(double, f64)
 #undef FR_UNITS

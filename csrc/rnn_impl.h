@@ -502,6 +502,74 @@ void SFX(fr_backward)(fr_cell cell, int T, int B, int D, int H, int reverse, dou
                             hprev, H, dgx, dgh, dx, accumulate_dx, dw_ih, dw_hh, db_ih, db_hh, NULL);
 }
 
+/* ---- one cell step for a range of hidden units -------------------------------------------- */
+/* A streaming cell step reads all of W_ih and W_hh (an L2's worth at H = 128) for one row, so
+ * its time is the weight read. Two calls on two cores, each owning units [u0, u0+nu) of every
+ * gate block, each read half the weights, which then stay in their own core's L2 from step to
+ * step. The calls are independent: each reads all of x and h and writes only its units. */
+
+long SFX(fr_cell_units_ws_size)(fr_cell cell, int B, int nu)
+{
+    const int G = fr_gates(cell);
+    return 2L * B * G * nu + (long)(G + 1) * nu + nu + (long)fr_aux(cell) * nu;
+}
+
+void SFX(fr_cell_units)(fr_cell cell, int B, int D, int H, int u0, int nu, const REAL *x,
+                        const REAL *h, const REAL *c, const REAL *w_ih, const REAL *w_hh,
+                        const REAL *b_ih, const REAL *b_hh, REAL *h1, REAL *c1, REAL *act,
+                        REAL *hprev, REAL *aux, REAL *ws)
+{
+    const int G = fr_gates(cell), GH = G * H, A = fr_aux(cell), GU = G * nu;
+    REAL *gx = ws;                         /* (B,GU) input projection, where act is not kept */
+    REAL *gh = gx + (long)B * GU;          /* (B,GU) recurrent projection */
+    REAL *bias = gh + (long)B * GU;        /* (GU+nu) the biases as the gate loops add them */
+    REAL *y = bias + GU + nu;              /* (nu) the output copy the gate loops write */
+    REAL *aux_scratch = y + nu;            /* (A*nu) inference's unkept aux */
+    for (int k = 0; k < GU + nu; ++k) bias[k] = 0;
+    if (b_ih) {
+        for (int g = 0; g < G; ++g)
+            for (int j = 0; j < nu; ++j) bias[g * nu + j] = b_ih[g * H + u0 + j] + b_hh[g * H + u0 + j];
+        if (cell == FR_GRU)
+            for (int j = 0; j < nu; ++j) {
+                bias[2 * nu + j] = b_ih[2 * H + u0 + j];
+                bias[3 * nu + j] = b_hh[2 * H + u0 + j];
+            }
+    }
+    /* In training the projections of gate block g land in act's columns g*H+u0.. directly. */
+    REAL *gxb = act ? act + u0 : gx;
+    const int ldg = act ? GH : GU, gstride = act ? H : nu;
+    for (int g = 0; g < G; ++g) {
+        SFX(gemm)(0, 1, B, nu, D, x, D, w_ih + ((long)g * H + u0) * D, D, (REAL)0, gxb + g * gstride, ldg);
+        SFX(gemm)(0, 1, B, nu, H, h, H, w_hh + ((long)g * H + u0) * H, H, (REAL)0, gh + g * nu, GU);
+    }
+    for (int b = 0; b < B; ++b) {
+        REAL *gr = gxb + (long)b * ldg;
+        const REAL *ghr = gh + (long)b * GU;
+        REAL *hb = h1 + (long)b * H + u0;
+        memcpy(hb, h + (long)b * H + u0, sizeof(REAL) * nu); /* GRU and leaky units read it */
+        if (hprev) memcpy(hprev + (long)b * H + u0, h + (long)b * H + u0, sizeof(REAL) * nu);
+        REAL *auxr = aux ? aux + (long)b * A * H + u0 : aux_scratch;
+        const int auxs = aux ? H : nu;
+        switch (cell) {
+        case FR_LSTM: {
+            REAL *cb = c1 + (long)b * H + u0;
+            memcpy(cb, c + (long)b * H + u0, sizeof(REAL) * nu);
+            SFX(lstm_row)(nu, gr, gr + gstride, gr + 2 * gstride, gr + 3 * gstride, ghr, ghr + nu,
+                          ghr + 2 * nu, ghr + 3 * nu, bias, bias + nu, bias + 2 * nu, bias + 3 * nu,
+                          hb, cb, y, auxr, auxr + auxs);
+            break;
+        }
+        case FR_GRU:
+            SFX(gru_row)(nu, gr, gr + gstride, gr + 2 * gstride, ghr, ghr + nu, ghr + 2 * nu, bias,
+                         bias + nu, bias + 2 * nu, bias + 3 * nu, hb, y, auxr);
+            break;
+        default:
+            SFX(rnn_row)(nu, cell == FR_RNN_RELU, (REAL)1, gr, ghr, bias, hb, y);
+            break;
+        }
+    }
+}
+
 /* ---- batch of one, hidden units split in two tasks ---------------------------------------- */
 /* A single sequence has no batch rows to share out, so each step is cut into two tasks, task q
  * owning the hidden units [u_q, u_q+1) of every gate block (u = 0, mid, H) and streaming only its

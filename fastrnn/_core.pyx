@@ -76,6 +76,16 @@ cdef extern from "fastrnn.h":
                                 const double *w_ih, const double *hprev, int ldh, const double *dgx,
                                 const double *dgh, double *dx, int accumulate_dx, double *dw_ih,
                                 double *dw_hh, double *db_ih, double *db_hh, double *ws) nogil
+    long fr_cell_units_ws_size_f32(fr_cell cell, int B, int nu) nogil
+    long fr_cell_units_ws_size_f64(fr_cell cell, int B, int nu) nogil
+    void fr_cell_units_f32(fr_cell cell, int B, int D, int H, int u0, int nu, const float *x,
+                           const float *h, const float *c, const float *w_ih, const float *w_hh,
+                           const float *b_ih, const float *b_hh, float *h1, float *c1, float *act,
+                           float *hprev, float *aux, float *ws) nogil
+    void fr_cell_units_f64(fr_cell cell, int B, int D, int H, int u0, int nu, const double *x,
+                           const double *h, const double *c, const double *w_ih, const double *w_hh,
+                           const double *b_ih, const double *b_hh, double *h1, double *c1, double *act,
+                           double *hprev, double *aux, double *ws) nogil
     void fr_set_num_threads(int n) nogil
     int fr_get_num_threads() nogil
 
@@ -118,7 +128,7 @@ def get_num_threads():
 # every array it points into, so nothing it writes can be freed while it runs.
 
 cdef enum:
-    J_PROJECT, J_RECUR, J_RECUR_BWD, J_PARAMS, J_UNITS, J_UNITS_BWD
+    J_PROJECT, J_RECUR, J_RECUR_BWD, J_PARAMS, J_UNITS, J_UNITS_BWD, J_CELL_UNITS
 
 cdef struct job_t:
     int kind
@@ -199,6 +209,18 @@ cdef void _run_job(void *arg) noexcept nogil:
                                         <float*>p[4], j.ld, <float*>p[5], <float*>p[6],
                                         <float*>p[7], <float*>p[8], <float*>p[9], <float*>p[10],
                                         <float*>p[11], <float*>p[12], j.sync, <float*>p[13])
+
+    elif j.kind == J_CELL_UNITS:
+        if j.f64:
+            fr_cell_units_f64(j.c, j.B, j.D, j.H, j.mid, j.part, <double*>p[0], <double*>p[1],
+                              <double*>p[2], <double*>p[3], <double*>p[4], <double*>p[5],
+                              <double*>p[6], <double*>p[7], <double*>p[8], <double*>p[9],
+                              <double*>p[10], <double*>p[11], <double*>p[12])
+        else:
+            fr_cell_units_f32(j.c, j.B, j.D, j.H, j.mid, j.part, <float*>p[0], <float*>p[1],
+                              <float*>p[2], <float*>p[3], <float*>p[4], <float*>p[5],
+                              <float*>p[6], <float*>p[7], <float*>p[8], <float*>p[9],
+                              <float*>p[10], <float*>p[11], <float*>p[12])
 
 
 cdef class Job:
@@ -489,6 +511,57 @@ cdef inline object _empty(int nd, cnp.npy_intp d0, cnp.npy_intp d1, cnp.npy_intp
     return cnp.PyArray_EMPTY(nd, dims, typenum, 0)
 
 
+# A cell step of at least this many multiply-adds per row is split over two threads by hidden
+# units (fr_cell_units); below it the hand-over costs more than half the step.
+cdef long _CELL_SPLIT_WORK = 1 << 16
+
+
+def set_cell_split_work(long work):
+    """Multiply-adds per row from which a cell step is split over two threads (tests: 0 to
+    always split where possible, a huge value to never split); returns the previous value."""
+    global _CELL_SPLIT_WORK
+    old = _CELL_SPLIT_WORK
+    _CELL_SPLIT_WORK = work
+    return old
+
+
+cdef int _cell_split(int G, int B, int D, int H):
+    """The unit where the two halves of a split cell step meet, or 0 for one thread."""
+    if _pool_threads < 2 or H < 2 or <long>G * H * (D + H) < _CELL_SPLIT_WORK:
+        return 0
+    cdef int mid = ((H + 8) // 16) * 8  # 8-unit blocks keep the gate loops vectorised
+    return max(1, min(H - 1, mid))
+
+
+cdef int _cell_units(fr_cell cc, int typenum, int B, int D, int H, int mid, void *px, void *ph,
+                     void *pc, void *pwi, void *pwh, void *pbi, void *pbh, void *ph1, void *pc1,
+                     void *pact, void *php, void *paux) except -1:
+    cdef job_t jobs[2]
+    cdef void *args[2]
+    cdef int q
+    cdef long n0, n1
+    if typenum == cnp.NPY_FLOAT:
+        n0, n1 = fr_cell_units_ws_size_f32(cc, B, mid), fr_cell_units_ws_size_f32(cc, B, H - mid)
+    else:
+        n0, n1 = fr_cell_units_ws_size_f64(cc, B, mid), fr_cell_units_ws_size_f64(cc, B, H - mid)
+    ws = _empty(1, n0 + n1, 0, 0, typenum)
+    cdef char *pws = <char*>cnp.PyArray_DATA(<cnp.ndarray>ws)
+    for q in range(2):
+        jobs[q].kind, jobs[q].f64, jobs[q].c = J_CELL_UNITS, typenum != cnp.NPY_FLOAT, cc
+        jobs[q].B, jobs[q].D, jobs[q].H = B, D, H
+        jobs[q].mid = 0 if q == 0 else mid
+        jobs[q].part = mid if q == 0 else H - mid
+        jobs[q].p[0], jobs[q].p[1], jobs[q].p[2], jobs[q].p[3], jobs[q].p[4] = px, ph, pc, pwi, pwh
+        jobs[q].p[5], jobs[q].p[6], jobs[q].p[7], jobs[q].p[8] = pbi, pbh, ph1, pc1
+        jobs[q].p[9], jobs[q].p[10], jobs[q].p[11] = pact, php, paux
+        jobs[q].p[12] = pws + (0 if q == 0 else n0 * cnp.PyArray_ITEMSIZE(<cnp.ndarray>ws))
+        args[q] = &jobs[q]
+    fr_pool_prepare(&_pool)
+    with nogil:
+        fr_pool_run(&_pool, _pool_threads, 2, _run_job, args)
+    return 0
+
+
 def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
     """One step of a cell, x (B,D), h and c (B,H): fr_recur's fused mode with T=1.
 
@@ -524,17 +597,23 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
     cdef void *pbh = _ptr(b_hh, "b_hh", (G * H,), dtype, True)
     h1 = _empty(2, B, H, 0, typenum)
     c1 = _empty(2, B, H, 0, typenum) if lstm else None
-    y = _empty(3, 1, B, H, typenum)
     act = _empty(3, 1, B, G * H, typenum) if train else None
     hprev = _empty(3, 1, B, H, typenum) if train else None
     aux = _empty(3, 1, B, A * H, typenum) if (train and A) else None
-    ws = _empty(1, fr_forward_ws_size(cc, 1, B, D, H, 1), 0, 0, typenum)
     cdef void *ph1 = cnp.PyArray_DATA(<cnp.ndarray>h1)
     cdef void *pc1 = cnp.PyArray_DATA(<cnp.ndarray>c1) if lstm else NULL
-    cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
     cdef void *pact = cnp.PyArray_DATA(<cnp.ndarray>act) if train else NULL
     cdef void *php = cnp.PyArray_DATA(<cnp.ndarray>hprev) if train else NULL
     cdef void *paux = cnp.PyArray_DATA(<cnp.ndarray>aux) if (train and A) else NULL
+    cdef int mid = _cell_split(G, B, D, H)
+    if mid:
+        _cell_units(cc, typenum, B, D, H, mid, px, ph, pc, pwi, pwh, pbi, pbh, ph1, pc1, pact, php, paux)
+        if not train:
+            return h1, c1, None
+        return h1, c1, (x.reshape(1, B, D), (act, hprev, aux))
+    y = _empty(3, 1, B, H, typenum)  # fr_recur's output copy of h1
+    cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
+    ws = _empty(1, fr_forward_ws_size(cc, 1, B, D, H, 1), 0, 0, typenum)
     cdef void *pws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     if typenum == cnp.NPY_FLOAT:
         with nogil:

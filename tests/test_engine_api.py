@@ -256,6 +256,53 @@ def test_cell_step_equals_one_step_of_the_layer(mode):
     np.testing.assert_allclose(h1, hl[0], rtol=1e-14)
 
 
+@pytest.fixture
+def cell_split():
+    """Yields a function choosing whether cell steps are split over two threads by units."""
+    from fastrnn import _core
+    before_threads = fr.get_num_threads()
+    fr.set_num_threads(2)
+    before = _core.set_cell_split_work(0)
+
+    def choose(split):
+        _core.set_cell_split_work(0 if split else 1 << 62)
+    yield choose
+    _core.set_cell_split_work(before)
+    fr.set_num_threads(before_threads)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B,bias", [(1, True), (3, False)])
+def test_cell_step_split_by_units_equals_one_thread(cell_split, mode, dtype, B, bias):
+    """A cell step split over two threads by hidden units (fr_cell_units) against the one-call
+    path: new state, and the saved activations seen through backward, in several steps."""
+    cls = {"RNN_TANH": fr.RNNCell, "RNN_RELU": fr.RNNCell, "LSTM": fr.LSTMCell, "GRU": fr.GRUCell}[mode]
+    kw = {"nonlinearity": "relu"} if mode == "RNN_RELU" else {}
+    D, H, steps = 7, 19, 3
+    rng = np.random.default_rng(4)
+    xs = rng.standard_normal((steps, B, D)).astype(dtype)
+    state0 = rng.standard_normal((B, H)).astype(dtype)
+    dh = rng.standard_normal((B, H)).astype(dtype)
+    got = {}
+    for split in (False, True):
+        cell_split(split)
+        cell = cls(D, H, bias=bias, dtype=dtype, seed=1, **kw)
+        s = (state0, state0 * 0.5) if mode == "LSTM" else state0
+        outs = []
+        for t in range(steps):
+            s = cell(xs[t], s)
+            outs += list(s) if mode == "LSTM" else [s]
+        cell.eval()
+        outs += list(np.atleast_1d(cell(xs[0], s)[0] if mode == "LSTM" else cell(xs[0], s)))
+        grads = [cell.backward((dh, dh) if mode == "LSTM" else dh) for _ in range(steps)]
+        outs += [a for g in grads for a in (g if isinstance(g, tuple) else (g,)) if a is not None]
+        got[split] = outs + [cell.grads[k].copy() for k in sorted(cell.grads)]
+    assert len(got[True]) == len(got[False])
+    for a, b in zip(got[True], got[False]):
+        close(np.asarray(a), np.asarray(b), dtype, "grad", "split vs one call")
+
+
 def test_cell_tape_is_popped_and_guarded():
     cell = fr.GRUCell(2, 3, seed=0)
     x = np.ones((1, 2), np.float32)

@@ -544,8 +544,13 @@ cdef int _cell_units(fr_cell cc, int typenum, int B, int D, int H, int mid, void
         n0, n1 = fr_cell_units_ws_size_f32(cc, B, mid), fr_cell_units_ws_size_f32(cc, B, H - mid)
     else:
         n0, n1 = fr_cell_units_ws_size_f64(cc, B, mid), fr_cell_units_ws_size_f64(cc, B, H - mid)
-    ws = _empty(1, n0 + n1, 0, 0, typenum)
-    cdef char *pws = <char*>cnp.PyArray_DATA(<cnp.ndarray>ws)
+    cdef double small[2048]  # 16 KB: a streaming step's scratch needs no allocation
+    cdef int itemsize = 4 if typenum == cnp.NPY_FLOAT else 8
+    cdef char *pws = <char*>small
+    ws = None
+    if (n0 + n1) * itemsize > sizeof(small):
+        ws = _empty(1, n0 + n1, 0, 0, typenum)
+        pws = <char*>cnp.PyArray_DATA(<cnp.ndarray>ws)
     for q in range(2):
         jobs[q].kind, jobs[q].f64, jobs[q].c = J_CELL_UNITS, typenum != cnp.NPY_FLOAT, cc
         jobs[q].B, jobs[q].D, jobs[q].H = B, D, H
@@ -554,12 +559,28 @@ cdef int _cell_units(fr_cell cc, int typenum, int B, int D, int H, int mid, void
         jobs[q].p[0], jobs[q].p[1], jobs[q].p[2], jobs[q].p[3], jobs[q].p[4] = px, ph, pc, pwi, pwh
         jobs[q].p[5], jobs[q].p[6], jobs[q].p[7], jobs[q].p[8] = pbi, pbh, ph1, pc1
         jobs[q].p[9], jobs[q].p[10], jobs[q].p[11] = pact, php, paux
-        jobs[q].p[12] = pws + (0 if q == 0 else n0 * cnp.PyArray_ITEMSIZE(<cnp.ndarray>ws))
+        jobs[q].p[12] = pws + (0 if q == 0 else n0 * itemsize)
         args[q] = &jobs[q]
     fr_pool_prepare(&_pool)
     with nogil:
         fr_pool_run(&_pool, _pool_threads, 2, _run_job, args)
     return 0
+
+
+cdef inline void* _data_if(object a, int typenum, cnp.npy_intp d0, cnp.npy_intp d1):
+    """Data of a C-contiguous ndarray of this type and shape (d0, d1), or (d0,) when d1 == 0;
+    NULL for anything else."""
+    if not cnp.PyArray_Check(a):
+        return NULL
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int nd = 1 if d1 == 0 else 2
+    if cnp.PyArray_TYPE(arr) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(arr) \
+            or cnp.PyArray_NDIM(arr) != nd:
+        return NULL
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(arr)
+    if dims[0] != d0 or (nd == 2 and dims[1] != d1):
+        return NULL
+    return cnp.PyArray_DATA(arr)
 
 
 def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
@@ -580,21 +601,34 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
     if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
         raise TypeError(f"x must be float32 or float64, got {x.dtype}")
-    dtype = np.float32 if typenum == cnp.NPY_FLOAT else np.float64
     cdef int B = cnp.PyArray_DIMS(<cnp.ndarray>x)[0], D = cnp.PyArray_DIMS(<cnp.ndarray>w_ih)[1]
     cdef int H = cnp.PyArray_DIMS(<cnp.ndarray>w_hh)[1], G = fr_gates(cc), A = fr_aux(cc)
     cdef bint lstm = cc == FR_LSTM
     if B < 1 or D < 1 or H < 1:
         raise ValueError(f"all dimensions must be >= 1, got x {x.shape}, H={H}")
-    cdef void *px = _ptr(x, "x", (B, D), dtype)
-    cdef void *ph = _ptr(h, "h", (B, H), dtype)
-    cdef void *pc = _ptr(c, "c", (B, H), dtype) if lstm else NULL
-    cdef void *pwi = _ptr(w_ih, "w_ih", (G * H, D), dtype)
-    cdef void *pwh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
     if (b_ih is None) != (b_hh is None):
         raise ValueError("b_ih and b_hh must both be given or both be None")
-    cdef void *pbi = _ptr(b_ih, "b_ih", (G * H,), dtype, True)
-    cdef void *pbh = _ptr(b_hh, "b_hh", (G * H,), dtype, True)
+    # every argument exactly right, checked without building a tuple or looking up a name; the
+    # full check below runs only to report what is wrong
+    cdef void *px = _data_if(x, typenum, B, D)
+    cdef void *ph = _data_if(h, typenum, B, H)
+    cdef void *pc = _data_if(c, typenum, B, H) if lstm else NULL
+    cdef void *pwi = _data_if(w_ih, typenum, G * H, D)
+    cdef void *pwh = _data_if(w_hh, typenum, G * H, H)
+    cdef void *pbi = _data_if(b_ih, typenum, G * H, 0) if b_ih is not None else NULL
+    cdef void *pbh = _data_if(b_hh, typenum, G * H, 0) if b_hh is not None else NULL
+    if px == NULL or ph == NULL or (lstm and pc == NULL) or pwi == NULL or pwh == NULL \
+            or (b_ih is not None and (pbi == NULL or pbh == NULL)):
+        dtype = np.float32 if typenum == cnp.NPY_FLOAT else np.float64
+        _ptr(x, "x", (B, D), dtype)
+        _ptr(h, "h", (B, H), dtype)
+        if lstm:
+            _ptr(c, "c", (B, H), dtype)
+        _ptr(w_ih, "w_ih", (G * H, D), dtype)
+        _ptr(w_hh, "w_hh", (G * H, H), dtype)
+        _ptr(b_ih, "b_ih", (G * H,), dtype, True)
+        _ptr(b_hh, "b_hh", (G * H,), dtype, True)
+        raise AssertionError("cell_step: an argument failed the fast check but passed the full one")
     h1 = _empty(2, B, H, 0, typenum)
     c1 = _empty(2, B, H, 0, typenum) if lstm else None
     act = _empty(3, 1, B, G * H, typenum) if train else None

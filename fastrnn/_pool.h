@@ -31,7 +31,6 @@ typedef void (*fr_job_fn)(void *arg);
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
-#include <unistd.h>
 #define FR_POOL_THREADS 1
 
 typedef struct {
@@ -42,7 +41,6 @@ typedef struct {
 
 typedef struct {
     int ready;                    /* mutexes initialised in this process */
-    pid_t pid;                    /* the process that created the threads (fork leaves none) */
     pthread_mutex_t mu;           /* sleeping workers and a sleeping caller */
     pthread_cond_t wake, done;
     pthread_mutex_t dispatch;     /* one dispatch at a time */
@@ -138,19 +136,23 @@ static void fr_pool_stop(fr_pool *p)
     p->stop = 0;
 }
 
+static int fr_pool_forked; /* set in a child process by the atfork handler */
+static void fr_pool_atfork_child(void) { fr_pool_forked = 1; }
+
 /* Makes the pool usable in this process: after a fork only the forking thread exists, and the
  * locks may have been copied while held, so the child starts from scratch. Called with the GIL
- * held, which serialises it. */
+ * held, which serialises it; on every dispatch, so it costs a load, not a getpid() call. */
 static void fr_pool_prepare(fr_pool *p)
 {
-    const pid_t pid = getpid();
-    if (p->ready && p->pid == pid) return;
+    static int registered;
+    if (p->ready && !fr_pool_forked) return;
+    if (!registered) registered = pthread_atfork(NULL, NULL, fr_pool_atfork_child) == 0;
+    fr_pool_forked = 0;
     memset(p, 0, sizeof *p);
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->dispatch, NULL);
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
-    p->pid = pid;
     p->ready = 1;
 }
 
@@ -203,7 +205,7 @@ static void fr_pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void 
 /* Joins the workers (set_num_threads, interpreter exit). */
 static void fr_pool_shutdown(fr_pool *p)
 {
-    if (!p->ready || p->pid != getpid()) return;
+    if (!p->ready || fr_pool_forked) return;
     pthread_mutex_lock(&p->dispatch);
     if (p->nworkers) fr_pool_stop(p);
     pthread_mutex_unlock(&p->dispatch);

@@ -548,7 +548,7 @@ cdef int _cell_units(fr_cell cc, int typenum, int B, int D, int H, int mid, void
     cdef int itemsize = 4 if typenum == cnp.NPY_FLOAT else 8
     cdef char *pws = <char*>small
     ws = None
-    if (n0 + n1) * itemsize > sizeof(small):
+    if (n0 + n1) * itemsize > <long>sizeof(small):
         ws = _empty(1, n0 + n1, 0, 0, typenum)
         pws = <char*>cnp.PyArray_DATA(<cnp.ndarray>ws)
     for q in range(2):

@@ -783,6 +783,54 @@ def test_unit_tasks_finish_without_the_second_thread(mode):
     np.testing.assert_allclose(dbias.sum(0)[:G * H], m.grads["bias_ih_l0"], rtol=1e-12, atol=1e-14)
 
 
+def test_pool_survives_thread_count_changes_during_concurrent_calls(monkeypatch, cell_split):
+    """Python threads running layers (row ranges on the pool) and split cell steps while another
+    thread keeps changing the thread count, which joins and restarts the workers: nothing may
+    hang, and every result must match the one computed alone."""
+    import threading
+    import time
+    import fastrnn.layers as L
+    monkeypatch.setattr(L, "_MIN_PARALLEL_WORK", 0)
+    cell_split(True)
+    rng = np.random.default_rng(6)
+    layers = [fr.LSTM(3, 16, seed=1), fr.GRU(3, 16, seed=2, bidirectional=True)]
+    cells = [fr.LSTMCell(3, 16, seed=3), fr.GRUCell(3, 16, seed=4)]
+    x = rng.standard_normal((12, 9, 3)).astype(np.float32)
+    h0 = np.zeros((1, 16), np.float32)
+
+    def run(i):
+        if i < 2:
+            y, _ = layers[i](x)
+            return [y, layers[i].backward(np.ones_like(y))[0]]
+        s = (h0, h0) if i == 2 else h0
+        for t in range(x.shape[0]):
+            s = cells[i - 2](x[t, :1], s)
+        return list(s) if i == 2 else [s]
+    want = [run(i) for i in range(4)]
+    got, errors = [None] * 4, []
+
+    def work(i):
+        try:
+            for _ in range(20):
+                got[i] = run(i)
+        except Exception as e:  # reported below: an exception in a thread is otherwise lost
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for k in range(30):
+        fr.set_num_threads(1 + k % 3)
+        time.sleep(0.002)
+    fr.set_num_threads(2)
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a call never finished"
+    assert not errors, errors
+    for g, w in zip(got, want):
+        for a, b in zip(g, w):
+            close(a, b, np.float32, "grad", "concurrent vs alone")
+
+
 def test_unit_split_from_several_python_threads_at_once(monkeypatch):
     """Part 1 of a batch-of-one split waits in the shared pool behind other callers' work; part 0
     runs in the caller and can finish alone, so concurrent callers must neither deadlock nor

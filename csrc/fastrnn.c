@@ -217,7 +217,7 @@ static inline double fr_tanh(double x)
 #define STEP_FAST() 0
 #define STEP_PACK_NT(N, K, W, P) ((void)(P))
 #define STEP_PACK_NN(N, K, W, P) ((void)(P))
-#define STEP_MM(M, N, K, A, lda, P, acc, C, ldc) ((void)(C))
+#define STEP_MM(M, N, K, A, lda, P, acc, C, ldc) ((void)(N), (void)(C))
 #define STEP_PACK_NT_UNITS(G, H, u0, nu, K, W, P) ((void)(P))
 #define GATES_LSTM_FAST(...) ((void)0)
 #define STEP_PACK_NN_UNITS(G, H, u0, nu, N, W, P) ((void)(P))

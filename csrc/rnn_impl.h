@@ -129,6 +129,24 @@ HOT static void SFX(rnn_row)(int H, int relu, REAL leak, REAL *RS gx, const REAL
 
 /* ---- forward ---------------------------------------------------------------------------- */
 
+/* bias (G*nu + nu): the biases of units [u0, u0+nu) of every gate block as the gate loops add
+ * them (u0 = 0, nu = H: all units). b_ih and b_hh are summed wherever they enter additively;
+ * GRU keeps b_hn apart, inside r*(.): its blocks are b_ir+b_hr, b_iz+b_hz, b_in, b_hn. */
+static void SFX(gate_bias)(fr_cell cell, int H, int u0, int nu, const REAL *b_ih, const REAL *b_hh,
+                           REAL *bias)
+{
+    const int G = fr_gates(cell);
+    for (int k = 0; k < G * nu + nu; ++k) bias[k] = 0;
+    if (!b_ih) return;
+    for (int g = 0; g < G; ++g)
+        for (int j = 0; j < nu; ++j) bias[g * nu + j] = b_ih[g * H + u0 + j] + b_hh[g * H + u0 + j];
+    if (cell == FR_GRU)
+        for (int j = 0; j < nu; ++j) {
+            bias[2 * nu + j] = b_ih[2 * H + u0 + j];
+            bias[3 * nu + j] = b_hh[2 * H + u0 + j];
+        }
+}
+
 static int SFX(max_length)(int T, int b0, int b1, const int *lengths)
 {
     if (!lengths) return T;
@@ -178,12 +196,7 @@ void SFX(fr_recur)(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int
     /* b_ih and b_hh are added in the gate loops, not by the input GEMM: filling all T*B rows
      * of act with them first cost a full extra pass over the largest buffer. Both biases are
      * summed wherever they enter additively; GRU keeps b_hn apart, inside r*(.). */
-    for (int k = 0; k < GH + H; ++k) bias[k] = 0;
-    if (b_ih) {
-        for (int k = 0; k < GH; ++k) bias[k] = b_ih[k] + b_hh[k];
-        if (cell == FR_GRU)
-            for (int k = 0; k < H; ++k) { bias[2 * H + k] = b_ih[2 * H + k]; bias[3 * H + k] = b_hh[2 * H + k]; }
-    }
+    SFX(gate_bias)(cell, H, 0, H, b_ih, b_hh, bias);
     if (fast) STEP_PACK_NT(GH, H, w_hh, packed);
     if (fast && fused) STEP_PACK_NT(GH, D, w_ih, packed_ih);
     memcpy(h, h0 + (long)b0 * H, sizeof(REAL) * nb * H);
@@ -525,16 +538,7 @@ void SFX(fr_cell_units)(fr_cell cell, int B, int D, int H, int u0, int nu, const
     REAL *bias = gh + (long)B * GU;        /* (GU+nu) the biases as the gate loops add them */
     REAL *y = bias + GU + nu;              /* (nu) the output copy the gate loops write */
     REAL *aux_scratch = y + nu;            /* (A*nu) inference's unkept aux */
-    for (int k = 0; k < GU + nu; ++k) bias[k] = 0;
-    if (b_ih) {
-        for (int g = 0; g < G; ++g)
-            for (int j = 0; j < nu; ++j) bias[g * nu + j] = b_ih[g * H + u0 + j] + b_hh[g * H + u0 + j];
-        if (cell == FR_GRU)
-            for (int j = 0; j < nu; ++j) {
-                bias[2 * nu + j] = b_ih[2 * H + u0 + j];
-                bias[3 * nu + j] = b_hh[2 * H + u0 + j];
-            }
-    }
+    SFX(gate_bias)(cell, H, u0, nu, b_ih, b_hh, bias);
     /* In training the projections of gate block g land in act's columns g*H+u0.. directly. */
     REAL *gxb = act ? act + u0 : gx;
     const int ldg = act ? GH : GU, gstride = act ? H : nu;
@@ -611,17 +615,7 @@ void SFX(fr_recur_units)(fr_cell cell, int T, int H, int mid, int part, int reve
         REAL *aux_scratch = bias + GN + nmax; /* (A*nu) inference's unkept aux */
         REAL *packed = aux_scratch + (long)A * nmax; /* (fr_packed_size(GU, H)) its W_hh rows */
         if (idx == 0) {
-            for (int k = 0; k < GU + nu; ++k) bias[k] = 0;
-            if (b_ih) {
-                for (int g = 0; g < G; ++g)
-                    for (int j = 0; j < nu; ++j)
-                        bias[g * nu + j] = b_ih[g * H + u0 + j] + b_hh[g * H + u0 + j];
-                if (cell == FR_GRU)
-                    for (int j = 0; j < nu; ++j) {
-                        bias[2 * nu + j] = b_ih[2 * H + u0 + j];
-                        bias[3 * nu + j] = b_hh[2 * H + u0 + j];
-                    }
-            }
+            SFX(gate_bias)(cell, H, u0, nu, b_ih, b_hh, bias);
             if (fast) STEP_PACK_NT_UNITS(G, H, u0, nu, H, w_hh, packed);
             if (cell == FR_LSTM) memcpy(c, c0 + u0, sizeof(REAL) * nu);
         }

@@ -134,7 +134,7 @@ cdef struct job_t:
     int kind
     bint f64
     fr_cell c
-    int T, B, D, H, b0, b1, reverse, ld, ldh, ldx, mid, part, g0, g1, flag
+    int T, B, D, H, b0, b1, reverse, ld, ldh, ldx, mid, part, g0, g1, flag  # J_CELL_UNITS: mid, part = u0, nu
     long r0, r1
     double leak
     const int *lengths

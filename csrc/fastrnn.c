@@ -168,6 +168,7 @@ static inline float fr_tanhf(float x)
 #define STEP_MM fr_smallgemm
 #define STEP_PACK_NT_UNITS fr_pack_nt_units
 #define GATES_LSTM_FAST fr_lstm_row8
+#define GATES_GRU_FAST fr_gru_row8
 #define STEP_PACK_NN_UNITS fr_pack_nn_units
 #include "rnn_impl.h"
 
@@ -220,5 +221,6 @@ static inline double fr_tanh(double x)
 #define STEP_MM(M, N, K, A, lda, P, acc, C, ldc) ((void)(N), (void)(C))
 #define STEP_PACK_NT_UNITS(G, H, u0, nu, K, W, P) ((void)(P))
 #define GATES_LSTM_FAST(...) ((void)0)
+#define GATES_GRU_FAST(...) ((void)0)
 #define STEP_PACK_NN_UNITS(G, H, u0, nu, N, W, P) ((void)(P))
 #include "rnn_impl.h"

@@ -6,7 +6,7 @@
  *   STEP_FAST, STEP_PACK_NT, STEP_PACK_NN, STEP_MM  the per-step product with W_hh packed once
  *              (smallgemm.h, float32 on AVX2+FMA CPUs); STEP_FAST() is 0 where BLAS is used
  *   STEP_PACK_NT_UNITS, STEP_PACK_NN_UNITS  the same packing for one unit range's rows
- *   GATES_LSTM_FAST  the FMA LSTM gate kernel, used when STEP_FAST()
+ *   GATES_LSTM_FAST, GATES_GRU_FAST  the FMA LSTM and GRU gate kernels, used when STEP_FAST()
  * The contract (shapes, saved buffers, accumulate rules) is in fastrnn.h. The file #undefs
  * these macros at its end.
  */
@@ -86,6 +86,10 @@ HOT static void SFX(gru_row)(int H, REAL *RS gr, REAL *RS gz, REAL *RS gn, const
                              const REAL *RS bz, const REAL *RS bn, const REAL *RS bhn,
                              REAL *RS h, REAL *RS y, REAL *RS hn)
 {
+    if (STEP_FAST()) { /* float32 with AVX2 + FMA (smallgemm.h) */
+        GATES_GRU_FAST(H, gr, gz, gn, rr, rz, rn, br, bz, bn, bhn, h, y, hn);
+        return;
+    }
     /* two passes, as in lstm_row: n's exp and division wait on r's */
     for (int j = 0; j < H; ++j) {
         REAL r = SFX(sigm)(gr[j] + rr[j] + br[j]);
@@ -757,3 +761,4 @@ void SFX(fr_recur_backward_units)(fr_cell cell, int T, int H, int mid, int part,
 #undef STEP_PACK_NT_UNITS
 #undef STEP_PACK_NN_UNITS
 #undef GATES_LSTM_FAST
+#undef GATES_GRU_FAST

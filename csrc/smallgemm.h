@@ -153,7 +153,7 @@ fr_row4(int K, const float *a, const float *P, int accumulate, float *c)
     }
 }
 
-/* ---- LSTM gates, 8 units at a time with FMA --------------------------------------------- */
+/* ---- LSTM and GRU gates, 8 units at a time with FMA -------------------------------------- */
 /* The same exp as fr_expf (range reduction, degree-7 polynomial, 2^n in the exponent bits) with
  * fused multiply-adds, which halve the polynomial's cost. The last H % 8 units go through the
  * same vector code with masked loads and stores, so every unit is computed identically whatever
@@ -232,6 +232,39 @@ fr_lstm_row8(int H, float *gi, float *gf, float *gg, float *go, const float *ri,
     for (j = 0; j < full; j += 8) FR_LSTM_PASS2(FR_LD, FR_ST);
     if (j < H) FR_LSTM_PASS2(FR_LDM, FR_STM);
 }
+
+/* One GRU row, as gru_row in rnn_impl.h (same arguments), in the same two passes; the new state
+ * is n + z*(h - n), one fused multiply-add. */
+#define FR_GRU_PASS1(LD, ST)                                                                      \
+    do {                                                                                          \
+        __m256 r = fr_sigm8(_mm256_add_ps(_mm256_add_ps(LD(gr), LD(rr)), LD(br)));               \
+        __m256 a = _mm256_add_ps(LD(rn), LD(bhn));                                                \
+        ST(hn, a); ST(gr, r);                                                                     \
+        ST(gn, _mm256_fmadd_ps(r, a, _mm256_add_ps(LD(gn), LD(bn))));                             \
+    } while (0)
+#define FR_GRU_PASS2(LD, ST)                                                                      \
+    do {                                                                                          \
+        __m256 z = fr_sigm8(_mm256_add_ps(_mm256_add_ps(LD(gz), LD(rz)), LD(bz)));               \
+        __m256 n = fr_tanh8(LD(gn));                                                              \
+        __m256 hj = _mm256_fmadd_ps(z, _mm256_sub_ps(LD(h), n), n);                               \
+        ST(gz, z); ST(gn, n); ST(h, hj); ST(y, hj);                                               \
+    } while (0)
+__attribute__((target("avx2,fma"))) static void
+fr_gru_row8(int H, float *gr, float *gz, float *gn, const float *rr, const float *rz,
+            const float *rn, const float *br, const float *bz, const float *bn, const float *bhn,
+            float *h, float *y, float *hn)
+{
+    const int full = H & ~7;
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(H - full),
+                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    int j;
+    for (j = 0; j < full; j += 8) FR_GRU_PASS1(FR_LD, FR_ST);
+    if (j < H) FR_GRU_PASS1(FR_LDM, FR_STM);
+    for (j = 0; j < full; j += 8) FR_GRU_PASS2(FR_LD, FR_ST);
+    if (j < H) FR_GRU_PASS2(FR_LDM, FR_STM);
+}
+#undef FR_GRU_PASS1
+#undef FR_GRU_PASS2
 #undef FR_LSTM_PASS1
 #undef FR_LSTM_PASS2
 #undef FR_LD
@@ -275,6 +308,13 @@ fr_smallgemm(int M, int N, int K, const float *A, int lda, const float *P, int a
 #else
 #define FR_HAVE_SMALLGEMM 0
 static int fr_smallgemm_ok(void) { return 0; }
+static void fr_gru_row8(int H, float *gr, float *gz, float *gn, const float *rr, const float *rz,
+                        const float *rn, const float *br, const float *bz, const float *bn,
+                        const float *bhn, float *h, float *y, float *hn)
+{
+    (void)H; (void)gr; (void)gz; (void)gn; (void)rr; (void)rz; (void)rn; (void)br; (void)bz;
+    (void)bn; (void)bhn; (void)h; (void)y; (void)hn;
+}
 static void fr_lstm_row8(int H, float *gi, float *gf, float *gg, float *go, const float *ri,
                          const float *rf, const float *rg, const float *ro, const float *bi,
                          const float *bf, const float *bg, const float *bo, float *h, float *c,

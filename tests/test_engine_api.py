@@ -303,6 +303,42 @@ def test_cell_step_split_by_units_equals_one_thread(cell_split, mode, dtype, B, 
         close(np.asarray(a), np.asarray(b), dtype, "grad", "split vs one call")
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("train", [False, True])
+def test_hidden_units_are_computed_alike_wherever_they_sit(mode, train):
+    """Permuting the hidden units (the rows of every gate block) must permute the float32
+    forward bit for bit: every unit gets the same arithmetic whether it falls in a full vector or
+    in the masked tail of the gate kernels (H = 13: 8 + 5); a tail with its own arithmetic (as
+    when auto-contracted multiply-adds made the scalar remainder differ) fails. W_hh is zero, so that no product sums over the permuted units (its
+    order would change the rounding); the states still carry each unit through the steps."""
+    rng = np.random.default_rng(9)
+    T, B, D, H = 6, 5, 4, 13
+    m = make(mode, D=D, H=H, dtype=np.float32)
+    G = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    perm = rng.permutation(H)
+    rows = np.concatenate([g * H + perm for g in range(G)])
+    p = m.state_dict()
+    p["weight_hh_l0"] = np.zeros_like(p["weight_hh_l0"])
+    m.load_state_dict(p)
+    q = {"weight_ih_l0": p["weight_ih_l0"][rows], "weight_hh_l0": p["weight_hh_l0"][rows][:, perm],
+         "bias_ih_l0": p["bias_ih_l0"][rows], "bias_hh_l0": p["bias_hh_l0"][rows]}
+    mp = make(mode, D=D, H=H, dtype=np.float32)
+    mp.load_state_dict({k: np.ascontiguousarray(v) for k, v in q.items()})
+    for layer in (m, mp):
+        layer.train(train)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    h0 = rng.standard_normal((1, B, H)).astype(np.float32)
+    c0 = rng.standard_normal((1, B, H)).astype(np.float32)
+    state = (h0, c0) if mode == "LSTM" else h0
+    pstate = (h0[..., perm], c0[..., perm]) if mode == "LSTM" else h0[..., perm]
+    got = fwd(mp, x, tuple(np.ascontiguousarray(s) for s in pstate) if mode == "LSTM"
+              else np.ascontiguousarray(pstate))
+    want = fwd(m, x, state)
+    for g, w in zip(got, want):
+        if w is not None:
+            np.testing.assert_array_equal(g, w[..., perm])
+
+
 def test_cell_tape_is_popped_and_guarded():
     cell = fr.GRUCell(2, 3, seed=0)
     x = np.ones((1, 2), np.float32)

@@ -218,19 +218,24 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256 fr_tanh8
 #define FR_ST(p, v) _mm256_storeu_ps((p) + j, (v))
 #define FR_LDM(p) _mm256_maskload_ps((p) + j, m)
 #define FR_STM(p, v) _mm256_maskstore_ps((p) + j, m, (v))
+/* Both passes over H units: full vectors, then the last H % 8 units through masked moves. */
+#define FR_ROW8(PASS1, PASS2)                                                                     \
+    do {                                                                                          \
+        const int full = H & ~7;                                                                  \
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(H - full),                         \
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));          \
+        int j;                                                                                    \
+        for (j = 0; j < full; j += 8) PASS1(FR_LD, FR_ST);                                        \
+        if (j < H) PASS1(FR_LDM, FR_STM);                                                         \
+        for (j = 0; j < full; j += 8) PASS2(FR_LD, FR_ST);                                        \
+        if (j < H) PASS2(FR_LDM, FR_STM);                                                         \
+    } while (0)
 __attribute__((target("avx2,fma"))) static void
 fr_lstm_row8(int H, float *gi, float *gf, float *gg, float *go, const float *ri, const float *rf,
              const float *rg, const float *ro, const float *bi, const float *bf, const float *bg,
              const float *bo, float *h, float *c, float *y, float *cp, float *tc)
 {
-    const int full = H & ~7;
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(H - full),
-                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    int j;
-    for (j = 0; j < full; j += 8) FR_LSTM_PASS1(FR_LD, FR_ST);
-    if (j < H) FR_LSTM_PASS1(FR_LDM, FR_STM);
-    for (j = 0; j < full; j += 8) FR_LSTM_PASS2(FR_LD, FR_ST);
-    if (j < H) FR_LSTM_PASS2(FR_LDM, FR_STM);
+    FR_ROW8(FR_LSTM_PASS1, FR_LSTM_PASS2);
 }
 
 /* One GRU row, as gru_row in rnn_impl.h (same arguments), in the same two passes; the new state
@@ -254,19 +259,13 @@ fr_gru_row8(int H, float *gr, float *gz, float *gn, const float *rr, const float
             const float *rn, const float *br, const float *bz, const float *bn, const float *bhn,
             float *h, float *y, float *hn)
 {
-    const int full = H & ~7;
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(H - full),
-                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    int j;
-    for (j = 0; j < full; j += 8) FR_GRU_PASS1(FR_LD, FR_ST);
-    if (j < H) FR_GRU_PASS1(FR_LDM, FR_STM);
-    for (j = 0; j < full; j += 8) FR_GRU_PASS2(FR_LD, FR_ST);
-    if (j < H) FR_GRU_PASS2(FR_LDM, FR_STM);
+    FR_ROW8(FR_GRU_PASS1, FR_GRU_PASS2);
 }
 #undef FR_GRU_PASS1
 #undef FR_GRU_PASS2
 #undef FR_LSTM_PASS1
 #undef FR_LSTM_PASS2
+#undef FR_ROW8
 #undef FR_LD
 #undef FR_ST
 #undef FR_LDM

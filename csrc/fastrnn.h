@@ -49,7 +49,8 @@
  *
  * Threads: the kernels are reentrant and use whatever threads BLAS is set to; fastrnn's Python
  * layer keeps BLAS single-threaded and runs row ranges on its own threads (see FR_PHASES), or,
- * for a batch of one, two unit tasks per step (see FR_UNITS).
+ * for a batch of one, two unit tasks per step (see FR_UNITS), and splits a large cell step by
+ * units (see FR_CELL_UNITS). The threads are the bridge's pool (fastrnn/_pool.h).
  * ---------------------------------------------------------------------------------------------
  */
 #ifndef FASTRNN_H

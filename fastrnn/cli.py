@@ -34,27 +34,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive(name):
+def _positive(name, kind=int):
+    """argparse type: a positive int (>= 1), or with kind=float a positive finite number."""
+    what = "integer" if kind is int else "number"
+
     def conv(v):
         try:
-            i = int(v)
+            n = kind(v)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {v!r}") from None
-        if i < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {v!r}")
-        return i
-    return conv
-
-
-def _positive_float(name):
-    def conv(v):
-        try:
-            f = float(v)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {v!r}") from None
-        if not f > 0 or not np.isfinite(f):
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {v!r}")
-        return f
+            raise argparse.ArgumentTypeError(f"{name} must be a positive {what}, got {v!r}") from None
+        if not (n >= 1 if kind is int else n > 0 and np.isfinite(n)):
+            raise argparse.ArgumentTypeError(f"{name} must be a positive {what}, got {v!r}")
+        return n
     return conv
 
 
@@ -398,7 +389,7 @@ def build_parser():
     t.add_argument("--window", type=_positive("--window"), default=40, help="input steps (default 40)")
     t.add_argument("--horizon", type=_positive("--horizon"), default=1, help="steps predicted (default 1)")
     t.add_argument("--batch-size", type=_positive("--batch-size"), default=64)
-    t.add_argument("--lr", type=_positive_float("--lr"), default=0.005, help="Adam learning rate")
+    t.add_argument("--lr", type=_positive("--lr", float), default=0.005, help="Adam learning rate")
     t.add_argument("--test-fraction", type=_fraction, default=0.2)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--output", "-o", metavar="FILE",

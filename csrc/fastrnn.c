@@ -169,6 +169,7 @@ static inline float fr_tanhf(float x)
 #define STEP_PACK_NT_UNITS fr_pack_nt_units
 #define GATES_LSTM_FAST fr_lstm_row8
 #define GATES_GRU_FAST fr_gru_row8
+#define GATES_RNN_TANH_FAST fr_rnn_tanh_row8
 #define STEP_PACK_NN_UNITS fr_pack_nn_units
 #include "rnn_impl.h"
 
@@ -222,5 +223,6 @@ static inline double fr_tanh(double x)
 #define STEP_PACK_NT_UNITS(G, H, u0, nu, K, W, P) ((void)(P))
 #define GATES_LSTM_FAST(...) ((void)0)
 #define GATES_GRU_FAST(...) ((void)0)
+#define GATES_RNN_TANH_FAST(...) ((void)0)
 #define STEP_PACK_NN_UNITS(G, H, u0, nu, N, W, P) ((void)(P))
 #include "rnn_impl.h"

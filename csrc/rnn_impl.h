@@ -6,7 +6,8 @@
  *   STEP_FAST, STEP_PACK_NT, STEP_PACK_NN, STEP_MM  the per-step product with W_hh packed once
  *              (smallgemm.h, float32 on AVX2+FMA CPUs); STEP_FAST() is 0 where BLAS is used
  *   STEP_PACK_NT_UNITS, STEP_PACK_NN_UNITS  the same packing for one unit range's rows
- *   GATES_LSTM_FAST, GATES_GRU_FAST  the FMA LSTM and GRU gate kernels, used when STEP_FAST()
+ *   GATES_LSTM_FAST, GATES_GRU_FAST, GATES_RNN_TANH_FAST  the FMA gate kernels, used when
+ *              STEP_FAST()
  * The contract (shapes, saved buffers, accumulate rules) is in fastrnn.h. The file #undefs
  * these macros at its end.
  */
@@ -123,6 +124,10 @@ HOT static void SFX(gru_row)(int H, REAL *RS gr, REAL *RS gz, REAL *RS gn, const
 HOT static void SFX(rnn_row)(int H, int relu, REAL leak, REAL *RS gx, const REAL *RS gh,
                              const REAL *RS bias, REAL *RS h, REAL *RS y)
 {
+    if (!relu && STEP_FAST()) { /* float32 with AVX2 + FMA (smallgemm.h) */
+        GATES_RNN_TANH_FAST(H, (float)leak, gx, gh, bias, h, y);
+        return;
+    }
     /* leak == 1 has its own loops: (1-leak)*h would turn an infinite h into NaN */
     if (relu && leak == (REAL)1) { FR_RNN_LOOP(v > 0 ? v : (REAL)0, v) }
     else if (relu) { FR_RNN_LOOP(v > 0 ? v : (REAL)0, ((REAL)1 - leak) * h[j] + leak * v) }
@@ -762,3 +767,4 @@ void SFX(fr_recur_backward_units)(fr_cell cell, int T, int H, int mid, int part,
 #undef STEP_PACK_NN_UNITS
 #undef GATES_LSTM_FAST
 #undef GATES_GRU_FAST
+#undef GATES_RNN_TANH_FAST

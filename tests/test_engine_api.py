@@ -303,9 +303,9 @@ def test_cell_step_split_by_units_equals_one_thread(cell_split, mode, dtype, B, 
         close(np.asarray(a), np.asarray(b), dtype, "grad", "split vs one call")
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode,leak", [(m, 1.0) for m in MODES] + [("RNN_TANH", 0.6), ("RNN_RELU", 0.6)])
 @pytest.mark.parametrize("train", [False, True])
-def test_hidden_units_are_computed_alike_wherever_they_sit(mode, train):
+def test_hidden_units_are_computed_alike_wherever_they_sit(mode, leak, train):
     """Permuting the hidden units (the rows of every gate block) must permute the float32
     forward bit for bit: every unit gets the same arithmetic whether it falls in a full vector or
     in the masked tail of the gate kernels (H = 13: 8 + 5); a tail with its own arithmetic (as
@@ -326,6 +326,7 @@ def test_hidden_units_are_computed_alike_wherever_they_sit(mode, train):
     mp.load_state_dict({k: np.ascontiguousarray(v) for k, v in q.items()})
     for layer in (m, mp):
         layer.train(train)
+        layer.leak = leak
     x = rng.standard_normal((T, B, D)).astype(np.float32)
     h0 = rng.standard_normal((1, B, H)).astype(np.float32)
     c0 = rng.standard_normal((1, B, H)).astype(np.float32)
@@ -337,6 +338,41 @@ def test_hidden_units_are_computed_alike_wherever_they_sit(mode, train):
     for g, w in zip(got, want):
         if w is not None:
             np.testing.assert_array_equal(g, w[..., perm])
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_leaky_rnn_matches_a_plain_numpy_loop(nonlinearity, dtype):
+    """Leaky-integrator units, h' = (1-a) h + a f(W x + b + U h), against the recurrence written
+    out in float64 NumPy (the reference module has no leak). H = 13 puts units both in full
+    vectors and in the masked tail of the float32 gate kernel. Gradients: float32 against the
+    float64 layer, whose own gradients the finite-difference tests check."""
+    rng = np.random.default_rng(11)
+    T, B, D, H, a = 7, 3, 4, 13, 0.6
+    m = fr.RNN(D, H, nonlinearity=nonlinearity, leak=a, dtype=dtype, seed=5)
+    x = rng.standard_normal((T, B, D))
+    h0 = rng.standard_normal((1, B, H))
+    y, hn = m(x.astype(dtype), h0.astype(dtype))
+    p = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    f = np.tanh if nonlinearity == "tanh" else (lambda v: np.maximum(v, 0))
+    h, want = h0[0], []
+    for t in range(T):
+        v = x[t] @ p["weight_ih_l0"].T + p["bias_ih_l0"] + h @ p["weight_hh_l0"].T + p["bias_hh_l0"]
+        h = (1 - a) * h + a * f(v)
+        want.append(h)
+    close(y, np.array(want), dtype, "forward", "leaky y")
+    close(hn[0], h, dtype, "forward", "leaky h_n")
+    if dtype == np.float32:
+        m64 = fr.RNN(D, H, nonlinearity=nonlinearity, leak=a, dtype=np.float64, seed=5)
+        m64.load_state_dict(p)
+        dy = rng.standard_normal((T, B, H))
+        got = m.backward(dy.astype(np.float32))
+        m64(x, h0)
+        ref64 = m64.backward(dy)
+        for g, r in zip(got, ref64):
+            close(g, r, np.float32, "grad", "leaky input/state gradient")
+        for k in m.grads:
+            close(m.grads[k], m64.grads[k], np.float32, "grad", f"leaky {k}")
 
 
 def test_cell_tape_is_popped_and_guarded():

@@ -4,6 +4,7 @@ The recurrence itself runs in C (fastrnn._core); this module validates user inpu
 parameters and gradients, and chains layers and directions.
 """
 import contextlib
+import functools
 import os
 import threading
 
@@ -43,10 +44,11 @@ def get_num_threads():
     return _threads["n"]
 
 
+@functools.lru_cache(maxsize=256)
 def _chunks(total, parts):
     n = max(1, min(parts, total))
     bounds = [total * i // n for i in range(n + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return tuple(zip(bounds[:-1], bounds[1:]))
 
 
 def _parts(work, limit):
@@ -70,9 +72,13 @@ def _project(cell, x, w_ih, act):
     """act = x w_ih^T, split over blocks of the T*B rows."""
     T, B, D = x.shape
     GH = act.shape[2]
+    parts = _parts(T * B * GH * D, T * B)
+    if parts == 1:  # the common small case without the slicing and the job list (~4 us a call)
+        _core.project(cell, x, w_ih, act)
+        return
     x2, a2 = x.reshape(T * B, D), act.reshape(T * B, GH)
     _run([_core.project(cell, x2[r0:r1][None], w_ih, a2[r0:r1][None], defer=True)
-          for r0, r1 in _chunks(T * B, _parts(T * B * GH * D, T * B))])
+          for r0, r1 in _chunks(T * B, parts)])
 
 
 # A batch of one has no rows to share: each step of its time loop is cut into two tasks by
@@ -104,7 +110,13 @@ _DX_IN_LOOP = {"force": None}
 def _dx_in_loop(cell, dtype, T, chunks, D, H):
     if _DX_IN_LOOP["force"] is not None:
         return _DX_IN_LOOP["force"]
-    return _core.dx_in_loop_pays(cell, dtype, T, min(b1 - b0 for b0, b1 in chunks), D, H)
+    return _pays(_core.dx_in_loop_pays, cell, dtype, T, min(b1 - b0 for b0, b1 in chunks), D, H)
+
+
+@functools.lru_cache(maxsize=256)
+def _pays(heuristic, cell, dtype, T, B, D, H):
+    """The C heuristics' answers are pure functions of the shape: remembered per call site."""
+    return heuristic(cell, dtype, T, B, D, H)
 
 
 # None: fused time loops where the C heuristic says they pay; True/False forces them (tests).
@@ -116,7 +128,7 @@ def _fused(cell, dtype, T, chunks, D, H):
     instead of one whole-sequence GEMM first: same results, fewer passes over memory."""
     if _FUSED["force"] is not None:
         return _FUSED["force"]
-    return _core.fused_pays(cell, dtype, T, min(b1 - b0 for b0, b1 in chunks), D, H)
+    return _pays(_core.fused_pays, cell, dtype, T, min(b1 - b0 for b0, b1 in chunks), D, H)
 
 
 def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc):
@@ -126,6 +138,10 @@ def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc):
     D = w_ih.shape[1]
     GH = dgx.shape[2]
     parts = _parts(T * B * GH * W, GH)
+    if parts == 1:
+        _core.backward_params(cell, 0, GH, 0, T * B, xh, w_ih, xh, dgx, dgh, dx, accumulate,
+                              *grads, h_col=D, dwc=dwc)
+        return
     _run([_core.backward_params(cell, g0, g1, r0, r1, xh, w_ih, xh, dgx, dgh, dx, accumulate,
                                 *grads, h_col=D, dwc=dwc, defer=True)
           for (g0, g1), (r0, r1) in zip(_chunks(GH, parts), _chunks(T * B, parts))])
@@ -297,7 +313,9 @@ class _RNNBase(_Module):
             buf = self._bufs[key] = np.empty(shape, self.dtype)
         return buf
 
-    def _names(self, layer, direction):
+    @staticmethod
+    @functools.lru_cache(maxsize=None)
+    def _names(layer, direction):
         sfx = f"_l{layer}" + ("_reverse" if direction else "")
         return tuple(n + sfx for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
@@ -349,7 +367,7 @@ class _RNNBase(_Module):
             y = np.empty((T, B, dirs * H), self.dtype)
             saved, tasks = [], []
             for d in range(dirs):
-                w_ih, w_hh, b_ih, b_hh = (self._params.get(n) for n in self._names(layer, d))
+                w_ih, w_hh, b_ih, b_hh = map(self._params.get, self._names(layer, d))
                 k = layer * dirs + d
                 fused = mid is None and _fused(self._cell, self.dtype, T, chunks, inp.shape[2], H)
                 act = self._buffer(("act", k), (T, B, G * H)) if record or not fused else None
@@ -423,7 +441,7 @@ class _RNNBase(_Module):
         chunks = _plan(T, B, H, G, dirs)
         mid = _unit_split(T, B, H, G, dirs, lengths)  # batch of one: split of the hidden units
         p, g = self._params, self.grads
-        dhs_all = [np.empty((T, B, H), self.dtype) if state_grads else None for _ in range(S[0])]
+        dhs_all = [np.empty((T, B, H), self.dtype) for _ in range(S[0])] if state_grads else [None] * S[0]
         for layer in reversed(range(self.num_layers)):
             inp, saved, mask = layers[layer]
             if mask is not None and dy is not None:

@@ -670,6 +670,9 @@ class RNNCell(_CellBase):
     def forward(self, x, h=None):
         return self._step(x, h, None)[0]
 
+    def __call__(self, x, h=None):  # named arguments: *args/**kwargs cost 0.3 us of a step
+        return self.forward(x, h)
+
     def backward(self, dh1):
         dx, dh, _ = self._unstep(dh1, None)
         return dx, dh
@@ -690,6 +693,9 @@ class LSTMCell(_CellBase):
     def forward(self, x, hx=None):
         h, c = (None, None) if hx is None else hx
         return self._step(x, h, c)
+
+    def __call__(self, x, hx=None):
+        return self.forward(x, hx)
 
     def backward(self, dstate):
         dh1, dc1 = (None, None) if dstate is None else dstate

@@ -153,7 +153,7 @@ fr_row4(int K, const float *a, const float *P, int accumulate, float *c)
     }
 }
 
-/* ---- LSTM, GRU and tanh RNN gates, 8 units at a time with FMA -------------------------------------- */
+/* ---- LSTM, GRU and tanh RNN gates, 8 units at a time with FMA -------------------------------- */
 /* The same exp as fr_expf (range reduction, degree-7 polynomial, 2^n in the exponent bits) with
  * fused multiply-adds, which halve the polynomial's cost. The last H % 8 units go through the
  * same vector code with masked loads and stores, so every unit is computed identically whatever

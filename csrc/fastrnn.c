@@ -171,6 +171,7 @@ static inline float fr_tanhf(float x)
 #define GATES_GRU_FAST fr_gru_row8
 #define GATES_RNN_TANH_FAST fr_rnn_tanh_row8
 #define STEP_PACK_NN_UNITS fr_pack_nn_units
+#define STEP_GEMV_NT fr_gemv_rows
 #include "rnn_impl.h"
 
 /* float64 versions of the same idea: |r| <= ln2/2 and a degree-12 Taylor polynomial (truncation
@@ -225,4 +226,5 @@ static inline double fr_tanh(double x)
 #define GATES_GRU_FAST(...) ((void)0)
 #define GATES_RNN_TANH_FAST(...) ((void)0)
 #define STEP_PACK_NN_UNITS(G, H, u0, nu, N, W, P) ((void)(P))
+#define STEP_GEMV_NT(N, K, W, ldw, v, y) ((void)(y))
 #include "rnn_impl.h"

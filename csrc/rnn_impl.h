@@ -6,6 +6,7 @@
  *   STEP_FAST, STEP_PACK_NT, STEP_PACK_NN, STEP_MM  the per-step product with W_hh packed once
  *              (smallgemm.h, float32 on AVX2+FMA CPUs); STEP_FAST() is 0 where BLAS is used
  *   STEP_PACK_NT_UNITS, STEP_PACK_NN_UNITS  the same packing for one unit range's rows
+ *   STEP_GEMV_NT  y = W v with W row-major and unpacked (fr_gemv_rows), used when STEP_FAST()
  *   GATES_LSTM_FAST, GATES_GRU_FAST, GATES_RNN_TANH_FAST  the FMA gate kernels, used when
  *              STEP_FAST()
  * The contract (shapes, saved buffers, accumulate rules) is in fastrnn.h. The file #undefs
@@ -23,6 +24,10 @@ static inline void SFX(gemm)(int ta, int tb, int M, int N, int K, const REAL *A,
     if (N == 1) {
         GEMV(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, ta ? K : M, ta ? M : K, (REAL)1, A, lda,
              Bm, tb ? 1 : ldb, beta, C, ldc);
+        return;
+    }
+    if (M == 1 && !ta && tb && beta == (REAL)0 && STEP_FAST() && (long)N * K <= FR_GEMV_MAX_ELEMS) {
+        STEP_GEMV_NT(N, K, Bm, ldb, A, C);
         return;
     }
     if (M == 1 && !ta) {
@@ -768,3 +773,4 @@ void SFX(fr_recur_backward_units)(fr_cell cell, int T, int H, int mid, int part,
 #undef GATES_LSTM_FAST
 #undef GATES_GRU_FAST
 #undef GATES_RNN_TANH_FAST
+#undef STEP_GEMV_NT

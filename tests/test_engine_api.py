@@ -303,6 +303,42 @@ def test_cell_step_split_by_units_equals_one_thread(cell_split, mode, dtype, B, 
         close(np.asarray(a), np.asarray(b), dtype, "grad", "split vs one call")
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("D", [3, 8, 13, 40])
+def test_batch_of_one_cell_step_products(cell_split, mode, D):
+    """A float32 cell step at B=1 takes its products from a dot-product kernel (fr_gemv_rows:
+    rows in groups of eight, then one at a time; the inner length in chunks of eight, then a
+    masked tail). Checked against float64 NumPy on the same float32 values for inner lengths
+    below, at and past a chunk; and, with that kernel, the split step (each gate block's rows
+    cut at unit 8 or 16) must equal the unsplit one (all G*H rows in one run) bit for bit, which
+    fails if a row's sum depends on whether it fell in a group of eight or in the leftovers."""
+    from fastrnn import _core
+    cls = {"RNN_TANH": fr.RNNCell, "RNN_RELU": fr.RNNCell, "LSTM": fr.LSTMCell, "GRU": fr.GRUCell}[mode]
+    kw = {"nonlinearity": "relu"} if mode == "RNN_RELU" else {}
+    H = 19
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, D)).astype(np.float32)
+    h = rng.standard_normal((1, H)).astype(np.float32)
+    c = rng.standard_normal((1, H)).astype(np.float32)
+    got = {}
+    for split in (False, True):
+        cell_split(split)
+        cell = cls(D, H, seed=2, **kw)
+        cell.eval()
+        out = cell(x, (h, c)) if mode == "LSTM" else (cell(x, h),)
+        got[split] = [np.array(a) for a in out]
+    p = {k: v.astype(np.float64) for k, v in cell.state_dict().items()}
+    want = ref.cell_forward(mode, p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"],
+                            x.astype(np.float64), h.astype(np.float64),
+                            c.astype(np.float64) if mode == "LSTM" else None)
+    want = want[:2] if mode == "LSTM" else want[:1]
+    for a, w in zip(got[False], want):
+        close(a, np.asarray(w), np.float32, "forward", f"D={D} step vs float64")
+    if _core.fused_pays(_core.MODES["LSTM"], np.float32, 100, 32, 32, 128):  # the AVX2+FMA kernels
+        for a, b in zip(got[True], got[False]):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("mode,leak", [(m, 1.0) for m in MODES] + [("RNN_TANH", 0.6), ("RNN_RELU", 0.6)])
 @pytest.mark.parametrize("train", [False, True])
 def test_hidden_units_are_computed_alike_wherever_they_sit(mode, leak, train):

@@ -157,7 +157,7 @@ static void fr_pool_prepare(fr_pool *p)
 }
 
 /* Runs fn(args[k]) for k < njobs on the caller and up to nthreads - 1 workers; returns when all
- * are done. The first job is the caller's: jobs are claimed in order. */
+ * are done. The first job is always the caller's; the others are claimed in order. */
 static void fr_pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void **args)
 {
     if (njobs == 1 || nthreads <= 1 || pthread_mutex_trylock(&p->dispatch) != 0) {
@@ -180,12 +180,18 @@ static void fr_pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void 
     d->args = args;
     d->njobs = njobs;
     __atomic_store_n(&p->pending, njobs, __ATOMIC_RELAXED);
-    __atomic_store_n(&p->word, (unsigned long long)gen << 32, __ATOMIC_SEQ_CST);
+    /* Job 0 is claimed in the same store that publishes the dispatch: a polling worker would
+     * otherwise often win it, and jobs that own a slice of the weights (the unit halves of a
+     * cell step) would change cores from call to call, reading their slice from the other
+     * core's cache instead of their own L2. */
+    __atomic_store_n(&p->word, (unsigned long long)gen << 32 | 1u, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&p->sleepers, __ATOMIC_SEQ_CST)) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->mu);
     }
+    fn(args[0]);
+    __atomic_sub_fetch(&p->pending, 1, __ATOMIC_ACQ_REL); /* only this thread waits on done */
     fr_pool_work(p, gen);
     double since = 0;
     for (int spins = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE);) {

@@ -156,8 +156,8 @@ fr_row4(int K, const float *a, const float *P, int accumulate, float *c)
 /* y (n) = W v for W (n,K,ldw) row-major, unpacked: the products of a streaming cell step, where
  * packing would cost as much as the step. Each row is a dot product, so eight rows are read
  * side by side against one load of v, and their eight sums come out of one hadd tree as a
- * vector: ~26 bytes of W per cycle from L2 against ~19 for OpenBLAS's sgemv on these shapes,
- * which also pays its call overhead once per gate block. Leftover rows take the same lane sums
+ * vector: ~29 bytes of W per cycle from L2 (of 32) against ~22 for OpenBLAS's sgemv on these
+ * shapes, which also pays its call overhead once per gate block. Leftover rows take the same lane sums
  * and the same reduction tree, so a row's result never depends on which group it fell in (a
  * split cell step equals the unsplit one). */
 #define FR_GEMV_MAX_ELEMS (1L << 18) /* beyond 1 MB of W the product is memory-bound: BLAS may

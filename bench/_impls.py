@@ -1,11 +1,17 @@
-"""Benchmark cases, the three implementations under test, and the worker process that times them.
+"""Benchmark cases, the implementations under test, and the worker process that times them.
 
 Every implementation lives in its own process (`python bench/_impls.py serve IMPL`), driven by
 bench/run.py over JSON lines on stdin/stdout, so OpenBLAS, NumPy's OpenBLAS and PyTorch's OpenMP
 runtime never share a process. `python bench/_impls.py memory IMPL ...` measures one training
 step's peak memory in a fresh process.
+
+`fastrnn@base` is the fastrnn benchmark code (class FastRNN) run on the fastrnn package of another
+checkout, built in place: the directory in the environment variable FASTRNN_BENCH_BASELINE
+(bench/run.py --baseline DIR sets it for that worker only). The worker imports fastrnn from there
+and refuses to run if the package or its extension came from anywhere else.
 """
 import gc
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -29,6 +35,8 @@ SHAPES = {
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 REF_MODE = {"rnn": "RNN_TANH", "gru": "GRU", "lstm": "LSTM"}
 IMPLS = ("fastrnn", "torch", "numpy")
+BASE = "fastrnn@base"  # fastrnn imported from the checkout in $FASTRNN_BENCH_BASELINE
+BASELINE_ENV = "FASTRNN_BENCH_BASELINE"
 
 
 def dims(case):
@@ -61,13 +69,41 @@ def _load_reference():
     return mod
 
 
-def _fastrnn():
-    """The in-place build in this checkout, never an installed copy elsewhere on sys.path."""
-    if sys.path[0] != ROOT:
-        sys.path.insert(0, ROOT)
-    import fastrnn
-    assert os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__))) == ROOT, fastrnn.__file__
+def _fastrnn(root=ROOT):
+    """The in-place build in checkout `root` (default: this one), never an installed copy
+    elsewhere on sys.path nor another checkout's: raises if fastrnn or any of its submodules
+    loaded so far (its compiled extension among them) came from anywhere but root/fastrnn/ (a
+    process holds one fastrnn, so asking for a second root in the same process raises too)."""
+    root = os.path.realpath(root)
+    if sys.path[0] != root:
+        sys.path.insert(0, root)
+    pkg = os.path.join(root, "fastrnn")
+    try:
+        import fastrnn
+    except ImportError as e:
+        raise ImportError(f"importing fastrnn from {pkg}/ failed (is {root} built in place: "
+                          f"python setup.py build_ext --inplace?): {e}") from e
+    for name, f in _fastrnn_files():
+        if not os.path.realpath(f).startswith(pkg + os.sep):
+            raise ImportError(f"fastrnn was to be imported from {pkg}/, but {name} came from {f}"
+                              " (imported earlier in this process, or shadowed by another copy)")
+    if not _fastrnn_files(ext=True):
+        raise ImportError(f"no compiled extension of fastrnn loaded from {pkg}/ (not built in place?)")
     return fastrnn
+
+
+def _fastrnn_files(ext=False):
+    """(module name, file) of fastrnn and its loaded submodules; ext=True: only compiled ones."""
+    return sorted((n, m.__file__) for n, m in list(sys.modules.items())
+                  if (n == "fastrnn" or n.startswith("fastrnn.")) and getattr(m, "__file__", None)
+                  and (not ext or m.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))))
+
+
+def baseline_root():
+    root = os.environ.get(BASELINE_ENV)
+    if not root:
+        raise RuntimeError(f"{BASE} needs the baseline checkout in ${BASELINE_ENV} (bench/run.py --baseline DIR)")
+    return root
 
 
 def _step_loop(cell, x, state):
@@ -81,10 +117,14 @@ def _step_loop(cell, x, state):
 # ---- implementations: prepare(case, params, x) -> call(); call() runs once, returns its outputs --
 
 class FastRNN:
+    root = ROOT
+
     def __init__(self, threads):
-        self.fr = _fastrnn()
+        self.fr = _fastrnn(self.root)
         self.fr.set_num_threads(threads)
         self.version = self.fr.__version__
+        self.module = os.path.realpath(self.fr.__file__)
+        self.core = [os.path.realpath(f) for _, f in _fastrnn_files(ext=True)]
 
     def prepare(self, case, params, x):
         cell, dt = case["cell"], np.dtype(case["dtype"])
@@ -107,6 +147,14 @@ class FastRNN:
             y = m(x)[0]
             return {"y": y, "dx": m.backward(dy)[0]}
         return train
+
+
+class FastRNNBase(FastRNN):
+    """The same benchmark code on the baseline checkout's fastrnn."""
+
+    def __init__(self, threads):
+        self.root = baseline_root()
+        super().__init__(threads)
 
 
 class Torch:
@@ -179,7 +227,7 @@ class NumPyRef:
         return train
 
 
-CLASSES = {"fastrnn": FastRNN, "torch": Torch, "numpy": NumPyRef}
+CLASSES = {"fastrnn": FastRNN, BASE: FastRNNBase, "torch": Torch, "numpy": NumPyRef}
 
 
 def _numpy(v):
@@ -195,10 +243,11 @@ def load_case(path):
         return params, z["x"], ref
 
 
-def new_case(case):
-    """(params, x): fastrnn builds the weights (seeded), so every implementation uses fastrnn's
-    state_dict; x ~ N(0, 1)."""
-    fr = _fastrnn()
+def new_case(case, fr=None):
+    """(params, x): fastrnn (this checkout's, or the module `fr`) builds the weights (seeded), so
+    every implementation uses fastrnn's state_dict; x ~ N(0, 1). bench/run.py writes each case
+    once, from the fastrnn worker, and every worker (fastrnn@base too) loads that same file."""
+    fr = fr or _fastrnn()
     T, B, D, H = dims(case)
     dt = np.dtype(case["dtype"])
     if case["mode"] == "step":
@@ -236,7 +285,8 @@ class Worker:
         self.call, self.reps = None, 1
 
     def info(self):
-        return {"version": self.impl.version}
+        return {"version": self.impl.version, "pid": os.getpid(),
+                **{k: getattr(self.impl, k) for k in ("module", "core") if hasattr(self.impl, k)}}
 
     def make(self, case, path):
         save_case(path, *new_case(case))
@@ -305,7 +355,7 @@ def memory(name, threads, case, path):
     call = impl.prepare(case, params, x)
     gc.collect()
     base = _rss_kib("VmRSS")
-    if name != "torch":
+    if name != "torch":  # fastrnn, fastrnn@base, numpy
         tracemalloc.start()
     call()
     res = {}
@@ -322,7 +372,8 @@ def memory(name, threads, case, path):
 
 def loop(name, key, seconds, threads):
     """Call one case repeatedly for `seconds`, for a profiler to watch."""
-    call = CLASSES[name](threads).prepare(parse_key(key), *new_case(parse_key(key)))
+    impl = CLASSES[name](threads)
+    call = impl.prepare(parse_key(key), *new_case(parse_key(key), getattr(impl, "fr", None)))
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         call()
@@ -337,5 +388,6 @@ if __name__ == "__main__":
     elif cmd == "memory":  # memory IMPL THREADS CASE_JSON PATH
         print(json.dumps(memory(args[0], int(args[1]), json.loads(args[2]), args[3])))
     elif cmd == "loop":  # loop IMPL CASE_KEY [SECONDS [THREADS]], e.g. loop fastrnn lstm-tiny-train-float32
+        # (IMPL fastrnn@base: FASTRNN_BENCH_BASELINE=DIR python bench/_impls.py loop fastrnn@base ...)
         loop(args[0], args[1], float(args[2]) if len(args) > 2 else 5.0,
              int(args[3]) if len(args) > 3 else os.cpu_count())

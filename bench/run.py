@@ -4,9 +4,21 @@
                                         # JSON + CSV in bench/results/
     python bench/run.py --quick         # smoke test: tiny shape only (< 1 min)
     python bench/run.py --contention    # training steps (medium) with and without a busy process
+    python bench/run.py --baseline DIR  # also time fastrnn@base: the fastrnn of checkout DIR
+                                        # (built in place), e.g. a git worktree of an older commit
 
 Each implementation runs in its own worker process (bench/_impls.py); the driver alternates them
 round by round (A B C A B C ...) and reports the median round. See the README's Benchmarks section.
+
+With --baseline DIR, a worker `fastrnn@base` runs the same fastrnn benchmark code with fastrnn
+imported from DIR (it refuses to run if fastrnn or its extension came from anywhere else), on the
+same weights and inputs (written once per case by this checkout's fastrnn; the base worker loads
+them with load_state_dict) and is checked against the same NumPy reference. It is timed in the
+same alternating rounds as the others, with fastrnn and fastrnn@base swapping places every round
+(fastrnn, fastrnn@base, ... then fastrnn@base, fastrnn, ...), and an extra table gives time
+base / time new per case (1.00 = same speed; > 1: this checkout is faster) with the range of the
+per-round ratios (round r of one against round r of the other), to tell a change from noise.
+Every mode supports it: train, infer, step (cell latency), the memory columns, --contention.
 """
 import argparse
 import csv
@@ -22,11 +34,13 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _impls import GATES, IMPLS, SHAPES, case_key, dims, flops  # noqa: E402
+from _impls import BASE, BASELINE_ENV, GATES, IMPLS, SHAPES, case_key, dims, flops  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 IMPLS_PY = os.path.join(HERE, "_impls.py")
-CORE_SO = os.path.join(os.path.dirname(HERE), "fastrnn", "_core*.so")
+CORE_SO = os.path.join(ROOT, "fastrnn", "_core*.so")
+ALL_IMPLS = ("fastrnn", BASE, "torch", "numpy")  # column and round order
 MODES = ("train", "infer", "step")
 # The check compares with the float64 reference: max|got - ref| / max(1, max|ref|). Measured on
 # the whole grid: <= 1.2e-6 (float32) and <= 2e-15 (float64) for fastrnn and torch alike; a wrong
@@ -38,12 +52,18 @@ NOISE = 0.1  # a round during which other processes used > 10% of the machine's 
 class Worker:
     """One implementation's worker process, spoken to in JSON lines."""
 
-    def __init__(self, name, threads):
+    def __init__(self, name, threads, baseline=None):
         self.name = name
         self.proc = subprocess.Popen([sys.executable, IMPLS_PY, "serve", name, str(threads)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=thread_env(threads))
-        self.version = self.request("info")["version"]
+                                     env=impl_env(name, threads, baseline))
+        self.info = self.request("info")
+        self.version = self.info["version"]
+        # The worker already refuses a fastrnn from elsewhere; check again what it reports.
+        root = {"fastrnn": ROOT, BASE: baseline}.get(name)
+        if root and not self.info["module"].startswith(os.path.join(os.path.realpath(root), "fastrnn") + os.sep):
+            self.close()
+            raise RuntimeError(f"{name} worker imported fastrnn from {self.info['module']}, not from {root}")
 
     def request(self, op, **kw):
         self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
@@ -68,13 +88,24 @@ def thread_env(threads):
     return env
 
 
-def start_workers(names, threads):
+def impl_env(name, threads, baseline=None):
+    """A worker's environment: the thread counts; for fastrnn@base also the baseline checkout."""
+    env = thread_env(threads)
+    env.pop(BASELINE_ENV, None)
+    if name == BASE:
+        env[BASELINE_ENV] = baseline
+    return env
+
+
+def start_workers(names, threads, baseline=None):
     workers = {}
     for name in names:
         try:
-            workers[name] = Worker(name, threads)
+            workers[name] = Worker(name, threads, baseline)
         except RuntimeError as e:
-            if name == "fastrnn":
+            if name in ("fastrnn", BASE):
+                for w in workers.values():
+                    w.close()
                 raise
             print(f"note: {name} unavailable, skipped ({e})", file=sys.stderr)
     return workers
@@ -136,14 +167,26 @@ def _wait_idle(timeout=0.3, window=0.05):
             return
 
 
-def timed_rounds(workers, setups, rounds, times, quiet=True, retries=2):
+def round_order(names, r):
+    """The workers' order in round r: as given, except that fastrnn and fastrnn@base swap places
+    in odd rounds, so that neither always runs right after the same other worker."""
+    order = list(names)
+    if "fastrnn" in order and BASE in order and r % 2:
+        i, j = order.index("fastrnn"), order.index(BASE)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def timed_rounds(workers, setups, rounds, times, quiet=True, retries=2, first=0):
     """Alternate the workers round by round, appending each round's mean time per call. The
     machine is shared: a round during which other processes took more than NOISE of the CPU is
     redone (up to `retries` times; then kept and counted in setups[n]["noisy"]). quiet=False
-    (the contention experiment's deliberately loaded rounds): no waiting for idle, no retries."""
+    (the contention experiment's deliberately loaded rounds): no waiting for idle, no retries.
+    `first`: the number of the first round (for round_order, when called one round at a time)."""
     hz, ncpu = os.sysconf("SC_CLK_TCK"), os.cpu_count()
     for r in range(rounds):
-        for n, s in setups.items():
+        for n in round_order(setups, first + r):
+            s = setups[n]
             if r >= s["rounds"]:
                 continue
             for _ in range(retries + 1 if quiet else 1):
@@ -158,9 +201,9 @@ def timed_rounds(workers, setups, rounds, times, quiet=True, retries=2):
             times[n].append(t)
 
 
-def measure_memory(name, case, path, threads):
+def measure_memory(name, case, path, threads, baseline=None):
     out = subprocess.run([sys.executable, IMPLS_PY, "memory", name, str(threads), json.dumps(case), path],
-                         capture_output=True, text=True, env=thread_env(threads))
+                         capture_output=True, text=True, env=impl_env(name, threads, baseline))
     if out.returncode:
         print(f"!! memory {name} {case_key(case)} failed:\n{out.stderr}", file=sys.stderr)
         return None
@@ -183,7 +226,7 @@ def run_grid(args, workers, tmp):
             row["impls"][n] = dict(s, times=times[n], median=statistics.median(times[n]))
         if case["mode"] == "train" and not args.no_memory:
             for n in setups:
-                row["impls"][n]["memory"] = measure_memory(n, case, path, args.threads)
+                row["impls"][n]["memory"] = measure_memory(n, case, path, args.threads, args.baseline)
         os.remove(path)
         rows.append(row)
         print(f"  {case_key(case):28s} " + "  ".join(f"{n} {1e3 * i['median']:.3f}ms" for n, i in row["impls"].items())
@@ -192,19 +235,19 @@ def run_grid(args, workers, tmp):
 
 
 def run_contention(args, workers, tmp):
-    """Training step (medium) of fastrnn and torch, alternately timed with and without one busy
-    Python process competing for a core."""
+    """Training step (medium) of fastrnn (and fastrnn@base) and torch, alternately timed with and
+    without one busy Python process competing for a core."""
     rows = []
     for cell in args.cells:
         case = dict(cell=cell, shape="medium", mode="train", dtype="float32")
-        _, setups = prepare_case(case, workers, [n for n in ("fastrnn", "torch") if n in workers], tmp, args)
+        _, setups = prepare_case(case, workers, [n for n in ("fastrnn", BASE, "torch") if n in workers], tmp, args)
         quiet, busy = {n: [] for n in setups}, {n: [] for n in setups}
-        for _ in range(args.rounds):
-            timed_rounds(workers, setups, 1, quiet)
+        for r in range(args.rounds):
+            timed_rounds(workers, setups, 1, quiet, first=r)
             hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
             time.sleep(0.3)  # interpreter start-up
             try:
-                timed_rounds(workers, setups, 1, busy, quiet=False)
+                timed_rounds(workers, setups, 1, busy, quiet=False, first=r)
             finally:
                 hog.kill()
                 hog.wait()
@@ -220,6 +263,16 @@ def run_contention(args, workers, tmp):
 def _ratio(row, other):
     i = row["impls"]
     return i[other]["median"] / i["fastrnn"]["median"] if other in i and "fastrnn" in i else None
+
+
+def _base_ratio(row):
+    """time of fastrnn@base / time of fastrnn (medians), and the min and max of the per-round
+    ratios (round r of one against round r of the other: adjacent in time)."""
+    i = row["impls"]
+    if BASE not in i or "fastrnn" not in i:
+        return None, None, None
+    per_round = [b / a for a, b in zip(i["fastrnn"]["times"], i[BASE]["times"])]
+    return i[BASE]["median"] / i["fastrnn"]["median"], min(per_round), max(per_round)
 
 
 def _fmt(v, spec, unit=""):
@@ -249,7 +302,7 @@ def _table(header, lines):
 
 
 def render(rows, names):
-    """Markdown tables: sequence cases, cell latency, memory."""
+    """Markdown tables: sequence cases, cell latency, memory; with fastrnn@base, fastrnn vs it."""
     get = lambda row, n, k: row["impls"].get(n, {}).get(k)  # noqa: E731
     compare = ["fastrnn vs torch", "fastrnn vs numpy", "max err fastrnn / torch", "check"]
     compared = lambda r: [_fmt(_ratio(r, "torch"), ".2f", "x"), _fmt(_ratio(r, "numpy"), ".1f", "x"),  # noqa: E731
@@ -261,10 +314,11 @@ def render(rows, names):
     if seq:
         out.append(_table(
             ["cell", "shape (T,B,D,H)", "mode", "dtype"] + [f"{n} ms" for n in names]
-            + [f"{n} GFLOP/s" for n in names if n != "numpy"] + compare,
+            + [f"{n} GFLOP/s" for n in names if n not in ("numpy", BASE)] + compare,
             [[r["cell"], f"{r['shape']} ({r['T']},{r['B']},{r['D']},{r['H']})", r["mode"], r["dtype"]]
              + [_fmt(get(r, n, "median") and 1e3 * get(r, n, "median"), ".2f") for n in names]
-             + [_fmt(get(r, n, "median") and r["gflop"] / get(r, n, "median"), ".1f") for n in names if n != "numpy"]
+             + [_fmt(get(r, n, "median") and r["gflop"] / get(r, n, "median"), ".1f")
+                for n in names if n not in ("numpy", BASE)]
              + compared(r) for r in seq]))
     if step:
         out.append(_table(
@@ -281,13 +335,76 @@ def render(rows, names):
                      and mib(r, "fastrnn", "rss_kib") / mib(r, "torch", "rss_kib"), ".2f"),
                 _fmt(mib(r, "fastrnn", "traced_kib"), ".1f")]
              for r in mem]))
+    if BASE in names:
+        out.append(render_baseline(rows, mem))
     return "\n\n".join(out)
 
 
+def render_baseline(rows, mem):
+    """fastrnn vs fastrnn@base: time base / time new per case, with the per-round range."""
+    get = lambda row, n, k: row["impls"].get(n, {}).get(k)  # noqa: E731
+    rss = lambda r, n: (get(r, n, "memory") or {}).get("rss_kib")  # noqa: E731
+    pair = ("fastrnn", BASE)
+    lines, ratios = [], []
+    for r in rows:
+        ratio, lo, hi = _base_ratio(r)
+        if ratio is not None:
+            ratios.append(ratio)
+        bad = [f"{n} {max(get(r, n, 'err').values()):.1e}" for n in pair if n in r["impls"] and not get(r, n, "ok")]
+        noisy = sum(get(r, n, "noisy") or 0 for n in pair if n in r["impls"])
+        shape = "cell" if r["mode"] == "step" else r["shape"]
+        lines.append(
+            [r["cell"], f"{shape} ({r['T']},{r['B']},{r['D']},{r['H']})", r["mode"], r["dtype"]]
+            + [_fmt(get(r, n, "median") and 1e3 * get(r, n, "median"), ".2f") for n in pair]
+            + [_fmt(ratio, ".2f"), "-" if lo is None else f"{lo:.2f}-{hi:.2f}"]
+            + ([_fmt(rss(r, "fastrnn") and rss(r, BASE) and rss(r, BASE) / rss(r, "fastrnn"), ".2f")] if mem else [])
+            + [" / ".join(_fmt(get(r, n, "err") and max(get(r, n, "err").values()), ".1e") for n in pair),
+               ("**MISMATCH: " + "; ".join(bad) + "**" if bad else "ok")
+               + (f" ({noisy} noisy rounds)" if noisy else "")])
+    table = _table(["cell", "shape (T,B,D,H)", "mode", "dtype", "fastrnn ms", f"{BASE} ms", "base / new",
+                    "per round"] + (["peak RSS base / new"] if mem else []) + ["max err new / base", "check"],
+                   lines)
+    summary = ""
+    if ratios:
+        geo = statistics.geometric_mean(ratios)
+        summary = (f"\n\ngeometric mean of base / new over {len(ratios)} cases: {geo:.3f} "
+                   f"(cases {min(ratios):.2f}-{max(ratios):.2f})")
+    return (f"fastrnn vs {BASE}: time of {BASE} / time of fastrnn (1.00 = same speed, > 1: this checkout "
+            "is faster); ms per call (step rows: one call is T cell steps); per round: the range of "
+            "the ratio between the two's rounds of the same number, timed next to each other:\n\n"
+            + table + summary)
+
+
 def render_contention(rows):
-    return _table(["training step (medium)", "impl", "quiet ms", "with 1 busy process ms", "slowdown", "check"],
+    text = _table(["training step (medium)", "impl", "quiet ms", "with 1 busy process ms", "slowdown", "check"],
                   [[r["cell"], r["impl"], f"{r['quiet_ms']:.2f}", f"{r['busy_ms']:.2f}", f"{r['slowdown']:.2f}x",
                     "ok" if r["check_ok"] else "**MISMATCH**"] for r in rows])
+    by = {(r["cell"], r["impl"]): r for r in rows}
+    pairs = [(by[c, "fastrnn"], by[c, BASE]) for c in dict.fromkeys(r["cell"] for r in rows)
+             if (c, "fastrnn") in by and (c, BASE) in by]
+    if pairs:
+        text += (f"\n\nfastrnn vs {BASE} (time of {BASE} / time of fastrnn; 1.00 = same speed):\n\n"
+                 + _table(["training step (medium)", "quiet base / new", "with 1 busy process base / new"],
+                          [[a["cell"], f"{b['quiet_ms'] / a['quiet_ms']:.2f}", f"{b['busy_ms'] / a['busy_ms']:.2f}"]
+                           for a, b in pairs]))
+    return text
+
+
+def git_info(path):
+    """{"rev": git rev-parse HEAD, "describe": git describe --always --dirty} of checkout `path`
+    (None where it is not a git checkout)."""
+    def git(*a):
+        try:
+            r = subprocess.run(["git", *a], cwd=path, capture_output=True, text=True)
+        except OSError:
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+    return {"rev": git("rev-parse", "HEAD"), "describe": git("describe", "--always", "--dirty")}
+
+
+def _mtime(files):
+    return max((datetime.datetime.fromtimestamp(os.path.getmtime(f), datetime.timezone.utc)
+                .isoformat(timespec="seconds") for f in files), default="?")
 
 
 def machine_info(args, workers):
@@ -302,8 +419,12 @@ def machine_info(args, workers):
             "versions": {n: w.version for n, w in workers.items()},
             "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True,
                                      text=True).stdout.strip(),
-            "core_built": max((datetime.datetime.fromtimestamp(os.path.getmtime(f), datetime.timezone.utc)
-                               .isoformat(timespec="seconds") for f in glob.glob(CORE_SO)), default="?"),
+            "rev": git_info(ROOT)["rev"],
+            "core_built": _mtime(glob.glob(CORE_SO)),
+            "fastrnn_from": {n: w.info["module"] for n, w in workers.items() if "module" in w.info},
+            "baseline": args.baseline and dict(git_info(args.baseline), dir=args.baseline,
+                                               core_built=_mtime(workers[BASE].info["core"]) if BASE in workers
+                                               else "?"),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -321,12 +442,19 @@ def write_results(tag, info, data, csv_rows, out_dir):
     return base
 
 
-def grid_csv(rows):
+def baseline_columns(info):
+    """CSV columns naming the baseline checkout, on every row (none without --baseline)."""
+    b = info.get("baseline")
+    return {"baseline_dir": b["dir"], "baseline_rev": b["rev"] or ""} if b else {}
+
+
+def grid_csv(rows, info):
     return [dict(key=r["key"], cell=r["cell"], shape=r["shape"], mode=r["mode"], dtype=r["dtype"],
                  T=r["T"], B=r["B"], D=r["D"], H=r["H"], gflop=r["gflop"], impl=n,
                  ms=1e3 * s["median"], gflops=r["gflop"] / s["median"], rounds=len(s["times"]),
                  reps=s["reps"], noisy_rounds=s.get("noisy", 0), max_err=max(s["err"].values()), check_ok=s["ok"],
-                 peak_rss_mib=(s.get("memory") or {}).get("rss_kib", float("nan")) / 1024)
+                 peak_rss_mib=(s.get("memory") or {}).get("rss_kib", float("nan")) / 1024,
+                 base_over_new=_base_ratio(r)[0] if n == BASE else "", **baseline_columns(info))
             for r in rows for n, s in r["impls"].items()]
 
 
@@ -338,8 +466,18 @@ def main(argv=None):
     p.add_argument("--cells", default="rnn,gru,lstm")
     p.add_argument("--shapes", default=None, help="comma list of tiny,medium,large,stream (default all)")
     p.add_argument("--modes", default="train,infer,step", help="train, infer, step (cell latency)")
-    p.add_argument("--impls", default=",".join(IMPLS),
-                   help="implementations to time (the numpy worker always runs: it computes the check)")
+    p.add_argument("--impls", default=None,
+                   help=f"implementations to time, from {','.join(ALL_IMPLS)} (default: {','.join(IMPLS)}, "
+                        f"plus {BASE} with --baseline; the numpy worker always runs: it computes the check)")
+    p.add_argument("--baseline", metavar="DIR", default=None,
+                   help=f"another fastrnn checkout, built in place (python setup.py build_ext --inplace), e.g. "
+                        f"a git worktree of an older commit: adds the implementation {BASE}, the same fastrnn "
+                        "benchmark code with fastrnn imported from DIR in its own worker, on the same weights "
+                        "and inputs, checked against the same reference, timed in the same alternating rounds, "
+                        f"plus a table fastrnn vs {BASE} (time base / time new per case). Supported in every "
+                        "mode: train, infer, step, memory, --contention. DIR's fastrnn must accept this "
+                        "checkout's state_dict (load_state_dict) and API; the reference is this checkout's. "
+                        "The results record DIR and its git rev-parse HEAD")
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds per case; the median is reported")
     p.add_argument("--round-time", type=float, default=0.25, help="seconds of calls per round (at least one call)")
     p.add_argument("--budget", type=float, default=8.0,
@@ -347,7 +485,8 @@ def main(argv=None):
     p.add_argument("--skip-numpy-large", action="store_true", help="don't time NumPy on large and stream")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--quick", action="store_true", help="tiny shape, 3 short rounds: a smoke test")
-    p.add_argument("--contention", action="store_true", help="only the contention experiment")
+    p.add_argument("--contention", action="store_true",
+                   help=f"only the contention experiment (fastrnn, {BASE} with --baseline, torch)")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     args = p.parse_args(argv)
     if args.quick:
@@ -356,27 +495,43 @@ def main(argv=None):
     args.cells = [c for c in args.cells.split(",") if c in GATES]
     args.shapes = [s for s in (args.shapes or "tiny,medium,large,stream").split(",") if s in SHAPES and s != "cell"]
     args.modes = [m for m in args.modes.split(",") if m in MODES]
-    args.impls = [n for n in IMPLS if n in args.impls.split(",")]
+    if args.baseline:
+        args.baseline = os.path.realpath(args.baseline)
+        if not os.path.isfile(os.path.join(args.baseline, "fastrnn", "__init__.py")):
+            p.error(f"--baseline {args.baseline}: no fastrnn/__init__.py there (not a fastrnn checkout)")
+        if args.baseline == os.path.realpath(ROOT):
+            p.error(f"--baseline {args.baseline} is this checkout; give another one (e.g. a git worktree)")
+    requested = (args.impls or ",".join(IMPLS + ((BASE,) if args.baseline else ()))).split(",")
+    if BASE in requested and not args.baseline:
+        p.error(f"--impls {BASE} needs --baseline DIR")
+    args.impls = [n for n in ALL_IMPLS if n in requested]
 
-    workers = start_workers(["fastrnn", "numpy"] + [n for n in args.impls if n == "torch"], args.threads)
+    workers = start_workers(["fastrnn", "numpy"] + [n for n in args.impls if n in ("torch", BASE)],
+                            args.threads, args.baseline)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             info = machine_info(args, workers)
             if args.contention:
                 rows = run_contention(args, workers, tmp)
                 text = render_contention(rows)
-                base = write_results("contention", info, {"rows": rows}, rows, args.out)
+                base = write_results("contention", info, {"rows": rows},
+                                     [dict(r, **baseline_columns(info)) for r in rows], args.out)
             else:
                 rows = run_grid(args, workers, tmp)
                 text = render(rows, [n for n in args.impls if n in workers])
-                base = write_results("bench", info, {"args": vars(args), "rows": rows}, grid_csv(rows), args.out)
+                base = write_results("bench", info, {"args": vars(args), "rows": rows}, grid_csv(rows, info),
+                                     args.out)
     finally:
         for w in workers.values():
             w.close()
+    b = info["baseline"]
+    from_base = "" if not b else (f"; {BASE} from {b['dir']} at {b['describe'] or '(not a git checkout)'}"
+                                  + (f" ({b['rev'][:12]})" if b["rev"] else "")
+                                  + f", extension built {b['core_built']}")
     print(f"{info['cpu']}, {info['cpus']} CPUs ({info['cores']} cores, {info['simd']}, {info['hypervisor']} VM), "
           f"{args.threads} threads; "
           + ", ".join(f"{n} {v}" for n, v in info["versions"].items())
-          + f"; fastrnn at {info['commit']}, extension built {info['core_built']}; run {info['date']}\n")
+          + f"; fastrnn at {info['commit']}, extension built {info['core_built']}{from_base}; run {info['date']}\n")
     print(text)
     bad = [r["key"] for r in rows if "impls" in r and _check(r) != "ok"]
     if bad:

@@ -13,8 +13,9 @@ from setuptools import Extension, setup
 
 ext = Extension(
     "fastrnn._core",
-    sources=["fastrnn/_core.pyx", "csrc/fastrnn.c"],
-    depends=["csrc/fastrnn.h", "csrc/rnn_impl.h", "csrc/smallgemm.h", "fastrnn/_pool.h"],
+    sources=["fastrnn/_core.pyx", "csrc/fastrnn.c", "csrc/plan.c", "csrc/pool.c"],
+    depends=["fastrnn/_core.pxd", "csrc/fastrnn.h", "csrc/cells.h", "csrc/loops.h", "csrc/vmath.h",
+             "csrc/smallgemm.h", "csrc/pool.h"],
     include_dirs=["csrc", np.get_include(), scipy_openblas32.get_include_dir()],
     library_dirs=[scipy_openblas32.get_lib_dir()],
     libraries=[scipy_openblas32.get_library()],

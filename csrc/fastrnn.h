@@ -2,14 +2,22 @@
  * fastrnn C kernels: one layer, one direction of an RNN / LSTM / GRU, forward and BPTT.
  *
  * This header is the contract between the C kernels and their caller (fastrnn/_core.pyx).
- * The kernels never allocate, never touch Python, and may run without the GIL.
+ * The kernels never allocate, never touch Python, and may run without the GIL. Every call takes
+ * one struct of named fields (fr_*_args below); a job (fr_job) is one of them with its kind, so
+ * a caller can hand a list of jobs to the worker pool (pool.h).
  *
  * ---------------------------------------------------------------------------------------------
  * Shape legend
  *   T  time steps             B  batch size            D  input features
- *   H  hidden size            G  gates per cell: 1 (RNN), 4 (LSTM), 3 (GRU)
+ *   H  hidden size            G  gates per cell (cells.h: 1 RNN, 4 LSTM, 3 GRU)
+ *   A  saved aux columns per hidden unit (cells.h: 0 RNN, 2 LSTM, 1 GRU)
+ *   S  leading gate blocks whose recurrent-side gradient equals the input side's (G, except
+ *      GRU: 2, since its n block of W_hh h sits inside r*(.)); the other G-S blocks get their
+ *      own recurrent-side gradient buffer dgh (T,B,(G-S)*H)
  *   "(T,B,H)" means a C-contiguous row-major array of T*B*H elements; a trailing ",ld" means the
  *   last dimension is strided: element (t,b,j) lives at p[(t*B + b)*ld + j], j < H <= ld.
+ *   Every pointer is of the dtype named by the struct's `dtype` (float or double), except
+ *   lengths and sync (int).
  *
  * Gate order (PyTorch's, so state dicts move without reordering)
  *   LSTM: i, f, g, o      c' = f*c + i*g,  h' = o*tanh(c')
@@ -30,10 +38,10 @@
  *
  * Buffers of a training forward that backward needs (saved-for-backward, (T,B,.) time layout):
  *   act   (T,B,G*H)  post-activation gates: RNN h; LSTM i,f,g,o; GRU r,z,n
- *   hprev (T,B,H)    the state h entering the step that produced position (t,b); the phase
- *                    functions take it strided, (T,B,H,ldh), so a layer can keep it beside x
- *   aux   (T,B,A*H)  LSTM A=2: [c entering the step | tanh(c leaving it)];
- *                    GRU  A=1: [W_hn h + b_hn];  RNN A=0 (pass NULL)
+ *   hprev (T,B,H,ldh) the state h entering the step that produced position (t,b); strided, so
+ *                    a layer can keep it beside x in one (T,B,D+H) buffer [x | hprev]
+ *   aux   (T,B,A*H)  LSTM: [c entering the step | tanh(c leaving it)]; GRU: [W_hn h + b_hn];
+ *                    RNN: none (NULL)
  *   With hprev == NULL the forward is inference-only: nothing is saved, `act` is scratch and
  *   `aux` is ignored.
  *
@@ -47,10 +55,11 @@
  *   No output buffer may alias any other buffer, with one exception: y may be a strided view into
  *   a wider (T,B,2H) output shared by the two directions (each writes its own H columns).
  *
- * Threads: the kernels are reentrant and use whatever threads BLAS is set to; fastrnn's Python
- * layer keeps BLAS single-threaded and runs row ranges on its own threads (see FR_PHASES), or,
- * for a batch of one, two unit tasks per step (see FR_UNITS), and splits a large cell step by
- * units (see FR_CELL_UNITS). The threads are the bridge's pool (fastrnn/_pool.h).
+ * Threads: the kernels are reentrant and use whatever threads BLAS is set to (fastrnn keeps BLAS
+ * single-threaded). Concurrency comes from jobs over disjoint batch-row ranges (fr_recur,
+ * fr_recur_backward), unit tasks of a batch of one (fr_recur_units*), unit halves of a cell step
+ * (fr_cell_units) and blocks of the whole-sequence GEMMs (fr_backward_params), run by the pool
+ * (pool.h). Whether and how to split is decided in plan.c.
  * ---------------------------------------------------------------------------------------------
  */
 #ifndef FASTRNN_H
@@ -60,182 +69,226 @@
 extern "C" {
 #endif
 
-typedef enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3 } fr_cell;
+/* A cell kind indexes the cell table (cells.h); _cells.py names the same kinds. */
+typedef enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3, FR_NUM_CELLS = 4 } fr_cell;
+typedef enum { FR_F32 = 0, FR_F64 = 1 } fr_dtype;
 
-/* Gates per cell (G) and aux columns per hidden unit (A). */
+/* The cell table's sizes for one kind (cells.h). */
+typedef struct {
+    int gates;  /* G */
+    int aux;    /* A */
+    int states; /* 1 (h), or 2 (h and c: LSTM) */
+    int shared; /* S: see the shape legend */
+} fr_cell_sizes;
+fr_cell_sizes fr_cell_info(fr_cell cell);
 int fr_gates(fr_cell cell);
-int fr_aux(fr_cell cell);
 
-/* Scratch sizes in elements (of the kernel's dtype) for T steps of B rows: B*G*H + 2*B*H +
- * A*H + G*H + H (forward) or 3*B*H + B*G*H (backward), plus room for a packed W_hh when T is long
- * enough for packing to pay (see smallgemm.h); a fused forward (fr_recur with x) adds B*G*H +
- * B*D and a packed W_ih, and so does a backward with dx in its loop (D = 0 without). */
-long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused);
-long fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H);
+/* act (T,B,G*H) = x (T,B,D) w_ih^T over all T*B rows (no biases: fr_recur adds them in its
+ * gate loops, which saves a pass over act). */
+typedef struct {
+    fr_cell cell; fr_dtype dtype;
+    int T, B, D, H;
+    const void *x;    /* (T,B,D) */
+    const void *w_ih; /* (G*H,D) */
+    void *act;        /* (T,B,G*H) out */
+} fr_project_args;
 
-/* 1 when fr_recur_backward should compute dx inside its loop (given dx and w_ih) rather than
- * leave it to fr_backward_params' whole-sequence GEMM, for B rows per call and D inputs;
- * itemsize 4 (float32) or 8. Either way gives the same results to rounding. */
-int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, int itemsize);
+/* The forward time loop of batch rows [b0, b1): writes only those rows of every (.,B,.) buffer,
+ * so calls over disjoint row ranges may run concurrently.
+ *   x == NULL: act holds fr_project's output on entry. x and w_ih given ("fused"): each step
+ *   projects its own rows while W_ih is in cache; act is then written only in training
+ *   (hprev != NULL) and may be NULL in inference. D is read only when fused. */
+typedef struct {
+    fr_cell cell; fr_dtype dtype;
+    int T, B, D, H;
+    int b0, b1, reverse;
+    double leak;
+    const int *lengths;     /* (B) in 1..T, or NULL for all T (validated by the caller) */
+    const void *x;          /* (T,B,D), or NULL (see above) */
+    const void *w_ih;       /* (G*H,D), with x */
+    const void *h0, *c0;    /* (B,H) initial state; c0 only for kinds with 2 states */
+    const void *w_hh;       /* (G*H,H) */
+    const void *b_ih, *b_hh; /* (G*H) each, or both NULL (no bias) */
+    void *y; int ldy;       /* (T,B,H,ldy) out: outputs (0 past each length) */
+    void *h_n, *c_n;        /* (B,H) out: final state */
+    void *act;              /* (T,B,G*H) saved in training, scratch in inference */
+    void *hprev; int ldh;   /* (T,B,H,ldh) saved, or NULL for inference */
+    void *aux;              /* (T,B,A*H) saved in training; NULL when A = 0 or inference */
+    void *ws;               /* (fr_forward_ws_size(cell, T, b1-b0, D, H, x != NULL)) scratch */
+} fr_recur_args;
 
-/* 1 when fr_recur's fused mode (input projection inside the time loop) is expected to beat
- * fr_project + fr_recur for B rows per call; itemsize 4 (float32) or 8. Either way gives the
- * same results to rounding. */
-int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, int itemsize);
+/* The reverse time loop of batch rows [b0, b1), from a training forward: writes these rows of
+ * dgx/dgh (zero at padded positions) and of dh0/dc0.
+ *   dx and w_ih given: these rows' input gradient (assigned), computed step by step while each
+ *   step's dgx rows are in cache (plan.c: fr_dx_in_loop_pays); fr_backward_params is then given
+ *   dx = NULL. Only for a layer with one direction: a second one would write the same dx rows.
+ *   dbias: this call's share of the bias gradients (assigned): column sums of its dgx rows, then
+ *   of its dgh rows. The caller adds the shares of all row ranges (db_ih = the dgx part; db_hh =
+ *   the dgx part of the first S blocks, then the dgh part) and passes NULL biases to
+ *   fr_backward_params. */
+typedef struct {
+    fr_cell cell; fr_dtype dtype;
+    int T, B, D, H;
+    int b0, b1, reverse;
+    double leak;
+    const int *lengths;      /* (B) or NULL, as given to the forward */
+    const void *w_hh;        /* (G*H,H) */
+    const void *act;         /* (T,B,G*H) saved */
+    const void *hprev; int ldh; /* (T,B,H,ldh) saved */
+    const void *aux;         /* (T,B,A*H) saved, or NULL when A = 0 */
+    const void *dy; int ldy; /* (T,B,H,ldy) gradient w.r.t. y, or NULL (zero) */
+    const void *dh_n, *dc_n; /* (B,H) gradient w.r.t. the final state, or NULL (zero) */
+    void *dh0, *dc0;         /* (B,H) out, assigned; dc0 only with 2 states */
+    void *dgx;               /* (T,B,G*H) out: gradient w.r.t. the gate pre-activations */
+    void *dgh;               /* (T,B,(G-S)*H) out: recurrent-side gradient of blocks S..G-1, or
+                                NULL when S = G */
+    void *dhs;               /* (T,B,H) out or NULL: dL/dh_t, the total gradient reaching the
+                                state leaving each position (zero at padded positions) */
+    void *dbias;             /* (G*H + (G-S)*H) out or NULL, see above */
+    const void *w_ih;        /* (G*H,D), with dx */
+    void *dx;                /* (T,B,D) out or NULL, see above */
+    void *ws;                /* (fr_backward_ws_size(cell, T, b1-b0, dx ? D : 0, H)) scratch */
+} fr_recur_backward_args;
 
-/*
- * Forward over a whole sequence for one layer and one direction.
- *   x      (T,B,D)       input
- *   h0     (B,H)         initial state;            c0 (B,H) LSTM only, else NULL
- *   w_ih   (G*H,D)  w_hh (G*H,H)  b_ih, b_hh (G*H) or both NULL (no bias)
- *   y      (T,B,H,ldy)   out: outputs (0 past each length)
- *   h_n    (B,H)         out: final state;          c_n (B,H) LSTM only, else NULL
- *   act    (T,B,G*H)     out (saved) in training, scratch in inference
- *   hprev  (T,B,H)       out (saved), or NULL for inference
- *   aux    (T,B,A*H)     out (saved) in training; NULL for RNN or inference
- *   lengths (B)          int lengths in 1..T, or NULL for all T (validated by the caller)
- *   ws     (fr_forward_ws_size(cell, T, B, D, H, 0)) scratch
- */
-void fr_forward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
-                    const int *lengths,
-                    const float *x, const float *h0, const float *c0,
-                    const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh,
-                    float *y, int ldy, float *h_n, float *c_n,
-                    float *act, float *hprev, float *aux, float *ws);
-void fr_forward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
-                    const int *lengths,
-                    const double *x, const double *h0, const double *c0,
-                    const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh,
-                    double *y, int ldy, double *h_n, double *c_n,
-                    double *act, double *hprev, double *aux, double *ws);
+/* Whole-sequence GEMMs after fr_recur_backward: rows g0..g1-1 of dw_ih, dw_hh, db_ih, db_hh
+ * += ...; rows r0..r1-1 (of T*B) of dx assigned (accumulated if accumulate_dx), dx NULL to skip.
+ * Calls with disjoint ranges may run concurrently. When x and hprev sit side by side in one
+ * (T,B,D+H) buffer (hprev == x + D, ldx == ldh == D+H) and ws is given, both weight gradients of
+ * a gate row come from one GEMM over [x | hprev]. */
+typedef struct {
+    fr_cell cell; fr_dtype dtype;
+    int T, B, D, H;
+    int g0, g1; long r0, r1;
+    const void *x; int ldx;     /* (T,B,D,ldx) */
+    const void *w_ih;           /* (G*H,D) */
+    const void *hprev; int ldh; /* (T,B,H,ldh) */
+    const void *dgx, *dgh;      /* from fr_recur_backward */
+    void *dx; int accumulate_dx; /* (T,B,D) or NULL */
+    void *dw_ih, *dw_hh;        /* (G*H,D), (G*H,H) accumulated */
+    void *db_ih, *db_hh;        /* (G*H) accumulated, or both NULL */
+    void *ws;                   /* (G*H, D+H) scratch for the [x | hprev] GEMM, or NULL */
+} fr_params_args;
 
-/*
- * Backpropagation through time for one layer and one direction, from a training forward.
- *   x, w_ih, w_hh, lengths, act, hprev, aux: as given to / produced by the forward
- *   dy     (T,B,H,ldy)   gradient w.r.t. y, or NULL (zero)
- *   dh_n   (B,H)         gradient w.r.t. h_n, or NULL;   dc_n (B,H) LSTM only, or NULL
- *   dx     (T,B,D)       out: assigned (accumulated if accumulate_dx), or NULL to skip
- *   dh0    (B,H)         out: assigned;                  dc0 (B,H) LSTM only, else NULL
- *   dw_ih  (G*H,D)  dw_hh (G*H,H)  db_ih, db_hh (G*H) or NULL: accumulated (+=)
- *   dgx    (T,B,G*H)     scratch: gradient w.r.t. the input-side gate pre-activations
- *   dgh    (T,B,H)       scratch, GRU only: gradient w.r.t. W_hn h + b_hn (the n block of the
- *                        recurrent side, which differs from dgx's by the factor r); else NULL
- *   ws     (fr_backward_ws_size(cell, T, B, 0, H)) scratch
- */
-void fr_backward_f32(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
-                     const int *lengths,
-                     const float *x, const float *w_ih, const float *w_hh,
-                     const float *act, const float *hprev, const float *aux,
-                     const float *dy, int ldy, const float *dh_n, const float *dc_n,
-                     float *dx, int accumulate_dx, float *dh0, float *dc0,
-                     float *dw_ih, float *dw_hh, float *db_ih, float *db_hh,
-                     float *dgx, float *dgh, float *ws);
-void fr_backward_f64(fr_cell cell, int T, int B, int D, int H, int reverse, double leak,
-                     const int *lengths,
-                     const double *x, const double *w_ih, const double *w_hh,
-                     const double *act, const double *hprev, const double *aux,
-                     const double *dy, int ldy, const double *dh_n, const double *dc_n,
-                     double *dx, int accumulate_dx, double *dh0, double *dc0,
-                     double *dw_ih, double *dw_hh, double *db_ih, double *db_hh,
-                     double *dgx, double *dgh, double *ws);
-
-/*
- * The same work in phases, so a caller can run the time loop of disjoint batch-row ranges
- * [b0, b1) concurrently: rows never interact inside a recurrence, so the threads need no
- * synchronisation per step, and each one's per-step GEMM stays single-threaded. fr_forward is
- * fr_project then fr_recur(0, B); fr_backward is fr_recur_backward(0, B) then
- * fr_backward_params. Row-range calls write only their rows of every (.,B,.) buffer.
- *
- * fr_project: act (T,B,G*H) = x (T,B,D) w_ih^T (no biases: fr_recur adds them in its gate
- *   loops, which saves a pass over act).
- * fr_recur: the forward time loop for rows b0..b1-1; arguments as in fr_forward, with
- *   ws (fr_forward_ws_size(cell, T, b1-b0, D, H, x != NULL)) private to the call, and hprev
- *   (T,B,H,ldh) strided (see fr_backward_params for why).
- *   x == NULL: act holds fr_project's output on entry. x (T,B,D) and w_ih given ("fused"):
- *   each step projects its own rows, fr_project is skipped, and act is written only in
- *   training (hprev != NULL); in inference act may be NULL. D is read only when fused.
- * fr_recur_backward: the reverse time loop for rows b0..b1-1; writes dgx, dgh rows (zero at
- *   padded positions), dh0/dc0 rows; ws (fr_backward_ws_size(cell, T, b1-b0, D, H)) private.
- *   dx (T,B,D) and w_ih (G*H,D), or dx NULL: out, assigned: these rows' input gradient,
- *   computed step by step (see fr_dx_in_loop_pays), which fr_backward_params then skips. Only
- *   for a layer with one direction: a second one would write the same dx rows concurrently.
- *   dhs (T,B,H) or NULL: out, dL/dh_t, the total gradient w.r.t. the state leaving each
- *   position (zero at padded positions), for gradient-flow diagnostics.
- *   dbias (G*H, plus H for GRU) or NULL: out, assigned: column sums of this call's dgx rows
- *   (then, GRU, of its dgh rows) over all steps, i.e. its rows' share of db_ih (= db_hh, except
- *   GRU's n block of db_hh, which is the dgh part). The caller adds the shares of all row
- *   ranges to the gradients and passes NULL biases to fr_backward_params.
- * fr_backward_params: whole-sequence GEMMs from dgx/dgh: rows g0..g1-1 of dw_ih, dw_hh, db_ih,
- *   db_hh += ...; rows r0..r1-1 (of T*B) of dx (T,B,D) assigned (accumulated if accumulate_dx),
- *   dx NULL to skip. Calls with disjoint ranges may run concurrently. x (T,B,D,ldx), hprev
- *   (T,B,H,ldh). When they sit side by side in one (T,B,D+H) buffer (hprev == x + D,
- *   ldx == ldh == D+H) and ws (G*H, D+H) is given, both weight gradients of a gate row come from
- *   one GEMM over [x | hprev] (ws rows g0..g1-1 are scratch); otherwise ws may be NULL.
- */
-#define FR_PHASES(R, S)                                                                           \
-void fr_project_##S(fr_cell cell, int T, int B, int D, int H, const R *x, const R *w_ih,         \
-                    R *act);                                                                      \
-void fr_recur_##S(fr_cell cell, int T, int B, int D, int H, int b0, int b1, int reverse,         \
-                  double leak, const int *lengths, const R *x, const R *w_ih, const R *h0,       \
-                  const R *c0, const R *w_hh, const R *b_ih, const R *b_hh,                      \
-                  R *y, int ldy, R *h_n, R *c_n, R *act, R *hprev, int ldh, R *aux, R *ws);     \
-void fr_recur_backward_##S(fr_cell cell, int T, int B, int H, int b0, int b1, int reverse,       \
-                           double leak, const int *lengths, const R *w_hh, const R *act,         \
-                           const R *hprev, int ldh, const R *aux, const R *dy, int ldy,          \
-                           const R *dh_n,                                                         \
-                           const R *dc_n, R *dh0, R *dc0, R *dgx, R *dgh, R *dhs, R *dbias,     \
-                           int D, const R *w_ih, R *dx, R *ws);                                   \
-void fr_backward_params_##S(fr_cell cell, int T, int B, int D, int H, int g0, int g1, long r0,   \
-                            long r1, const R *x, int ldx, const R *w_ih, const R *hprev,         \
-                            int ldh, const R *dgx, const R *dgh, R *dx, int accumulate_dx,       \
-                            R *dw_ih, R *dw_hh, R *db_ih, R *db_hh, R *ws);
-/*
- * A batch of one (B = 1, no lengths), split by hidden units instead of rows: each step is two
+/* A batch of one (B = 1, no lengths), split by hidden units instead of rows: each step is two
  * tasks, task 0 owning units [0, mid) of every gate block and task 1 units [mid, H), and two
  * concurrent calls (part 0 and part 1, one thread each, same arguments otherwise) claim them
  * step by step. Part 0 alone also finishes the work, so part 1 may start late or not at all;
- * part 0 writes h_n, c_n (forward) and dh0, dc0 (backward) once everything is done.
- *   Buffers as in fr_recur / fr_recur_backward with B = 1 (hprev (T,1,H,ldh)); act holds
- *   fr_project's output.
- *   sync (4) ints, zero before the calls. shared (fr_units_shared_size_*(cell, T, H, mid,
- *   backward)): every task's state and the step-to-step exchange.
- *   dbias (2, G*H [+H for GRU]) or NULL: out, row q assigned task q's share (other units zero).
- */
-#define FR_UNITS(R, S)                                                                            \
-long fr_units_shared_size_##S(fr_cell cell, int T, int H, int mid, int backward);               \
-void fr_recur_units_##S(fr_cell cell, int T, int H, int mid, int part, int reverse, double leak, \
-                        const R *h0, const R *c0, const R *w_hh, const R *b_ih, const R *b_hh,   \
-                        R *y, int ldy, R *h_n, R *c_n, R *act, R *hprev, int ldh, R *aux,        \
-                        int *sync, R *shared);                                                    \
-void fr_recur_backward_units_##S(fr_cell cell, int T, int H, int mid, int part, int reverse,     \
-                                 double leak, const R *w_hh, const R *act, const R *hprev,       \
-                                 int ldh, const R *aux, const R *dy, int ldy, const R *dh_n,     \
-                                 const R *dc_n, R *dh0, R *dc0, R *dgx, R *dgh, R *dhs,          \
-                                 R *dbias, int *sync, R *shared);
-/*
- * One cell step (T = 1, all rows active, forward, no leak) for the hidden units [u0, u0+nu) of
+ * part 0 writes h_n, c_n (forward) and dh0, dc0 (backward) once everything is done. Buffers as
+ * in fr_recur_args / fr_recur_backward_args with B = 1; act holds fr_project's output. */
+typedef struct {
+    fr_cell cell; fr_dtype dtype;
+    int T, H, mid, part, reverse;
+    double leak;
+    const void *h0, *c0, *w_hh, *b_ih, *b_hh;
+    void *y; int ldy;
+    void *h_n, *c_n, *act;
+    void *hprev; int ldh;
+    void *aux;
+    int *sync;     /* (4) zero before the calls */
+    void *shared;  /* (fr_units_shared_size(cell, dtype, T, H, mid, 0)): every task's state
+                      and the step-to-step exchange */
+} fr_units_args;
+
+typedef struct {
+    fr_cell cell; fr_dtype dtype;
+    int T, H, mid, part, reverse;
+    double leak;
+    const void *w_hh, *act;
+    const void *hprev; int ldh;
+    const void *aux;
+    const void *dy; int ldy;
+    const void *dh_n, *dc_n;
+    void *dh0, *dc0, *dgx, *dgh, *dhs;
+    void *dbias;   /* (2, G*H + (G-S)*H) or NULL: row q assigned task q's share (other units 0) */
+    int *sync;     /* (4) zero before the calls */
+    void *shared;  /* (fr_units_shared_size(cell, dtype, T, H, mid, 1)) */
+} fr_units_backward_args;
+
+/* One cell step (T = 1, all rows active, forward, no leak) for the hidden units [u0, u0+nu) of
  * every gate block, so that concurrent calls over disjoint unit ranges each read only their rows
- * of the weights. x (B,D), h and c (B,H) the state entering the step (c LSTM only, else NULL);
- * h1, c1 (B,H): out, these units of the new state. act (1,B,G*H), hprev (1,B,H), aux
- * (1,B,A*H): out, these units' columns, as fr_recur writes them in training; all three NULL in
- * inference. ws (fr_cell_units_ws_size(cell, B, nu)) private to the call.
- */
-#define FR_CELL_UNITS(R, S)                                                                       \
-long fr_cell_units_ws_size_##S(fr_cell cell, int B, int nu);                                      \
-void fr_cell_units_##S(fr_cell cell, int B, int D, int H, int u0, int nu, const R *x,            \
-                       const R *h, const R *c, const R *w_ih, const R *w_hh, const R *b_ih,      \
-                       const R *b_hh, R *h1, R *c1, R *act, R *hprev, R *aux, R *ws);
-FR_CELL_UNITS(float, f32)
-FR_CELL_UNITS(double, f64)
-#undef FR_CELL_UNITS
+ * of the weights. act, hprev, aux: these units' columns as fr_recur writes them in training; all
+ * three NULL in inference. */
+typedef struct {
+    fr_cell cell; fr_dtype dtype;
+    int B, D, H, u0, nu;
+    const void *x;          /* (B,D) */
+    const void *h, *c;      /* (B,H) the state entering the step; c only with 2 states */
+    const void *w_ih, *w_hh, *b_ih, *b_hh;
+    void *h1, *c1;          /* (B,H) out: these units of the new state */
+    void *act, *hprev, *aux; /* (1,B,G*H), (1,B,H), (1,B,A*H) out, or NULL */
+    void *ws;               /* (fr_cell_units_ws_size(cell, B, nu)) private to the call */
+} fr_cell_units_args;
 
-FR_UNITS(float, f32)
-FR_UNITS(double, f64)
-#undef FR_UNITS
+/* A job: one kernel call of any kind, for the pool (pool.h). */
+typedef enum {
+    FR_JOB_PROJECT, FR_JOB_RECUR, FR_JOB_RECUR_BACKWARD, FR_JOB_PARAMS, FR_JOB_UNITS,
+    FR_JOB_UNITS_BACKWARD, FR_JOB_CELL_UNITS
+} fr_job_kind;
 
-FR_PHASES(float, f32)
-FR_PHASES(double, f64)
-#undef FR_PHASES
+typedef union {
+    fr_project_args project;
+    fr_recur_args recur;
+    fr_recur_backward_args recur_backward;
+    fr_params_args params;
+    fr_units_args units;
+    fr_units_backward_args units_backward;
+    fr_cell_units_args cell_units;
+} fr_job_args;
+
+typedef struct {
+    fr_job_kind kind;
+    fr_job_args u; /* the member named by kind */
+} fr_job;
+
+void fr_project(const fr_project_args *a);
+void fr_recur(const fr_recur_args *a);
+void fr_recur_backward(const fr_recur_backward_args *a);
+void fr_backward_params(const fr_params_args *a);
+void fr_recur_units(const fr_units_args *a);
+void fr_recur_backward_units(const fr_units_backward_args *a);
+void fr_cell_units(const fr_cell_units_args *a);
+void fr_job_run(void *job); /* job: fr_job *; the pool's job function */
+
+/* ---- plan.c: every "does this pay" decision, every threshold, every workspace size ------- */
+
+/* Scratch sizes in elements (of the dtype) for T steps of B rows per call. */
+long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused);
+long fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H);
+long fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int mid, int backward);
+long fr_cell_units_ws_size(fr_cell cell, int B, int nu);
+
+/* Thresholds and test overrides. fused, units, dx_in_loop: -1 for the heuristic, 0 or 1 to
+ * force. Set from Python with the GIL held, read when a layer is planned. */
+typedef struct {
+    int fused, units, dx_in_loop;
+    long min_parallel_work; /* multiply-adds below which a split costs more than it saves */
+    long unit_min_work;     /* G*H*H from which a batch of one splits its steps by units */
+    long cell_split_work;   /* G*H*(D+H) per row from which a cell step splits by units */
+} fr_plan_knobs;
+fr_plan_knobs fr_plan_get_knobs(void);
+void fr_plan_set_knobs(const fr_plan_knobs *k);
+
+/* How many ways to split `work` multiply-adds over nthreads threads, at most `limit`. */
+int fr_plan_parts(long work, long limit, int nthreads);
+/* Row ranges per direction for a layer's time loops (directions first occupy the threads). */
+int fr_plan_row_ranges(fr_cell cell, int T, int B, int H, int dirs, int nthreads);
+/* The unit where the two tasks of a batch-of-one step meet, or 0 for no split. */
+int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int nthreads);
+/* The unit where the two halves of a split cell step meet, or 0 for one thread. */
+int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int nthreads);
+/* 1 when fr_recur's fused mode (input projection inside the time loop) is expected to beat
+ * fr_project + fr_recur for B rows per call. Either way gives the same results to rounding. */
+int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype);
+/* 1 when fr_recur_backward should compute dx inside its loop for B rows per call rather than
+ * leave it to fr_backward_params' whole-sequence GEMM. */
+int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype);
+/* Inside the loops: pack W once per sequence for the float32 micro-kernel (steps, rows per
+ * call), and the unpacked B=1 product kernel for an N x K matrix. */
+int fr_pack_pays(int steps, int rows);
+int fr_gemv_rows_pays(int N, int K);
+/* Seconds a pool worker polls for the next job, and a unit task waits for the other before it
+ * declares the machine oversubscribed. */
+extern const double fr_pool_spin_seconds, fr_solo_wait_seconds;
 
 /* BLAS thread control (OpenBLAS from the scipy-openblas32 wheel). */
 void fr_set_num_threads(int n);

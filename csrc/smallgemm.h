@@ -7,29 +7,13 @@
  * panels. Used only when the CPU has AVX2 and FMA (checked at run time); otherwise the caller
  * falls back to BLAS.
  *
- * Included by fastrnn.c (not a public header).
+ * Kernels only: when they pay is decided in plan.c. Included by fastrnn.c and plan.c (not a
+ * public header).
  */
 #define FR_NR 16 /* output columns per panel */
 #define FR_MR 6  /* rows per micro-tile: 12 accumulators + 2 panel registers + 1 broadcast */
-/* Packing W_hh costs about one step's product: shorter sequences (a streaming cell's single
- * step) go to BLAS, which packs only what one call needs. */
-#define FR_PACK_MIN_STEPS 4
-/* Two or three rows have too few independent accumulators to hide the FMA latency and go to
- * BLAS. One row (a batch of one: streaming) has its own kernel, which reads four panels at once. */
-#define FR_PACK_MIN_ROWS 4
-#define FR_PACK_OK_ROWS(nb) ((nb) == 1 || (nb) >= FR_PACK_MIN_ROWS)
-/* The input projection moves into the time loop (fr_recur's fused mode) while the packed W_ih
- * and W_hh fit in a share of L3: each step reuses them from cache, and the (T,B,G*H) projection
- * never makes a round trip through memory (measured 5-20% faster from tiny to large shapes).
- * With few rows and a wide input, a step reuses its slice of W_ih too little to beat one big
- * GEMM (4 rows, D = 8H: 4% slower), so that case keeps the whole-sequence projection. */
-#define FR_FUSED_MAX_BYTES (8L << 20)
-#define FR_FUSED_ROWS(nb, D, H) ((nb) >= 8 || (D) <= (H))
-/* The same idea for dx in the reverse loop (fr_dx_in_loop_pays). */
-#define FR_DX_LOOP_MAX_BYTES (2L << 20)
-
 /* Elements of a packed matrix with N output columns and K inner length. */
-static long fr_packed_size(int N, int K) { return (long)((N + FR_NR - 1) / FR_NR) * FR_NR * K; }
+static inline long fr_packed_size(int N, int K) { return (long)((N + FR_NR - 1) / FR_NR) * FR_NR * K; }
 
 /* Packings of W's rows that one unit range [u0, u0+nu) owns in each of G gate blocks of H rows
  * (packed row q is W's row (q/nu)*H + u0 + q%nu; fr_recur_units). G = 1, u0 = 0, nu = H is the
@@ -74,7 +58,6 @@ static void fr_pack_nn(int N, int K, const float *W, float *P) { fr_pack_nn_unit
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#define FR_HAVE_SMALLGEMM 1
 
 /* FASTRNN_BLAS_STEPS=1 in the environment forces the BLAS path (for A/B timing and debugging). */
 static int fr_smallgemm_ok(void)
@@ -160,8 +143,6 @@ fr_row4(int K, const float *a, const float *P, int accumulate, float *c)
  * shapes, which also pays its call overhead once per gate block. Leftover rows take the same lane sums
  * and the same reduction tree, so a row's result never depends on which group it fell in (a
  * split cell step equals the unsplit one). */
-#define FR_GEMV_MAX_ELEMS (1L << 18) /* beyond 1 MB of W the product is memory-bound: BLAS may
-                                        thread it, this kernel does not */
 __attribute__((target("avx2,fma"))) static void
 fr_gemv_rows(int n, int K, const float *W, int ldw, const float *v, float *y)
 {
@@ -397,7 +378,6 @@ fr_smallgemm(int M, int N, int K, const float *A, int lda, const float *P, int a
     }
 }
 #else
-#define FR_HAVE_SMALLGEMM 0
 static int fr_smallgemm_ok(void) { return 0; }
 static void fr_gru_row8(int H, float *gr, float *gz, float *gn, const float *rr, const float *rz,
                         const float *rn, const float *br, const float *bz, const float *bn,
@@ -419,7 +399,6 @@ static void fr_lstm_row8(int H, float *gi, float *gf, float *gg, float *go, cons
     (void)H; (void)gi; (void)gf; (void)gg; (void)go; (void)ri; (void)rf; (void)rg; (void)ro;
     (void)bi; (void)bf; (void)bg; (void)bo; (void)h; (void)c; (void)y; (void)cp; (void)tc;
 }
-#define FR_GEMV_MAX_ELEMS 0L
 static void fr_gemv_rows(int n, int K, const float *W, int ldw, const float *v, float *y)
 {
     (void)n; (void)K; (void)W; (void)ldw; (void)v; (void)y;

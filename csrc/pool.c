@@ -1,13 +1,14 @@
 /*
  * The worker threads that run a layer's concurrent jobs (batch-row ranges and directions of a
  * time loop, the two unit tasks of a batch of one, blocks of the whole-sequence GEMMs).
- * Part of the bridge (_core.pyx), not of the kernels: it creates threads and blocks on locks.
+ * The only C that creates threads and blocks on locks; the kernels never do (they only claim unit
+ * tasks through fr_claim, below).
  *
  * Why not Python's ThreadPoolExecutor, which this replaced: every hand-off through it (queue,
  * future, two GIL round trips) cost about 20 us, and its worker started about 15 us after the
  * caller. A training step hands off three times, so that was 7% of a tiny LSTM step. Here a
- * dispatch publishes a generation number; a worker that finished a job less than FR_POOL_SPIN
- * seconds ago is still polling it and starts within a microsecond. Idle workers sleep on a
+ * dispatch publishes a generation number; a worker that finished a job less than fr_pool_spin_seconds
+ * (plan.c) ago is still polling it and starts within a microsecond. Idle workers sleep on a
  * condition variable, so a quiet pool never holds a core (on a busy machine spinning threads
  * are what slows a step down several times over).
  *
@@ -16,22 +17,25 @@
  * (the unit tasks) are written so that one thread alone can finish them all. While one caller
  * dispatches, another (a second Python thread) runs its own jobs inline instead of waiting.
  */
-#ifndef FASTRNN_POOL_H
-#define FASTRNN_POOL_H
-
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, sched_yield, pthread_atfork under -std=c99 */
 #include <string.h>
 #include <time.h>
+#include "fastrnn.h"
+#include "pool.h"
 
-#define FR_POOL_SPIN 5e-5 /* seconds a worker polls for the next dispatch, and the caller for
-                             completion, before sleeping: about the Python time between the
-                             hand-offs of a forward and backward pass */
-#define FR_POOL_MAX 64
+#define FR_POOL_MAX 64 /* workers at most */
 
-typedef void (*fr_job_fn)(void *arg);
+static inline void fr_pool_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
-#define FR_POOL_THREADS 1
+#include <sched.h>
+#define FR_YIELD() sched_yield()
 
 typedef struct {
     fr_job_fn fn;
@@ -58,19 +62,6 @@ typedef struct {
     int stop;
 } fr_pool;
 
-static double fr_pool_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static inline void fr_pool_pause(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
 
 /* Claims and runs jobs of generation gen until none is left. */
 static void fr_pool_work(fr_pool *p, unsigned gen)
@@ -106,9 +97,9 @@ static void *fr_pool_worker(void *arg)
             if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) return NULL;
             if (++spins < 256) { fr_pool_pause(); continue; }
             spins = 0;
-            const double now = fr_pool_now();
+            const double now = fr_now();
             if (since == 0) { since = now; continue; }
-            if (now - since < FR_POOL_SPIN) continue;
+            if (now - since < fr_pool_spin_seconds) continue;
             pthread_mutex_lock(&p->mu);
             /* seq_cst on sleepers here and on word in fr_pool_run: either the caller sees this
              * sleeper and signals, or this check sees the new generation */
@@ -142,7 +133,7 @@ static void fr_pool_atfork_child(void) { fr_pool_forked = 1; }
 /* Makes the pool usable in this process: after a fork only the forking thread exists, and the
  * locks may have been copied while held, so the child starts from scratch. Called with the GIL
  * held, which serialises it; on every dispatch, so it costs a load, not a getpid() call. */
-static void fr_pool_prepare(fr_pool *p)
+static void pool_prepare(fr_pool *p)
 {
     static int registered;
     if (p->ready && !fr_pool_forked) return;
@@ -158,7 +149,7 @@ static void fr_pool_prepare(fr_pool *p)
 
 /* Runs fn(args[k]) for k < njobs on the caller and up to nthreads - 1 workers; returns when all
  * are done. The first job is always the caller's; the others are claimed in order. */
-static void fr_pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void **args)
+static void pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void **args)
 {
     if (njobs == 1 || nthreads <= 1 || pthread_mutex_trylock(&p->dispatch) != 0) {
         for (int k = 0; k < njobs; ++k) fn(args[k]);
@@ -197,9 +188,9 @@ static void fr_pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void 
     for (int spins = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE);) {
         if (++spins < 256) { fr_pool_pause(); continue; }
         spins = 0;
-        const double now = fr_pool_now();
+        const double now = fr_now();
         if (since == 0) since = now;
-        else if (now - since > FR_POOL_SPIN) {
+        else if (now - since > fr_pool_spin_seconds) {
             pthread_mutex_lock(&p->mu);
             while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE)) pthread_cond_wait(&p->done, &p->mu);
             pthread_mutex_unlock(&p->mu);
@@ -209,7 +200,7 @@ static void fr_pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void 
 }
 
 /* Joins the workers (set_num_threads, interpreter exit). */
-static void fr_pool_shutdown(fr_pool *p)
+static void pool_shutdown(fr_pool *p)
 {
     if (!p->ready || fr_pool_forked) return;
     pthread_mutex_lock(&p->dispatch);
@@ -218,15 +209,70 @@ static void fr_pool_shutdown(fr_pool *p)
 }
 
 #else /* no POSIX threads: jobs run one after another on the caller */
-#define FR_POOL_THREADS 0
+#define FR_YIELD() ((void)0)
 typedef struct { int unused; } fr_pool;
-static void fr_pool_prepare(fr_pool *p) { (void)p; }
-static void fr_pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void **args)
+static void pool_prepare(fr_pool *p) { (void)p; }
+static void pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void **args)
 {
     (void)p; (void)nthreads;
     for (int k = 0; k < njobs; ++k) fn(args[k]);
 }
-static void fr_pool_shutdown(fr_pool *p) { (void)p; }
+static void pool_shutdown(fr_pool *p) { (void)p; }
 #endif
 
-#endif
+
+/* ---- the one clock -------------------------------------------------------------------------- */
+
+double fr_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- unit tasks of a batch of one (fr_recur_units, fr_recur_backward_units) ------------------ */
+/* Each step has two tasks; sync[0] counts completed tasks, sync[1 + q] the steps of task q
+ * claimed so far, and sync[3] is the "solo" flag. A task of step s may be claimed once all tasks
+ * of step s-1 are complete; a thread never holds a claim while it waits, so when the other thread
+ * is descheduled this one claims both tasks and carries on alone. A thread that waits longer than
+ * fr_solo_wait_seconds for the other's task to finish sets solo: the machine is oversubscribed,
+ * and from then on part 0 runs every task (part 1 leaves after its current one). */
+
+int fr_claim(int *sync, int T, int part, int *q, int *idx)
+{
+    double waiting_since = 0;
+    for (int spins = 0;; ++spins) {
+        const int step = __atomic_load_n(&sync[0], __ATOMIC_ACQUIRE) / 2;
+        if (step >= T) return 0;
+        if (part != 0 && __atomic_load_n(&sync[3], __ATOMIC_ACQUIRE)) return 0;
+        for (int k = 0; k < 2; ++k) {
+            const int t = k ^ (part & 1); /* its own task first: that task's W_hh rows are in
+                                             this core's cache */
+            int expect = step;
+            if (__atomic_load_n(&sync[1 + t], __ATOMIC_RELAXED) == step
+                && __atomic_compare_exchange_n(&sync[1 + t], &expect, step + 1, 0,
+                                               __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+                *q = t;
+                *idx = step;
+                return 1;
+            }
+        }
+        if (spins < 1000) {
+            fr_pool_pause();
+            continue;
+        }
+        const double now = fr_now();
+        if (waiting_since == 0) waiting_since = now;
+        else if (now - waiting_since > fr_solo_wait_seconds) __atomic_store_n(&sync[3], 1, __ATOMIC_RELEASE);
+        FR_YIELD();
+    }
+}
+
+void fr_task_done(int *sync) { __atomic_add_fetch(&sync[0], 1, __ATOMIC_RELEASE); }
+
+/* ---- the process's pool --------------------------------------------------------------------- */
+
+static fr_pool the_pool;
+void fr_pool_prepare(void) { pool_prepare(&the_pool); }
+void fr_pool_run(int nthreads, int njobs, fr_job_fn fn, void **args) { pool_run(&the_pool, nthreads, njobs, fn, args); }
+void fr_pool_shutdown(void) { pool_shutdown(&the_pool); }

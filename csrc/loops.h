@@ -1,0 +1,543 @@
+/*
+ * The time loops, written once for every cell kind and compiled per dtype: fastrnn.c includes
+ * this file twice, after cells.h, with
+ *   REAL  float | double          SFX(name)  name##_f32 | name##_f64
+ *   GEMM, GEMV  scipy_cblas_[sd]gemm, scipy_cblas_[sd]gemv
+ *   STEP_FAST()  1 where the float32 micro-kernels run (smallgemm.h, AVX2+FMA), else 0
+ *   STEP_PACK_NT, STEP_PACK_NN, STEP_MM  the per-step product with the weights packed once
+ *   STEP_PACK_NT_UNITS, STEP_PACK_NN_UNITS  the same packing for one unit range's rows
+ *   STEP_GEMV_NT  y = W v with W row-major and unpacked (fr_gemv_rows)
+ * A loop knows a cell kind only through its table entry (cells.h): the sizes lay out the
+ * buffers, the two row functions do the arithmetic. The contract (shapes, saved buffers,
+ * accumulate rules) is in fastrnn.h; the decisions (pack or not, thresholds) are in plan.c.
+ * The file #undefs its macros at its end.
+ */
+
+/* Row-major C (M,N) = alpha * op(A) op(B) + beta * C, with op chosen by the ta/tb flags.
+ * A single row (batch of one, streaming) or a single column (one input feature: the weight and
+ * input gradients of W_ih) goes to GEMV: OpenBLAS's GEMM costs several times more there. */
+static inline void SFX(gemm)(int ta, int tb, int M, int N, int K, const REAL *A, int lda,
+                             const REAL *Bm, int ldb, REAL beta, REAL *C, int ldc)
+{
+    if (N == 1) {
+        GEMV(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, ta ? K : M, ta ? M : K, (REAL)1, A, lda,
+             Bm, tb ? 1 : ldb, beta, C, ldc);
+        return;
+    }
+    if (M == 1 && !ta && tb && beta == (REAL)0 && STEP_FAST() && fr_gemv_rows_pays(N, K)) {
+        STEP_GEMV_NT(N, K, Bm, ldb, A, C);
+        return;
+    }
+    if (M == 1 && !ta) {
+        GEMV(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, tb ? N : K, tb ? K : N, (REAL)1,
+             Bm, ldb, A, 1, beta, C, 1);
+        return;
+    }
+    GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+         M, N, K, (REAL)1, A, lda, Bm, ldb, beta, C, ldc);
+}
+
+/* Time position of batch row b at step s (see "Direction and variable lengths"). */
+static inline int SFX(pos)(int s, int b, int T, int reverse, const int *lengths)
+{
+    if (!reverse) return s;
+    return (lengths ? lengths[b] : T) - 1 - s;
+}
+
+/* acc (n) += v (n) */
+HOT static void SFX(add_to)(int n, REAL *RS acc, const REAL *RS v)
+{
+    for (int j = 0; j < n; ++j) acc[j] += v[j];
+}
+
+/* bias (2G-S blocks of nu): the biases of units [u0, u0+nu) of every gate block as the rows add
+ * them (u0 = 0, nu = H: all units). b_ih and b_hh are summed in the S blocks where they enter
+ * additively; blocks S..G-1 get b_ih, then blocks G.. their b_hh, which the row applies inside
+ * the gate (GRU: b_in, then b_hn inside r*(.)). */
+static void SFX(gate_bias)(fr_cell_sizes n, int H, int u0, int nu, const REAL *b_ih,
+                           const REAL *b_hh, REAL *bias)
+{
+    const int G = n.gates, S = n.shared;
+    for (int k = 0; k < (2 * G - S) * nu; ++k) bias[k] = 0;
+    if (!b_ih) return;
+    for (int g = 0; g < G; ++g)
+        for (int j = 0; j < nu; ++j)
+            bias[g * nu + j] = g < S ? b_ih[g * H + u0 + j] + b_hh[g * H + u0 + j] : b_ih[g * H + u0 + j];
+    for (int g = S; g < G; ++g)
+        for (int j = 0; j < nu; ++j) bias[(G + g - S) * nu + j] = b_hh[g * H + u0 + j];
+}
+
+static int SFX(max_length)(int T, int b0, int b1, const int *lengths)
+{
+    if (!lengths) return T;
+    int m = 0;
+    for (int b = b0; b < b1; ++b) if (lengths[b] > m) m = lengths[b];
+    return m;
+}
+
+/* ---- forward ---------------------------------------------------------------------------- */
+
+static void SFX(fr_project)(const fr_project_args *a)
+{
+    const int GH = SFX(cells)[a->cell].n.gates * a->H;
+    SFX(gemm)(0, 1, a->T * a->B, GH, a->D, (const REAL *)a->x, a->D, (const REAL *)a->w_ih, a->D,
+              (REAL)0, (REAL *)a->act, GH);
+}
+
+static void SFX(fr_recur)(const fr_recur_args *a)
+{
+    const SFX(fr_cell_kind) *k = &SFX(cells)[a->cell];
+    const int G = k->n.gates, A = k->n.aux, H = a->H, D = a->D, T = a->T, B = a->B;
+    const int GH = G * H, b0 = a->b0, b1 = a->b1, nb = b1 - b0, reverse = a->reverse;
+    const int ldy = a->ldy, ldh = a->ldh;
+    const int *lengths = a->lengths;
+    const REAL *x = (const REAL *)a->x, *w_ih = (const REAL *)a->w_ih, *w_hh = (const REAL *)a->w_hh;
+    REAL *y = (REAL *)a->y, *act = (REAL *)a->act, *hprev = (REAL *)a->hprev, *aux = (REAL *)a->aux;
+    const int fused = x != NULL;
+    REAL *ws = (REAL *)a->ws;
+    REAL *gh = ws;                        /* (nb,GH) recurrent projection of the current step */
+    REAL *h = ws + (long)nb * GH;         /* (nb,H) running state */
+    REAL *c = h + (long)nb * H;           /* (nb,H) running cell state (2 states) */
+    REAL *aux_scratch = c + (long)nb * H; /* (A*H) where inference writes the aux it won't keep,
+                                             so the rows have no branch and vectorise */
+    REAL *bias = aux_scratch + (long)A * H; /* ((2G-S)*H) the biases as the rows add them */
+    REAL *gx = bias + (long)(2 * G - k->n.shared) * H; /* fused: (nb,GH) input projection of the
+                                                           current step */
+    REAL *xs = gx + (fused ? (long)nb * GH : 0); /* fused: (nb,D) x rows gathered when their
+                                                    positions differ (reverse with lengths) */
+    REAL *packed = xs + (fused ? (long)nb * D : 0); /* (fr_packed_size(GH, H)) W_hh for STEP_MM */
+    REAL *packed_ih = packed + fr_packed_size(GH, H); /* fused: (fr_packed_size(GH, D)) W_ih */
+    const int maxlen = SFX(max_length)(T, b0, b1, lengths);
+    const int fast = STEP_FAST() && fr_pack_pays(maxlen, nb);
+
+    if (lengths) {
+        /* Padded positions are never visited: give them defined values (outputs zero, and
+         * hprev zero so backward's whole-sequence GEMMs multiply zeros by zeros there). */
+        for (int t = 0; t < T; ++t)
+            for (int b = b0; b < b1; ++b)
+                if (t >= lengths[b]) {
+                    memset(y + ((long)t * B + b) * ldy, 0, sizeof(REAL) * H);
+                    if (hprev) memset(hprev + ((long)t * B + b) * ldh, 0, sizeof(REAL) * H);
+                }
+    }
+    /* b_ih and b_hh are added in the rows, not by the input GEMM: filling all T*B rows of act
+     * with them first cost a full extra pass over the largest buffer. */
+    SFX(gate_bias)(k->n, H, 0, H, (const REAL *)a->b_ih, (const REAL *)a->b_hh, bias);
+    if (fast) STEP_PACK_NT(GH, H, w_hh, packed);
+    if (fast && fused) STEP_PACK_NT(GH, D, w_ih, packed_ih);
+    memcpy(h, (const REAL *)a->h0 + (long)b0 * H, sizeof(REAL) * nb * H);
+    if (k->n.states == 2) memcpy(c, (const REAL *)a->c0 + (long)b0 * H, sizeof(REAL) * nb * H);
+
+    /* A training forward keeps the activations in act: the projection then goes straight
+     * into act's rows, which sit together unless lengths differ in the reverse direction. */
+    const int direct = fused && hprev && !(reverse && lengths);
+    for (int s = 0; s < maxlen; ++s) {
+        REAL *gxs = direct ? act + ((long)(reverse ? T - 1 - s : s) * B + b0) * GH : gx;
+        if (fused) {
+            /* The input projection of this step's rows, while W_ih is still in cache: no
+             * (T,B,G*H) pass through memory. Rows share one time position unless lengths
+             * differ in the reverse direction. */
+            const REAL *xa = x + ((long)(reverse ? T - 1 - s : s) * B + b0) * D;
+            if (reverse && lengths) {
+                for (int i = 0; i < nb; ++i) {
+                    const int b = b0 + i;
+                    REAL *xr = xs + (long)i * D;
+                    if (s < lengths[b])
+                        memcpy(xr, x + ((long)(lengths[b] - 1 - s) * B + b) * D, sizeof(REAL) * D);
+                    else memset(xr, 0, sizeof(REAL) * D);
+                }
+                xa = xs;
+            }
+            if (fast) STEP_MM(nb, GH, D, xa, D, packed_ih, 0, gxs, GH);
+            else SFX(gemm)(0, 1, nb, GH, D, xa, D, w_ih, D, (REAL)0, gxs, GH);
+        }
+        if (fast) STEP_MM(nb, GH, H, h, H, packed, 0, gh, GH);
+        else SFX(gemm)(0, 1, nb, GH, H, h, H, w_hh, H, (REAL)0, gh, GH);
+        for (int i = 0; i < nb; ++i) {
+            const int b = b0 + i;
+            if (lengths && s >= lengths[b]) continue;
+            const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
+            REAL *hb = h + (long)i * H;
+            REAL *gxr = fused && !direct ? gx + (long)i * GH : act + row * GH;
+            REAL *auxr = hprev ? aux + row * A * H : aux_scratch;
+            if (hprev) memcpy(hprev + row * ldh, hb, sizeof(REAL) * H);
+            k->fwd(H, (REAL)a->leak, gxr, H, gh + (long)i * GH, bias, hb, c + (long)i * H,
+                   y + row * ldy, auxr, H);
+            if (fused && hprev && !direct) memcpy(act + row * GH, gxr, sizeof(REAL) * GH);
+        }
+    }
+    memcpy((REAL *)a->h_n + (long)b0 * H, h, sizeof(REAL) * nb * H);
+    if (k->n.states == 2) memcpy((REAL *)a->c_n + (long)b0 * H, c, sizeof(REAL) * nb * H);
+}
+
+/* ---- backward ------------------------------------------------------------------------- */
+
+static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
+{
+    const SFX(fr_cell_kind) *k = &SFX(cells)[a->cell];
+    const int G = k->n.gates, A = k->n.aux, S = k->n.shared, H = a->H, D = a->D, T = a->T;
+    const int B = a->B, GH = G * H, RH = (G - S) * H, b0 = a->b0, b1 = a->b1, nb = b1 - b0;
+    const int reverse = a->reverse, ldh = a->ldh, ldy = a->ldy;
+    const int *lengths = a->lengths;
+    const REAL *w_hh = (const REAL *)a->w_hh, *w_ih = (const REAL *)a->w_ih;
+    const REAL *act = (const REAL *)a->act, *hprev = (const REAL *)a->hprev;
+    const REAL *aux = (const REAL *)a->aux, *dy = (const REAL *)a->dy;
+    REAL *dgx = (REAL *)a->dgx, *dgh = (REAL *)a->dgh, *dhs = (REAL *)a->dhs;
+    REAL *dbias = (REAL *)a->dbias, *dx = (REAL *)a->dx;
+    if (dbias) memset(dbias, 0, sizeof(REAL) * (GH + RH));
+    REAL *ws = (REAL *)a->ws;
+    REAL *dh = ws;                      /* (nb,H) gradient w.r.t. the state leaving step s */
+    REAL *dhp = ws + (long)nb * H;      /* (nb,H) same for the state entering step s */
+    REAL *dc = ws + 2L * nb * H;        /* (nb,H) cell-state gradient (2 states), in place */
+    REAL *step = ws + 3L * nb * H;      /* (nb,GH) this step's recurrent-side gate gradients,
+                                           gathered when rows sit at different time positions */
+    REAL *packed = step + (long)nb * GH; /* (fr_packed_size(H, GH)) W_hh for STEP_MM */
+    REAL *packed_ih = packed + fr_packed_size(H, GH); /* (fr_packed_size(D, GH)) W_ih, with dx */
+    /* Each step's recurrent-side gate gradients feed one product with W_hh. They are read
+     * straight from dgx's rows, unless those rows sit at different time positions (reverse with
+     * lengths) or differ from dgx (blocks past S, e.g. GRU's n block, scaled by r): then they
+     * are gathered in step. */
+    const int own_e = S < G;
+    const int gathered = (reverse && lengths != NULL) || own_e;
+    const int maxlen = SFX(max_length)(T, b0, b1, lengths);
+    const int fast = STEP_FAST() && fr_pack_pays(maxlen, nb);
+
+    if (lengths) {
+        /* Padded positions must contribute nothing to the whole-sequence GEMMs. */
+        for (int t = 0; t < T; ++t) {
+            memset(dgx + ((long)t * B + b0) * GH, 0, sizeof(REAL) * nb * GH);
+            if (dgh) memset(dgh + ((long)t * B + b0) * RH, 0, sizeof(REAL) * nb * RH);
+            if (dhs) memset(dhs + ((long)t * B + b0) * H, 0, sizeof(REAL) * nb * H);
+        }
+    }
+    if (fast) STEP_PACK_NN(H, GH, w_hh, packed);
+    /* dx in the loop: each step's dgx rows are still in cache, where a whole-sequence GEMM
+     * afterwards reads (and packs) all of dgx again. The rows of a step sit together in dgx and
+     * dx unless lengths differ in the reverse direction; then each row goes on its own, and
+     * the padded positions, which no step visits, are zeroed here. */
+    const int dx_rows = dx && !(reverse && lengths);
+    if (dx && fast) STEP_PACK_NN(D, GH, w_ih, packed_ih);
+    if (dx && !dx_rows)
+        for (int t = 0; t < T; ++t)
+            for (int b = b0; b < b1; ++b)
+                if (t >= lengths[b]) memset(dx + ((long)t * B + b) * D, 0, sizeof(REAL) * D);
+    if (a->dh_n) memcpy(dh, (const REAL *)a->dh_n + (long)b0 * H, sizeof(REAL) * nb * H);
+    else memset(dh, 0, sizeof(REAL) * nb * H);
+    if (k->n.states == 2) {
+        if (a->dc_n) memcpy(dc, (const REAL *)a->dc_n + (long)b0 * H, sizeof(REAL) * nb * H);
+        else memset(dc, 0, sizeof(REAL) * nb * H);
+    }
+
+    for (int s = maxlen - 1; s >= 0; --s) {
+        for (int i = 0; i < nb; ++i) {
+            const int b = b0 + i;
+            REAL *dhb = dh + (long)i * H, *dhpb = dhp + (long)i * H;
+            if (lengths && s >= lengths[b]) {
+                /* inactive: the state passes through unchanged, and so does its gradient */
+                memcpy(dhpb, dhb, sizeof(REAL) * H);
+                if (gathered) memset(step + (long)i * GH, 0, sizeof(REAL) * GH);
+                continue;
+            }
+            const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
+            REAL *d = dgx + row * GH, *e = step + (long)i * GH;
+            if (dy) {
+                const REAL *dyr = dy + row * ldy;
+                for (int j = 0; j < H; ++j) dhb[j] += dyr[j];
+            }
+            if (dhs) memcpy(dhs + row * H, dhb, sizeof(REAL) * H);
+            k->bwd(H, (REAL)a->leak, act + row * GH, H, A ? aux + row * A * H : NULL, H,
+                   hprev + row * ldh, dhb, dc + (long)i * H, d, e, H, dhpb);
+            if (own_e) memcpy(dgh + row * RH, e + (long)S * H, sizeof(REAL) * RH);
+            else if (gathered) memcpy(e, d, sizeof(REAL) * GH);
+            if (dbias) {
+                /* bias gradients while the row is in L1: a separate pass over dgx after the
+                 * loop re-read the whole (T,B,G*H) buffer from memory */
+                SFX(add_to)(GH, dbias, d);
+                if (own_e) SFX(add_to)(RH, dbias + GH, dgh + row * RH);
+            }
+        }
+        const REAL *dstep = gathered
+            ? step : dgx + ((long)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
+        if (fast) STEP_MM(nb, H, GH, dstep, GH, packed, 1, dhp, H);
+        else SFX(gemm)(0, 0, nb, H, GH, dstep, GH, w_hh, H, (REAL)1, dhp, H);
+        if (dx_rows) {
+            const long r = (long)SFX(pos)(s, 0, T, reverse, NULL) * B + b0;
+            if (fast) STEP_MM(nb, D, GH, dgx + r * GH, GH, packed_ih, 0, dx + r * D, D);
+            else SFX(gemm)(0, 0, nb, D, GH, dgx + r * GH, GH, w_ih, D, (REAL)0, dx + r * D, D);
+        } else if (dx)
+            for (int i = 0; i < nb; ++i) {
+                const int b = b0 + i;
+                if (s >= lengths[b]) continue;
+                const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
+                SFX(gemm)(0, 0, 1, D, GH, dgx + row * GH, GH, w_ih, D, (REAL)0, dx + row * D, D);
+            }
+        REAL *tmp = dh; dh = dhp; dhp = tmp;
+    }
+    memcpy((REAL *)a->dh0 + (long)b0 * H, dh, sizeof(REAL) * nb * H);
+    if (k->n.states == 2) memcpy((REAL *)a->dc0 + (long)b0 * H, dc, sizeof(REAL) * nb * H);
+}
+
+static void SFX(fr_backward_params)(const fr_params_args *a)
+{
+    const fr_cell_sizes n = SFX(cells)[a->cell].n;
+    const int D = a->D, H = a->H, GH = n.gates * H, RH = (n.gates - n.shared) * H;
+    const int g0 = a->g0, g1 = a->g1, ldx = a->ldx, ldh = a->ldh;
+    const long TB = (long)a->T * a->B, r0 = a->r0, r1 = a->r1;
+    const REAL *x = (const REAL *)a->x, *w_ih = (const REAL *)a->w_ih;
+    const REAL *hprev = (const REAL *)a->hprev, *dgx = (const REAL *)a->dgx;
+    const REAL *dgh = (const REAL *)a->dgh;
+    REAL *dw_ih = (REAL *)a->dw_ih, *dw_hh = (REAL *)a->dw_hh, *db_ih = (REAL *)a->db_ih;
+    REAL *db_hh = (REAL *)a->db_hh, *ws = (REAL *)a->ws, *dx = (REAL *)a->dx;
+    /* Whole-sequence GEMMs: one pass over all T*B rows instead of T small ones. Weight-gradient
+     * rows g0..g1 read a column block of dgx (leading dimension GH); dx rows r0..r1 read a row
+     * block. Disjoint ranges write disjoint memory, so calls can run concurrently. The
+     * recurrent side equals dgx in the first S blocks; the rows past them come from dgh
+     * (leading dimension (G-S)*H). */
+    if (g1 > g0) {
+        const int split = n.shared * H; /* rows below read dgx, rows above dgh */
+        const int a1 = g1 < split ? g1 : split, n0 = g0 > split ? g0 : split;
+        /* x and hprev side by side in one buffer: rows below split take both weight gradients
+         * from one GEMM, so dgx's column block is packed once instead of once per weight (the
+         * packing costs as much as the arithmetic when D is small) */
+        const int cat = ws && a1 > g0 && hprev == x + D && ldx == D + H && ldh == D + H;
+        if (cat) {
+            SFX(gemm)(1, 0, a1 - g0, D + H, (int)TB, dgx + g0, GH, x, ldx, (REAL)0,
+                      ws + (long)g0 * (D + H), D + H);
+            for (int k = g0; k < a1; ++k) {
+                const REAL *w = ws + (long)k * (D + H);
+                SFX(add_to)(D, dw_ih + (long)k * D, w);
+                SFX(add_to)(H, dw_hh + (long)k * H, w + D);
+            }
+        }
+        const int i0 = cat ? a1 : g0; /* dw_ih rows still to do */
+        if (g1 > i0)
+            SFX(gemm)(1, 0, g1 - i0, D, (int)TB, dgx + i0, GH, x, ldx, (REAL)1, dw_ih + (long)i0 * D, D);
+        if (a1 > g0 && !cat)
+            SFX(gemm)(1, 0, a1 - g0, H, (int)TB, dgx + g0, GH, hprev, ldh, (REAL)1, dw_hh + (long)g0 * H, H);
+        if (g1 > n0)
+            SFX(gemm)(1, 0, g1 - n0, H, (int)TB, dgh + (n0 - split), RH, hprev, ldh, (REAL)1,
+                      dw_hh + (long)n0 * H, H);
+        /* db_ih and db_hh are both given or both NULL (a layer has biases or not); one pass
+         * feeds both sums where the two biases enter additively */
+        if (db_ih) {
+            for (long m = 0; m < TB; ++m)
+                for (int k = g0; k < a1; ++k) {
+                    const REAL v = dgx[m * GH + k];
+                    db_ih[k] += v;
+                    db_hh[k] += v;
+                }
+            for (long m = 0; m < TB; ++m)
+                for (int k = n0; k < g1; ++k) {
+                    db_ih[k] += dgx[m * GH + k];
+                    db_hh[k] += dgh[m * RH + k - split];
+                }
+        }
+    }
+    if (dx && r1 > r0)
+        SFX(gemm)(0, 0, (int)(r1 - r0), D, GH, dgx + r0 * GH, GH, w_ih, D,
+                  a->accumulate_dx ? (REAL)1 : (REAL)0, dx + r0 * D, D);
+}
+
+/* ---- one cell step for a range of hidden units -------------------------------------------- */
+/* A streaming cell step reads all of W_ih and W_hh (an L2's worth at H = 128) for one row, so
+ * its time is the weight read. Two calls on two cores, each owning units [u0, u0+nu) of every
+ * gate block, each read half the weights, which then stay in their own core's L2 from step to
+ * step. The calls are independent: each reads all of x and h and writes only its units. */
+
+static void SFX(fr_cell_units)(const fr_cell_units_args *a)
+{
+    const SFX(fr_cell_kind) *k = &SFX(cells)[a->cell];
+    const int G = k->n.gates, A = k->n.aux, B = a->B, D = a->D, H = a->H, u0 = a->u0, nu = a->nu;
+    const int GH = G * H, GU = G * nu;
+    const REAL *x = (const REAL *)a->x, *h = (const REAL *)a->h, *c = (const REAL *)a->c;
+    const REAL *w_ih = (const REAL *)a->w_ih, *w_hh = (const REAL *)a->w_hh;
+    REAL *act = (REAL *)a->act, *hprev = (REAL *)a->hprev, *aux = (REAL *)a->aux;
+    REAL *gx = (REAL *)a->ws;              /* (B,GU) input projection, where act is not kept */
+    REAL *gh = gx + (long)B * GU;          /* (B,GU) recurrent projection */
+    REAL *bias = gh + (long)B * GU;        /* ((2G-S)*nu) the biases as the rows add them */
+    REAL *y = bias + (long)(2 * G - k->n.shared) * nu; /* (nu) the output copy rows write */
+    REAL *aux_scratch = y + nu;            /* (A*nu) inference's unkept aux */
+    SFX(gate_bias)(k->n, H, u0, nu, (const REAL *)a->b_ih, (const REAL *)a->b_hh, bias);
+    /* In training the projections of gate block g land in act's columns g*H+u0.. directly. */
+    REAL *gxb = act ? act + u0 : gx;
+    const int ldg = act ? GH : GU, gstride = act ? H : nu;
+    for (int g = 0; g < G; ++g) {
+        SFX(gemm)(0, 1, B, nu, D, x, D, w_ih + ((long)g * H + u0) * D, D, (REAL)0, gxb + g * gstride, ldg);
+        SFX(gemm)(0, 1, B, nu, H, h, H, w_hh + ((long)g * H + u0) * H, H, (REAL)0, gh + g * nu, GU);
+    }
+    for (int b = 0; b < B; ++b) {
+        REAL *hb = (REAL *)a->h1 + (long)b * H + u0, *cb = NULL;
+        memcpy(hb, h + (long)b * H + u0, sizeof(REAL) * nu); /* GRU and leaky units read it */
+        if (hprev) memcpy(hprev + (long)b * H + u0, h + (long)b * H + u0, sizeof(REAL) * nu);
+        if (k->n.states == 2) {
+            cb = (REAL *)a->c1 + (long)b * H + u0;
+            memcpy(cb, c + (long)b * H + u0, sizeof(REAL) * nu);
+        }
+        k->fwd(nu, (REAL)1, gxb + (long)b * ldg, gstride, gh + (long)b * GU, bias, hb, cb, y,
+               aux ? aux + (long)b * A * H + u0 : aux_scratch, aux ? H : nu);
+    }
+}
+
+/* ---- batch of one, hidden units split in two tasks ---------------------------------------- */
+/* A single sequence has no batch rows to share out, so each step is cut into two tasks, task q
+ * owning the hidden units [u_q, u_q+1) of every gate block (u = 0, mid, H) and streaming only its
+ * rows of W_hh. Two threads claim the tasks of each step as soon as the previous step is
+ * complete (fr_claim, pool.h); every task's state lives in `shared`, so one thread alone can
+ * run both, which is what happens when the other is descheduled on a busy machine. */
+
+/* Per-task part of `shared`, in elements, for nmax = the larger task's units. */
+static long SFX(units_task_size)(fr_cell cell, int T, int H, int nmax, int backward)
+{
+    const fr_cell_sizes n = SFX(cells)[cell].n;
+    const int GN = n.gates * nmax, pack = STEP_FAST() && fr_pack_pays(T, 1);
+    if (backward) return 3L * nmax + GN + (pack ? fr_packed_size(H, GN) : 0);
+    return GN + (long)(2 * n.gates - n.shared) * nmax + nmax + (long)n.aux * nmax
+           + (pack ? fr_packed_size(GN, H) : 0);
+}
+
+static long SFX(units_shared_size)(fr_cell cell, int T, int H, int mid, int backward)
+{
+    const int nmax = mid > H - mid ? mid : H - mid;
+    return (backward ? 4L * H : 2L * H) + 2 * SFX(units_task_size)(cell, T, H, nmax, backward);
+}
+
+static void SFX(fr_recur_units)(const fr_units_args *a)
+{
+    const SFX(fr_cell_kind) *k = &SFX(cells)[a->cell];
+    const int G = k->n.gates, A = k->n.aux, T = a->T, H = a->H, mid = a->mid, GH = G * H;
+    const int nmax = mid > H - mid ? mid : H - mid, GN = G * nmax;
+    const int fast = STEP_FAST() && fr_pack_pays(T, 1);
+    const long TS = SFX(units_task_size)(a->cell, T, H, nmax, 0);
+    const REAL *w_hh = (const REAL *)a->w_hh;
+    REAL *shared = (REAL *)a->shared, *act = (REAL *)a->act, *hprev = (REAL *)a->hprev;
+    REAL *aux = (REAL *)a->aux;
+    REAL *hb[2] = {shared, shared + H}; /* (H) each: the state leaving odd / even steps */
+    int q, idx;
+
+    while (fr_claim(a->sync, T, a->part, &q, &idx)) {
+        const int u0 = q ? mid : 0, nu = q ? H - mid : mid, GU = G * nu;
+        REAL *gh = shared + 2L * H + q * TS; /* (GU) this step's recurrent projection */
+        REAL *c = gh + GN;                   /* (nu) the task's cell state (2 states) */
+        REAL *bias = c + nmax;               /* ((2G-S)*nu) its biases as the rows add them */
+        REAL *aux_scratch = bias + (long)(2 * G - k->n.shared) * nmax; /* (A*nu) unkept aux */
+        REAL *packed = aux_scratch + (long)A * nmax; /* (fr_packed_size(GU, H)) its W_hh rows */
+        if (idx == 0) {
+            SFX(gate_bias)(k->n, H, u0, nu, (const REAL *)a->b_ih, (const REAL *)a->b_hh, bias);
+            if (fast) STEP_PACK_NT_UNITS(G, H, u0, nu, H, w_hh, packed);
+            if (k->n.states == 2) memcpy(c, (const REAL *)a->c0 + u0, sizeof(REAL) * nu);
+        }
+        const REAL *cur = idx ? hb[idx & 1] : (const REAL *)a->h0;
+        REAL *nxt = hb[(idx + 1) & 1] + u0;
+        if (fast) STEP_MM(1, GU, H, cur, H, packed, 0, gh, GU);
+        else
+            for (int g = 0; g < G; ++g)
+                SFX(gemm)(0, 1, 1, nu, H, cur, H, w_hh + ((long)g * H + u0) * H, H, (REAL)0, gh + g * nu, nu);
+        const long row = a->reverse ? T - 1 - idx : idx;
+        REAL *auxr = hprev ? aux + row * A * H : NULL;
+        if (hprev) memcpy(hprev + row * a->ldh + u0, cur + u0, sizeof(REAL) * nu);
+        memcpy(nxt, cur + u0, sizeof(REAL) * nu); /* GRU and leaky units read the old state */
+        k->fwd(nu, (REAL)a->leak, act + row * GH + u0, H, gh, bias, nxt, c,
+               (REAL *)a->y + row * a->ldy + u0, auxr ? auxr + u0 : aux_scratch, auxr ? H : nu);
+        fr_task_done(a->sync);
+    }
+    if (a->part == 0) { /* fr_claim returned 0: every task of every step is complete */
+        memcpy(a->h_n, hb[T & 1], sizeof(REAL) * H);
+        if (k->n.states == 2)
+            for (int t = 0; t < 2; ++t)
+                memcpy((REAL *)a->c_n + (t ? mid : 0), shared + 2L * H + t * TS + GN,
+                       sizeof(REAL) * (t ? H - mid : mid));
+    }
+}
+
+static void SFX(fr_recur_backward_units)(const fr_units_backward_args *a)
+{
+    const SFX(fr_cell_kind) *k = &SFX(cells)[a->cell];
+    const int G = k->n.gates, A = k->n.aux, S = k->n.shared, T = a->T, H = a->H, mid = a->mid;
+    const int GH = G * H, RH = (G - S) * H, own_e = S < G;
+    const int nmax = mid > H - mid ? mid : H - mid, GN = G * nmax;
+    const int fast = STEP_FAST() && fr_pack_pays(T, 1);
+    const long TS = SFX(units_task_size)(a->cell, T, H, nmax, 1);
+    const int DB = GH + RH; /* dbias row per task */
+    const REAL *w_hh = (const REAL *)a->w_hh, *act = (const REAL *)a->act;
+    const REAL *hprev = (const REAL *)a->hprev, *aux = (const REAL *)a->aux;
+    const REAL *dy = (const REAL *)a->dy;
+    REAL *dgx = (REAL *)a->dgx, *dgh = (REAL *)a->dgh, *dhs = (REAL *)a->dhs;
+    REAL *dbias = (REAL *)a->dbias, *shared = (REAL *)a->shared;
+    /* shared: (2 parities, 2 tasks, H) each task's product e W_own over all H units, then the
+     * tasks' states */
+    int q, idx;
+
+    while (fr_claim(a->sync, T, a->part, &q, &idx)) {
+        const int u0 = q ? mid : 0, nu = q ? H - mid : mid;
+        REAL *dh = shared + 4L * H + q * TS; /* (nu) gradient w.r.t. the task's units leaving s */
+        REAL *dhp = dh + nmax;  /* (nu) its direct (non-W_hh) part for the state entering s */
+        REAL *dc = dhp + nmax;  /* (nu) the task's cell-state gradient (2 states) */
+        REAL *e = dc + nmax;    /* (GU) the task's recurrent-side gate gradients */
+        REAL *packed = e + GN;  /* (fr_packed_size(H, GU)) its rows of W_hh, for e W_own */
+        REAL *db = dbias ? dbias + (long)q * DB : NULL;
+        const int s = T - 1 - idx;
+        if (idx == 0) {
+            if (db) memset(db, 0, sizeof(REAL) * DB);
+            if (fast) STEP_PACK_NN_UNITS(G, H, u0, nu, H, w_hh, packed);
+            if (a->dh_n) memcpy(dh, (const REAL *)a->dh_n + u0, sizeof(REAL) * nu);
+            else memset(dh, 0, sizeof(REAL) * nu);
+            if (k->n.states == 2) {
+                if (a->dc_n) memcpy(dc, (const REAL *)a->dc_n + u0, sizeof(REAL) * nu);
+                else memset(dc, 0, sizeof(REAL) * nu);
+            }
+        } else {
+            const REAL *p0 = shared + ((long)((idx - 1) & 1) * 2) * H + u0, *p1 = p0 + H;
+            for (int j = 0; j < nu; ++j) dh[j] = dhp[j] + p0[j] + p1[j];
+        }
+        const long row = a->reverse ? T - 1 - s : s;
+        REAL *d = dgx + row * GH;
+        if (dy) SFX(add_to)(nu, dh, dy + row * a->ldy + u0);
+        if (dhs) memcpy(dhs + row * H + u0, dh, sizeof(REAL) * nu);
+        k->bwd(nu, (REAL)a->leak, act + row * GH + u0, H, A ? aux + row * A * H + u0 : NULL, H,
+               hprev + row * a->ldh + u0, dh, dc, d + u0, e, nu, dhp);
+        if (own_e)
+            for (int g = S; g < G; ++g)
+                memcpy(dgh + row * RH + (long)(g - S) * H + u0, e + g * nu, sizeof(REAL) * nu);
+        else
+            for (int g = 0; g < G; ++g) memcpy(e + g * nu, d + g * H + u0, sizeof(REAL) * nu);
+        if (db) {
+            for (int g = 0; g < G; ++g) SFX(add_to)(nu, db + g * H + u0, d + g * H + u0);
+            for (int g = S; g < G; ++g) SFX(add_to)(nu, db + GH + (long)(g - S) * H + u0, e + g * nu);
+        }
+        REAL *mine = shared + ((long)(idx & 1) * 2 + q) * H;
+        if (fast) STEP_MM(1, H, G * nu, e, G * nu, packed, 0, mine, H);
+        else {
+            memset(mine, 0, sizeof(REAL) * H);
+            for (int g = 0; g < G; ++g)
+                SFX(gemm)(0, 0, 1, H, nu, e + g * nu, nu, w_hh + ((long)g * H + u0) * H, H, (REAL)1, mine, H);
+        }
+        fr_task_done(a->sync);
+    }
+    if (a->part == 0) {
+        const REAL *p0 = shared + ((long)((T - 1) & 1) * 2) * H, *p1 = p0 + H;
+        for (int t = 0; t < 2; ++t) {
+            const int u0 = t ? mid : 0, nu = t ? H - mid : mid;
+            const REAL *dhp = shared + 4L * H + t * TS + nmax;
+            for (int j = 0; j < nu; ++j) ((REAL *)a->dh0)[u0 + j] = dhp[j] + p0[u0 + j] + p1[u0 + j];
+            if (k->n.states == 2) memcpy((REAL *)a->dc0 + u0, dhp + nmax, sizeof(REAL) * nu);
+        }
+    }
+}
+
+/* The next inclusion defines these again for the other dtype. */
+#undef REAL
+#undef SFX
+#undef GEMM
+#undef GEMV
+#undef EXP
+#undef TANH
+#undef STEP_FAST
+#undef STEP_PACK_NT
+#undef STEP_PACK_NN
+#undef STEP_MM
+#undef STEP_PACK_NT_UNITS
+#undef STEP_PACK_NN_UNITS
+#undef GATES_LSTM_FAST
+#undef GATES_GRU_FAST
+#undef GATES_RNN_TANH_FAST
+#undef STEP_GEMV_NT

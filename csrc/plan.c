@@ -1,0 +1,143 @@
+/*
+ * Every "does this pay" decision of fastrnn, with its threshold and the measurement behind it,
+ * and every workspace size: the loops (loops.h) and the bridge (_core.pyx) ask here, so a
+ * threshold exists once. The numbers were measured on the 2-core AMD machines this project runs
+ * on (Zen 1-class and Zen 3); per-machine tuning changes only this file.
+ */
+#include <stdlib.h>
+#include <math.h>
+#include "fastrnn.h"
+/* plan.c reads only the packing layout (fr_packed_size, FR_NR) and the CPU check from here, not
+ * the kernels, which are static to each file that includes them */
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include "smallgemm.h"
+
+/* Packing W once per sequence costs about one step's product: shorter sequences (a streaming
+ * cell's single step) go to BLAS, which packs only what one call needs. */
+#define FR_PACK_MIN_STEPS 4
+/* Two or three rows have too few independent accumulators to hide the FMA latency and go to
+ * BLAS. One row (a batch of one: streaming) has its own kernel, which reads four panels at once. */
+#define FR_PACK_MIN_ROWS 4
+/* The input projection moves into the time loop (fr_recur's fused mode) while the packed W_ih
+ * and W_hh fit in a share of L3: each step reuses them from cache, and the (T,B,G*H) projection
+ * never makes a round trip through memory (measured 5-20% faster from tiny to large shapes).
+ * With few rows and a wide input, a step reuses its slice of W_ih too little to beat one big
+ * GEMM (4 rows, D = 8H: 4% slower), so that case keeps the whole-sequence projection. */
+#define FR_FUSED_MAX_BYTES (8L << 20)
+/* dx in the reverse loop: each step streams the packed W_hh and W_ih; beyond a few MB (LSTM and
+ * GRU at the large benchmark shape, 4.5-6 MB) measured 0-5% slower, while 1.5 MB (RNN there)
+ * and less (the medium shape) gained 2-4%. */
+#define FR_DX_LOOP_MAX_BYTES (2L << 20)
+/* Beyond 1 MB of W a B=1 product is memory-bound: BLAS may thread it, fr_gemv_rows does not. */
+#define FR_GEMV_MAX_ELEMS (1L << 18)
+
+/* A worker polls for the next dispatch, and the caller for completion, this long before
+ * sleeping: about the Python time between the hand-offs of a forward and backward pass. */
+const double fr_pool_spin_seconds = 5e-5;
+/* A unit task normally takes about a microsecond; waiting this long for the other one means the
+ * machine is oversubscribed (pool.c, fr_claim). */
+const double fr_solo_wait_seconds = 2e-4;
+
+static fr_plan_knobs knobs = {
+    -1, -1, -1,
+    /* Below this many multiply-adds a split costs more in hand-offs than it saves (measured with
+     * the C pool: 0.25M-0.75M slower split by 6-15%, 0.8M-1.3M faster by 9-16%). */
+    1L << 20,
+    /* A batch-of-one step splits by units from G*H*H = 16K multiply-adds (LSTM at H = 64). */
+    1L << 14,
+    /* A cell step of at least this many multiply-adds per row is split over two threads by
+     * hidden units; below it the hand-over costs more than half the step. */
+    1L << 16,
+};
+
+fr_plan_knobs fr_plan_get_knobs(void) { return knobs; }
+void fr_plan_set_knobs(const fr_plan_knobs *k) { knobs = *k; }
+
+int fr_pack_pays(int steps, int rows)
+{
+    return steps >= FR_PACK_MIN_STEPS && (rows == 1 || rows >= FR_PACK_MIN_ROWS);
+}
+
+int fr_gemv_rows_pays(int N, int K) { return (long)N * K <= FR_GEMV_MAX_ELEMS; }
+
+int fr_plan_parts(long work, long limit, int nthreads)
+{
+    if (nthreads <= 1 || work < knobs.min_parallel_work) return 1;
+    return (long)nthreads < limit ? nthreads : (int)limit;
+}
+
+int fr_plan_row_ranges(fr_cell cell, int T, int B, int H, int dirs, int nthreads)
+{
+    const long work = (long)T * B * fr_gates(cell) * H * H;
+    const int n = fr_plan_parts(work, (long)B * dirs, nthreads) / dirs;
+    return n > 1 ? n : 1;
+}
+
+/* Where two unit ranges meet: a multiple of 8 near H/2 (8-unit blocks keep the gate loops
+ * vectorised), rounding half-way cases up. */
+static int unit_mid(int H)
+{
+    const int mid = (H + 8) / 16 * 8;
+    return mid < 1 ? 1 : mid > H - 1 ? H - 1 : mid;
+}
+
+int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int nthreads)
+{
+    int ok = B == 1 && dirs == 1 && !has_lengths && H >= 2 && nthreads >= 2;
+    if (knobs.units >= 0) ok = ok && knobs.units;
+    else ok = ok && T >= 4 && (long)fr_gates(cell) * H * H >= knobs.unit_min_work;
+    return ok ? unit_mid(H) : 0;
+}
+
+int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int nthreads)
+{
+    (void)B;
+    if (nthreads < 2 || H < 2 || (long)fr_gates(cell) * H * (D + H) < knobs.cell_split_work) return 0;
+    return unit_mid(H);
+}
+
+int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
+{
+    if (knobs.fused >= 0) return knobs.fused;
+    const int GH = fr_gates(cell) * H;
+    const long bytes = (fr_packed_size(GH, H) + fr_packed_size(GH, D)) * 4L;
+    return dtype == FR_F32 && fr_smallgemm_ok() && T >= FR_PACK_MIN_STEPS && B >= FR_PACK_MIN_ROWS
+           && (B >= 8 || D <= H) && bytes <= FR_FUSED_MAX_BYTES;
+}
+
+int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
+{
+    if (knobs.dx_in_loop >= 0) return knobs.dx_in_loop;
+    /* float32 with the micro-kernel only: through BLAS, T small products lose to one big one.
+     * A narrow input wastes most of a 16-column panel (D = 1: 15/16), where the whole-sequence
+     * product is a cheap GEMV. */
+    const int GH = fr_gates(cell) * H;
+    const long bytes = (fr_packed_size(H, GH) + fr_packed_size(D, GH)) * 4L;
+    return dtype == FR_F32 && fr_smallgemm_ok() && fr_pack_pays(T, B) && D >= FR_NR
+           && bytes <= FR_DX_LOOP_MAX_BYTES;
+}
+
+/* ---- workspace sizes (elements): each mirrors the layout at the top of its loop ------------ */
+
+long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused)
+{
+    const fr_cell_sizes n = fr_cell_info(cell);
+    const int GH = n.gates * H;
+    const int pack = T >= FR_PACK_MIN_STEPS;
+    return (long)B * GH + 2L * B * H + (long)n.aux * H + (long)(2 * n.gates - n.shared) * H
+           + (pack ? fr_packed_size(GH, H) : 0)
+           + (fused ? (long)B * GH + (long)B * D + (pack ? fr_packed_size(GH, D) : 0) : 0);
+}
+
+long fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H)
+{
+    const int GH = fr_gates(cell) * H;
+    return 3L * B * H + (long)B * GH
+           + (T >= FR_PACK_MIN_STEPS ? fr_packed_size(H, GH) + fr_packed_size(D, GH) : 0);
+}
+
+long fr_cell_units_ws_size(fr_cell cell, int B, int nu)
+{
+    const fr_cell_sizes n = fr_cell_info(cell);
+    return 2L * B * n.gates * nu + (long)(2 * n.gates - n.shared) * nu + nu + (long)n.aux * nu;
+}

@@ -1,0 +1,26 @@
+/*
+ * The worker pool (pool.c): runs a list of jobs on the caller and up to nthreads - 1 workers,
+ * and the claim of the unit tasks of a batch of one. See pool.c for how and why.
+ */
+#ifndef FASTRNN_POOL_H
+#define FASTRNN_POOL_H
+
+typedef void (*fr_job_fn)(void *arg);
+
+/* Makes the pool usable in this process (again after a fork). Call with the GIL held, which
+ * serialises it, before fr_pool_run. */
+void fr_pool_prepare(void);
+/* Runs fn(args[k]) for k < njobs (args: njobs pointers) and returns when all are done; the first
+ * job is always the caller's. A second caller while one dispatches runs its jobs inline. */
+void fr_pool_run(int nthreads, int njobs, fr_job_fn fn, void **args);
+/* Joins the workers (thread count changes, interpreter exit). */
+void fr_pool_shutdown(void);
+
+/* Monotonic seconds: the one clock of the pool and the unit tasks. */
+double fr_now(void);
+/* Unit tasks: 1 with the claimed task (*q) and step index (*idx), or 0: for part 0 once every
+ * task of the T steps is complete, for part 1 also once solo is set. sync (4) ints. */
+int fr_claim(int *sync, int T, int part, int *q, int *idx);
+void fr_task_done(int *sync);
+
+#endif

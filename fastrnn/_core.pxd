@@ -1,0 +1,198 @@
+# The C contract (csrc/fastrnn.h, csrc/pool.h) as Cython sees it: one struct of named fields per
+# kernel call, a job as a tagged union of them. Shapes and rules are documented in fastrnn.h.
+
+cdef extern from "fastrnn.h" nogil:
+    ctypedef enum fr_cell:
+        FR_RNN_TANH
+        FR_RNN_RELU
+        FR_LSTM
+        FR_GRU
+        FR_NUM_CELLS
+    ctypedef enum fr_dtype:
+        FR_F32
+        FR_F64
+    ctypedef struct fr_cell_sizes:
+        int gates, aux, states, shared
+    fr_cell_sizes fr_cell_info(fr_cell cell)
+    int fr_gates(fr_cell cell)
+
+    ctypedef struct fr_project_args:
+        fr_cell cell
+        fr_dtype dtype
+        int T, B, D, H
+        const void *x
+        const void *w_ih
+        void *act
+    ctypedef struct fr_recur_args:
+        fr_cell cell
+        fr_dtype dtype
+        int T, B, D, H, b0, b1, reverse
+        double leak
+        const int *lengths
+        const void *x
+        const void *w_ih
+        const void *h0
+        const void *c0
+        const void *w_hh
+        const void *b_ih
+        const void *b_hh
+        void *y
+        int ldy
+        void *h_n
+        void *c_n
+        void *act
+        void *hprev
+        int ldh
+        void *aux
+        void *ws
+    ctypedef struct fr_recur_backward_args:
+        fr_cell cell
+        fr_dtype dtype
+        int T, B, D, H, b0, b1, reverse
+        double leak
+        const int *lengths
+        const void *w_hh
+        const void *act
+        const void *hprev
+        int ldh
+        const void *aux
+        const void *dy
+        int ldy
+        const void *dh_n
+        const void *dc_n
+        void *dh0
+        void *dc0
+        void *dgx
+        void *dgh
+        void *dhs
+        void *dbias
+        const void *w_ih
+        void *dx
+        void *ws
+    ctypedef struct fr_params_args:
+        fr_cell cell
+        fr_dtype dtype
+        int T, B, D, H, g0, g1
+        long r0, r1
+        const void *x
+        int ldx
+        const void *w_ih
+        const void *hprev
+        int ldh
+        const void *dgx
+        const void *dgh
+        void *dx
+        int accumulate_dx
+        void *dw_ih
+        void *dw_hh
+        void *db_ih
+        void *db_hh
+        void *ws
+    ctypedef struct fr_units_args:
+        fr_cell cell
+        fr_dtype dtype
+        int T, H, mid, part, reverse
+        double leak
+        const void *h0
+        const void *c0
+        const void *w_hh
+        const void *b_ih
+        const void *b_hh
+        void *y
+        int ldy
+        void *h_n
+        void *c_n
+        void *act
+        void *hprev
+        int ldh
+        void *aux
+        int *sync
+        void *shared
+    ctypedef struct fr_units_backward_args:
+        fr_cell cell
+        fr_dtype dtype
+        int T, H, mid, part, reverse
+        double leak
+        const void *w_hh
+        const void *act
+        const void *hprev
+        int ldh
+        const void *aux
+        const void *dy
+        int ldy
+        const void *dh_n
+        const void *dc_n
+        void *dh0
+        void *dc0
+        void *dgx
+        void *dgh
+        void *dhs
+        void *dbias
+        int *sync
+        void *shared
+    ctypedef struct fr_cell_units_args:
+        fr_cell cell
+        fr_dtype dtype
+        int B, D, H, u0, nu
+        const void *x
+        const void *h
+        const void *c
+        const void *w_ih
+        const void *w_hh
+        const void *b_ih
+        const void *b_hh
+        void *h1
+        void *c1
+        void *act
+        void *hprev
+        void *aux
+        void *ws
+
+    ctypedef enum fr_job_kind:
+        FR_JOB_PROJECT
+        FR_JOB_RECUR
+        FR_JOB_RECUR_BACKWARD
+        FR_JOB_PARAMS
+        FR_JOB_UNITS
+        FR_JOB_UNITS_BACKWARD
+        FR_JOB_CELL_UNITS
+    ctypedef union fr_job_args:
+        fr_project_args project
+        fr_recur_args recur
+        fr_recur_backward_args recur_backward
+        fr_params_args params
+        fr_units_args units
+        fr_units_backward_args units_backward
+        fr_cell_units_args cell_units
+    ctypedef struct fr_job:
+        fr_job_kind kind
+        fr_job_args u
+
+    void fr_recur(const fr_recur_args *a)
+    void fr_job_run(void *job) noexcept
+
+    long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused)
+    long fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H)
+    long fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int mid, int backward)
+    long fr_cell_units_ws_size(fr_cell cell, int B, int nu)
+
+    ctypedef struct fr_plan_knobs:
+        int fused, units, dx_in_loop
+        long min_parallel_work, unit_min_work, cell_split_work
+    fr_plan_knobs fr_plan_get_knobs()
+    void fr_plan_set_knobs(const fr_plan_knobs *k)
+    int fr_plan_parts(long work, long limit, int nthreads)
+    int fr_plan_row_ranges(fr_cell cell, int T, int B, int H, int dirs, int nthreads)
+    int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int nthreads)
+    int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int nthreads)
+    int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
+    int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
+
+    void fr_set_num_threads(int n)
+    int fr_get_num_threads()
+
+cdef extern from "pool.h" nogil:
+    ctypedef void (*fr_job_fn)(void *arg) noexcept nogil
+    void fr_pool_prepare()
+    void fr_pool_run(int nthreads, int njobs, fr_job_fn fn, void **args)
+    void fr_pool_shutdown()

@@ -73,11 +73,15 @@ int fr_plan_row_ranges(fr_cell cell, int T, int B, int H, int dirs, int nthreads
     return n > 1 ? n : 1;
 }
 
-/* Where two unit ranges meet: a multiple of 8 near H/2 (8-unit blocks keep the gate loops
- * vectorised), rounding half-way cases up. */
+/* Where two unit ranges meet: the multiple of 8 nearest H/2 (8-unit blocks keep the gate loops
+ * vectorised), half-way cases to an even number of blocks. A batch of one's backward sums the
+ * two tasks' products at this point, so moving it changes the rounding of dh. */
 static int unit_mid(int H)
 {
-    const int mid = (H + 8) / 16 * 8;
+    int q = H / 16;
+    const int r = H % 16;
+    if (r > 8 || (r == 8 && (q & 1))) q += 1;
+    const int mid = q * 8;
     return mid < 1 ? 1 : mid > H - 1 ? H - 1 : mid;
 }
 

@@ -11,6 +11,8 @@ float64. With defer=True an entry point returns the job instead of running it, a
 runs a list of them concurrently on the C worker pool (csrc/pool.c) without the GIL. A job
 keeps references to every array it points into, so nothing it writes can be freed while it runs.
 """
+import os
+
 import numpy as np
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
@@ -50,6 +52,10 @@ def get_num_threads():
 # ---- the plan (csrc/plan.c): every "does this pay" decision -----------------------------------
 
 cdef int _pool_threads = 1
+# fastrnn's own pool splits the work, so BLAS runs single-threaded (its idle threads spin); the
+# pool's default size follows OPENBLAS_NUM_THREADS, else the number of CPUs.
+fr_set_num_threads(1)
+_pool_threads = max(1, int(os.environ.get("OPENBLAS_NUM_THREADS", 0) or os.cpu_count() or 1))
 
 cdef inline fr_dtype _dt(object dtype):
     return FR_F64 if np.dtype(dtype).itemsize == 8 else FR_F32

@@ -5,43 +5,34 @@ parameters and gradients, and chains layers and directions.
 """
 import contextlib
 import functools
-import os
 import threading
 
 import numpy as np
 
 from . import _core
+from ._cells import CELLS
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "no_grad", "is_grad_enabled",
            "set_num_threads", "get_num_threads"]
 
-# ---- threads ----------------------------------------------------------------------------------
+# ---- threads and the plan ----------------------------------------------------------------------
 # Batch rows never interact inside a recurrence, so the time loop of a layer is split into row
-# ranges (and directions) that run concurrently on a small pool (fastrnn/_pool.h); the
+# ranges (and directions) that run concurrently on the C worker pool (csrc/pool.c); the
 # whole-sequence GEMMs are split into row blocks the same way. BLAS itself stays single-threaded:
 # its worker threads spin-wait between calls, which on a shared machine turns every per-step GEMM
 # into a stall, while our workers poll for only 50 us before they sleep, and never synchronise
-# inside the time loop.
-
-_threads = {"n": max(1, int(os.environ.get("OPENBLAS_NUM_THREADS", 0) or os.cpu_count() or 1))}
-_core.set_num_threads(1)
-_core.set_pool_threads(_threads["n"])
-# Below this many multiply-adds a split costs more in hand-offs than it saves (measured with
-# the C pool: 0.25M-0.75M slower split by 6-15%, 0.8M-1.3M faster by 9-16%).
-_MIN_PARALLEL_WORK = 1 << 20
+# inside the time loop. Whether and how to split is decided in csrc/plan.c; this module only
+# turns its counts into row ranges.
 
 
 def set_num_threads(n):
     """Threads fastrnn uses for its time loops and GEMMs (default: OPENBLAS_NUM_THREADS, else
     the number of CPUs)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"num_threads must be an integer >= 1, got {n!r}")
-    _threads["n"] = int(n)
-    _core.set_pool_threads(int(n))
+    _core.set_pool_threads(_positive_int(n, "num_threads"))
 
 
 def get_num_threads():
-    return _threads["n"]
+    return _core.get_pool_threads()
 
 
 @functools.lru_cache(maxsize=256)
@@ -51,15 +42,9 @@ def _chunks(total, parts):
     return tuple(zip(bounds[:-1], bounds[1:]))
 
 
-def _parts(work, limit):
-    """How many ways to split `work` multiply-adds: one per thread, unless too little work."""
-    n = _threads["n"]
-    return 1 if n == 1 or work < _MIN_PARALLEL_WORK else min(n, limit)
-
-
-def _plan(T, B, H, G, dirs):
-    """Row ranges per direction for the time loops: directions first occupy the threads."""
-    return _chunks(B, max(1, _parts(T * B * G * H * H, B * dirs) // dirs))
+def _row_ranges(cell, T, B, H, dirs):
+    """Row ranges per direction for the time loops (directions first occupy the threads)."""
+    return _chunks(B, _core.plan_row_ranges(cell, T, B, H, dirs))
 
 
 def _run(jobs):
@@ -72,7 +57,7 @@ def _project(cell, x, w_ih, act):
     """act = x w_ih^T, split over blocks of the T*B rows."""
     T, B, D = x.shape
     GH = act.shape[2]
-    parts = _parts(T * B * GH * D, T * B)
+    parts = _core.plan_parts(T * B * GH * D, T * B)
     if parts == 1:  # the common small case: no reshaping and slicing (~3 us a call)
         pieces = [(x, act)]
     else:
@@ -83,52 +68,12 @@ def _project(cell, x, w_ih, act):
 
 # A batch of one has no rows to share: each step of its time loop is cut into two tasks by
 # hidden units, which two threads claim step by step (fr_recur_units), when a step has enough
-# work to pay for the hand-over. Part 0 (run by the caller) can finish everything alone, so a
-# busy pool or a descheduled worker only costs the speed-up, never progress.
-# "force": None (heuristic) or True/False (tests).
-_UNITS = {"force": None, "min_work": 1 << 14}
+# work to pay for the hand-over (csrc/plan.c). Part 0 (run by the caller) can finish everything
+# alone, so a busy pool or a descheduled worker only costs the speed-up, never progress.
 
 
-def _unit_split(T, B, H, G, dirs, lengths):
-    """The unit where the two tasks of a batch-of-one step meet, or None for no split."""
-    force = _UNITS["force"]
-    ok = B == 1 and dirs == 1 and lengths is None and H >= 2 and _threads["n"] >= 2
-    if force is not None:
-        ok = ok and force
-    else:
-        ok = ok and T >= 4 and G * H * H >= _UNITS["min_work"]
-    if not ok:
-        return None
-    return max(1, min(H - 1, int(round(H / 2 / 8)) * 8))  # 8-unit blocks keep the gate loops vectorised
-
-
-# None: dx inside the reverse loop (one-direction layers) where the C heuristic says it pays;
-# True/False forces it (tests).
-_DX_IN_LOOP = {"force": None}
-
-
-def _dx_in_loop(cell, dtype, T, chunks, D, H):
-    if _DX_IN_LOOP["force"] is not None:
-        return _DX_IN_LOOP["force"]
-    return _pays(_core.dx_in_loop_pays, cell, dtype, T, min(b1 - b0 for b0, b1 in chunks), D, H)
-
-
-@functools.lru_cache(maxsize=256)
-def _pays(heuristic, cell, dtype, T, B, D, H):
-    """The C heuristics' answers are pure functions of the shape: remembered per call site."""
-    return heuristic(cell, dtype, T, B, D, H)
-
-
-# None: fused time loops where the C heuristic says they pay; True/False forces them (tests).
-_FUSED = {"force": None}
-
-
-def _fused(cell, dtype, T, chunks, D, H):
-    """Whether the forward projects the input inside the time loop (fr_recur's fused mode)
-    instead of one whole-sequence GEMM first: same results, fewer passes over memory."""
-    if _FUSED["force"] is not None:
-        return _FUSED["force"]
-    return _pays(_core.fused_pays, cell, dtype, T, min(b1 - b0 for b0, b1 in chunks), D, H)
+def _min_rows(chunks):
+    return min(b1 - b0 for b0, b1 in chunks)
 
 
 def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc):
@@ -137,7 +82,7 @@ def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc):
     T, B, W = xh.shape
     D = w_ih.shape[1]
     GH = dgx.shape[2]
-    parts = _parts(T * B * GH * W, GH)
+    parts = _core.plan_parts(T * B * GH * W, GH)
     _run([_core.backward_params(cell, g0, g1, r0, r1, xh, w_ih, xh, dgx, dgh, dx, accumulate,
                                 *grads, h_col=D, dwc=dwc, defer=True)
           for (g0, g1), (r0, r1) in zip(_chunks(GH, parts), _chunks(T * B, parts))])
@@ -162,8 +107,6 @@ def no_grad():
         _grad_state.enabled = prev
 
 
-_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
-_AUX = {"RNN_TANH": 0, "RNN_RELU": 0, "LSTM": 2, "GRU": 1}  # saved aux columns per unit (fastrnn.h)
 
 
 def _check_dtype(dtype):
@@ -279,8 +222,9 @@ class _RNNBase(_Module):
         self.dropout = float(dropout)
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
-        self._cell = _core.MODES[self.mode]
-        H, G = self.hidden_size, _GATES[self.mode]
+        self._kind = CELLS[self.mode]
+        self._cell = self._kind.code
+        H, G = self.hidden_size, self._kind.gates
         bound = 1.0 / np.sqrt(H)
         for layer in range(self.num_layers):
             d_in = self.input_size if layer == 0 else H * self.num_directions
@@ -340,7 +284,7 @@ class _RNNBase(_Module):
         S = self._state_shape(B)
         h0, c0 = self._split_hx(hx)
         h0 = np.zeros(S, self.dtype) if h0 is None else _as_array(h0, "h0", self.dtype, shape=S)
-        if self.mode == "LSTM":
+        if self._kind.states == 2:
             c0 = np.zeros(S, self.dtype) if c0 is None else _as_array(c0, "c0", self.dtype, shape=S)
         if lengths is not None:
             lengths = _as_lengths(lengths, T, B)
@@ -353,10 +297,11 @@ class _RNNBase(_Module):
         self._cache = None  # its buffers are about to be reused
         H, dirs = self.hidden_size, self.num_directions
         h_n = np.empty(S, self.dtype)
-        c_n = np.empty(S, self.dtype) if self.mode == "LSTM" else None
-        G = _GATES[self.mode]
-        chunks = _plan(T, B, H, G, dirs)
-        mid = _unit_split(T, B, H, G, dirs, lengths)  # batch of one: split of the hidden units
+        c_n = np.empty(S, self.dtype) if self._kind.states == 2 else None
+        G = self._kind.gates
+        chunks = _row_ranges(self._cell, T, B, H, dirs)
+        # a batch of one: where its steps split by hidden units, or None
+        mid = _core.plan_units_mid(self._cell, T, B, H, dirs, lengths is not None)
         layers = []
         inp = x
         for layer in range(self.num_layers):
@@ -365,7 +310,8 @@ class _RNNBase(_Module):
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = map(self._params.get, self._names(layer, d))
                 k = layer * dirs + d
-                fused = mid is None and _fused(self._cell, self.dtype, T, chunks, inp.shape[2], H)
+                fused = mid is None and _core.fused_pays(self._cell, self.dtype, T, _min_rows(chunks),
+                                                        inp.shape[2], H)
                 act = self._buffer(("act", k), (T, B, G * H)) if record or not fused else None
                 # The input beside the states entering each step, [x | hprev]: backward takes
                 # both weight gradients from one GEMM over it (fr_backward_params).
@@ -373,7 +319,7 @@ class _RNNBase(_Module):
                 xh = self._buffer(("xh", k), (T, B, D + H)) if record else None
                 if record:
                     xh[..., :D] = inp
-                aux = self._buffer(("aux", k), (T, B, _AUX[self.mode] * H)) if record else None
+                aux = self._buffer(("aux", k), (T, B, self._kind.aux * H)) if record else None
                 if not fused:
                     _project(self._cell, inp, w_ih, act)
                 if mid is not None:
@@ -432,10 +378,11 @@ class _RNNBase(_Module):
         if dc_n is not None:
             dc_n = _as_array(dc_n, "dc_n", self.dtype, shape=S)
         dh0 = np.empty(S, self.dtype)
-        dc0 = np.empty(S, self.dtype) if self.mode == "LSTM" else None
-        G = _GATES[self.mode]
-        chunks = _plan(T, B, H, G, dirs)
-        mid = _unit_split(T, B, H, G, dirs, lengths)  # batch of one: split of the hidden units
+        dc0 = np.empty(S, self.dtype) if self._kind.states == 2 else None
+        G, nsum = self._kind.gates, self._kind.shared  # nsum: blocks where b_ih and b_hh add up
+        RH = (G - nsum) * H  # recurrent-side gradient columns of the other blocks (GRU: n)
+        chunks = _row_ranges(self._cell, T, B, H, dirs)
+        mid = _core.plan_units_mid(self._cell, T, B, H, dirs, lengths is not None)
         p, g = self._params, self.grads
         dhs_all = [np.empty((T, B, H), self.dtype) for _ in range(S[0])] if state_grads else [None] * S[0]
         for layer in reversed(range(self.num_layers)):
@@ -452,10 +399,10 @@ class _RNNBase(_Module):
                 D = inp.shape[2]
                 # scratch shared by all layers: every layer's gate gradients have one shape
                 dgx = self._buffer(("dgx", d), (T, B, G * H))
-                dgh = self._buffer(("dgh", d), (T, B, H)) if self.mode == "GRU" else None
+                dgh = self._buffer(("dgh", d), (T, B, RH)) if RH else None
                 # each row range's (or unit task's) share of the bias gradients, summed in the loop
                 parts = 2 if mid is not None else len(chunks)
-                dbias = (np.empty((parts, G * H + (H if self.mode == "GRU" else 0)), self.dtype)
+                dbias = (np.empty((parts, G * H + RH), self.dtype)
                          if self.bias else [None] * parts)
                 grads.append((dgx, dgh, dbias))
                 if mid is not None:
@@ -472,7 +419,8 @@ class _RNNBase(_Module):
                               for part in (0, 1)]
                     continue
                 # one direction: dx in the reverse loop while each step's dgx rows are in cache
-                loop_dx = dx if dirs == 1 and _dx_in_loop(self._cell, self.dtype, T, chunks, D, H) else None
+                loop_dx = dx if dirs == 1 and _core.dx_in_loop_pays(self._cell, self.dtype, T, _min_rows(chunks),
+                                                                      D, H) else None
                 tasks += [_core.recur_backward(self._cell, b0, b1, bool(d), lengths, p[w_hh],
                                   act, xh, aux, dy, d * H, None if dh_n is None else dh_n[k],
                                   None if dc_n is None else dc_n[k], dh0[k],
@@ -491,9 +439,9 @@ class _RNNBase(_Module):
                 if self.bias:
                     db = dbias.sum(axis=0) if len(dbias) > 1 else dbias[0]
                     g[b_ih] += db[:G * H]
-                    if self.mode == "GRU":  # the n block of b_hh sits inside r*(.): dgh's sums
-                        g[b_hh][:2 * H] += db[:2 * H]
-                        g[b_hh][2 * H:] += db[G * H:]
+                    if RH:  # b_hh of the other blocks sits inside a gate (GRU: r*(.)): dgh's sums
+                        g[b_hh][:nsum * H] += db[:nsum * H]
+                        g[b_hh][nsum * H:] += db[G * H:]
                     else:
                         g[b_hh] += db[:G * H]
             dy = dx
@@ -577,8 +525,9 @@ class _CellBase(_Module):
         self.input_size = _positive_int(input_size, "input_size")
         self.hidden_size = _positive_int(hidden_size, "hidden_size")
         self.bias = bool(bias)
-        self._cell = _core.MODES[self.mode]
-        H, G = self.hidden_size, _GATES[self.mode]
+        self._kind = CELLS[self.mode]
+        self._cell = self._kind.code
+        H, G = self.hidden_size, self._kind.gates
         bound = 1.0 / np.sqrt(H)
         self._add_param("weight_ih", (G * H, self.input_size), bound)
         self._add_param("weight_hh", (G * H, H), bound)
@@ -596,7 +545,7 @@ class _CellBase(_Module):
         return _as_array(h, name, self.dtype, shape=(B, self.hidden_size))
 
     def _step(self, x, h, c):
-        if h is not None and (c is not None or self.mode != "LSTM"):
+        if h is not None and (c is not None or self._kind.states == 1):
             # The per-step path: arrays already of the right dtype, shape and layout go straight
             # to C (every check is repeated there); anything else is converted below, and errors
             # are reported with the cell's names and shapes.
@@ -617,7 +566,7 @@ class _CellBase(_Module):
         if B < 1:
             raise ValueError("x must have at least one row")
         h = self._state(h, "h", B)
-        c = self._state(c, "c", B) if self.mode == "LSTM" else None
+        c = self._state(c, "c", B) if self._kind.states == 2 else None
         p = self._params
         h1, c1, saved = _core.cell_step(self._cell, x, h, c, p["weight_ih"], p["weight_hh"],
                                         p.get("bias_ih"), p.get("bias_hh"), self._recording())

@@ -9,6 +9,16 @@ import fastrnn as fr
 from fastrnn import reference as ref
 from tolerances import tolerance
 
+
+@pytest.fixture
+def plan_knobs():
+    """Sets csrc/plan.c's overrides and thresholds for one test (fastrnn._core.plan_knobs),
+    restoring them afterwards."""
+    from fastrnn import _core
+    saved = _core.plan_knobs()
+    yield _core.plan_knobs
+    _core.plan_knobs(**saved)
+
 MODES = {"RNN_TANH": (fr.RNN, {"nonlinearity": "tanh"}), "RNN_RELU": (fr.RNN, {"nonlinearity": "relu"}),
          "LSTM": (fr.LSTM, {}), "GRU": (fr.GRU, {})}
 
@@ -566,10 +576,10 @@ def test_core_refuses_mismatched_buffers():
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
 @pytest.mark.parametrize("threads,bi", [(3, False), (4, True), (2, True)])
-def test_row_parallel_time_loop_equals_single_thread(monkeypatch, mode, threads, bi):
+def test_row_parallel_time_loop_equals_single_thread(plan_knobs, mode, threads, bi):
     """Row ranges and directions run on worker threads; the result must not depend on it."""
     import fastrnn.layers as layers
-    monkeypatch.setattr(layers, "_MIN_PARALLEL_WORK", 0)
+    plan_knobs(min_parallel_work=0)
     rng = np.random.default_rng(5)
     m = make(mode, dtype=np.float64, num_layers=2, bidirectional=bi)
     x = rng.standard_normal((6, 7, 4))
@@ -580,7 +590,7 @@ def test_row_parallel_time_loop_equals_single_thread(monkeypatch, mode, threads,
     try:
         for n in (1, threads):
             fr.set_num_threads(n)
-            assert len(layers._plan(6, 7, 5, 4, 2 if bi else 1)) == (1 if n == 1 else max(1, n // (2 if bi else 1)))
+            assert len(layers._row_ranges(m._cell, 6, 7, 5, 2 if bi else 1)) == (1 if n == 1 else max(1, n // (2 if bi else 1)))
             m.zero_grad()
             y, h, c = fwd(m, x, lengths=lengths)
             dx, dh0, dc0 = bwd(m, dy)
@@ -676,11 +686,10 @@ def _forked_forward(queue):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_pool_works_in_a_forked_child(monkeypatch):
+def test_pool_works_in_a_forked_child(plan_knobs):
     """A fork copies the pool's state but not its threads: the child must start its own."""
     import multiprocessing
-    from fastrnn import layers
-    monkeypatch.setattr(layers, "_MIN_PARALLEL_WORK", 0)  # two row ranges even at this size
+    plan_knobs(min_parallel_work=0)  # two row ranges even at this size
     fr.set_num_threads(2)
     m = fr.LSTM(3, 8, seed=2)
     want = m(np.ones((6, 5, 3), np.float32))[0]  # the parent's workers now exist
@@ -697,7 +706,7 @@ def test_pool_works_in_a_forked_child(monkeypatch):
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bi,ragged", [(False, False), (True, True), (True, False)])
-def test_fused_time_loop_equals_project_then_recur(monkeypatch, mode, dtype, bi, ragged):
+def test_fused_time_loop_equals_project_then_recur(plan_knobs, mode, dtype, bi, ragged):
     """The fused forward (input projection inside the time loop, chosen for cache-sized weights)
     against the whole-sequence projection followed by the loop: training and inference, both
     directions, ragged reverse rows (whose x rows are gathered per step), the packed-weight
@@ -711,7 +720,7 @@ def test_fused_time_loop_equals_project_then_recur(monkeypatch, mode, dtype, bi,
     dy = rng.standard_normal((T, B, (2 if bi else 1) * H)).astype(dtype)
     got = {}
     for fused in (False, True):
-        monkeypatch.setitem(layers._FUSED, "force", fused)
+        plan_knobs(fused=fused)
         m.train()
         m.zero_grad()
         y, h, c = fwd(m, x, lengths=lengths)
@@ -727,7 +736,7 @@ def test_fused_time_loop_equals_project_then_recur(monkeypatch, mode, dtype, bi,
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_RELU"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ragged", [False, True])
-def test_dx_in_the_reverse_loop_equals_the_whole_sequence_gemm(monkeypatch, mode, dtype, ragged):
+def test_dx_in_the_reverse_loop_equals_the_whole_sequence_gemm(plan_knobs, mode, dtype, ragged):
     """dx computed step by step inside the reverse loop (one-direction layers) against the
     whole-sequence GEMM afterwards: two layers (the upper one's dx feeds the lower one's dy),
     ragged rows, the micro-kernel (float32, >= 4 rows per call) and BLAS (float64)."""
@@ -740,7 +749,7 @@ def test_dx_in_the_reverse_loop_equals_the_whole_sequence_gemm(monkeypatch, mode
     dy = rng.standard_normal((T, B, H)).astype(dtype)
     got = {}
     for in_loop in (False, True):
-        monkeypatch.setitem(layers._DX_IN_LOOP, "force", in_loop)
+        plan_knobs(dx_in_loop=in_loop)
         m.zero_grad()
         fwd(m, x, lengths=lengths)
         dx, dh0, _ = bwd(m, dy)
@@ -836,11 +845,11 @@ def test_fused_mode_is_chosen_for_cache_sized_float32_weights():
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("H,layers", [(24, 2), (5, 1)])
-def test_batch_of_one_unit_split_equals_single_thread(monkeypatch, mode, dtype, H, layers):
+def test_batch_of_one_unit_split_equals_single_thread(plan_knobs, mode, dtype, H, layers):
     """A batch of one runs its time loops as two calls owning halves of the hidden units, which
     meet at a barrier every step; the result must equal the one-thread loop (state, outputs,
     all gradients, the per-step dL/dh_t), with packed weights (float32, T >= 4) and BLAS."""
-    import fastrnn.layers as L
+    from fastrnn import _core
     rng = np.random.default_rng(3)
     T, D = 9, 3
     m = make(mode, D=D, H=H, dtype=dtype, num_layers=layers)
@@ -856,8 +865,8 @@ def test_batch_of_one_unit_split_equals_single_thread(monkeypatch, mode, dtype, 
     try:
         fr.set_num_threads(2)
         for split in (False, True):
-            monkeypatch.setitem(L._UNITS, "force", split)
-            assert (L._unit_split(T, 1, H, 4, 1, None) is not None) == split
+            plan_knobs(units=split)
+            assert (_core.plan_units_mid(m._cell, T, 1, H, 1, False) is not None) == split
             m.train()
             m.zero_grad()
             y, hn, cn = fwd(m, x, state)
@@ -888,7 +897,7 @@ def test_unit_tasks_finish_without_the_second_thread(mode):
     dy = rng.standard_normal((T, 1, H))
     y_ref, h_ref, c_ref = fwd(m, x)
     dx_ref, dh_ref, dc_ref = bwd(m, dy)
-    cell, G, A = m._cell, L._GATES[mode], L._AUX[mode]
+    cell, G, A = m._cell, m._kind.gates, m._kind.aux
     p = m.state_dict()
     w_ih, w_hh, b_ih, b_hh = p["weight_ih_l0"], p["weight_hh_l0"], p["bias_ih_l0"], p["bias_hh_l0"]
     act = np.empty((T, 1, G * H))
@@ -915,14 +924,13 @@ def test_unit_tasks_finish_without_the_second_thread(mode):
     np.testing.assert_allclose(dbias.sum(0)[:G * H], m.grads["bias_ih_l0"], rtol=1e-12, atol=1e-14)
 
 
-def test_pool_survives_thread_count_changes_during_concurrent_calls(monkeypatch, cell_split):
+def test_pool_survives_thread_count_changes_during_concurrent_calls(plan_knobs, cell_split):
     """Python threads running layers (row ranges on the pool) and split cell steps while another
     thread keeps changing the thread count, which joins and restarts the workers: nothing may
     hang, and every result must match the one computed alone."""
     import threading
     import time
-    import fastrnn.layers as L
-    monkeypatch.setattr(L, "_MIN_PARALLEL_WORK", 0)
+    plan_knobs(min_parallel_work=0)
     cell_split(True)
     rng = np.random.default_rng(6)
     layers = [fr.LSTM(3, 16, seed=1), fr.GRU(3, 16, seed=2, bidirectional=True)]
@@ -963,13 +971,12 @@ def test_pool_survives_thread_count_changes_during_concurrent_calls(monkeypatch,
             close(a, b, np.float32, "grad", "concurrent vs alone")
 
 
-def test_unit_split_from_several_python_threads_at_once(monkeypatch):
+def test_unit_split_from_several_python_threads_at_once(plan_knobs):
     """Part 1 of a batch-of-one split waits in the shared pool behind other callers' work; part 0
     runs in the caller and can finish alone, so concurrent callers must neither deadlock nor
     disturb each other's results."""
     import threading
-    import fastrnn.layers as L
-    monkeypatch.setitem(L._UNITS, "force", True)
+    plan_knobs(units=True)
     rng = np.random.default_rng(4)
     models = [fr.LSTM(3, 32, seed=i) for i in range(4)]
     xs = [rng.standard_normal((40, 1, 3)).astype(np.float32) for _ in models]

@@ -6,8 +6,8 @@
  * A kind is one entry of SFX(cells): its sizes (fastrnn.h's G, A, S, state count) and two row
  * functions, one forward step and one backward step of one batch row over nu hidden units.
  * The time loops (loops.h) are generic: they lay out buffers from the sizes and call the rows.
- * Adding a kind: write its two rows here, add its entry to the table and to fr_cell
- * (fastrnn.h), describe it in fastrnn/_cells.py, and give the NumPy reference its math.
+ * Adding a kind: write its two rows here, name it in the enum below and give it its table
+ * entry, describe it in fastrnn/_cells.py (same code), and give the NumPy reference its math.
  *
  * Row arguments (block k of a G-block operand starts at k * its stride):
  *   forward  fwd(nu, leak, g, gs, r, bias, h, c, y, aux, as)
@@ -23,6 +23,12 @@
  *     e     (G blocks, stride es) out, only for kinds with S < G: the recurrent-side gradients
  *     dhp   (nu) out: the direct (non-W_hh) part of the gradient w.r.t. the entering state
  */
+
+#ifndef FASTRNN_CELL_KINDS
+#define FASTRNN_CELL_KINDS
+/* The kinds, in table order; fastrnn/_cells.py gives each the same code. */
+enum { FR_RNN_TANH, FR_RNN_RELU, FR_LSTM, FR_GRU, FR_NUM_CELLS };
+#endif
 
 static inline REAL SFX(sigm)(REAL v) { return (REAL)1 / ((REAL)1 + EXP(-v)); }
 

@@ -58,6 +58,7 @@
 #include "loops.h"
 
 /* Both instances of the table share their sizes: they come from one source line per kind. */
+int fr_num_cells(void) { return FR_NUM_CELLS; }
 fr_cell_sizes fr_cell_info(fr_cell cell) { return cells_f32[cell].n; }
 int fr_gates(fr_cell cell) { return cells_f32[cell].n.gates; }
 

@@ -69,8 +69,9 @@
 extern "C" {
 #endif
 
-/* A cell kind indexes the cell table (cells.h); _cells.py names the same kinds. */
-typedef enum { FR_RNN_TANH = 0, FR_RNN_RELU = 1, FR_LSTM = 2, FR_GRU = 3, FR_NUM_CELLS = 4 } fr_cell;
+/* A cell kind: its index in the cell table (cells.h, which names the kinds), the code that
+ * fastrnn/_cells.py gives it. */
+typedef int fr_cell;
 typedef enum { FR_F32 = 0, FR_F64 = 1 } fr_dtype;
 
 /* The cell table's sizes for one kind (cells.h). */
@@ -80,7 +81,8 @@ typedef struct {
     int states; /* 1 (h), or 2 (h and c: LSTM) */
     int shared; /* S: see the shape legend */
 } fr_cell_sizes;
-fr_cell_sizes fr_cell_info(fr_cell cell);
+int fr_num_cells(void);
+fr_cell_sizes fr_cell_info(fr_cell cell); /* cell in [0, fr_num_cells()) */
 int fr_gates(fr_cell cell);
 
 /* act (T,B,G*H) = x (T,B,D) w_ih^T over all T*B rows (no biases: fr_recur adds them in its

@@ -2,17 +2,13 @@
 # kernel call, a job as a tagged union of them. Shapes and rules are documented in fastrnn.h.
 
 cdef extern from "fastrnn.h" nogil:
-    ctypedef enum fr_cell:
-        FR_RNN_TANH
-        FR_RNN_RELU
-        FR_LSTM
-        FR_GRU
-        FR_NUM_CELLS
+    ctypedef int fr_cell
     ctypedef enum fr_dtype:
         FR_F32
         FR_F64
     ctypedef struct fr_cell_sizes:
         int gates, aux, states, shared
+    int fr_num_cells()
     fr_cell_sizes fr_cell_info(fr_cell cell)
     int fr_gates(fr_cell cell)
 

@@ -19,11 +19,10 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 cnp.import_array()
 
-RNN_TANH = FR_RNN_TANH
-RNN_RELU = FR_RNN_RELU
-LSTM = FR_LSTM
-GRU = FR_GRU
-MODES = {"RNN_TANH": FR_RNN_TANH, "RNN_RELU": FR_RNN_RELU, "LSTM": FR_LSTM, "GRU": FR_GRU}
+from ._cells import CELLS
+
+MODES = {name: kind.code for name, kind in CELLS.items()}
+RNN_TANH, RNN_RELU, LSTM, GRU = (MODES[k] for k in ("RNN_TANH", "RNN_RELU", "LSTM", "GRU"))
 
 
 def gates(int cell):
@@ -32,7 +31,7 @@ def gates(int cell):
 
 def cell_info(int cell):
     """The C cell table's sizes of one kind: dict(gates, aux, states, shared)."""
-    if not 0 <= cell < FR_NUM_CELLS:
+    if not 0 <= cell < fr_num_cells():
         raise ValueError(f"cell must be one of {sorted(MODES.values())}, got {cell}")
     cdef fr_cell_sizes n = fr_cell_info(<fr_cell>cell)
     return {"gates": n.gates, "aux": n.aux, "states": n.states, "shared": n.shared}

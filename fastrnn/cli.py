@@ -323,7 +323,7 @@ def demo(epochs=15, hidden=32, window=40, samples=2048, batch=64, seed=0, out=No
     """The engine API end to end: fr.LSTM with backward, a linear read-out and Adam."""
     out = out or sys.stdout
     import fastrnn as fr
-    from .optim import Adam
+    from .train.optim import Adam
 
     rng = np.random.default_rng(seed)
     X, y = sine_windows_demo(samples, window, rng)

@@ -5,7 +5,7 @@ import numpy as np
 from .. import _checks
 from ..train.layers import Dense
 from ..train.model import Model
-from ..train.registry import register
+from ..train.registry import init_args, register
 
 __all__ = ["JordanRNN"]
 
@@ -102,6 +102,4 @@ class JordanRNN(Model):
 
     @classmethod
     def from_config(cls, cfg):
-        cfg = dict(cfg)
-        cfg.pop("class", None)
-        return cls(**cfg)
+        return cls(**init_args(cfg))

@@ -3,8 +3,8 @@ import numpy as np
 
 from .. import _checks
 from ..layers import GRU, LSTM, RNN, no_grad
-from ..train.layers import Recurrent, reinit_engine
-from ..train.registry import register
+from ..train.layers import Recurrent, fmt_shape, reinit_engine
+from ..train.registry import init_args, register
 
 __all__ = ["SkipRecurrent"]
 
@@ -74,7 +74,7 @@ class SkipRecurrent(Recurrent):
         in_shape = tuple(in_shape)
         if len(in_shape) != 2 or in_shape[-1] != self.input_size:
             raise ValueError(f"SkipRecurrent(input_size={self.input_size}) receives input of shape "
-                             f"(batch, {', '.join('time' if s is None else str(s) for s in in_shape)})")
+                             f"{fmt_shape(in_shape)}")
         if init_rng is not None:
             reinit_engine(self._eng, init_rng)
         H = self.hidden_size
@@ -161,9 +161,7 @@ class SkipRecurrent(Recurrent):
 
     @classmethod
     def from_config(cls, cfg):
-        cfg = dict(cfg)
-        cfg.pop("class", None)
-        return cls(**cfg)
+        return cls(**init_args(cfg))
 
     def get_config(self):
         return {"class": "SkipRecurrent", "input_size": self.input_size,

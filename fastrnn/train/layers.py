@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _checks
 from ..layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, no_grad
-from .registry import get_class, register
+from .registry import get_class, init_args, register
 
 __all__ = ["Layer", "Dense", "Dropout", "Embedding", "LastStep", "RepeatVector", "Recurrent"]
 
@@ -117,9 +117,7 @@ class Layer:
 
     @classmethod
     def from_config(cls, cfg):
-        cfg = dict(cfg)
-        cfg.pop("class", None)
-        return cls(**cfg)
+        return cls(**init_args(cfg))
 
     def __repr__(self):
         cfg = {k: v for k, v in self.get_config().items() if k != "class"}
@@ -472,9 +470,8 @@ class Recurrent(Layer):
 
     @classmethod
     def from_config(cls, cfg):
-        cfg = dict(cfg)
-        cfg.pop("class", None)
-        return cls(make_engine(cfg.pop("layer")), **cfg)
+        args = init_args(cfg)
+        return cls(make_engine(args.pop("layer")), **args)
 
     def __repr__(self):
         return (f"Recurrent({self.layer!r}, return_sequences={self.return_sequences}, "

@@ -13,7 +13,7 @@ its registered name when it moves between modules.
 """
 from .._checks import lookup
 
-__all__ = ["register", "get_class", "registered"]
+__all__ = ["register", "get_class", "registered", "init_args"]
 
 _CLASSES = {}
 
@@ -35,6 +35,11 @@ def register(cls=None, *, name=None):
 def get_class(name, what="class"):
     """The class registered under ``name``; ValueError ("unknown {what} ...") if there is none."""
     return lookup(_CLASSES, name, what)
+
+
+def init_args(cfg):
+    """The constructor arguments in a ``get_config()`` dict: everything but its "class"."""
+    return {k: v for k, v in cfg.items() if k != "class"}
 
 
 def registered():

@@ -16,7 +16,7 @@ from .._numpy_blas import numpy_blas_single_threaded
 from ..layers import LSTM, GRUCell, LSTMCell, RNNCell
 from .layers import ENGINE_LAYERS, Dense, Embedding, Recurrent, engine_config, make_engine, reinit_engine
 from .model import Model
-from .registry import register
+from .registry import init_args, register
 
 __all__ = ["TeacherForcing", "Decoder", "Seq2Seq"]
 
@@ -298,10 +298,9 @@ class Decoder(Model):
 
     @classmethod
     def from_config(cls, cfg):
-        cfg = dict(cfg)
-        cfg.pop("class", None)
-        steps = cfg.pop("output_steps", None)
-        m = cls(**cfg)
+        args = init_args(cfg)
+        steps = args.pop("output_steps", None)
+        m = cls(**args)
         m.output_steps = steps
         return m
 

@@ -3,6 +3,7 @@
 Saving and the PyTorch/Keras weight converters live below this module (``io``, ``interop``)
 and take the model as an argument; the methods here are shortcuts to them.
 """
+import contextlib
 import math
 import time
 
@@ -81,6 +82,21 @@ class Model:
 
     def _engines(self):
         return []
+
+    @contextlib.contextmanager
+    def _carrying_state(self):
+        """Inside the block the recurrent layers carry their state from one forward to the
+        next (truncated BPTT, generation); it starts from zeros and is dropped afterwards."""
+        recs = self._recurrents()
+        for r in recs:
+            r.carry = True
+        self.reset_states()
+        try:
+            yield
+        finally:
+            for r in recs:
+                r.carry = False
+            self.reset_states()
 
     def _loss_mask(self, out, lengths):
         if lengths is None or out.ndim < 3:
@@ -181,31 +197,25 @@ class Model:
         if lengths is not None and k < T:
             raise ValueError("tbptt with ragged lengths is not supported")
         per_step = self.output_has_time
-        recs = self._recurrents()
-        for r in recs:
-            r.carry = True
-        self.reset_states()
         total, weight, outs = 0.0, 0.0, []
-        try:
-            for s in range(0, T, k):
-                e = min(s + k, T)
+        with self._carrying_state():
+            try:
+                for s in range(0, T, k):
+                    e = min(s + k, T)
+                    self._clear_caches()
+                    self.zero_grad()
+                    out = self._forward(X[:, s:e], lengths, True)
+                    if not per_step and e < T:
+                        continue
+                    yc = y[:, s:e] if per_step else y
+                    swc = sw[:, s:e] if (per_step and sw is not None and sw.ndim == 2) else sw
+                    v = self._loss_and_backward(out, yc, lengths, swc)
+                    self.optimizer.step(self.parameters(), self.grads)
+                    w = (e - s) if per_step else 1
+                    total, weight = total + v * w, weight + w
+                    outs.append(out)
+            finally:
                 self._clear_caches()
-                self.zero_grad()
-                out = self._forward(X[:, s:e], lengths, True)
-                if not per_step and e < T:
-                    continue
-                yc = y[:, s:e] if per_step else y
-                swc = sw[:, s:e] if (per_step and sw is not None and sw.ndim == 2) else sw
-                v = self._loss_and_backward(out, yc, lengths, swc)
-                self.optimizer.step(self.parameters(), self.grads)
-                w = (e - s) if per_step else 1
-                total, weight = total + v * w, weight + w
-                outs.append(out)
-        finally:
-            for r in recs:
-                r.carry = False
-            self.reset_states()
-            self._clear_caches()
         return total / weight, (np.concatenate(outs, 1) if per_step else outs[-1])
 
     # ---- fit ---------------------------------------------------------------------------

@@ -173,11 +173,7 @@ class Sequential(Model):
             raise ValueError(f"the model outputs {self.output_shape[-1]} features per step but reads "
                              f"{self.input_shape[-1]}; pass feedback= to map outputs to inputs")
         N = len(X)
-        recs = self._recurrents()
-        for r in recs:
-            r.carry = True
-        self.reset_states()
-        try:
+        with self._carrying_state():
             out = self._forward(X, lengths, False)
             last = np.full(N, X.shape[1] - 1) if lengths is None else lengths - 1
             cur = out[np.arange(N), last]
@@ -200,10 +196,6 @@ class Sequential(Model):
                     inp = nxt[:, None]
                 if s < steps - 1:
                     cur = self._forward(inp, None, False)[:, 0]
-        finally:
-            for r in recs:
-                r.carry = False
-            self.reset_states()
         return np.stack(preds, 1)
 
     def _engines(self):

@@ -99,8 +99,8 @@ class Layer:
         return {k: v.copy() for k, v in self.params.items()}
 
     def load_state_dict(self, sd):
-        for k, p in self.params.items():
-            p[...] = sd[k]
+        """Copy weights in; all names and shapes are checked before anything is written."""
+        _checks.copy_state_dict(self.params, sd)
 
     def clear_cache(self):
         self._stack.clear()

@@ -15,11 +15,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 
 import numpy as np
+
+from . import _checks
 
 CLI_META = "cli.json"          # extra entry the CLI adds to the model file (fr.load ignores it)
 DATASETS = ("sine", "gbm", "mackey-glass")
@@ -41,11 +42,13 @@ def _positive(name, kind=int):
     def conv(v):
         try:
             n = kind(v)
+            if kind is int:
+                return _checks.count(n, name)
+            if np.isfinite(n):
+                return _checks.positive(n, name)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive {what}, got {v!r}") from None
-        if not (n >= 1 if kind is int else n > 0 and np.isfinite(n)):
-            raise argparse.ArgumentTypeError(f"{name} must be a positive {what}, got {v!r}")
-        return n
+            pass
+        raise argparse.ArgumentTypeError(f"{name} must be a positive {what}, got {v!r}")
     return conv
 
 
@@ -103,28 +106,17 @@ def fold_normalisation(model, mean, std):
 
 
 def _save_with_meta(model, path, meta):
-    import fastrnn as fr
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".fastrnn-", suffix=".tmp")
-    os.close(fd)
-    try:
-        fr.save(model, tmp)
-        with zipfile.ZipFile(tmp, "a") as z:
-            z.writestr(CLI_META, json.dumps(meta, indent=1))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from .train.io import save
+    save(model, path, extra={CLI_META: json.dumps(meta, indent=1)})
 
 
 def read_cli_meta(path):
+    from .train.io import read_extra
+    data = read_extra(path, CLI_META)
     try:
-        with zipfile.ZipFile(path) as z:
-            if CLI_META in z.namelist():
-                return json.loads(z.read(CLI_META))
-    except (zipfile.BadZipFile, OSError, ValueError):
-        pass
-    return {}
+        return {} if data is None else json.loads(data)
+    except ValueError:
+        return {}
 
 
 def closed_loop(model, context, steps, horizon):
@@ -323,7 +315,7 @@ def demo(epochs=15, hidden=32, window=40, samples=2048, batch=64, seed=0, out=No
     """The engine API end to end: fr.LSTM with backward, a linear read-out and Adam."""
     out = out or sys.stdout
     import fastrnn as fr
-    from .optim import Adam
+    from .train.optim import Adam
 
     rng = np.random.default_rng(seed)
     X, y = sine_windows_demo(samples, window, rng)

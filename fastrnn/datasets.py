@@ -5,6 +5,8 @@ arrays are (samples, time, features), as ``Sequential.fit`` expects.
 """
 import numpy as np
 
+from ._checks import positive_int
+
 __all__ = ["windows", "sine_series", "sine_windows", "gbm_prices", "ising_configurations",
            "ising_metropolis", "quench_traces", "adding_problem", "reverse_digits",
            "fill_in_blank", "mackey_glass", "load_digits", "read_csv_column", "T_C"]
@@ -17,12 +19,6 @@ def _rng(seed):
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
-def _pos(v, name, minimum=1):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
-
-
 def windows(series, window, horizon=1, stride=1):
     """Sliding windows over a 1-D (T,) or multivariate (T, F) series.
 
@@ -33,7 +29,8 @@ def windows(series, window, horizon=1, stride=1):
         s = s[:, None]
     if s.ndim != 2:
         raise ValueError(f"series must be 1-D or (T, features), got shape {np.shape(series)}")
-    window, horizon, stride = _pos(window, "window"), _pos(horizon, "horizon"), _pos(stride, "stride")
+    window, horizon = positive_int(window, "window"), positive_int(horizon, "horizon")
+    stride = positive_int(stride, "stride")
     T = len(s)
     if T < window + horizon:
         raise ValueError(f"a series of {T} values is too short for window {window} + horizon {horizon}")
@@ -47,7 +44,7 @@ def windows(series, window, horizon=1, stride=1):
 def sine_series(n, step=0.1, noise=0.0, seed=0, components=((1.0, 1.0),)):
     """One long series: sum of amp*sin(freq*step*t + random phase) + Gaussian noise."""
     rng = _rng(seed)
-    t = np.arange(_pos(n, "n")) * step
+    t = np.arange(positive_int(n, "n")) * step
     s = sum(a * np.sin(f * t + rng.uniform(0, 2 * np.pi)) for a, f in components)
     return s + noise * rng.standard_normal(n)
 
@@ -56,7 +53,7 @@ def sine_windows(n, T, noise=0.0, freq=(0.05, 0.3), seed=0, dtype=np.float32):
     """n windows of a sine with random phase and frequency: inputs (n, T, 1) and the
     next-step targets (n, T, 1) (target[t] = input[t+1])."""
     rng = _rng(seed)
-    n, T = _pos(n, "n"), _pos(T, "T")
+    n, T = positive_int(n, "n"), positive_int(T, "T")
     t = np.arange(T + 1)
     w = np.sin(rng.uniform(*freq, (n, 1)) * t + rng.uniform(0, 2 * np.pi, (n, 1)))
     w = w + noise * rng.standard_normal(w.shape)
@@ -69,7 +66,7 @@ def gbm_prices(n_days, s0=100.0, mu=0.05, sigma=0.2, seed=0):
     """Daily closing prices of a geometric Brownian motion (annual drift mu and volatility
     sigma, 252 trading days a year): S_{t+1} = S_t exp((mu - sigma^2/2) dt + sigma sqrt(dt) Z)."""
     rng = _rng(seed)
-    n = _pos(n_days, "n_days", 2)
+    n = positive_int(n_days, "n_days", 2)
     dt = 1.0 / 252
     steps = (mu - 0.5 * sigma ** 2) * dt + sigma * np.sqrt(dt) * rng.standard_normal(n - 1)
     return s0 * np.exp(np.concatenate([[0.0], np.cumsum(steps)]))
@@ -129,11 +126,11 @@ def ising_metropolis(L, temperatures, n_per_temp, sweeps=400, thin=10, seed=0, c
     at random (the Z2 symmetry the ordered phase breaks).
     Returns spins (n, L, L) int8 in {-1, +1} and their temperatures (n,)."""
     rng = _rng(seed)
-    L, n_per_temp = _pos(L, "L", 2), _pos(n_per_temp, "n_per_temp")
+    L, n_per_temp = positive_int(L, "L", 2), positive_int(n_per_temp, "n_per_temp")
     temps = np.asarray(temperatures, dtype=np.float64).reshape(-1)
     if not (temps > 0).all():
         raise ValueError("temperatures must be > 0")
-    C = _pos(chains or n_per_temp, "chains")
+    C = positive_int(chains or n_per_temp, "chains")
     K = len(temps)
     beta = (1.0 / temps).repeat(C)[:, None, None]
     s = np.ones((K * C, L, L), np.int8)
@@ -147,12 +144,12 @@ def ising_metropolis(L, temperatures, n_per_temp, sweeps=400, thin=10, seed=0, c
             flip = (rng.random(s.shape) < np.exp(-beta * np.maximum(dE, 0))) & m
             s[flip] *= -1
 
-    for _ in range(_pos(sweeps, "sweeps", 0)):
+    for _ in range(positive_int(sweeps, "sweeps", 0)):
         sweep()
     per_chain = -(-n_per_temp // C)
     out = []
     for r in range(per_chain):
-        for _ in range(_pos(thin, "thin")):
+        for _ in range(positive_int(thin, "thin")):
             sweep()
         out.append(s.reshape(K, C, L, L).copy())
     spins = np.concatenate(out, 1)[:, :n_per_temp]          # (K, n_per_temp, L, L)
@@ -166,7 +163,7 @@ def ising_configurations(n_per_temp=100, L=10, t_min=1.0, t_max=3.6, n_temps=14,
     """Classification data: configurations across temperatures and labels 1 = ordered
     (T < T_c = 2.269) / 0 = disordered. Returns X (n, L, L) float32 spins (an RNN reads one
     row per step), y (n,) int64 and temperatures (n,)."""
-    temps = np.linspace(t_min, t_max, _pos(n_temps, "n_temps"))
+    temps = np.linspace(t_min, t_max, positive_int(n_temps, "n_temps"))
     spins, T = ising_metropolis(L, temps, n_per_temp, sweeps=sweeps, seed=seed)
     return spins.astype(np.float32), (T < T_C).astype(np.int64), T
 
@@ -183,7 +180,7 @@ def quench_traces(n, T=300, lead=30, precursor=60, p_event=0.7, noise=0.3, seed=
     now), else 0. Returns X (n, T, 1) float32, y (n, T) int64 and the onsets (n,) (-1 = none).
     """
     rng = _rng(seed)
-    n, T = _pos(n, "n"), _pos(T, "T", 4)
+    n, T = positive_int(n, "n"), positive_int(T, "T", 4)
     if not precursor >= lead >= 1:
         raise ValueError("need precursor >= lead >= 1")
     X = np.zeros((n, T), np.float64)
@@ -212,7 +209,7 @@ def adding_problem(n, T, seed=0, dtype=np.float32):
     the target is the sum of the two marked values. Predicting 1 gives MSE ~0.167.
     Returns X (n, T, 2) and y (n, 1)."""
     rng = _rng(seed)
-    n, T = _pos(n, "n"), _pos(T, "T", 2)
+    n, T = positive_int(n, "n"), positive_int(T, "T", 2)
     X = np.zeros((n, T, 2), dtype)
     X[:, :, 0] = rng.random((n, T))
     a = rng.integers(0, T // 2, n)
@@ -232,7 +229,7 @@ def reverse_digits(n, min_len=3, max_len=8, seed=0):
     the reversed digits, then end-of-sequence 10, then padding 10. The decoder's start token
     is 11 (vocabulary 12). Returns X, lengths, y, and the digit strings as int arrays."""
     rng = _rng(seed)
-    n = _pos(n, "n")
+    n = positive_int(n, "n")
     if not 1 <= min_len <= max_len:
         raise ValueError("need 1 <= min_len <= max_len")
     lengths = rng.integers(min_len, max_len + 1, n)
@@ -253,7 +250,7 @@ def fill_in_blank(n, T=12, seed=0):
     bidirectional one can. Returns tokens X (n, T) int64, per-step labels y (n, T) (the
     answer at the blank, 0 elsewhere), a weight mask w (n, T) (1 at the blank) and p."""
     rng = _rng(seed)
-    n, T = _pos(n, "n"), _pos(T, "T", 3)
+    n, T = positive_int(n, "n"), positive_int(T, "T", 3)
     X = rng.integers(0, 10, (n, T))
     p = rng.integers(1, T - 1, n)
     r = np.arange(n)
@@ -275,7 +272,7 @@ def mackey_glass(n, tau=17, beta=0.2, gamma=0.1, power=10, dt=0.1, sample=1.0, x
     samples (transient) are dropped. tau=17 gives the classic mildly chaotic series.
     The initial history is x0 plus tiny noise from ``seed``. Returns (n,) float64."""
     rng = _rng(seed)
-    n = _pos(n, "n")
+    n = positive_int(n, "n")
     per = int(round(sample / dt))
     if per < 1 or abs(per * dt - sample) > 1e-9:
         raise ValueError("sample must be a positive multiple of dt")

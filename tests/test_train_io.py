@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastrnn as fr
-import fastrnn.io as frio
+import fastrnn.train.io as frio
 from test_train_helpers import sign_of_sum_task, sine_windows
 
 

@@ -1,27 +1,36 @@
-"""Layers around the recurrent engine and the ``Sequential`` model.
+"""Keras-style layers of the models: Dense, Dropout, Embedding, LastStep, RepeatVector and
+Recurrent (an engine RNN/LSTM/GRU on (samples, time, features) arrays).
 
 High-level arrays are (samples, time, features), as in Keras.  Every layer here has
 ``forward(x, training, lengths)`` / ``backward(dy)``; training-mode forwards push their
 cache on a stack and each backward pops the most recent one, so a layer can be used
 once per sequence (Sequential) or once per step in a hand-written loop (decoders).
+Every layer class registers its name for saved files (``registry.register``).
 """
 import numpy as np
 
-from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, no_grad
-from .training import Model
+from .. import _checks
+from ..layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, no_grad
+from .registry import get_class, init_args, register
 
-__all__ = ["Layer", "Dense", "Dropout", "Embedding", "LastStep", "RepeatVector", "Recurrent",
-           "Sequential"]
+__all__ = ["Layer", "Dense", "Dropout", "Embedding", "LastStep", "RepeatVector", "Recurrent"]
 
 ENGINE_LAYERS = (RNN, LSTM, GRU)
 ENGINE_CELLS = (RNNCell, LSTMCell, GRUCell)
 
 
-def _int(v):
-    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+def engine_kind(module):
+    """"RNN", "LSTM" or "GRU" for an engine layer or cell."""
+    if isinstance(module, (LSTM, LSTMCell)):
+        return "LSTM"
+    if isinstance(module, (GRU, GRUCell)):
+        return "GRU"
+    if isinstance(module, (RNN, RNNCell)):
+        return "RNN"
+    raise TypeError(f"expected an engine layer or cell, got {type(module).__name__}")
 
 
-def _fmt_shape(shape):
+def fmt_shape(shape):
     return "(" + ", ".join(["batch"] + ["time" if s is None else str(s) for s in shape]) + ")"
 
 
@@ -39,15 +48,18 @@ def engine_config(layer):
     return cfg
 
 
+_ENGINE_CLASSES = {c.__name__: c for c in ENGINE_LAYERS + ENGINE_CELLS}
+
+
 def make_engine(cfg, seed=None):
+    """The engine layer or cell of an ``engine_config``."""
     cfg = dict(cfg)
-    cls = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU, "RNNCell": RNNCell, "LSTMCell": LSTMCell,
-           "GRUCell": GRUCell}[cfg.pop("class")]
+    cls = _checks.lookup(_ENGINE_CLASSES, cfg.pop("class"), "engine class")
     cfg["dtype"] = np.dtype(cfg["dtype"])
     return cls(seed=seed, **cfg)
 
 
-def _reinit_engine(module, rng):
+def reinit_engine(module, rng):
     """Re-draw an engine module's weights U(-1/sqrt(H), 1/sqrt(H)) from ``rng`` and reseed its
     dropout stream, so a model-level seed makes the whole model reproducible."""
     k = 1.0 / np.sqrt(module.hidden_size)
@@ -87,8 +99,8 @@ class Layer:
         return {k: v.copy() for k, v in self.params.items()}
 
     def load_state_dict(self, sd):
-        for k, p in self.params.items():
-            p[...] = sd[k]
+        """Copy weights in; all names and shapes are checked before anything is written."""
+        _checks.copy_state_dict(self.params, sd)
 
     def clear_cache(self):
         self._stack.clear()
@@ -103,6 +115,10 @@ class Layer:
     def get_config(self):
         return {"class": type(self).__name__}
 
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(**init_args(cfg))
+
     def __repr__(self):
         cfg = {k: v for k, v in self.get_config().items() if k != "class"}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in cfg.items())})"
@@ -114,22 +130,20 @@ class Layer:
 _ACTIVATIONS = (None, "linear", "relu", "tanh", "sigmoid")
 
 
+@register
 class Dense(Layer):
     """Affine map ``act(x @ W.T + b)`` on the last axis, so on sequences it applies per step.
     ``weight`` (units, in_features) and ``bias`` (units,) as in ``torch.nn.Linear``."""
 
     def __init__(self, units, activation=None, in_features=None, use_bias=True):
         super().__init__()
-        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
-            raise ValueError(f"units must be a positive integer, got {units!r}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
-        self.units, self.activation = int(units), activation
+        self.units = _checks.count(units, "units")
+        self.activation = _checks.one_of(activation, "activation", _ACTIVATIONS)
         self.in_features, self.use_bias = in_features, bool(use_bias)
 
     def _build(self, in_shape, init_rng):
         if not in_shape or in_shape[-1] is None:
-            raise ValueError(f"Dense needs a known feature axis, got input shape {_fmt_shape(in_shape)}")
+            raise ValueError(f"Dense needs a known feature axis, got input shape {fmt_shape(in_shape)}")
         D = in_shape[-1]
         if self.in_features is not None and self.in_features != D:
             raise ValueError(f"Dense(in_features={self.in_features}) receives {D} features")
@@ -181,14 +195,13 @@ class Dense(Layer):
         return f"Dense({self.units}{extra})"
 
 
+@register
 class Dropout(Layer):
     """Inverted dropout (training only); masks come from the model's random generator."""
 
     def __init__(self, rate):
         super().__init__()
-        if not 0 <= rate < 1:
-            raise ValueError(f"rate must be in [0, 1), got {rate}")
-        self.rate = float(rate)
+        self.rate = _checks.in_range(rate, "rate", 0, 1)
 
     def forward(self, x, training=False, lengths=None):
         if not training or self.rate == 0:
@@ -207,15 +220,13 @@ class Dropout(Layer):
         return {"class": "Dropout", "rate": self.rate}
 
 
+@register
 class Embedding(Layer):
     """Token ids -> vectors; ``weight`` (vocab_size, dim) as in ``torch.nn.Embedding``."""
 
     def __init__(self, vocab_size, dim):
         super().__init__()
-        for n, v in (("vocab_size", vocab_size), ("dim", dim)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{n} must be a positive integer, got {v!r}")
-        self.vocab_size, self.dim = int(vocab_size), int(dim)
+        self.vocab_size, self.dim = _checks.count(vocab_size, "vocab_size"), _checks.count(dim, "dim")
 
     def _build(self, in_shape, init_rng):
         self._add("weight", init_rng.standard_normal((self.vocab_size, self.dim)))
@@ -245,6 +256,7 @@ class Embedding(Layer):
         return {"class": "Embedding", "vocab_size": self.vocab_size, "dim": self.dim}
 
 
+@register
 class LastStep(Layer):
     """(N, T, F) -> (N, F): each sequence's last valid step (``lengths``) or step T-1.
 
@@ -253,7 +265,7 @@ class LastStep(Layer):
 
     def _build(self, in_shape, init_rng):
         if len(in_shape) != 2:
-            raise ValueError(f"LastStep needs (batch, time, features) input, got {_fmt_shape(in_shape)}")
+            raise ValueError(f"LastStep needs (batch, time, features) input, got {fmt_shape(in_shape)}")
         return in_shape[1:]
 
     def forward(self, x, training=False, lengths=None):
@@ -270,18 +282,17 @@ class LastStep(Layer):
         return dx
 
 
+@register
 class RepeatVector(Layer):
     """(N, F) -> (N, n, F): feeds one vector to every step (one-to-many models)."""
 
     def __init__(self, n):
         super().__init__()
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        self.n = int(n)
+        self.n = _checks.count(n, "n")
 
     def _build(self, in_shape, init_rng):
         if len(in_shape) != 1:
-            raise ValueError(f"RepeatVector needs (batch, features) input, got {_fmt_shape(in_shape)}")
+            raise ValueError(f"RepeatVector needs (batch, features) input, got {fmt_shape(in_shape)}")
         return (self.n,) + in_shape
 
     def forward(self, x, training=False, lengths=None):
@@ -297,6 +308,7 @@ class RepeatVector(Layer):
 _MERGE = ("concat", "sum", "mean")
 
 
+@register
 class Recurrent(Layer):
     """An engine RNN/LSTM/GRU on (samples, time, features) arrays.
 
@@ -313,8 +325,7 @@ class Recurrent(Layer):
         super().__init__()
         if not isinstance(layer, ENGINE_LAYERS):
             raise TypeError(f"Recurrent wraps fastrnn.RNN/LSTM/GRU, got {type(layer).__name__}")
-        if merge_mode not in _MERGE:
-            raise ValueError(f"merge_mode must be one of {_MERGE}, got {merge_mode!r}")
+        _checks.one_of(merge_mode, "merge_mode", _MERGE)
         self.layer = layer
         self.return_sequences, self.return_state = bool(return_sequences), bool(return_state)
         self.merge_mode, self.stateful = merge_mode, bool(stateful)
@@ -325,6 +336,9 @@ class Recurrent(Layer):
         self.last_state = None
         self.dstate0 = None
         self._meta = None
+        # Set to a dict to record what reaches the engine: "forward" -> (x, hx, lengths) as
+        # passed to it, "backward" -> (dy, dstate) (lore.gradient_flow reads them).
+        self.engine_io = None
 
     @property
     def lstm(self):
@@ -344,10 +358,10 @@ class Recurrent(Layer):
         in_shape = tuple(in_shape)
         if len(in_shape) != 2 or in_shape[-1] != self.layer.input_size:
             raise ValueError(f"{type(self.layer).__name__}(input_size={self.layer.input_size}) receives "
-                             f"input of shape {_fmt_shape(in_shape)}; expected (batch, time, "
+                             f"input of shape {fmt_shape(in_shape)}; expected (batch, time, "
                              f"{self.layer.input_size})")
         if init_rng is not None:
-            _reinit_engine(self.layer, init_rng)
+            reinit_engine(self.layer, init_rng)
         return (in_shape[0], self.features) if self.return_sequences else (self.features,)
 
     def parameters(self):
@@ -387,6 +401,8 @@ class Recurrent(Layer):
                                  f"{N} samples; call reset_states() or keep the batch size fixed")
             hx = self.state
         xe = x if eng.batch_first else np.ascontiguousarray(x.transpose(1, 0, 2))
+        if self.engine_io is not None:
+            self.engine_io["forward"] = (xe, hx, lengths)
         if training:
             y, st = eng(xe, hx, lengths)
         else:
@@ -438,7 +454,10 @@ class Recurrent(Layer):
             dh = dsh if dh is None else dh + dsh
         else:
             dsc = None
-        dx, d0 = eng.backward(dseq, (dh, dsc) if self.lstm else dh)
+        dst = (dh, dsc) if self.lstm else dh
+        if self.engine_io is not None:
+            self.engine_io["backward"] = (None if dseq is None else np.array(dseq), dst)
+        dx, d0 = eng.backward(dseq, dst)
         if not eng.batch_first:
             dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
         self.dstate0 = d0
@@ -449,266 +468,19 @@ class Recurrent(Layer):
                 "return_sequences": self.return_sequences, "return_state": self.return_state,
                 "merge_mode": self.merge_mode, "stateful": self.stateful}
 
+    @classmethod
+    def from_config(cls, cfg):
+        args = init_args(cfg)
+        return cls(make_engine(args.pop("layer")), **args)
+
     def __repr__(self):
         return (f"Recurrent({self.layer!r}, return_sequences={self.return_sequences}, "
                 f"merge_mode={self.merge_mode!r}, stateful={self.stateful})")
 
 
-def _short(l):
-    if isinstance(l, Recurrent):
-        e = l.layer
-        extra = [f"num_layers={e.num_layers}"] if e.num_layers > 1 else []
-        if e.bidirectional:
-            extra.append(f"bidirectional, merge={l.merge_mode}")
-        if not l.return_sequences:
-            extra.append("last state")
-        if l.stateful:
-            extra.append("stateful")
-        if getattr(e, "leak", 1.0) != 1.0:
-            extra.append(f"leak={e.leak}")
-        return f"{type(e).__name__}({e.input_size}->{e.hidden_size}{''.join(', ' + x for x in extra)})"
-    return repr(l)
-
-
-_LAYER_CLASSES = {c.__name__: c for c in (Dense, Dropout, Embedding, LastStep, RepeatVector)}
-
-
 def layer_from_config(cfg):
-    cfg = dict(cfg)
-    name = cfg.pop("class")
-    if name == "Recurrent":
-        return Recurrent(make_engine(cfg.pop("layer")), **cfg)
-    if name not in _LAYER_CLASSES:
-        raise ValueError(f"unknown layer class {name!r} in saved config")
-    return _LAYER_CLASSES[name](**cfg)
-
-
-# ----------------------------------------------------------------------------- Sequential
-class Sequential(Model):
-    """A stack of layers, Keras style, on (samples, time, features) arrays.
-
-    Engine layers (``fr.LSTM(...)`` etc.) may be given directly: they are wrapped in
-    ``Recurrent(layer)`` and return all steps; follow them with ``LastStep()`` (or wrap them
-    with ``return_sequences=False``) for many-to-one models.
-
-    seed: reproducible initialisation of every layer -- recurrent layers' own initial weights
-        are redrawn from it -- and of shuffling, dropout and sampling during training.
-    input_shape: per-sample input shape, e.g. ``(None, 3)``; only needed when the first layer
-        does not determine it (a recurrent layer or an Embedding does).
-    """
-
-    supports_tbptt = True
-
-    def __init__(self, layers, seed=None, input_shape=None, dtype=None):
-        super().__init__(seed)
-        if isinstance(layers, (Layer,) + ENGINE_LAYERS):
-            layers = [layers]
-        layers = list(layers)
-        if not layers:
-            raise ValueError("Sequential needs at least one layer")
-        wrapped = []
-        for i, l in enumerate(layers):
-            if isinstance(l, ENGINE_LAYERS):
-                l = Recurrent(l)
-            if isinstance(l, ENGINE_CELLS):
-                raise TypeError(f"layer {i} is a cell ({type(l).__name__}); cells step through a "
-                                "sequence by hand -- use fr.Decoder for step-wise models")
-            if not isinstance(l, Layer):
-                raise TypeError(f"layer {i} must be a fastrnn layer, got {type(l).__name__}")
-            if isinstance(l, Recurrent) and l.return_state:
-                raise ValueError(f"layer {i}: return_state=True is for standalone use; inside "
-                                 "Sequential use return_sequences to choose the output")
-            wrapped.append(l)
-        self.layers = wrapped
-        dts = {np.dtype(l.layer.dtype) for l in wrapped if isinstance(l, Recurrent)}
-        if len(dts) > 1:
-            raise ValueError(f"recurrent layers mix dtypes {sorted(d.name for d in dts)}")
-        if dtype is not None and dts and np.dtype(dtype) not in dts:
-            raise ValueError(f"dtype={np.dtype(dtype).name} but the recurrent layers use {dts.pop().name}")
-        self.dtype = dts.pop() if dts else np.dtype(dtype or np.float32)
-        first = wrapped[0]
-        if input_shape is None:
-            if isinstance(first, Recurrent):
-                input_shape = (None, first.layer.input_size)
-            elif isinstance(first, Embedding):
-                input_shape = (None,)
-        self.input_shape = None
-        if input_shape is not None:
-            self._build(tuple(None if s is None else int(s) for s in input_shape))
-
-    def _build(self, input_shape):
-        self.input_shape = input_shape
-        shape = input_shape
-        init = self._init_rng()
-        self.shapes = []
-        for i, l in enumerate(self.layers):
-            # Without a model seed, recurrent layers keep their own (engine-seeded) weights.
-            li = None if self.seed is None and isinstance(l, Recurrent) else init
-            try:
-                shape = l.build(shape, self.dtype, li, self.rng)
-            except ValueError as e:
-                raise ValueError(f"layer {i} ({type(l).__name__}): {e}") from None
-            self.shapes.append(shape)
-        self.output_shape = shape
-        self.built = True
-
-    @property
-    def output_has_time(self):
-        return self.output_shape[0] is None or len(self.output_shape) >= 2
-
-    @property
-    def token_input(self):
-        return isinstance(self.layers[0], Embedding)
-
-    def _modules(self):
-        return [(str(i), l) for i, l in enumerate(self.layers)]
-
-    def _check_X(self, X, name="X"):
-        if not self.built:
-            X = np.asarray(X)
-            if X.ndim < 2:
-                raise ValueError(f"{name} must have a samples axis and feature axes, got shape {X.shape}")
-            # A 3-D X is (samples, time, features); the time axis stays free.
-            self._build((None,) + X.shape[2:] if X.ndim == 3 else X.shape[1:])
-        if self.token_input:
-            X = self.layers[0].check_tokens(X, name)
-            want = len(self.input_shape) + 1
-        else:
-            X = np.asarray(X)
-            if X.dtype.kind not in "fiub":
-                raise TypeError(f"{name} must be numeric, got dtype {X.dtype}")
-            X = np.ascontiguousarray(X, dtype=self.dtype)
-            want = len(self.input_shape) + 1
-        if X.ndim != want:
-            raise ValueError(f"{name} must be {want}-D {_fmt_shape(self.input_shape)}, got shape {X.shape}")
-        for ax, (s, e) in enumerate(zip(X.shape[1:], self.input_shape), 1):
-            if e is not None and s != e:
-                raise ValueError(f"{name} has shape {X.shape}; the model expects "
-                                 f"{_fmt_shape(self.input_shape)}")
-        return X
-
-    def _forward(self, X, lengths=None, training=False, y=None):
-        out = X
-        for l in self.layers:
-            out = l.forward(out, training=training, lengths=lengths)
-            if isinstance(l, LastStep) or (isinstance(l, Recurrent) and not l.return_sequences):
-                lengths = None
-        return out
-
-    def _backward(self, dout):
-        d = dout
-        for l in reversed(self.layers):
-            d = l.backward(d)
-            if d is None:
-                break
-
-    def _clear_caches(self):
-        for l in self.layers:
-            l.clear_cache()
-
-    def reset_states(self):
-        for l in self.layers:
-            l.reset_states()
-
-    def _recurrents(self):
-        return [l for l in self.layers if isinstance(l, Recurrent)]
-
-    def generate(self, X, steps, lengths=None, feedback=None, sample=False, temperature=1.0):
-        """Autoregressive forecast: read the context X, then feed each prediction back as the
-        next input for ``steps`` predictions in all (the first comes from the context).
-
-        Real-valued models need output features == input features, or ``feedback`` mapping an
-        output (N, F_out) to the next input (N, F_in); returns (N, steps, F_out).
-        Token models (Embedding first, logits out) feed back the argmax, or a draw from
-        softmax(logits / temperature) with ``sample=True``; returns token ids (N, steps).
-        With ``lengths`` each context's own last valid step is where its forecast starts.
-        """
-        if not (_int(steps) and steps > 0):
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        X, _, lengths, _ = self._prepare(X, None, lengths)
-        if not self.output_has_time or any(not r.return_sequences for r in self._recurrents()):
-            raise ValueError("generate() needs a per-step model (every recurrent layer returning "
-                             "sequences, no LastStep): each step's output predicts the next input")
-        tokens = self.token_input
-        if not tokens and feedback is None and self.output_shape[-1] != self.input_shape[-1]:
-            raise ValueError(f"the model outputs {self.output_shape[-1]} features per step but reads "
-                             f"{self.input_shape[-1]}; pass feedback= to map outputs to inputs")
-        N = len(X)
-        recs = self._recurrents()
-        for r in recs:
-            r.carry = True
-        self.reset_states()
-        try:
-            out = self._forward(X, lengths, False)
-            last = np.full(N, X.shape[1] - 1) if lengths is None else lengths - 1
-            cur = out[np.arange(N), last]
-            preds = []
-            for s in range(steps):
-                if tokens:
-                    if sample:
-                        z = cur / temperature
-                        p = np.exp(z - z.max(-1, keepdims=True))
-                        p /= p.sum(-1, keepdims=True)
-                        u = self.rng.random((N, 1))
-                        nxt = np.minimum((p.cumsum(-1) < u).sum(-1), p.shape[-1] - 1)
-                    else:
-                        nxt = cur.argmax(-1)
-                    preds.append(nxt)
-                    inp = nxt[:, None]
-                else:
-                    preds.append(cur)
-                    nxt = cur if feedback is None else np.asarray(feedback(cur), dtype=self.dtype)
-                    inp = nxt[:, None]
-                if s < steps - 1:
-                    cur = self._forward(inp, None, False)[:, 0]
-        finally:
-            for r in recs:
-                r.carry = False
-            self.reset_states()
-        return np.stack(preds, 1)
-
-    def _engines(self):
-        return [l.layer for l in self._recurrents()]
-
-    def get_config(self):
-        return {"class": "Sequential", "layers": [l.get_config() for l in self.layers],
-                "input_shape": None if self.input_shape is None else list(self.input_shape),
-                "dtype": self.dtype.name, "seed": self.seed}
-
-    @classmethod
-    def from_config(cls, cfg):
-        shape = cfg.get("input_shape")
-        # Weights are loaded afterwards, so construct without redrawing anything.
-        m = cls([layer_from_config(c) for c in cfg["layers"]], seed=None,
-                input_shape=None if shape is None else tuple(shape), dtype=cfg["dtype"])
-        m.seed = cfg.get("seed")
-        return m
-
-    def __repr__(self):
-        return "Sequential([" + ", ".join(_short(l) for l in self.layers) + "])"
-
-    def summary(self, print_fn=print):
-        """Layers, output shapes and parameter counts; printed and returned."""
-        if not self.built:
-            raise ValueError("model is not built yet: give input_shape= or call it on data first")
-        rows = [("#", "Layer", "Output shape", "Params")]
-        total = 0
-        for i, (l, s) in enumerate(zip(self.layers, self.shapes)):
-            n = sum(p.size for p in l.parameters().values())
-            total += n
-            name = _short(l)
-            rows.append((str(i), name, _fmt_shape(s), f"{n:,}"))
-        w = [max(len(r[j]) for r in rows) for j in range(4)]
-        line = "-" * (sum(w) + 6)
-        out = [f"Sequential (input {_fmt_shape(self.input_shape)}, dtype {self.dtype.name})", line]
-        for k, r in enumerate(rows):
-            out.append("  ".join(c.ljust(w[j]) if j < 3 else c.rjust(w[j]) for j, c in enumerate(r)))
-            if k == 0:
-                out.append(line)
-        out += [line, f"Total params: {total:,}"]
-        text = "\n".join(out)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+    """The layer of a ``get_config()`` dict, by its registered class name."""
+    cls = get_class(cfg["class"], "layer class")
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise ValueError(f"{cfg['class']!r} in a saved config is not a layer class")
+    return cls.from_config(cfg)

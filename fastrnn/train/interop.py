@@ -5,10 +5,15 @@ only.  Keras stores (in, out) kernels, one LSTM/SimpleRNN bias, and GRU gates in
 z, r, h; the converters below transpose, reorder gates and split/merge biases.  A Keras GRU
 with ``reset_after=False`` applies the reset gate before the recurrent matmul, which
 PyTorch's GRU (and fastrnn) cannot represent: converting one raises ValueError.
+
+This module sits below the models (``Model``'s ``torch_state_dict`` etc. are shortcuts to it):
+it knows the layers of train/layers.py, and takes a model by what it has (``parameters()``,
+a ``layers`` list for the Keras order), not by its class.
 """
 import numpy as np
 
-from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from ..layers import GRU, LSTM, RNN
+from .layers import Dense, Embedding, Recurrent, engine_kind
 
 __all__ = ["to_numpy", "torch_state_dict", "load_torch_state_dict", "keras_to_torch",
            "torch_to_keras", "get_keras_weights", "set_keras_weights"]
@@ -43,7 +48,6 @@ def _model_params(obj):
 def _refuse_leaky(model, target):
     """Leaky-integrator RNNs (engine ``leak != 1``) compute something neither PyTorch nor
     Keras layers can: their weights alone would silently give another model."""
-    from .models import Recurrent
     layers = [model] if isinstance(model, RNN) else [
         getattr(l, "layer", l) for l in getattr(model, "layers", []) if isinstance(l, Recurrent)]
     for l in layers:
@@ -188,16 +192,16 @@ def torch_to_keras(kind, params):
 
 
 def _engine_kind(layer):
-    if isinstance(layer, (LSTM, LSTMCell)):
-        return "LSTM"
-    if isinstance(layer, (GRU, GRUCell)):
-        return "GRU"
-    if isinstance(layer, (RNN, RNNCell)):
-        if getattr(layer, "nonlinearity", "tanh") != "tanh":
-            raise ValueError("a relu RNN corresponds to Keras SimpleRNN(activation='relu'); "
-                             "convert with kind='SimpleRNN' and set the activation yourself")
-        return "SimpleRNN"
-    raise TypeError(f"no Keras counterpart for {type(layer).__name__}")
+    try:
+        kind = engine_kind(layer)
+    except TypeError:
+        raise TypeError(f"no Keras counterpart for {type(layer).__name__}") from None
+    if kind != "RNN":
+        return kind
+    if getattr(layer, "nonlinearity", "tanh") != "tanh":
+        raise ValueError("a relu RNN corresponds to Keras SimpleRNN(activation='relu'); "
+                         "convert with kind='SimpleRNN' and set the activation yourself")
+    return "SimpleRNN"
 
 
 def _engine_groups(layer):
@@ -210,10 +214,9 @@ def _engine_groups(layer):
 
 def _keras_units(model):
     """(params dict, suffix, kind) per group of arrays in Keras get_weights() order."""
-    from .models import Dense, Embedding, Recurrent, Sequential
     if isinstance(model, (RNN, LSTM, GRU)):
         return [(model.parameters(), s, k) for s, k in _engine_groups(model)]
-    if not isinstance(model, Sequential):
+    if not isinstance(getattr(model, "layers", None), list):     # a Sequential: its list of layers
         raise TypeError("Keras weights map to a Sequential model or an engine RNN/LSTM/GRU layer")
     units = []
     for i, l in enumerate(model.layers):

@@ -9,6 +9,8 @@ optional ``sample_weight`` (per sample or per position).  Positions with weight
 """
 import numpy as np
 
+from .._checks import lookup, positive
+
 __all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "Huber",
            "SoftmaxCrossEntropy", "BinaryCrossEntropy", "get_loss", "softmax", "sigmoid"]
 
@@ -100,9 +102,7 @@ class Huber(Loss):
     name = "huber"
 
     def __init__(self, delta=1.0):
-        if not delta > 0:
-            raise ValueError(f"delta must be > 0, got {delta}")
-        self.delta = float(delta)
+        self.delta = positive(delta, "delta")
 
     def _elementwise(self, p, t):
         d = p - t
@@ -189,8 +189,5 @@ def get_loss(loss):
         name = get_loss(cfg.pop("name")).name
         return _LOSSES[name](**cfg)
     if isinstance(loss, str):
-        key = loss.lower()
-        if key not in _LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(set(_LOSSES))}")
-        return _LOSSES[key]()
+        return lookup(_LOSSES, loss, "loss", lower=True)()
     raise TypeError(f"loss must be a name or a fastrnn Loss, got {type(loss).__name__}")

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+from .._checks import in_range, lookup, non_negative, positive
+
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "get_optimizer",
            "Schedule", "ExponentialDecay", "StepDecay", "CosineDecay", "get_schedule",
            "clip_grad_norm", "clip_grad_value", "global_norm"]
@@ -21,8 +23,7 @@ def global_norm(grads):
 def clip_grad_norm(grads, max_norm):
     """Scale all gradients in place so their global norm is at most ``max_norm``.
     Returns the norm before clipping."""
-    if not max_norm > 0:
-        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+    positive(max_norm, "max_norm")
     norm = global_norm(grads)
     if norm > max_norm:
         scale = max_norm / (norm + 1e-12)
@@ -33,8 +34,7 @@ def clip_grad_norm(grads, max_norm):
 
 def clip_grad_value(grads, clip_value):
     """Clamp every gradient entry in place to [-clip_value, clip_value]."""
-    if not clip_value > 0:
-        raise ValueError(f"clip_value must be > 0, got {clip_value}")
+    positive(clip_value, "clip_value")
     for g in grads.values():
         np.clip(g, -clip_value, clip_value, out=g)
 
@@ -56,8 +56,7 @@ class ExponentialDecay(Schedule):
     """lr = initial_learning_rate * decay_rate ** (step / decay_steps)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
-        if decay_steps <= 0:
-            raise ValueError("decay_steps must be > 0")
+        positive(decay_steps, "decay_steps")
         self.initial_learning_rate = float(initial_learning_rate)
         self.decay_steps, self.decay_rate, self.staircase = int(decay_steps), float(decay_rate), bool(staircase)
 
@@ -70,8 +69,7 @@ class StepDecay(Schedule):
     """lr = initial_learning_rate * gamma ** (step // step_size)."""
 
     def __init__(self, initial_learning_rate, step_size, gamma=0.1):
-        if step_size <= 0:
-            raise ValueError("step_size must be > 0")
+        positive(step_size, "step_size")
         self.initial_learning_rate, self.step_size, self.gamma = float(initial_learning_rate), int(step_size), float(gamma)
 
     def __call__(self, step):
@@ -82,8 +80,7 @@ class CosineDecay(Schedule):
     """Cosine from initial_learning_rate down to alpha * initial over decay_steps, then flat."""
 
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0):
-        if decay_steps <= 0:
-            raise ValueError("decay_steps must be > 0")
+        positive(decay_steps, "decay_steps")
         self.initial_learning_rate, self.decay_steps, self.alpha = float(initial_learning_rate), int(decay_steps), float(alpha)
 
     def __call__(self, step):
@@ -97,10 +94,7 @@ _SCHEDULES = {c.__name__: c for c in (ExponentialDecay, StepDecay, CosineDecay)}
 
 def get_schedule(cfg):
     cfg = dict(cfg)
-    name = cfg.pop("name")
-    if name not in _SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(_SCHEDULES)}")
-    return _SCHEDULES[name](**cfg)
+    return lookup(_SCHEDULES, cfg.pop("name"), "schedule")(**cfg)
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -123,8 +117,7 @@ class Optimizer:
         for n, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue)):
             if v is not None and not v > 0:
                 raise ValueError(f"{n} must be > 0 or None, got {v}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        non_negative(weight_decay, "weight_decay")
         self.learning_rate = learning_rate
         self.clipnorm, self.clipvalue, self.weight_decay = clipnorm, clipvalue, float(weight_decay)
         self.iterations = 0
@@ -200,8 +193,7 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kw):
         super().__init__(learning_rate, **kw)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        in_range(momentum, "momentum", 0, 1)
         if nesterov and momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
@@ -254,8 +246,7 @@ class RMSprop(Optimizer):
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-8, centered=False, **kw):
         super().__init__(learning_rate, **kw)
-        if not 0 <= rho < 1:
-            raise ValueError(f"rho must be in [0, 1), got {rho}")
+        in_range(rho, "rho", 0, 1)
         self.rho, self.momentum, self.epsilon, self.centered = float(rho), float(momentum), float(epsilon), bool(centered)
 
     def _update(self, name, p, g, lr):
@@ -289,14 +280,10 @@ def get_optimizer(opt):
     if isinstance(opt, Optimizer):
         return opt
     if isinstance(opt, str):
-        if opt.lower() not in _OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {opt!r}; choose one of {sorted(_OPTIMIZERS)}")
-        return _OPTIMIZERS[opt.lower()]()
+        return lookup(_OPTIMIZERS, opt, "optimizer", lower=True)()
     if isinstance(opt, dict):
         cfg = dict(opt)
-        cls = _OPTIMIZERS.get(str(cfg.pop("name")).lower())
-        if cls is None:
-            raise ValueError(f"unknown optimizer {opt['name']!r}")
+        cls = lookup(_OPTIMIZERS, str(cfg.pop("name")), "optimizer", lower=True)
         if isinstance(cfg.get("learning_rate"), dict):
             cfg["learning_rate"] = get_schedule(cfg["learning_rate"])
         return cls(**cfg)

@@ -5,6 +5,10 @@ config, epoch/step counters, random-generator states, history) plus one ``.npy``
 weight and optimizer slot.  Writes go to a temporary file in the target directory that
 replaces the old file only once complete (``os.replace``), so a crash mid-save leaves the
 previous file intact.
+
+This module sits below the models: ``save`` takes any model object (``Model.save`` calls it),
+and ``load`` finds the class named in the file through the registry the model classes fill
+(``registry.register``), so nothing here imports a model class.
 """
 import io as _io
 import json
@@ -13,6 +17,8 @@ import tempfile
 import zipfile
 
 import numpy as np
+
+from .registry import get_class
 
 __all__ = ["save", "load", "FORMAT_VERSION"]
 
@@ -31,11 +37,23 @@ def _engine_rngs(model):
     return [e for e in model._engines() if hasattr(e, "_rng")]
 
 
-def save(model, path):
-    """Write ``model`` (with its optimizer state if compiled) to ``path`` atomically."""
-    from .training import Model
-    if not isinstance(model, Model):
+def _is_model(obj):
+    """A fastrnn model (``train.model.Model``, which is above this module), by what save uses."""
+    return all(callable(getattr(obj, a, None)) for a in ("get_config", "parameters", "_engines", "compile"))
+
+
+def save(model, path, extra=None):
+    """Write ``model`` (with its optimizer state if compiled) to ``path`` atomically.
+
+    extra: optional ``{entry name: bytes or str}`` stored in the same file, in the same atomic
+    write (e.g. the command line's ``cli.json``); ``load`` ignores them, ``read_extra`` reads
+    one back."""
+    if not _is_model(model):
         raise TypeError(f"save() takes a fastrnn model, got {type(model).__name__}")
+    extra = dict(extra or {})
+    for name in extra:
+        if name == _META or name.startswith(("weights/", "optimizer/")):
+            raise ValueError(f"extra entry {name!r} would overwrite the model's own entries")
     path = os.fspath(path)
     meta = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
@@ -59,6 +77,8 @@ def save(model, path):
                 if model.optimizer is not None:
                     for k, v in model.optimizer.state_dict().items():
                         z.writestr(f"optimizer/{k}.npy", _npy_bytes(v))
+                for name, data in extra.items():
+                    z.writestr(name, data)
             f.flush()
             os.fsync(f.fileno())
         # mkstemp makes the file private (0600); give it the permissions open() would.
@@ -79,13 +99,26 @@ def _json_default(o):
 
 
 def _model_class(name):
-    from .lore import JordanRNN
-    from .models import Sequential
-    from .sampling import Decoder, Seq2Seq
-    classes = {"Sequential": Sequential, "Decoder": Decoder, "Seq2Seq": Seq2Seq, "JordanRNN": JordanRNN}
-    if name not in classes:
+    """The registered model class of that name (layers are registered too: not them)."""
+    try:
+        cls = get_class(name)
+    except ValueError:
+        cls = None
+    if cls is None or not callable(getattr(cls, "compile", None)):
         raise ValueError(f"unknown model class {name!r} in file")
-    return classes[name]
+    return cls
+
+
+def read_extra(path, name):
+    """The bytes of an ``extra`` entry saved with the model, or None if the file has none
+    (or is not a readable zip file)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            if name in z.namelist():
+                return z.read(name)
+    except (zipfile.BadZipFile, OSError):
+        pass
+    return None
 
 
 def load(path, compile=True):

@@ -11,10 +11,12 @@ import math
 
 import numpy as np
 
-from .layers import LSTM, GRUCell, LSTMCell, RNNCell
-from .models import ENGINE_LAYERS, Dense, Embedding, Recurrent, _reinit_engine, engine_config, make_engine
-from .training import Model, _int_like
-from ._numpy_blas import numpy_blas_single_threaded
+from .. import _checks
+from .._numpy_blas import numpy_blas_single_threaded
+from ..layers import LSTM, GRUCell, LSTMCell, RNNCell
+from .layers import ENGINE_LAYERS, Dense, Embedding, Recurrent, engine_config, make_engine, reinit_engine
+from .model import Model
+from .registry import init_args, register
 
 __all__ = ["TeacherForcing", "Decoder", "Seq2Seq"]
 
@@ -32,10 +34,8 @@ class TeacherForcing:
     SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
 
     def __init__(self, schedule="constant", p=1.0, k=None, c=None, min_p=0.0, unit="epoch"):
-        if schedule not in self.SCHEDULES:
-            raise ValueError(f"schedule must be one of {self.SCHEDULES}, got {schedule!r}")
-        if unit not in ("epoch", "step"):
-            raise ValueError(f"unit must be 'epoch' or 'step', got {unit!r}")
+        _checks.one_of(schedule, "schedule", self.SCHEDULES)
+        _checks.one_of(unit, "unit", ("epoch", "step"))
         if not 0 <= p <= 1 or not 0 <= min_p <= 1:
             raise ValueError("p and min_p must be probabilities in [0, 1]")
         if schedule == "linear" and not (c is not None and c > 0):
@@ -77,6 +77,7 @@ def _as_teacher_forcing(tf):
 _CELLS = {"RNN": RNNCell, "LSTM": LSTMCell, "GRU": GRUCell}
 
 
+@register
 class Decoder(Model):
     """An autoregressive decoder: stacked cells and a Dense head, one step at a time.
 
@@ -97,14 +98,11 @@ class Decoder(Model):
                  embedding_dim=16, teacher_forcing=1.0, sampling="greedy", nonlinearity="tanh",
                  dtype=np.float32, seed=None):
         super().__init__(seed)
-        if cell not in _CELLS:
-            raise ValueError(f"cell must be one of {sorted(_CELLS)}, got {cell!r}")
-        for n, v in (("hidden_size", hidden_size), ("output_size", output_size), ("num_layers", num_layers)):
-            if not (_int_like(v) and v > 0):
-                raise ValueError(f"{n} must be a positive integer, got {v!r}")
-        if sampling not in ("greedy", "sample"):
-            raise ValueError(f"sampling must be 'greedy' or 'sample', got {sampling!r}")
-        self.cell_type, self.hidden_size, self.num_layers = cell, int(hidden_size), int(num_layers)
+        cell_class = _checks.lookup(_CELLS, cell, "cell")
+        hidden_size, output_size = _checks.count(hidden_size, "hidden_size"), _checks.count(output_size, "output_size")
+        num_layers = _checks.count(num_layers, "num_layers")
+        _checks.one_of(sampling, "sampling", ("greedy", "sample"))
+        self.cell_type, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
         self.vocab_size = None if vocab_size is None else int(vocab_size)
         self.output_size = self.vocab_size if self.vocab_size else int(output_size)
         self.embedding_dim = int(embedding_dim) if self.vocab_size else None
@@ -113,7 +111,7 @@ class Decoder(Model):
         self.embedding = Embedding(self.vocab_size, self.embedding_dim) if self.vocab_size else None
         d_in = self.embedding_dim if self.vocab_size else self.output_size
         kw = {"nonlinearity": nonlinearity} if cell == "RNN" else {}
-        self.cells = [_CELLS[cell](d_in if l == 0 else self.hidden_size, self.hidden_size,
+        self.cells = [cell_class(d_in if l == 0 else self.hidden_size, self.hidden_size,
                                    dtype=self.dtype, **kw) for l in range(self.num_layers)]
         self.head = Dense(self.output_size)
         self._init_params(self._init_rng())
@@ -126,7 +124,7 @@ class Decoder(Model):
         if self.embedding:
             self.embedding.build((), self.dtype, init, self.rng)
         for c in self.cells:
-            _reinit_engine(c, init)
+            reinit_engine(c, init)
         self.head.build((self.hidden_size,), self.dtype, init, self.rng)
 
     @property
@@ -157,12 +155,7 @@ class Decoder(Model):
             if X.ndim != 2:
                 raise ValueError(f"{name} must be (samples, steps) token ids, got shape {X.shape}")
             return X
-        X = np.asarray(X)
-        if X.dtype.kind not in "fiub":
-            raise TypeError(f"{name} must be numeric, got dtype {X.dtype}")
-        if X.ndim != 3 or X.shape[2] != self.output_size:
-            raise ValueError(f"{name} must be (samples, steps, {self.output_size}), got shape {X.shape}")
-        return np.ascontiguousarray(X, dtype=self.dtype)
+        return _checks.check_sequences(X, name, self.output_size, self.dtype)
 
     def _output_shape(self, X, y):
         T = np.shape(y)[1] if y is not None and np.ndim(y) > 1 else self.output_steps
@@ -215,8 +208,7 @@ class Decoder(Model):
     def _run(self, primer, init_state, T_out, targets, p_truth, training, rng):
         """Primer steps (ground truth), then T_out - 1 further steps whose inputs mix targets
         and fed-back predictions; returns outputs (N, T_out, output_size)."""
-        if not (_int_like(T_out) and T_out > 0):
-            raise ValueError(f"steps must be a positive integer, got {T_out!r}")
+        _checks.count(T_out, "steps")
         N, P = primer.shape[0], primer.shape[1]
         for c in self.cells:
             if c.training != training:
@@ -306,10 +298,9 @@ class Decoder(Model):
 
     @classmethod
     def from_config(cls, cfg):
-        cfg = dict(cfg)
-        cfg.pop("class", None)
-        steps = cfg.pop("output_steps", None)
-        m = cls(**cfg)
+        args = init_args(cfg)
+        steps = args.pop("output_steps", None)
+        m = cls(**args)
         m.output_steps = steps
         return m
 
@@ -330,8 +321,8 @@ class Decoder(Model):
 
 
 def _predict_steps(model, dec, X, steps, batch_size, lengths):
-    if steps is not None and not (_int_like(steps) and steps > 0):
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if steps is not None:
+        _checks.count(steps, "steps")
     if steps is None and dec.output_steps is None:
         raise ValueError("steps must be given before the model has been trained")
     keep = dec.output_steps
@@ -352,6 +343,7 @@ def _generate(model, dec, X, steps, lengths):
     return np.stack(toks, 1) if dec.tokens else out
 
 
+@register
 class Seq2Seq(Model):
     """Encoder-decoder: the encoder's final state (every layer) seeds the decoder.
 
@@ -384,8 +376,7 @@ class Seq2Seq(Model):
                              "must carry over")
         if np.dtype(encoder.dtype) != decoder.dtype:
             raise ValueError("encoder and decoder dtypes differ")
-        if start not in ("zeros", "last_input"):
-            raise ValueError(f"start must be 'zeros' or 'last_input', got {start!r}")
+        _checks.one_of(start, "start", ("zeros", "last_input"))
         if start == "last_input" and (decoder.tokens or encoder.input_size != decoder.output_size):
             raise ValueError("start='last_input' needs a real-valued decoder whose output_size equals "
                              "the encoder's input_size")
@@ -427,13 +418,7 @@ class Seq2Seq(Model):
         self.decoder._clear_caches()
 
     def _check_X(self, X, name="X"):
-        X = np.asarray(X)
-        if X.dtype.kind not in "fiub":
-            raise TypeError(f"{name} must be numeric, got dtype {X.dtype}")
-        D = self.encoder.layer.input_size
-        if X.ndim != 3 or X.shape[2] != D:
-            raise ValueError(f"{name} must be (samples, steps, {D}), got shape {X.shape}")
-        return np.ascontiguousarray(X, dtype=self.dtype)
+        return _checks.check_sequences(X, name, self.encoder.layer.input_size, self.dtype)
 
     _output_shape = Decoder._output_shape
 

@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 
+from .._checks import non_negative
+
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
            "CSVLogger", "TerminateOnNaN"]
 
@@ -71,8 +73,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto",
                  restore_best_weights=False):
-        if patience < 0:
-            raise ValueError(f"patience must be >= 0, got {patience}")
+        non_negative(patience, "patience")
         self.monitor, self.patience, self.min_delta = monitor, int(patience), abs(float(min_delta))
         self.mode = _better(mode, monitor)
         self.restore_best_weights = restore_best_weights

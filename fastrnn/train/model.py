@@ -1,41 +1,23 @@
-"""The ``Model`` base class: compile / fit / evaluate / predict, truncated BPTT, and a
-finite-difference gradient checker."""
+"""The ``Model`` base class: compile / fit / evaluate / predict and truncated BPTT.
+
+Saving and the PyTorch/Keras weight converters live below this module (``io``, ``interop``)
+and take the model as an argument; the methods here are shortcuts to them.
+"""
+import contextlib
 import math
 import time
 
 import numpy as np
 
+from .. import _checks
+from .._numpy_blas import numpy_blas_single_threaded
+from . import interop, io
 from .callbacks import Callback, History
 from .losses import get_loss
+from .metrics import check_metrics, metric_sum
 from .optim import get_optimizer
-from ._numpy_blas import numpy_blas_single_threaded
 
-__all__ = ["Model", "check_gradients"]
-
-_METRICS = ("accuracy", "mae", "mse")
-
-
-def _int_like(v):
-    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
-
-
-def _metric(name, out, y, w):
-    """Weighted per-position metric -> (sum, weight)."""
-    if name == "accuracy":
-        if out.shape[-1] == 1:
-            hit = (out[..., 0] > 0) == (np.reshape(y, out.shape[:-1]) > 0.5)
-        elif y.shape == out.shape[:-1]:
-            hit = out.argmax(-1) == y
-        else:
-            hit = out.argmax(-1) == y.argmax(-1)
-        v = hit.astype(np.float64)
-    else:
-        yt = y.reshape(out.shape) if y.size == out.size else y
-        d = out - yt
-        v = (np.abs(d) if name == "mae" else d * d).mean(-1)
-    if w is None:
-        return float(v.sum()), float(v.size)
-    return float((v * w).sum()), float(w.sum())
+__all__ = ["Model"]
 
 
 class Model:
@@ -44,7 +26,7 @@ class Model:
     supports_tbptt = False
 
     def __init__(self, seed=None):
-        if seed is not None and not (_int_like(seed) and seed >= 0):
+        if seed is not None and not (_checks.int_like(seed) and seed >= 0):
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         self.seed = None if seed is None else int(seed)
         # Separate streams for initialisation and for run-time randomness (shuffling,
@@ -83,15 +65,7 @@ class Model:
 
     def load_state_dict(self, sd):
         """Copy weights in; all names and shapes are checked before anything is written."""
-        params = self.parameters()
-        missing, unexpected = sorted(set(params) - set(sd)), sorted(set(sd) - set(params))
-        if missing or unexpected:
-            raise KeyError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
-        for k, p in params.items():
-            if np.shape(sd[k]) != p.shape:
-                raise ValueError(f"state_dict[{k!r}] has shape {np.shape(sd[k])}, expected {p.shape}")
-        for k, p in params.items():
-            p[...] = sd[k]
+        _checks.copy_state_dict(self.parameters(), sd)
 
     def count_params(self):
         return int(sum(p.size for p in self.parameters().values()))
@@ -109,6 +83,21 @@ class Model:
     def _engines(self):
         return []
 
+    @contextlib.contextmanager
+    def _carrying_state(self):
+        """Inside the block the recurrent layers carry their state from one forward to the
+        next (truncated BPTT, generation); it starts from zeros and is dropped afterwards."""
+        recs = self._recurrents()
+        for r in recs:
+            r.carry = True
+        self.reset_states()
+        try:
+            yield
+        finally:
+            for r in recs:
+                r.carry = False
+            self.reset_states()
+
     def _loss_mask(self, out, lengths):
         if lengths is None or out.ndim < 3:
             return None
@@ -124,11 +113,7 @@ class Model:
         ("accuracy", "mae", "mse")."""
         self.loss = get_loss(loss)
         self.optimizer = get_optimizer(optimizer)
-        metrics = list(metrics or [])
-        for m in metrics:
-            if m not in _METRICS and m != "acc":
-                raise ValueError(f"unknown metric {m!r}; choose from {list(_METRICS)}")
-        self.metrics = ["accuracy" if m == "acc" else m for m in metrics]
+        self.metrics = check_metrics(metrics)
         return self
 
     def _require_compiled(self):
@@ -161,8 +146,7 @@ class Model:
                                  f"{len(y) if y.ndim else 'no sample axis'} (shape {y.shape})")
             if y.dtype.kind == "f" and not np.isfinite(y).all():
                 raise ValueError(f"{yname} contains NaN or inf")
-            if y.dtype.kind not in "fiub":
-                raise TypeError(f"{yname} must be numeric, got dtype {y.dtype}")
+            _checks.numeric_array(y, yname)
             if self.loss is not None:
                 out_shape = self._output_shape(X, y)
                 dummy = np.broadcast_to(np.zeros((), self._out_dtype()), out_shape)
@@ -213,44 +197,34 @@ class Model:
         if lengths is not None and k < T:
             raise ValueError("tbptt with ragged lengths is not supported")
         per_step = self.output_has_time
-        recs = self._recurrents()
-        for r in recs:
-            r.carry = True
-        self.reset_states()
         total, weight, outs = 0.0, 0.0, []
-        try:
-            for s in range(0, T, k):
-                e = min(s + k, T)
+        with self._carrying_state():
+            try:
+                for s in range(0, T, k):
+                    e = min(s + k, T)
+                    self._clear_caches()
+                    self.zero_grad()
+                    out = self._forward(X[:, s:e], lengths, True)
+                    if not per_step and e < T:
+                        continue
+                    yc = y[:, s:e] if per_step else y
+                    swc = sw[:, s:e] if (per_step and sw is not None and sw.ndim == 2) else sw
+                    v = self._loss_and_backward(out, yc, lengths, swc)
+                    self.optimizer.step(self.parameters(), self.grads)
+                    w = (e - s) if per_step else 1
+                    total, weight = total + v * w, weight + w
+                    outs.append(out)
+            finally:
                 self._clear_caches()
-                self.zero_grad()
-                out = self._forward(X[:, s:e], lengths, True)
-                if not per_step and e < T:
-                    continue
-                yc = y[:, s:e] if per_step else y
-                swc = sw[:, s:e] if (per_step and sw is not None and sw.ndim == 2) else sw
-                v = self._loss_and_backward(out, yc, lengths, swc)
-                self.optimizer.step(self.parameters(), self.grads)
-                w = (e - s) if per_step else 1
-                total, weight = total + v * w, weight + w
-                outs.append(out)
-        finally:
-            for r in recs:
-                r.carry = False
-            self.reset_states()
-            self._clear_caches()
         return total / weight, (np.concatenate(outs, 1) if per_step else outs[-1])
 
     # ---- fit ---------------------------------------------------------------------------
     def _check_fit_args(self, epochs, batch_size, validation_split, tbptt, verbose):
-        if not (_int_like(epochs) and epochs >= 0):
-            raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
-        if not (_int_like(batch_size) and batch_size > 0):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not 0 <= validation_split < 1:
-            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        _checks.positive_int(epochs, "epochs", 0)
+        _checks.count(batch_size, "batch_size")
+        _checks.in_range(validation_split, "validation_split", 0, 1)
         if tbptt is not None:
-            if not (_int_like(tbptt) and tbptt > 0):
-                raise ValueError(f"tbptt must be a positive integer (steps per chunk), got {tbptt!r}")
+            _checks.count(tbptt, "tbptt (steps per chunk)")
             if not (self.supports_tbptt and self._recurrents()):
                 raise ValueError("tbptt needs a Sequential model with recurrent layers")
         if verbose not in (0, 1, 2):
@@ -388,7 +362,7 @@ class Model:
         s[0] += value * W
         s[1] += W
         for m in self.metrics:
-            a, b = _metric(m, out, np.asarray(y), w)
+            a, b = metric_sum(m, out, np.asarray(y), w)
             s = sums.setdefault(m, [0.0, 0.0])
             s[0] += a
             s[1] += b
@@ -402,8 +376,7 @@ class Model:
     def evaluate(self, X, y, batch_size=256, lengths=None, sample_weight=None, verbose=0):
         """Loss and metrics over the data (eval mode) as a dict."""
         self._require_compiled()
-        if not (_int_like(batch_size) and batch_size > 0):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _checks.count(batch_size, "batch_size")
         X, y, lengths, sample_weight = self._prepare(X, y, lengths, sample_weight)
         sums = {}
         for s in range(0, len(X), batch_size):
@@ -421,8 +394,7 @@ class Model:
     @numpy_blas_single_threaded
     def predict(self, X, batch_size=256, lengths=None):
         """Model outputs in eval mode (logits for classification losses)."""
-        if not (_int_like(batch_size) and batch_size > 0):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _checks.count(batch_size, "batch_size")
         X, _, lengths, _ = self._prepare(X, None, lengths)
         outs = []
         for s in range(0, len(X), batch_size):
@@ -433,76 +405,19 @@ class Model:
     def __call__(self, X, lengths=None):
         return self.predict(X, lengths=lengths)
 
-    # ---- interop shortcuts (see fastrnn.interop) ------------------------------------------
+    # ---- shortcuts to the converters and the file format below (interop.py, io.py) ----------
     def load_torch_state_dict(self, state_dict, mapping=None):
-        from .interop import load_torch_state_dict
-        return load_torch_state_dict(self, state_dict, mapping)
+        return interop.load_torch_state_dict(self, state_dict, mapping)
 
     def torch_state_dict(self, mapping=None, tensors=False):
-        from .interop import torch_state_dict
-        return torch_state_dict(self, mapping, tensors)
+        return interop.torch_state_dict(self, mapping, tensors)
 
     def get_keras_weights(self):
-        from .interop import get_keras_weights
-        return get_keras_weights(self)
+        return interop.get_keras_weights(self)
 
     def set_keras_weights(self, weights, reset_after=True):
-        from .interop import set_keras_weights
-        return set_keras_weights(self, weights, reset_after)
+        return interop.set_keras_weights(self, weights, reset_after)
 
     def save(self, path):
         """Config, weights, optimizer state and training counters in one file (atomic)."""
-        from .io import save
-        save(self, path)
-
-
-def check_gradients(model, X, y, loss="mse", lengths=None, sample_weight=None, eps=1e-5,
-                    num_checks=20, seed=0):
-    """Compare backprop gradients of ``loss(model(X), y)`` with central finite differences
-    at ``num_checks`` random entries of every parameter array; returns the largest relative
-    error |num - ana| / max|ana|, the maximum taken over the parameter array, so that entries
-    whose gradient is near zero are judged on the array's scale rather than on their own (where
-    rounding in the differences dominates). Use float64 models: in float32 the differences
-    themselves are noise at ~1e-3. The default eps ~ cbrt(machine epsilon) balances the
-    O(eps^2) truncation error of central differences against O(1e-16 / eps) rounding.
-    Run-time randomness (dropout, scheduled sampling) is replayed identically for every
-    evaluation by restoring the model's generator state."""
-    lossf = get_loss(loss)
-    X, y, lengths, sample_weight = model._prepare(X, y, lengths, sample_weight)
-    rng_state = model.rng.bit_generator.state
-    eng_states = [e._rng.bit_generator.state for e in model._engines() if hasattr(e, "_rng")]
-
-    def run(train):
-        model.rng.bit_generator.state = rng_state
-        for e, s in zip([e for e in model._engines() if hasattr(e, "_rng")], eng_states):
-            e._rng.bit_generator.state = s
-        model._clear_caches()
-        out = model._forward(X, lengths, True, y=y)
-        v, g = lossf.value_and_grad(out, y, model._loss_mask(out, lengths), sample_weight)
-        if train:
-            model.zero_grad()
-            model._backward(g)
-        return float(v)
-
-    if np.dtype(model.dtype) != np.float64:
-        raise TypeError("check_gradients needs a float64 model")
-    run(True)
-    analytic = {k: g.copy() for k, g in model.grads.items()}
-    pick = np.random.default_rng(seed)
-    worst = 0.0
-    for name, p in model.parameters().items():
-        flat = p.reshape(-1)
-        scale = max(float(np.abs(analytic[name]).max()), 1e-12)
-        for i in pick.choice(flat.size, min(num_checks, flat.size), replace=False):
-            old = flat[i]
-            flat[i] = old + eps
-            up = run(False)
-            flat[i] = old - eps
-            down = run(False)
-            flat[i] = old
-            num = (up - down) / (2 * eps)
-            ana = analytic[name].reshape(-1)[i]
-            err = abs(num - ana) / scale
-            worst = max(worst, err)
-    model._clear_caches()
-    return worst
+        io.save(self, path)

@@ -1,0 +1,137 @@
+"""The argument validators of the whole package, written once.
+
+Every layer of fastrnn (the engine layers, the training layer, lore, the datasets, the command
+line) checks its arguments with these, so one kind of mistake gets one kind of message. This
+module imports only NumPy and nothing of fastrnn: anything may import it.
+
+Each check returns the value in the form the caller stores (``int``, ``float``, ``np.dtype``,
+an array) or raises ``ValueError`` (``TypeError`` for a wrong kind of object) naming the
+argument.
+"""
+import numpy as np
+
+__all__ = ["int_like", "positive_int", "count", "check_dtype", "in_range", "positive",
+           "non_negative", "one_of", "lookup", "numeric_array", "check_sequences",
+           "check_state_dict", "copy_state_dict"]
+
+
+# ----------------------------------------------------------------------------- integers
+def int_like(value):
+    """True for Python and NumPy integers, False for bool (a bool is not a size or a count)."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def _int_at_least(value, name, minimum, phrase):
+    if not int_like(value) or value < minimum:
+        raise ValueError(f"{name} must be {phrase}, got {value!r}")
+    return int(value)
+
+
+def positive_int(value, name, minimum=1):
+    """``value`` as an int if it is an integer >= ``minimum``:
+    ``ValueError("{name} must be an integer >= {minimum}, got {value!r}")`` otherwise."""
+    return _int_at_least(value, name, minimum, f"an integer >= {minimum}")
+
+
+def count(value, name):
+    """``value`` as an int if it is an integer >= 1:
+    ``ValueError("{name} must be a positive integer, got {value!r}")`` otherwise."""
+    return _int_at_least(value, name, 1, "a positive integer")
+
+
+# ----------------------------------------------------------------------------- floats
+_BRACKETS = {"[": (lambda lo, v: lo <= v), "(": (lambda lo, v: lo < v),
+             "]": (lambda v, hi: v <= hi), ")": (lambda v, hi: v < hi)}
+
+
+def in_range(value, name, lo, hi, interval="[)"):
+    """``float(value)`` if it lies in the interval, e.g. ``interval="[)"`` for lo <= value < hi
+    (NaN never does): ``ValueError("{name} must be in [lo, hi), got {value}")`` otherwise."""
+    left, right = interval
+    if not (_BRACKETS[left](lo, value) and _BRACKETS[right](value, hi)):
+        raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}, got {value}")
+    return float(value)
+
+
+def positive(value, name):
+    """``float(value)`` if value > 0: ``ValueError("{name} must be > 0, got {value}")`` otherwise."""
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return float(value)
+
+
+def non_negative(value, name):
+    """``float(value)`` if value >= 0: ``ValueError("{name} must be >= 0, got {value}")`` otherwise."""
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return float(value)
+
+
+# ----------------------------------------------------------------------------- choices
+def one_of(value, name, choices):
+    """``value`` if it is one of ``choices``:
+    ``ValueError("{name} must be one of {choices}, got {value!r}")`` otherwise."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def lookup(table, key, what, lower=False):
+    """``table[key]`` (``key.lower()`` with ``lower``), the one name -> object look-up:
+    ``ValueError("unknown {what} {key!r}; choose one of [...]")`` for an unknown name."""
+    k = key.lower() if lower and isinstance(key, str) else key
+    if not isinstance(k, str) or k not in table:
+        raise ValueError(f"unknown {what} {key!r}; choose one of {sorted(table)}")
+    return table[k]
+
+
+# ----------------------------------------------------------------------------- dtypes and arrays
+def check_dtype(dtype):
+    """``np.dtype(dtype)`` if it is float32 or float64:
+    ``TypeError("dtype must be float32 or float64, got {dt}")`` otherwise."""
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def numeric_array(a, name, kinds="fiub"):
+    """``np.asarray(a)`` if its dtype kind is one of ``kinds`` (float, int, uint, bool by
+    default): ``TypeError("{name} must be numeric, got dtype ...")`` otherwise."""
+    a = np.asarray(a)
+    if a.dtype.kind not in kinds:
+        raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
+    return a
+
+
+def check_sequences(X, name, features, dtype):
+    """A numeric (samples, steps, ``features``) array as a C-contiguous array of ``dtype``."""
+    X = numeric_array(X, name)
+    if X.ndim != 3 or X.shape[2] != features:
+        raise ValueError(f"{name} must be (samples, steps, {features}), got shape {X.shape}")
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- state dicts
+def check_state_dict(params, state_dict):
+    """Check ``state_dict`` against the live ``params`` (name -> array) without writing anything:
+    KeyError when names are missing or unexpected, ValueError when a shape differs. Returns the
+    values to copy in, as arrays, in the order of ``params``."""
+    missing = sorted(set(params) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(params))
+    if missing or unexpected:
+        raise KeyError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
+    staged = {}
+    for k, p in params.items():
+        v = np.asarray(state_dict[k])
+        if v.shape != p.shape:
+            raise ValueError(f"state_dict[{k!r}] must have shape {p.shape}, got {v.shape}")
+        staged[k] = v
+    return staged
+
+
+def copy_state_dict(params, state_dict):
+    """Copy ``state_dict`` into ``params`` in place (cast to each array's dtype), everything
+    checked first (``check_state_dict``), so a bad state dict leaves ``params`` untouched."""
+    for k, v in check_state_dict(params, state_dict).items():
+        params[k][...] = v

@@ -83,9 +83,8 @@ long fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int mid, i
                            : units_shared_size_f32(cell, T, H, mid, backward);
 }
 
-void fr_job_run(void *job)
+void fr_job_run(const fr_job *j)
 {
-    const fr_job *j = (const fr_job *)job;
     switch (j->kind) {
     case FR_JOB_PROJECT: fr_project(&j->u.project); break;
     case FR_JOB_RECUR: fr_recur(&j->u.recur); break;

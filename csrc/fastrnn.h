@@ -249,7 +249,7 @@ void fr_backward_params(const fr_params_args *a);
 void fr_recur_units(const fr_units_args *a);
 void fr_recur_backward_units(const fr_units_backward_args *a);
 void fr_cell_units(const fr_cell_units_args *a);
-void fr_job_run(void *job); /* job: fr_job *; the pool's job function */
+void fr_job_run(const fr_job *job);
 
 /* ---- plan.c: every "does this pay" decision, every threshold, every workspace size ------- */
 

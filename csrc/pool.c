@@ -38,8 +38,7 @@ static inline void fr_pool_pause(void)
 #define FR_YIELD() sched_yield()
 
 typedef struct {
-    fr_job_fn fn;
-    void **args; /* (njobs) one argument per job */
+    const fr_job *const *jobs; /* (njobs) */
     int njobs;
 } fr_dispatch;
 
@@ -74,7 +73,7 @@ static void fr_pool_work(fr_pool *p, unsigned gen)
         if (k >= (unsigned)d->njobs) return;
         if (!__atomic_compare_exchange_n(&p->word, &w, w + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
             continue;
-        d->fn(d->args[k]);
+        fr_job_run(d->jobs[k]);
         if (__atomic_sub_fetch(&p->pending, 1, __ATOMIC_ACQ_REL) == 0) {
             pthread_mutex_lock(&p->mu); /* the caller may be asleep on done */
             pthread_cond_broadcast(&p->done);
@@ -147,12 +146,12 @@ static void pool_prepare(fr_pool *p)
     p->ready = 1;
 }
 
-/* Runs fn(args[k]) for k < njobs on the caller and up to nthreads - 1 workers; returns when all
+/* Runs jobs[k] for k < njobs on the caller and up to nthreads - 1 workers; returns when all
  * are done. The first job is always the caller's; the others are claimed in order. */
-static void pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void **args)
+static void pool_run(fr_pool *p, int nthreads, int njobs, const fr_job *const *jobs)
 {
     if (njobs == 1 || nthreads <= 1 || pthread_mutex_trylock(&p->dispatch) != 0) {
-        for (int k = 0; k < njobs; ++k) fn(args[k]);
+        for (int k = 0; k < njobs; ++k) fr_job_run(jobs[k]);
         return;
     }
     int want = nthreads - 1;
@@ -167,8 +166,7 @@ static void pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void **a
     }
     const unsigned gen = (unsigned)(p->word >> 32) + 1;
     fr_dispatch *d = &p->slot[gen & 1];
-    d->fn = fn;
-    d->args = args;
+    d->jobs = jobs;
     d->njobs = njobs;
     __atomic_store_n(&p->pending, njobs, __ATOMIC_RELAXED);
     /* Job 0 is claimed in the same store that publishes the dispatch: a polling worker would
@@ -181,7 +179,7 @@ static void pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void **a
         pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->mu);
     }
-    fn(args[0]);
+    fr_job_run(jobs[0]);
     __atomic_sub_fetch(&p->pending, 1, __ATOMIC_ACQ_REL); /* only this thread waits on done */
     fr_pool_work(p, gen);
     double since = 0;
@@ -212,10 +210,10 @@ static void pool_shutdown(fr_pool *p)
 #define FR_YIELD() ((void)0)
 typedef struct { int unused; } fr_pool;
 static void pool_prepare(fr_pool *p) { (void)p; }
-static void pool_run(fr_pool *p, int nthreads, int njobs, fr_job_fn fn, void **args)
+static void pool_run(fr_pool *p, int nthreads, int njobs, const fr_job *const *jobs)
 {
     (void)p; (void)nthreads;
-    for (int k = 0; k < njobs; ++k) fn(args[k]);
+    for (int k = 0; k < njobs; ++k) fr_job_run(jobs[k]);
 }
 static void pool_shutdown(fr_pool *p) { (void)p; }
 #endif
@@ -274,5 +272,5 @@ void fr_task_done(int *sync) { __atomic_add_fetch(&sync[0], 1, __ATOMIC_RELEASE)
 
 static fr_pool the_pool;
 void fr_pool_prepare(void) { pool_prepare(&the_pool); }
-void fr_pool_run(int nthreads, int njobs, fr_job_fn fn, void **args) { pool_run(&the_pool, nthreads, njobs, fn, args); }
+void fr_pool_run(int nthreads, int njobs, const fr_job *const *jobs) { pool_run(&the_pool, nthreads, njobs, jobs); }
 void fr_pool_shutdown(void) { pool_shutdown(&the_pool); }

@@ -5,14 +5,14 @@
 #ifndef FASTRNN_POOL_H
 #define FASTRNN_POOL_H
 
-typedef void (*fr_job_fn)(void *arg);
+#include "fastrnn.h"
 
 /* Makes the pool usable in this process (again after a fork). Call with the GIL held, which
  * serialises it, before fr_pool_run. */
 void fr_pool_prepare(void);
-/* Runs fn(args[k]) for k < njobs (args: njobs pointers) and returns when all are done; the first
- * job is always the caller's. A second caller while one dispatches runs its jobs inline. */
-void fr_pool_run(int nthreads, int njobs, fr_job_fn fn, void **args);
+/* Runs jobs[k] (fr_job_run) for k < njobs and returns when all are done; the first job is always
+ * the caller's. A second caller while one dispatches runs its jobs inline. */
+void fr_pool_run(int nthreads, int njobs, const fr_job *const *jobs);
 /* Joins the workers (thread count changes, interpreter exit). */
 void fr_pool_shutdown(void);
 

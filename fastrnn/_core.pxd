@@ -165,7 +165,7 @@ cdef extern from "fastrnn.h" nogil:
         fr_job_args u
 
     void fr_recur(const fr_recur_args *a)
-    void fr_job_run(void *job) noexcept
+    void fr_job_run(const fr_job *job)
 
     long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused)
     long fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H)
@@ -188,7 +188,6 @@ cdef extern from "fastrnn.h" nogil:
     int fr_get_num_threads()
 
 cdef extern from "pool.h" nogil:
-    ctypedef void (*fr_job_fn)(void *arg) noexcept nogil
     void fr_pool_prepare()
-    void fr_pool_run(int nthreads, int njobs, fr_job_fn fn, void **args)
+    void fr_pool_run(int nthreads, int njobs, const fr_job *const *jobs)
     void fr_pool_shutdown()

@@ -163,10 +163,10 @@ def get_pool_threads():
     return _pool_threads
 
 
-cdef int _run_pool(int njobs, void **args) except -1:
+cdef int _run_pool(int njobs, const fr_job **jobs) except -1:
     fr_pool_prepare()
     with nogil:
-        fr_pool_run(_pool_threads, njobs, fr_job_run, args)
+        fr_pool_run(_pool_threads, njobs, jobs)
     return 0
 
 
@@ -179,15 +179,15 @@ def run_jobs(list jobs):
     for k in range(n):
         if not isinstance(jobs[k], Job):
             raise TypeError(f"run_jobs takes Jobs (kernel calls with defer=True), got {type(jobs[k]).__name__}")
-    cdef void **args = <void**>PyMem_Malloc(n * sizeof(void*))
-    if args == NULL:
+    cdef const fr_job **list_ = <const fr_job **>PyMem_Malloc(n * sizeof(fr_job *))
+    if list_ == NULL:
         raise MemoryError()
     for k in range(n):
-        args[k] = <void*>&(<Job>jobs[k]).j
+        list_[k] = &(<Job>jobs[k]).j
     try:
-        _run_pool(<int>n, args)
+        _run_pool(<int>n, list_)
     finally:
-        PyMem_Free(args)
+        PyMem_Free(list_)
 
 
 # ---- argument checks ----------------------------------------------------------------------------
@@ -604,7 +604,7 @@ def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, h
 cdef int _cell_units(fr_cell_units_args *base, int typenum, int mid) except -1:
     """A cell step as two unit halves [0, mid) and [mid, H) on two threads (fr_cell_units)."""
     cdef fr_job jobs[2]
-    cdef void *args[2]
+    cdef const fr_job *order[2]
     cdef int q
     cdef int H = base.H
     cdef long n0 = fr_cell_units_ws_size(base.cell, base.B, mid)
@@ -622,8 +622,8 @@ cdef int _cell_units(fr_cell_units_args *base, int typenum, int mid) except -1:
         jobs[q].u.cell_units.u0 = 0 if q == 0 else mid
         jobs[q].u.cell_units.nu = mid if q == 0 else H - mid
         jobs[q].u.cell_units.ws = pws + (0 if q == 0 else n0 * itemsize)
-        args[q] = &jobs[q]
-    _run_pool(2, args)
+        order[q] = &jobs[q]
+    _run_pool(2, order)
     return 0
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _core
 from ._cells import CELLS
+from ._checks import check_dtype, copy_state_dict, positive_int
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "no_grad", "is_grad_enabled",
            "set_num_threads", "get_num_threads"]
@@ -28,7 +29,7 @@ __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "no_grad", "i
 def set_num_threads(n):
     """Threads fastrnn uses for its time loops and GEMMs (default: OPENBLAS_NUM_THREADS, else
     the number of CPUs)."""
-    _core.set_pool_threads(_positive_int(n, "num_threads"))
+    _core.set_pool_threads(positive_int(n, "num_threads"))
 
 
 def get_num_threads():
@@ -109,19 +110,6 @@ def no_grad():
 
 
 
-def _check_dtype(dtype):
-    dt = np.dtype(dtype)
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
-def _positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _as_array(a, name, dtype, shape=None, ndim=None, layout=""):
     """`a` as a C-contiguous array of `dtype`; arrays of another dtype are refused, not cast."""
     if isinstance(a, np.ndarray):
@@ -154,7 +142,7 @@ class _Module:
     """Parameters, gradients and train/eval state shared by layers and cells."""
 
     def __init__(self, dtype, seed):
-        self.dtype = _check_dtype(dtype)
+        self.dtype = check_dtype(dtype)
         self._rng = np.random.default_rng(seed)
         self._params = {}
         self.grads = {}
@@ -174,18 +162,7 @@ class _Module:
     def load_state_dict(self, state_dict):
         """Copy values in (cast to the layer's dtype); everything is checked before anything
         is written, so a bad state dict leaves the model untouched."""
-        missing = sorted(set(self._params) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(self._params))
-        if missing or unexpected:
-            raise KeyError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
-        staged = {}
-        for k, p in self._params.items():
-            v = np.asarray(state_dict[k])
-            if v.shape != p.shape:
-                raise ValueError(f"state_dict[{k!r}] must have shape {p.shape}, got {v.shape}")
-            staged[k] = v
-        for k, v in staged.items():
-            self._params[k][...] = v
+        copy_state_dict(self._params, state_dict)
 
     def zero_grad(self):
         for g in self.grads.values():
@@ -212,9 +189,9 @@ class _RNNBase(_Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
         super().__init__(dtype, seed)
-        self.input_size = _positive_int(input_size, "input_size")
-        self.hidden_size = _positive_int(hidden_size, "hidden_size")
-        self.num_layers = _positive_int(num_layers, "num_layers")
+        self.input_size = positive_int(input_size, "input_size")
+        self.hidden_size = positive_int(hidden_size, "hidden_size")
+        self.num_layers = positive_int(num_layers, "num_layers")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.bias = bool(bias)
@@ -522,8 +499,8 @@ class _CellBase(_Module):
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
         super().__init__(dtype, seed)
-        self.input_size = _positive_int(input_size, "input_size")
-        self.hidden_size = _positive_int(hidden_size, "hidden_size")
+        self.input_size = positive_int(input_size, "input_size")
+        self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.bias = bool(bias)
         self._kind = CELLS[self.mode]
         self._cell = self._kind.code

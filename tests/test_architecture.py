@@ -4,6 +4,9 @@ Check 1 -- layering: every module of ``fastrnn`` has a rank (LAYERS below); a mo
 only modules of its own rank or lower, at module level or inside a function, relative or
 absolute; no set of modules imports itself round in a circle (within a rank, e.g. inside
 fastrnn/train/); a few modules may import no fastrnn module at all (ISOLATED).
+
+Check 2 -- typed kernel calls: no module of the package passes kernel arguments through arrays
+of untyped pointers (the named structs of csrc/fastrnn.h carry them).
 """
 import ast
 import re
@@ -209,6 +212,46 @@ def test_the_checker_sees_upward_lazy_relative_imports_and_circles(tmp_path):
     assert find_cycles(graph) == [["fastrnn.train.io", "fastrnn.train.model", "fastrnn.train.io"]]
 
 
-# ============================================================================ check 2: (reserved)
-# The second check of this file goes here: no untyped pointer arrays in the bridge
-# (fastrnn/_core.pyx). module_files() above finds the .pyx.
+# ============================================================================ check 2: typed kernel calls
+# Kernel arguments travel in the named structs of csrc/fastrnn.h (one per kind of call, declared
+# in fastrnn/_core.pxd), never through arrays of untyped pointers (`void *p[16]` with slots
+# reused under other names) or untyped pointer lists (`void **`): a slot mix-up there is a
+# silent buffer overrun that no compiler sees.
+
+UNTYPED = [
+    (re.compile(r"\bvoid\s*\*+\s*\w+\s*\["), "an array of void pointers"),
+    (re.compile(r"\bvoid\s*\*\s*\*"), "a void ** (untyped pointer list)"),
+    (re.compile(r"<\s*(?:const\s+)?(?:float|double|void)\s*\*\s*>\s*\w+(?:\.\w+)*\s*\[\s*\d+\s*\]"),
+     "a cast of a numbered pointer slot"),
+]
+
+
+def untyped_pointer_uses(path):
+    """(line, what) for every untyped pointer array or slot in one bridge file."""
+    found = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        code = line.split("#", 1)[0]
+        found += [(n, what) for pattern, what in UNTYPED if pattern.search(code)]
+    return found
+
+
+def bridge_files():
+    return sorted(ROOT.rglob("*.pyx")) + sorted(ROOT.rglob("*.pxd")) + [
+        p for p in sorted(ROOT.rglob("*.py")) if "build" not in p.relative_to(ROOT).parts]
+
+
+def test_no_module_passes_kernel_arguments_through_untyped_pointer_arrays():
+    files = bridge_files()
+    assert any(p.name == "_core.pyx" for p in files) and any(p.name == "_core.pxd" for p in files)
+    problems = [f"{p.relative_to(ROOT.parent)}:{n}: {what}" for p in files for n, what in untyped_pointer_uses(p)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_pointer_check_sees_the_old_bridge(tmp_path):
+    """What the bridge looked like before the named structs must be caught, line by line."""
+    src = tmp_path / "old.pyx"
+    src.write_text("cdef struct job_t:\n    void *p[16]\n"
+                   "cdef void **args = <void**>PyMem_Malloc(8)\n"
+                   "fr_recur_f32(j.c, <float*>p[0], <double*>j.p[13])\n"
+                   "cdef void *px = _ptr(x)  # void *q[2] in a comment is fine\n")
+    assert [n for n, _ in untyped_pointer_uses(src)] == [2, 3, 4]

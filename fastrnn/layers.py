@@ -175,6 +175,12 @@ class _Module:
     def eval(self):
         return self.train(False)
 
+    @property
+    def kind(self):
+        """The cell kind (fastrnn._cells.CellKind): its name, gate count and gate names, aux
+        and state counts, as the C cell table has them."""
+        return self._kind
+
     def _recording(self):
         return self.training and is_grad_enabled()
 
@@ -199,7 +205,7 @@ class _RNNBase(_Module):
         self.dropout = float(dropout)
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
-        self._kind = CELLS[self.mode]
+        self._kind = CELLS[self.mode]  # the cell kind's sizes (see the `kind` property)
         self._cell = self._kind.code
         H, G = self.hidden_size, self._kind.gates
         bound = 1.0 / np.sqrt(H)
@@ -502,7 +508,7 @@ class _CellBase(_Module):
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.bias = bool(bias)
-        self._kind = CELLS[self.mode]
+        self._kind = CELLS[self.mode]  # the cell kind's sizes (see the `kind` property)
         self._cell = self._kind.code
         H, G = self.hidden_size, self._kind.gates
         bound = 1.0 / np.sqrt(H)

@@ -3,7 +3,7 @@ eigenvalues and spectral radii of the recurrent weights, and their plot."""
 import numpy as np
 
 from ..layers import LSTM, no_grad
-from ..train.layers import ENGINE_CELLS, ENGINE_LAYERS, Recurrent, engine_kind
+from ..train.layers import ENGINE_CELLS, ENGINE_LAYERS, Recurrent
 from ..train.losses import get_loss
 from .skip import SkipRecurrent
 
@@ -31,7 +31,6 @@ def spectral_radius(W):
     return float(np.abs(np.linalg.eigvals(W)).max())
 
 
-_GATE_NAMES = {"RNN": ("h",), "LSTM": ("i", "f", "g", "o"), "GRU": ("r", "z", "n")}
 
 
 def recurrent_eigenvalues(layer, num_layer=0, direction=0):
@@ -47,7 +46,7 @@ def recurrent_eigenvalues(layer, num_layer=0, direction=0):
         raise TypeError(f"expected an engine layer or cell, got {type(layer).__name__}")
     H = layer.hidden_size
     return {g: np.linalg.eigvals(W[i * H:(i + 1) * H].astype(np.float64))
-            for i, g in enumerate(_GATE_NAMES[engine_kind(layer)])}
+            for i, g in enumerate(layer.kind.gate_names)}
 
 
 def _step_state_grads(eng, x, hx, dy, dstate):

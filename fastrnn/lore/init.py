@@ -9,7 +9,6 @@ from .skip import SkipRecurrent
 
 __all__ = ["init_", "irnn", "orthogonal"]
 
-_GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
 
 
 def orthogonal(n, rng, gain=1.0):
@@ -97,7 +96,7 @@ def init_(target, recurrent=None, input=None, bias=None, forget_bias=None, gain=
                 raise ValueError("forget_bias needs an LSTM with bias=True")
     for m, names in pairs:
         p = m.parameters()
-        H, G = m.hidden_size, _GATES[engine_kind(m)]
+        H, G = m.hidden_size, m.kind.gates
         for w_ih, w_hh, b_ih, b_hh in names:
             for name, scheme in ((w_hh, recurrent), (w_ih, input)):
                 if scheme is None:

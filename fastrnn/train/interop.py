@@ -12,6 +12,7 @@ a ``layers`` list for the Keras order), not by its class.
 """
 import numpy as np
 
+from .._cells import CELLS
 from ..layers import GRU, LSTM, RNN
 from .layers import Dense, Embedding, Recurrent, engine_kind
 
@@ -115,7 +116,7 @@ def load_torch_state_dict(model, state_dict, mapping=None):
 
 
 # ----------------------------------------------------------------------------- Keras
-_KIND_GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
+_KIND_GATES = {"SimpleRNN": CELLS["RNN_TANH"].gates, "LSTM": CELLS["LSTM"].gates, "GRU": CELLS["GRU"].gates}
 # Keras GRU blocks (z, r, h) <-> PyTorch (r, z, n): swapping the first two blocks maps either
 # way, so the permutation is its own inverse.
 _GRU_PERM = (1, 0, 2)

@@ -48,7 +48,7 @@ HOT static void SFX(lstm_row)(int H, REAL *RS gi, REAL *RS gf, REAL *RS gg, REAL
                               const REAL *RS bg, const REAL *RS bo, REAL *RS h, REAL *RS c,
                               REAL *RS y, REAL *RS cp, REAL *RS tc)
 {
-    if (STEP_FAST()) { /* float32 with AVX2 + FMA (smallgemm.h) */
+    if (STEP_FAST()) { /* float32 with AVX2 + FMA (gates_avx2.h) */
         GATES_LSTM_FAST(H, gi, gf, gg, go, ri, rf, rg, ro, bi, bf, bg, bo, h, c, y, cp, tc);
         return;
     }
@@ -79,7 +79,7 @@ HOT static void SFX(gru_row)(int H, REAL *RS gr, REAL *RS gz, REAL *RS gn, const
                              const REAL *RS bz, const REAL *RS bn, const REAL *RS bhn,
                              REAL *RS h, REAL *RS y, REAL *RS hn)
 {
-    if (STEP_FAST()) { /* float32 with AVX2 + FMA (smallgemm.h) */
+    if (STEP_FAST()) { /* float32 with AVX2 + FMA (gates_avx2.h) */
         GATES_GRU_FAST(H, gr, gz, gn, rr, rz, rn, br, bz, bn, bhn, h, y, hn);
         return;
     }
@@ -116,7 +116,7 @@ HOT static void SFX(gru_row)(int H, REAL *RS gr, REAL *RS gz, REAL *RS gn, const
 HOT static void SFX(rnn_row)(int H, int relu, REAL leak, REAL *RS gx, const REAL *RS gh,
                              const REAL *RS bias, REAL *RS h, REAL *RS y)
 {
-    if (!relu && STEP_FAST()) { /* float32 with AVX2 + FMA (smallgemm.h) */
+    if (!relu && STEP_FAST()) { /* float32 with AVX2 + FMA (gates_avx2.h) */
         GATES_RNN_TANH_FAST(H, (float)leak, gx, gh, bias, h, y);
         return;
     }

@@ -7,6 +7,7 @@
 #include "fastrnn.h"
 #include "pool.h"
 #include "smallgemm.h"
+#include "gates_avx2.h"
 #include "vmath.h"
 
 /* The pointwise gate loops are compiled twice, for AVX2 and for the baseline ISA, and picked at

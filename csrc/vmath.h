@@ -1,7 +1,7 @@
 /*
  * Scalar exp and tanh for the gate loops, written so that GCC vectorises them (no libm calls,
  * no branches): float32 fr_expf/fr_tanhf and float64 fr_exp/fr_tanh. Included by fastrnn.c.
- * (The AVX2 float32 kernels have their own 8-wide versions in smallgemm.h.)
+ * (The AVX2 float32 gate kernels have their own 8-wide versions in gates_avx2.h.)
  */
 #ifndef FASTRNN_VMATH_H
 #define FASTRNN_VMATH_H

@@ -78,14 +78,17 @@ def _min_rows(chunks):
 
 
 def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc):
-    """Whole-sequence weight/bias/input gradients, split over weight rows and input rows.
+    """Whole-sequence weight and input gradients (grads: dw_ih, dw_hh), split over weight rows
+    and input rows (the bias gradients are summed inside the reverse loops).
     xh (T,B,D+H) is the forward's [x | hprev] buffer; dwc (G*H, D+H) scratch."""
     T, B, W = xh.shape
     D = w_ih.shape[1]
     GH = dgx.shape[2]
     parts = _core.plan_parts(T * B * GH * W, GH)
-    _run([_core.backward_params(cell, g0, g1, r0, r1, xh, w_ih, xh, dgx, dgh, dx, accumulate,
-                                *grads, h_col=D, dwc=dwc, defer=True)
+    dw_ih, dw_hh = grads
+    _run([_core.backward_params(cell, g0=g0, g1=g1, r0=r0, r1=r1, x=xh, w_ih=w_ih, hprev=xh, h_col=D,
+                                dgx=dgx, dgh=dgh, dx=dx, accumulate_dx=accumulate, dw_ih=dw_ih,
+                                dw_hh=dw_hh, db_ih=None, db_hh=None, dwc=dwc, defer=True)
           for (g0, g1), (r0, r1) in zip(_chunks(GH, parts), _chunks(T * B, parts))])
 
 
@@ -293,6 +296,8 @@ class _RNNBase(_Module):
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = map(self._params.get, self._names(layer, d))
                 k = layer * dirs + d
+                c0k = None if c0 is None else c0[k]
+                c_nk = None if c_n is None else c_n[k]
                 fused = mid is None and _core.fused_pays(self._cell, self.dtype, T, _min_rows(chunks),
                                                         inp.shape[2], H)
                 act = self._buffer(("act", k), (T, B, G * H)) if record or not fused else None
@@ -309,18 +314,19 @@ class _RNNBase(_Module):
                     sync = np.zeros(4, np.intc)
                     shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, mid, False),
                                       self.dtype)
-                    tasks += [_core.recur_units(self._cell, mid, part, bool(d), h0[k],
-                                      None if c0 is None else c0[k], w_hh, b_ih, b_hh, y, d * H, h_n[k],
-                                      None if c_n is None else c_n[k], act, xh, aux, self.leak,
-                                      sync, shared, h_col=D, defer=True)
+                    tasks += [_core.recur_units(self._cell, mid=mid, part=part, reverse=bool(d), h0=h0[k],
+                                                c0=c0k, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, y=y, y_col=d * H,
+                                                h_n=h_n[k], c_n=c_nk, act=act, hprev=xh, h_col=D,
+                                                aux=aux, leak=self.leak, sync=sync, shared=shared,
+                                                defer=True)
                               for part in (0, 1)]
                     saved.append((act, xh, aux))
                     continue
-                tasks += [_core.recur(self._cell, b0, b1, bool(d), lengths, h0[k],
-                                  None if c0 is None else c0[k], w_hh, b_ih, b_hh, y, d * H, h_n[k],
-                                  None if c_n is None else c_n[k], act, xh, aux, self.leak,
-                                  inp if fused else None, w_ih if fused else None, h_col=D,
-                                  defer=True)
+                tasks += [_core.recur(self._cell, b0=b0, b1=b1, reverse=bool(d), lengths=lengths,
+                                      h0=h0[k], c0=c0k, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, y=y,
+                                      y_col=d * H, h_n=h_n[k], c_n=c_nk, act=act, hprev=xh, h_col=D,
+                                      aux=aux, leak=self.leak, x=inp if fused else None,
+                                      w_ih=w_ih if fused else None, defer=True)
                           for b0, b1 in chunks]
                 saved.append((act, xh, aux))
             _run(tasks)
@@ -377,6 +383,9 @@ class _RNNBase(_Module):
             loop_dx = None
             for d in range(dirs):
                 k = layer * dirs + d
+                dh_nk = None if dh_n is None else dh_n[k]
+                dc_nk = None if dc_n is None else dc_n[k]
+                dc0k = None if dc0 is None else dc0[k]
                 w_ih, w_hh, b_ih, b_hh = self._names(layer, d)
                 act, xh, aux = saved[d]
                 D = inp.shape[2]
@@ -392,24 +401,23 @@ class _RNNBase(_Module):
                     sync = np.zeros(4, np.intc)
                     shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, mid, True),
                                       self.dtype)
-                    tasks += [_core.recur_backward_units(self._cell, mid, part, bool(d),
-                                      p[w_hh], act, xh, aux, dy, d * H,
-                                      None if dh_n is None else dh_n[k],
-                                      None if dc_n is None else dc_n[k], dh0[k],
-                                      None if dc0 is None else dc0[k], dgx, dgh, self.leak,
-                                      dhs_all[k], dbias if self.bias else None, sync, shared,
-                                      h_col=D, defer=True)
+                    tasks += [_core.recur_backward_units(
+                                  self._cell, mid=mid, part=part, reverse=bool(d), w_hh=p[w_hh],
+                                  act=act, hprev=xh, h_col=D, aux=aux, dy=dy, dy_col=d * H,
+                                  dh_n=dh_nk, dc_n=dc_nk, dh0=dh0[k], dc0=dc0k, dgx=dgx, dgh=dgh,
+                                  leak=self.leak, dhs=dhs_all[k], dbias=dbias if self.bias else None,
+                                  sync=sync, shared=shared, defer=True)
                               for part in (0, 1)]
                     continue
                 # one direction: dx in the reverse loop while each step's dgx rows are in cache
                 loop_dx = dx if dirs == 1 and _core.dx_in_loop_pays(self._cell, self.dtype, T, _min_rows(chunks),
                                                                       D, H) else None
-                tasks += [_core.recur_backward(self._cell, b0, b1, bool(d), lengths, p[w_hh],
-                                  act, xh, aux, dy, d * H, None if dh_n is None else dh_n[k],
-                                  None if dc_n is None else dc_n[k], dh0[k],
-                                  None if dc0 is None else dc0[k], dgx, dgh, self.leak, dhs_all[k],
-                                  dbias[i], h_col=D, w_ih=None if loop_dx is None else p[w_ih],
-                                  dx=loop_dx, defer=True)
+                tasks += [_core.recur_backward(
+                              self._cell, b0=b0, b1=b1, reverse=bool(d), lengths=lengths,
+                              w_hh=p[w_hh], act=act, hprev=xh, h_col=D, aux=aux, dy=dy, dy_col=d * H,
+                              dh_n=dh_nk, dc_n=dc_nk, dh0=dh0[k], dc0=dc0k, dgx=dgx, dgh=dgh,
+                              leak=self.leak, dhs=dhs_all[k], dbias=dbias[i],
+                              w_ih=None if loop_dx is None else p[w_ih], dx=loop_dx, defer=True)
                           for i, (b0, b1) in enumerate(chunks)]
             _run(tasks)
             for d in range(dirs):
@@ -417,7 +425,7 @@ class _RNNBase(_Module):
                 dgx, dgh, dbias = grads[d]
                 _params_grads(self._cell, saved[d][1], p[w_ih], dgx, dgh,
                               dx if loop_dx is None else None, d > 0,
-                              (g[w_ih], g[w_hh], None, None),
+                              (g[w_ih], g[w_hh]),
                               self._buffer(("dwc", layer, d), (G * H, inp.shape[2] + H)))
                 if self.bias:
                     db = dbias.sum(axis=0) if len(dbias) > 1 else dbias[0]
@@ -567,9 +575,9 @@ class _CellBase(_Module):
         self._tape.pop()
         p, g = self._params, self.grads
         dx = np.empty(x3.shape, self.dtype)
-        dh, dc = _core.backward(self._cell, x3, p["weight_ih"], p["weight_hh"], saved, None, False,
-                                None, 0, dh1, dc1, dx, False, g["weight_ih"], g["weight_hh"],
-                                g.get("bias_ih"), g.get("bias_hh"))
+        dh, dc = _core.backward(self._cell, x3, p["weight_ih"], p["weight_hh"], saved, dh_n=dh1,
+                                dc_n=dc1, dx=dx, dw_ih=g["weight_ih"], dw_hh=g["weight_hh"],
+                                db_ih=g.get("bias_ih"), db_hh=g.get("bias_hh"))
         return dx[0], dh, dc
 
     def reset_tape(self):

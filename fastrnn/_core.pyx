@@ -73,16 +73,13 @@ def plan_knobs(**changes):
     unknown = set(changes) - set(old)
     if unknown:
         raise TypeError(f"unknown plan knobs {sorted(unknown)}; known: {sorted(old)}")
-    for name in ("fused", "units", "dx_in_loop"):
+    # the three overrides: -1 for the heuristic, 0 or 1 to force
+    cdef int force[3]
+    force[0], force[1], force[2] = k.fused, k.units, k.dx_in_loop
+    for i, name in enumerate(("fused", "units", "dx_in_loop")):
         if name in changes:
-            v = changes[name]
-            setattr_val = -1 if v is None else int(bool(v))
-            if name == "fused":
-                k.fused = setattr_val
-            elif name == "units":
-                k.units = setattr_val
-            else:
-                k.dx_in_loop = setattr_val
+            force[i] = -1 if changes[name] is None else int(bool(changes[name]))
+    k.fused, k.units, k.dx_in_loop = force[0], force[1], force[2]
     if "min_parallel_work" in changes:
         k.min_parallel_work = changes["min_parallel_work"]
     if "unit_min_work" in changes:

@@ -10,7 +10,6 @@ cdef extern from "fastrnn.h" nogil:
         int gates, aux, states, shared
     int fr_num_cells()
     fr_cell_sizes fr_cell_info(fr_cell cell)
-    int fr_gates(fr_cell cell)
 
     ctypedef struct fr_project_args:
         fr_cell cell

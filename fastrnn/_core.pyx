@@ -25,15 +25,21 @@ MODES = {name: kind.code for name, kind in CELLS.items()}
 RNN_TANH, RNN_RELU, LSTM, GRU = (MODES[k] for k in ("RNN_TANH", "RNN_RELU", "LSTM", "GRU"))
 
 
+cdef fr_cell_sizes _sizes(int cell) except *:
+    """The C table's sizes of a kind, after checking that the kind exists: every entry point
+    indexes the table with it."""
+    if not 0 <= cell < fr_num_cells():
+        raise ValueError(f"cell must be one of {sorted(MODES.values())}, got {cell}")
+    return fr_cell_info(cell)
+
+
 def gates(int cell):
-    return fr_gates(<fr_cell>cell)
+    return _sizes(cell).gates
 
 
 def cell_info(int cell):
     """The C cell table's sizes of one kind: dict(gates, aux, states, shared)."""
-    if not 0 <= cell < fr_num_cells():
-        raise ValueError(f"cell must be one of {sorted(MODES.values())}, got {cell}")
-    cdef fr_cell_sizes n = fr_cell_info(<fr_cell>cell)
+    cdef fr_cell_sizes n = _sizes(cell)
     return {"gates": n.gates, "aux": n.aux, "states": n.states, "shared": n.shared}
 
 
@@ -97,11 +103,13 @@ def plan_parts(long work, long limit):
 
 def plan_row_ranges(int cell, int T, int B, int H, int dirs):
     """How many batch-row ranges each direction's time loop is split into."""
+    _sizes(cell)
     return fr_plan_row_ranges(<fr_cell>cell, T, B, H, dirs, _pool_threads)
 
 
 def plan_units_mid(int cell, int T, int B, int H, int dirs, bint has_lengths):
     """The unit where the two tasks of a batch-of-one step meet, or None for no split."""
+    _sizes(cell)
     cdef int mid = fr_plan_units_mid(<fr_cell>cell, T, B, H, dirs, has_lengths, _pool_threads)
     return mid if mid else None
 
@@ -109,12 +117,14 @@ def plan_units_mid(int cell, int T, int B, int H, int dirs, bint has_lengths):
 def dx_in_loop_pays(int cell, dtype, int T, int B, int D, int H):
     """Whether recur_backward should compute dx in its loop for B rows per call (one-direction
     layers), rather than backward_params' whole-sequence GEMM."""
+    _sizes(cell)
     return bool(fr_dx_in_loop_pays(<fr_cell>cell, T, B, D, H, _dt(dtype)))
 
 
 def fused_pays(int cell, dtype, int T, int B, int D, int H):
     """Whether recur's fused mode (x given: input projection inside the time loop) should beat
     project() + recur() for B rows per call."""
+    _sizes(cell)
     return bool(fr_fused_pays(<fr_cell>cell, T, B, D, H, _dt(dtype)))
 
 
@@ -298,7 +308,7 @@ def project(int cell, x, w_ih, act, bint defer=False):
     if x.ndim != 3 or act is None or act.ndim != 3:
         raise ValueError("x and act must be 3-D")
     cdef fr_cell c = <fr_cell>cell
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], G = fr_gates(c)
+    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], G = _sizes(cell).gates
     cdef int H = act.shape[2] // G
     if H < 1 or act.shape[2] != G * H:
         raise ValueError(f"act must have a last dimension divisible by {G}, got {act.shape}")
@@ -325,7 +335,7 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b
     if not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("w_hh must be a 2-D numpy array")
     cdef fr_cell c = <fr_cell>cell
-    cdef fr_cell_sizes n = fr_cell_info(c)
+    cdef fr_cell_sizes n = _sizes(cell)
     cdef int T = y.shape[0], B = y.shape[1], H = w_hh.shape[1], G = n.gates, A = n.aux
     cdef bint two = n.states == 2
     cdef bint fused = x is not None
@@ -376,7 +386,7 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
     if act.ndim != 3 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("act must be 3-D and w_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
-    cdef fr_cell_sizes n = fr_cell_info(c)
+    cdef fr_cell_sizes n = _sizes(cell)
     cdef int T = act.shape[0], B = act.shape[1], H = w_hh.shape[1], G = n.gates, A = n.aux
     cdef int RH = (n.gates - n.shared) * H
     cdef bint two = n.states == 2
@@ -431,7 +441,7 @@ def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, 
             or not isinstance(dw_hh, np.ndarray) or dw_hh.ndim != 2:
         raise ValueError("x must be 3-D, w_ih and dw_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
-    cdef fr_cell_sizes n = fr_cell_info(c)
+    cdef fr_cell_sizes n = _sizes(cell)
     cdef int T = x.shape[0], B = x.shape[1], D = w_ih.shape[1], H = dw_hh.shape[1], G = n.gates
     cdef int RH = (n.gates - n.shared) * H
     if not (0 <= g0 <= g1 <= G * H and 0 <= r0 <= r1 <= <long>T * B):
@@ -468,7 +478,7 @@ def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reve
     if not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("w_hh must be a 2-D numpy array (G*H, H)")
     dtype = _float_dtype(x, "x")
-    cdef fr_cell_sizes n = fr_cell_info(<fr_cell>cell)
+    cdef fr_cell_sizes n = _sizes(cell)
     cdef int T = x.shape[0], B = x.shape[1], H = w_hh.shape[1]
     if T < 1 or B < 1 or x.shape[2] < 1 or H < 1:
         raise ValueError(f"all dimensions must be >= 1, got x {x.shape}, H={H}")
@@ -500,7 +510,7 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
     if not isinstance(x, np.ndarray) or x.ndim != 3:
         raise ValueError("x must be a 3-D numpy array (T, B, D)")
     dtype = _float_dtype(x, "x")
-    cdef fr_cell_sizes n = fr_cell_info(<fr_cell>cell)
+    cdef fr_cell_sizes n = _sizes(cell)
     cdef int T = x.shape[0], B = x.shape[1], H = hprev.shape[2] if isinstance(hprev, np.ndarray) else 0
     cdef int GH = n.gates * H, RH = (n.gates - n.shared) * H
     dh0 = np.empty((B, H), dtype=dtype)
@@ -516,6 +526,7 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
 
 def units_shared_size(int cell, dtype, int T, int H, int mid, bint backward):
     """Elements of the `shared` buffer of recur_units / recur_backward_units."""
+    _sizes(cell)
     return fr_units_shared_size(<fr_cell>cell, _dt(dtype), T, H, mid, backward)
 
 
@@ -528,7 +539,7 @@ def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b
     if act.ndim != 3 or act.shape[1] != 1 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("act must be (T, 1, G*H) and w_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
-    cdef fr_cell_sizes n = fr_cell_info(c)
+    cdef fr_cell_sizes n = _sizes(cell)
     cdef int T = act.shape[0], H = w_hh.shape[1], G = n.gates, A = n.aux
     cdef bint two = n.states == 2
     _check_mid(mid, part, H)
@@ -565,7 +576,7 @@ def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, h
     if act.ndim != 3 or act.shape[1] != 1 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("act must be (T, 1, G*H) and w_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
-    cdef fr_cell_sizes n = fr_cell_info(c)
+    cdef fr_cell_sizes n = _sizes(cell)
     cdef int T = act.shape[0], H = w_hh.shape[1], G = n.gates, A = n.aux
     cdef int RH = (n.gates - n.shared) * H
     cdef bint two = n.states == 2
@@ -658,7 +669,7 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
     if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
         raise TypeError(f"x must be float32 or float64, got {x.dtype}")
-    cdef fr_cell_sizes n = fr_cell_info(cc)
+    cdef fr_cell_sizes n = _sizes(cell)
     cdef int B = cnp.PyArray_DIMS(<cnp.ndarray>x)[0], D = cnp.PyArray_DIMS(<cnp.ndarray>w_ih)[1]
     cdef int H = cnp.PyArray_DIMS(<cnp.ndarray>w_hh)[1], G = n.gates, A = n.aux
     cdef bint two = n.states == 2

@@ -6,6 +6,7 @@ parameters and gradients, and chains layers and directions.
 import contextlib
 import functools
 import threading
+import warnings
 
 import numpy as np
 
@@ -150,6 +151,41 @@ class _Module:
         self._params = {}
         self.grads = {}
         self.training = True
+        self._init_transient()
+
+    def _init_transient(self):
+        """What is per process and per thread, never saved or copied: the training cache's
+        guard and the per-thread inference buffers."""
+        # Held while a training-mode forward or backward runs: a second thread that overlaps
+        # it would overwrite the one cache and buffers that backward reads, so it is refused.
+        self._busy = threading.Lock()
+        self._local = threading.local()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for k in ("_busy", "_local", "_bufs", "_cache", "_tape"):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_transient()
+        if hasattr(type(self), "_buffer"):
+            self._bufs, self._cache = {}, None
+        else:
+            self._tape = []
+
+    @contextlib.contextmanager
+    def _exclusive(self, what):
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(
+                f"{type(self).__name__}.{what} in training mode overlapped another training-mode call "
+                "from another thread: one layer keeps one training cache. Share a layer between threads "
+                "for inference only (eval() or no_grad()), and train one model per thread.")
+        try:
+            yield
+        finally:
+            self._busy.release()
 
     def _add_param(self, name, shape, bound):
         self._params[name] = self._rng.uniform(-bound, bound, size=shape).astype(self.dtype)
@@ -231,12 +267,20 @@ class _RNNBase(_Module):
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
                 f"bidirectional={self.bidirectional}{extra}, dtype={self.dtype.name})")
 
-    def _buffer(self, key, shape):
+    def _buffer(self, key, shape, shared=True):
         """An internal array kept between calls: fresh allocations of this size come from new
-        pages, and faulting them in cost ~8% of a training step. Never handed to the user."""
-        buf = self._bufs.get(key)
+        pages, and faulting them in cost ~8% of a training step. Never handed to the user.
+        shared=False: a buffer of the calling thread's own (inference, which threads may run
+        on one layer at once); shared=True: the training cache's (one per layer)."""
+        if shared:
+            bufs = self._bufs
+        else:
+            bufs = getattr(self._local, "bufs", None)
+            if bufs is None:
+                bufs = self._local.bufs = {}
+        buf = bufs.get(key)
         if buf is None or buf.shape != shape:
-            buf = self._bufs[key] = np.empty(shape, self.dtype)
+            buf = bufs[key] = np.empty(shape, self.dtype)
         return buf
 
     @staticmethod
@@ -257,6 +301,12 @@ class _RNNBase(_Module):
 
     def forward(self, x, hx=None, lengths=None):
         """Run the layer over a sequence; see the class docstring for shapes."""
+        if self._recording():
+            with self._exclusive("forward"):
+                return self._forward(x, hx, lengths)
+        return self._forward(x, hx, lengths)
+
+    def _forward(self, x, hx, lengths):
         x = _as_array(x, "x", self.dtype, ndim=3,
                       layout="(batch, time, features)" if self.batch_first else "(time, batch, features)")
         if self.batch_first:
@@ -280,7 +330,9 @@ class _RNNBase(_Module):
                 x = x.copy()
                 x[np.arange(T)[:, None] >= lengths[None, :]] = 0
         record = self._recording()
-        self._cache = None  # its buffers are about to be reused
+        # A training cache is dropped by any later forward (its buffers are about to be reused
+        # by a training one; after an inference one, backward would not match the last call).
+        self._cache = None
         H, dirs = self.hidden_size, self.num_directions
         h_n = np.empty(S, self.dtype)
         c_n = np.empty(S, self.dtype) if self._kind.states == 2 else None
@@ -300,7 +352,7 @@ class _RNNBase(_Module):
                 c_nk = None if c_n is None else c_n[k]
                 fused = mid is None and _core.fused_pays(self._cell, self.dtype, T, _min_rows(chunks),
                                                         inp.shape[2], H)
-                act = self._buffer(("act", k), (T, B, G * H)) if record or not fused else None
+                act = self._buffer(("act", k), (T, B, G * H), record) if record or not fused else None
                 # The input beside the states entering each step, [x | hprev]: backward takes
                 # both weight gradients from one GEMM over it (fr_backward_params).
                 D = inp.shape[2]
@@ -336,7 +388,8 @@ class _RNNBase(_Module):
                 mask = (self._rng.random(y.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
             layers.append((inp, saved if record else None, mask))
             inp = y * mask if mask is not None else y
-        self._cache = (layers, lengths, T, B) if record else None
+        if record:
+            self._cache = (layers, lengths, T, B)
         out = np.ascontiguousarray(inp.transpose(1, 0, 2)) if self.batch_first else inp
         return out, self._join_state(h_n, c_n)
 
@@ -350,6 +403,10 @@ class _RNNBase(_Module):
         in h_n order) of (T, B, H) arrays dL/dh_t: the total gradient reaching the state at each
         time step, the quantity whose decay or growth shows vanishing or exploding gradients.
         """
+        with self._exclusive("backward"):
+            return self._backward(dy, dstate, state_grads)
+
+    def _backward(self, dy, dstate, state_grads):
         if self._cache is None:
             raise RuntimeError("backward() needs a preceding forward() in training mode "
                                "(eval mode and no_grad() keep no cache)")
@@ -548,7 +605,7 @@ class _CellBase(_Module):
                 pass
             else:
                 if saved is not None:
-                    self._tape.append(saved)
+                    self._push(saved)
                 return h1, c1
         x = _as_array(x, "x", self.dtype, ndim=2, layout="(batch, features)")
         if x.shape[1] != self.input_size:
@@ -562,8 +619,23 @@ class _CellBase(_Module):
         h1, c1, saved = _core.cell_step(self._cell, x, h, c, p["weight_ih"], p["weight_hh"],
                                         p.get("bias_ih"), p.get("bias_hh"), self._recording())
         if saved is not None:
-            self._tape.append(saved)
+            self._push(saved)
         return h1, c1
+
+    _TAPE_WARN = 4096  # steps kept for backward before the first warning (then at each doubling)
+
+    def _push(self, saved):
+        tape = self._tape
+        tape.append(saved)
+        n = len(tape)
+        if n >= self._TAPE_WARN and n & (n - 1) == 0:
+            x3, arrays = saved
+            mib = n * (x3.nbytes + sum(a.nbytes for a in arrays if a is not None)) / 2 ** 20
+            warnings.warn(
+                f"{type(self).__name__} in training mode has kept {n} steps (~{mib:.0f} MiB) for "
+                "backward() and keeps growing: for inference call cell.eval() or run it inside "
+                "fastrnn.no_grad(); after truncated BPTT call reset_tape()", RuntimeWarning,
+                stacklevel=4)
 
     def _unstep(self, dh1, dc1):
         if not self._tape:
@@ -588,7 +660,10 @@ class _CellBase(_Module):
 _CELL_DOC = """
     x (B, D), states (B, H). Each training-mode call pushes its cache on a tape and each
     backward() pops the most recent one, so T calls followed by T backward calls in reverse
-    order is BPTT through a hand-written loop. Parameters weight_ih, weight_hh, bias_ih, bias_hh
+    order is BPTT through a hand-written loop. The tape grows with every training-mode call
+    until backward() pops it: for streaming inference use cell.eval() or fastrnn.no_grad(),
+    and call reset_tape() after truncated BPTT (a warning is given at 4096 kept steps).
+    Parameters weight_ih, weight_hh, bias_ih, bias_hh
     (PyTorch layout); gradients accumulate into `grads`.
 """
 
@@ -622,18 +697,29 @@ class GRUCell(RNNCell):
         _CellBase.__init__(self, input_size, hidden_size, bias, dtype, seed)
 
 
+def _pair(state, name, what):
+    """An LSTM's two states from a tuple or list of two, or (None, None)."""
+    if state is None:
+        return None, None
+    if not isinstance(state, (tuple, list)) or len(state) != 2:
+        raise TypeError(f"{name} must be a tuple {what} of arrays of shape (batch, hidden_size) or None, "
+                        f"got {type(state).__name__}"
+                        + (f" of shape {state.shape}" if isinstance(state, np.ndarray) else ""))
+    return state[0], state[1]
+
+
 class LSTMCell(_CellBase):
     __doc__ = """One LSTM step: (h1, c1) = cell(x, (h, c)); dx, (dh, dc) = cell.backward((dh1, dc1)).""" + _CELL_DOC
     mode = "LSTM"
 
     def forward(self, x, hx=None):
-        h, c = (None, None) if hx is None else hx
+        h, c = _pair(hx, "hx", "(h, c)")
         return self._step(x, h, c)
 
     def __call__(self, x, hx=None):
         return self.forward(x, hx)
 
     def backward(self, dstate):
-        dh1, dc1 = (None, None) if dstate is None else dstate
+        dh1, dc1 = _pair(dstate, "dstate", "(dh1, dc1) (either may be None)")
         dx, dh, dc = self._unstep(dh1, dc1)
         return dx, (dh, dc)

@@ -10,7 +10,7 @@ argument.
 """
 import numpy as np
 
-__all__ = ["int_like", "positive_int", "count", "check_dtype", "in_range", "positive",
+__all__ = ["int_like", "positive_int", "count", "check_dtype", "real", "in_range", "positive",
            "non_negative", "one_of", "lookup", "numeric_array", "check_sequences",
            "check_state_dict", "copy_state_dict"]
 
@@ -44,27 +44,43 @@ _BRACKETS = {"[": (lambda lo, v: lo <= v), "(": (lambda lo, v: lo < v),
              "]": (lambda v, hi: v <= hi), ")": (lambda v, hi: v < hi)}
 
 
+def real(value, name):
+    """``float(value)`` for a real number (Python or NumPy int or float, not a bool or a
+    string): ``TypeError("{name} must be a real number, got ...")`` otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float's range
+        return float("inf") if value > 0 else float("-inf")
+
+
 def in_range(value, name, lo, hi, interval="[)"):
     """``float(value)`` if it lies in the interval, e.g. ``interval="[)"`` for lo <= value < hi
     (NaN never does): ``ValueError("{name} must be in [lo, hi), got {value}")`` otherwise."""
+    v = real(value, name)
     left, right = interval
-    if not (_BRACKETS[left](lo, value) and _BRACKETS[right](value, hi)):
+    if not (_BRACKETS[left](lo, v) and _BRACKETS[right](v, hi)):
         raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}, got {value}")
-    return float(value)
+    return v
 
 
-def positive(value, name):
-    """``float(value)`` if value > 0: ``ValueError("{name} must be > 0, got {value}")`` otherwise."""
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return float(value)
+def positive(value, name, allow_inf=False):
+    """``float(value)`` if value > 0 (and finite, unless ``allow_inf``):
+    ``ValueError("{name} must be a finite number > 0, got {value}")`` otherwise."""
+    v = real(value, name)
+    if not v > 0 or (v == np.inf and not allow_inf):
+        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number > 0, got {value}")
+    return v
 
 
-def non_negative(value, name):
-    """``float(value)`` if value >= 0: ``ValueError("{name} must be >= 0, got {value}")`` otherwise."""
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return float(value)
+def non_negative(value, name, allow_inf=False):
+    """``float(value)`` if value >= 0 (and finite, unless ``allow_inf``):
+    ``ValueError("{name} must be a finite number >= 0, got {value}")`` otherwise."""
+    v = real(value, name)
+    if not v >= 0 or (v == np.inf and not allow_inf):
+        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number >= 0, got {value}")
+    return v
 
 
 # ----------------------------------------------------------------------------- choices
@@ -115,15 +131,26 @@ def check_sequences(X, name, features, dtype):
 # ----------------------------------------------------------------------------- state dicts
 def check_state_dict(params, state_dict):
     """Check ``state_dict`` against the live ``params`` (name -> array) without writing anything:
-    KeyError when names are missing or unexpected, ValueError when a shape differs. Returns the
-    values to copy in, as arrays, in the order of ``params``."""
+    KeyError when names are missing or unexpected, TypeError when a value is not a real numeric
+    array (strings, complex, objects, bools would be cast with a warning, to NaN, or not at
+    all), ValueError when a shape differs. Returns the values to copy in, as arrays, in the
+    order of ``params``."""
+    if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+        raise TypeError(f"state_dict must be a mapping of parameter name -> array, got "
+                        f"{type(state_dict).__name__}")
     missing = sorted(set(params) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(params))
     if missing or unexpected:
         raise KeyError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
     staged = {}
     for k, p in params.items():
-        v = np.asarray(state_dict[k])
+        v = state_dict[k]
+        try:
+            v = np.asarray(v)
+        except Exception as e:  # ragged lists and the like
+            raise TypeError(f"state_dict[{k!r}] must be a numeric array, got {type(v).__name__} ({e})") from None
+        if v.dtype.kind not in "fiu":
+            raise TypeError(f"state_dict[{k!r}] must be a real numeric array (float or int), got dtype {v.dtype}")
         if v.shape != p.shape:
             raise ValueError(f"state_dict[{k!r}] must have shape {p.shape}, got {v.shape}")
         staged[k] = v

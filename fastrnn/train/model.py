@@ -12,7 +12,7 @@ import numpy as np
 from .. import _checks
 from .._numpy_blas import numpy_blas_single_threaded
 from . import interop, io
-from .callbacks import Callback, History
+from .callbacks import Callback, History, TerminateOnNaN
 from .losses import get_loss
 from .metrics import check_metrics, metric_sum
 from .optim import get_optimizer
@@ -66,6 +66,18 @@ class Model:
     def load_state_dict(self, sd):
         """Copy weights in; all names and shapes are checked before anything is written."""
         _checks.copy_state_dict(self.parameters(), sd)
+
+    def _check_unshared(self):
+        """Refuse a model that holds one layer (one parameter array) in two places: each use's
+        forward would overwrite the other's cache, and backward would compute wrong gradients
+        without an error. Weight sharing is not supported; build separate layers."""
+        seen = {}
+        for name, a in self.parameters().items():
+            other = seen.setdefault(id(a), name)
+            if other != name:
+                raise ValueError(f"the model uses one layer object twice ({other.split('.')[0]!r} and "
+                                 f"{name.split('.')[0]!r} share the parameter {a.shape}); weight sharing "
+                                 "is not supported: create a separate layer for each position")
 
     def count_params(self):
         return int(sum(p.size for p in self.parameters().values()))
@@ -121,6 +133,11 @@ class Model:
             raise RuntimeError("call model.compile(loss=..., optimizer=...) before fit/evaluate")
 
     # ---- data checks -------------------------------------------------------------------
+    @staticmethod
+    def _need_y(y, yname="y"):
+        if y is None:
+            raise ValueError(f"{yname} is None: training and evaluation need targets")
+
     def _prepare(self, X, y=None, lengths=None, sample_weight=None, name="X", yname="y"):
         if X is None:
             raise ValueError(f"{name} is None")
@@ -155,6 +172,15 @@ class Model:
                 except ValueError as e:
                     raise ValueError(f"{yname} does not fit the model output for loss "
                                      f"{self.loss.name!r}: {e}") from None
+                # Each metric once on the first sample, so that a metric that cannot read these
+                # targets fails here, before fit has changed any weight.
+                for m in self.metrics:
+                    try:
+                        metric_sum(m, np.zeros((1,) + out_shape[1:], self._out_dtype()), y[:1], None)
+                    except (ValueError, TypeError, IndexError) as e:
+                        raise ValueError(f"metric {m!r} cannot compare the model output "
+                                         f"{out_shape} with {yname} of shape {y.shape} "
+                                         f"(loss {self.loss.name!r}): {e}") from None
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
             if sample_weight.ndim not in (1, 2) or len(sample_weight) != N:
@@ -175,7 +201,11 @@ class Model:
     def train_on_batch(self, X, y, lengths=None, sample_weight=None, tbptt=None):
         """One optimizer update (several with truncated BPTT); returns the batch loss."""
         self._require_compiled()
+        self._check_tbptt(tbptt)
+        self._need_y(y)
         X, y, lengths, sample_weight = self._prepare(X, y, lengths, sample_weight)
+        self._check_tbptt_lengths(tbptt, X, lengths)
+        self._check_unshared()
         return self._train_batch(X, y, lengths, sample_weight, tbptt)[0]
 
     def _train_batch(self, X, y, lengths, sw, tbptt):
@@ -185,8 +215,15 @@ class Model:
         self.zero_grad()
         out = self._forward(X, lengths, True, y=y)
         value = self._loss_and_backward(out, y, lengths, sw)
-        self.optimizer.step(self.parameters(), self.grads)
+        self._step_if_finite(value)
         return value, out
+
+    def _step_if_finite(self, value):
+        """The optimizer update, unless the loss is NaN or inf: such a step would write
+        non-finite values into every weight, so the model keeps its last finite weights
+        (fit's default TerminateOnNaN then stops, saying where)."""
+        if math.isfinite(value):
+            self.optimizer.step(self.parameters(), self.grads)
 
     def _train_tbptt(self, X, y, lengths, sw, k):
         """Chunks of k steps; the state is carried across chunks but its gradient is not
@@ -210,7 +247,11 @@ class Model:
                     yc = y[:, s:e] if per_step else y
                     swc = sw[:, s:e] if (per_step and sw is not None and sw.ndim == 2) else sw
                     v = self._loss_and_backward(out, yc, lengths, swc)
-                    self.optimizer.step(self.parameters(), self.grads)
+                    self._step_if_finite(v)
+                    if not math.isfinite(v):
+                        total, weight = v, 1
+                        outs.append(out)
+                        break
                     w = (e - s) if per_step else 1
                     total, weight = total + v * w, weight + w
                     outs.append(out)
@@ -223,12 +264,21 @@ class Model:
         _checks.positive_int(epochs, "epochs", 0)
         _checks.count(batch_size, "batch_size")
         _checks.in_range(validation_split, "validation_split", 0, 1)
+        self._check_tbptt(tbptt)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+
+    def _check_tbptt(self, tbptt):
         if tbptt is not None:
             _checks.count(tbptt, "tbptt (steps per chunk)")
             if not (self.supports_tbptt and self._recurrents()):
                 raise ValueError("tbptt needs a Sequential model with recurrent layers")
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+
+    @staticmethod
+    def _check_tbptt_lengths(tbptt, X, lengths):
+        if tbptt is not None and lengths is not None and X.ndim > 1 and tbptt < X.shape[1]:
+            raise ValueError("tbptt with ragged lengths is not supported: chunks would restart "
+                             "finished sequences; pad the data and mask the loss with sample_weight")
 
     @numpy_blas_single_threaded
     def fit(self, X, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
@@ -244,10 +294,10 @@ class Model:
         """
         self._require_compiled()
         self._check_fit_args(epochs, batch_size, validation_split, tbptt, verbose)
+        self._need_y(y)
         X, y, lengths, sample_weight = self._prepare(X, y, lengths, sample_weight)
-        if tbptt is not None and lengths is not None and tbptt < X.shape[1]:
-            raise ValueError("tbptt with ragged lengths is not supported: chunks would restart "
-                             "finished sequences; pad the data and mask the loss with sample_weight")
+        self._check_tbptt_lengths(tbptt, X, lengths)
+        self._check_unshared()
         N = len(X)
         val = None
         if validation_data is not None:
@@ -255,6 +305,7 @@ class Model:
                 raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, lengths_val)")
             vx, vy = validation_data[0], validation_data[1]
             vl = validation_data[2] if len(validation_data) == 3 else None
+            self._need_y(vy, "validation_data y")
             val = self._prepare(vx, vy, vl, None, "validation_data X", "validation_data y")[:3]
         elif validation_split:
             nv = int(N * validation_split)
@@ -275,6 +326,8 @@ class Model:
         for c in cbs:
             if not isinstance(c, Callback):
                 raise TypeError(f"callbacks must be fastrnn Callback instances, got {type(c).__name__}")
+        if not any(isinstance(c, TerminateOnNaN) for c in cbs):
+            cbs.append(TerminateOnNaN())  # a NaN loss stops training, saying where (Keras' opt-in)
         history = History()
         cbs = [history] + cbs
         for c in cbs:
@@ -377,6 +430,7 @@ class Model:
         """Loss and metrics over the data (eval mode) as a dict."""
         self._require_compiled()
         _checks.count(batch_size, "batch_size")
+        self._need_y(y)
         X, y, lengths, sample_weight = self._prepare(X, y, lengths, sample_weight)
         sums = {}
         for s in range(0, len(X), batch_size):

@@ -61,6 +61,14 @@ class Sequential(Model):
                 raise ValueError(f"layer {i}: return_state=True is for standalone use; inside "
                                  "Sequential use return_sequences to choose the output")
             wrapped.append(l)
+        seen = {}
+        for i, l in enumerate(wrapped):
+            for obj in (l, getattr(l, "layer", None)) if isinstance(l, Recurrent) else (l,):
+                j = seen.setdefault(id(obj), i)
+                if j != i:
+                    raise ValueError(f"layers {j} and {i} are the same {type(obj).__name__} object; "
+                                     "weight sharing is not supported (backward would give wrong "
+                                     "gradients): create a separate layer for each position")
         self.layers = wrapped
         dts = {np.dtype(l.layer.dtype) for l in wrapped if isinstance(l, Recurrent)}
         if len(dts) > 1:

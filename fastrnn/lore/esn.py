@@ -34,9 +34,10 @@ class ESN:
         self.leak = _checks.in_range(leak, "leak", 0, 1, "(]")
         self.ridge = _checks.non_negative(ridge, "ridge")
         self.washout = _checks.positive_int(washout, "washout", 0)
-        self.input_scaling, self.bias_scaling = float(input_scaling), float(bias_scaling)
+        self.input_scaling = _checks.non_negative(input_scaling, "input_scaling")
+        self.bias_scaling = _checks.non_negative(bias_scaling, "bias_scaling")
         self.include_input = bool(include_input)
-        self.dtype = np.dtype(dtype)
+        self.dtype = _checks.check_dtype(dtype)
         kw = {"leak": self.leak} if self.leak != 1.0 else {}
         rng = np.random.default_rng(seed)
         N, D = self.reservoir_size, self.input_size
@@ -86,7 +87,14 @@ class ESN:
 
     def _states(self, X, h0=None):
         N = X.shape[0]
-        hx = None if h0 is None else np.asarray(h0, self.dtype).reshape(1, N, self.reservoir_size)
+        hx = None
+        if h0 is not None:
+            h0 = _checks.numeric_array(h0, "h0", "fiu")
+            want = ((N, self.reservoir_size), (self.reservoir_size,)) if N == 1 else ((N, self.reservoir_size),)
+            if h0.shape not in want:
+                raise ValueError(f"h0 must have shape ({N}, {self.reservoir_size}) (sequences, "
+                                 f"reservoir_size), got {h0.shape}")
+            hx = np.asarray(h0, self.dtype).reshape(1, N, self.reservoir_size)
         with no_grad():
             y, h_n = self.reservoir(np.ascontiguousarray(X.transpose(1, 0, 2)), hx)
         self.last_state = h_n[0]
@@ -115,7 +123,7 @@ class ESN:
                              f"feature axis, got shape {Y.shape}")
         if not np.isfinite(Y).all():
             raise ValueError("Y contains NaN or inf")
-        w = self.washout if washout is None else int(washout)
+        w = self.washout if washout is None else _checks.positive_int(washout, "washout", 0)
         if not 0 <= w < X.shape[1]:
             raise ValueError(f"washout must be in [0, {X.shape[1]}) (the number of steps), got {w}")
         S = self._states(X, h0)

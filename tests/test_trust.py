@@ -307,3 +307,22 @@ def test_training_cell_warns_when_its_tape_grows_without_backward():
         for _ in range(cell._TAPE_WARN):
             h = cell(x, h)
     assert len(cell._tape) == cell._TAPE_WARN
+
+
+# ---- determinism ----------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [fr.LSTM, fr.GRU])
+def test_same_seed_and_threads_train_bit_identically(cls):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((96, 12, 4)).astype(np.float32), rng.standard_normal((96, 1)).astype(np.float32)
+
+    def train():
+        m = fr.Sequential([cls(4, 48, num_layers=2, dropout=0.2, bidirectional=True), fr.Dropout(0.1),
+                           fr.LastStep(), fr.Dense(1)], seed=3)
+        m.compile("mse", fr.Adam(1e-3))
+        m.fit(X, y, epochs=2, batch_size=16, validation_split=0.25, verbose=0)
+        return m.state_dict(), m.history.history
+
+    (a, ha), (b, hb) = train(), train()
+    assert ha == hb
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k

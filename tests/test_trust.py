@@ -326,3 +326,14 @@ def test_same_seed_and_threads_train_bit_identically(cls):
     assert ha == hb
     for k in a:
         assert np.array_equal(a[k], b[k]), k
+
+
+def test_shared_seq2seq_predict_from_threads_is_exact():
+    rng = np.random.default_rng(0)
+    model = fr.Seq2Seq(fr.LSTM(1, 16), fr.Decoder("LSTM", hidden_size=16, output_size=1),
+                       start="last_input", seed=0)
+    model.compile("mse")
+    model.fit(rng.random((32, 10, 1)), rng.random((32, 5, 1)), epochs=1, verbose=0)
+    xs = [rng.random((1 + i % 3, 10, 1)) for i in range(40)]
+    wrong, errors = _hammer(lambda x: model.predict(x, steps=6), xs)
+    assert not errors and wrong == 0

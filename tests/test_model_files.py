@@ -1,9 +1,12 @@
-"""Model files under bad input: fr.load refuses anything malformed with one ModelFileError
-(never a zipfile/zlib/json/numpy error, never a half-loaded model, never unpickling), and a
-tiny hostile file cannot make it hang or allocate much."""
+"""Model files under bad input and faults: fr.load refuses anything malformed with one
+ModelFileError (never a zipfile/zlib/json/numpy error, never a half-loaded model, never
+unpickling); a tiny hostile file cannot make it hang or allocate much; saving leaves no debris
+and keeps the target's permissions and symbolic links."""
 import io
 import json
 import os
+import re
+import stat
 import struct
 import subprocess
 import sys
@@ -583,3 +586,100 @@ def test_optimizer_entries_are_checked_even_without_compiling(tmp_path, base):
     path.write_bytes(_zip(ENTRY_CASES["slot-wrong-shape"](list(base[2]))))
     with pytest.raises(fr.ModelFileError, match="optimizer"):
         fr.load(path, compile=False)
+
+
+# ============================================================================ 4. saving: debris, mode, links
+def _ours(d, name="m.frnn"):
+    return sorted(f for f in os.listdir(d) if re.fullmatch(r"\." + re.escape(name) + r"\.\d+\.[0-9a-f]{8}\.fastrnn-tmp", f))
+
+
+def test_save_keeps_the_permission_bits_of_the_file_it_replaces(tmp_path):
+    m = fr.Sequential([fr.GRU(1, 3), fr.Dense(1)], seed=0)
+    path = tmp_path / "m.frnn"
+    m.save(path)
+    os.chmod(path, 0o600)
+    m.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    os.chmod(path, 0o640)
+    m.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_a_new_file_gets_the_mode_open_would_give(tmp_path):
+    old = os.umask(0o027)
+    try:
+        fr.Sequential([fr.GRU(1, 3), fr.Dense(1)]).save(tmp_path / "new.frnn")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "new.frnn").st_mode) == 0o640
+
+
+def test_save_writes_through_a_symbolic_link(tmp_path):
+    real_dir = tmp_path / "store"
+    real_dir.mkdir()
+    real = real_dir / "real.frnn"
+    link = tmp_path / "link.frnn"
+    m = fr.Sequential([fr.GRU(1, 3), fr.Dense(1)], seed=0)
+    m.save(real)
+    os.chmod(real, 0o600)
+    os.symlink(os.path.relpath(real, tmp_path), link)
+    m.parameters()["1.bias"][...] = 42
+    m.save(link)
+    assert os.path.islink(link) and os.path.samefile(link, real)
+    assert fr.load(real).parameters()["1.bias"][0] == 42
+    assert stat.S_IMODE(os.stat(real).st_mode) == 0o600
+    assert sorted(os.listdir(tmp_path)) == ["link.frnn", "store"] and os.listdir(real_dir) == ["real.frnn"]
+
+
+def _dead_pid():
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_temp_files_are_named_with_the_writer_pid_and_stale_ones_are_removed(tmp_path, monkeypatch):
+    m = fr.Sequential([fr.GRU(1, 3), fr.Dense(1)], seed=0)
+    path = tmp_path / "m.frnn"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = _dead_pid()
+        stale = f".m.frnn.{dead}.0123abcd.fastrnn-tmp"
+        busy = f".m.frnn.{live.pid}.89abcdef.fastrnn-tmp"
+        others = [f".other.frnn.{dead}.0123abcd.fastrnn-tmp", ".m.frnn.abc.tmp", f".m.frnn.x{dead}.0123abcd.fastrnn-tmp"]
+        for f in [stale, busy] + others:
+            (tmp_path / f).write_bytes(b"partial")
+        seen = []
+        orig = frio._npy_bytes
+
+        def spy(a):
+            seen.append(_ours(tmp_path))
+            return orig(a)
+
+        monkeypatch.setattr(frio, "_npy_bytes", spy)
+        m.save(path)
+        monkeypatch.undo()
+        mine = [f for f in seen[0] if f not in (stale, busy)]
+        assert len(mine) == 1 and f".{os.getpid()}." in mine[0]       # the temp file while writing
+        left = sorted(os.listdir(tmp_path))
+        assert left == sorted(["m.frnn", busy] + others)                # dead writer's removed; live kept
+        assert fr.load(path).get_config() == m.get_config()
+    finally:
+        live.kill()
+        live.wait()
+    m.save(path)
+    assert _ours(tmp_path) == []                                        # its writer is gone now
+
+
+def test_a_failed_save_removes_its_temp_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    m = fr.Sequential([fr.GRU(1, 3), fr.Dense(1)], seed=0)
+    path = tmp_path / "m.frnn"
+    m.save(path)
+    before = path.read_bytes()
+
+    def boom(a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(frio, "_npy_bytes", boom)
+    with pytest.raises(KeyboardInterrupt):
+        m.save(path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.frnn"]

@@ -3,9 +3,14 @@
 The file is a zip archive: ``fastrnn.json`` (format name and version, model config, compile
 config, epoch/step counters, random-generator states, history) plus one ``.npy`` entry per
 weight (``weights/<name>.npy``) and optimizer slot (``optimizer/...``); any other entry is an
-``extra`` stored by ``save(extra=...)`` (e.g. the command line's ``cli.json``). Writes go to a
-temporary file in the target directory that replaces the old file only once complete
-(``os.replace``), so a crash mid-save leaves the previous file intact.
+``extra`` stored by ``save(extra=...)`` (e.g. the command line's ``cli.json``).
+
+Saving writes a temporary file next to the target -- named ``.<name>.<pid>.<random>.fastrnn-tmp``
+-- flushes it to disk and only then renames it over the target (``os.replace``) and syncs the
+directory, so a crash or a kill mid-save leaves the previous file intact. A kill leaves its
+temporary file behind; the next save to the same target removes those whose writer is no longer
+running. A re-saved file keeps its permission bits, and a symbolic link keeps pointing where it
+did: the save goes to the file it resolves to.
 
 Loading trusts nothing in the file. It refuses with ``ModelFileError`` (a ``ValueError``) a file
 that is not a zip archive, that is damaged (bad CRC, broken compressed data, truncated), that
@@ -26,7 +31,10 @@ import io as _io
 import json
 import math
 import os
-import tempfile
+import re
+import secrets
+import stat
+import threading
 import zipfile
 import zlib
 
@@ -51,6 +59,11 @@ class ModelFileError(ValueError):
 
 
 # =============================================================================== save
+_TMP_SUFFIX = ".fastrnn-tmp"
+_writing = set()                 # temporary files this process is writing right now
+_writing_lock = threading.Lock()
+
+
 def _npy_bytes(a):
     buf = _io.BytesIO()
     np.lib.format.write_array(buf, np.asarray(a), allow_pickle=False)
@@ -66,17 +79,79 @@ def _is_model(obj):
     return all(callable(getattr(obj, a, None)) for a in ("get_config", "parameters", "_engines", "compile"))
 
 
+def _tmp_pattern(base):
+    return re.compile(r"\." + re.escape(base) + r"\.(\d+)\.[0-9a-f]{8}" + re.escape(_TMP_SUFFIX) + r"\Z")
+
+
+def _pid_alive(pid):
+    """Whether process ``pid`` may still be writing (when unsure: yes)."""
+    if pid <= 0 or os.name != "posix":
+        return True                  # os.kill(pid, 0) is no probe on Windows: it terminates
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:                  # PermissionError: alive, someone else's
+        return True
+    return True
+
+
+def _remove_stale_temps(d, base):
+    """Remove the temporary files of earlier saves to ``d/base`` whose writer has died (killed
+    mid-save). Those of live processes -- a concurrent save -- are left alone."""
+    pat = _tmp_pattern(base)
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    me = os.getpid()
+    for name in names:
+        m = pat.match(name)
+        if m is None:
+            continue
+        pid, full = int(m.group(1)), os.path.join(d, name)
+        if pid == me:
+            with _writing_lock:
+                stale = full not in _writing
+        else:
+            stale = not _pid_alive(pid)
+        if stale:
+            try:
+                os.unlink(full)
+            except OSError:
+                pass
+
+
+def _fsync_dir(d):
+    try:
+        fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return                       # not possible here (e.g. Windows): the rename still is atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def save(model, path, extra=None):
     """Write ``model`` (with its optimizer state if compiled) to ``path`` atomically.
 
     extra: optional ``{entry name: bytes or str}`` stored in the same file, in the same atomic
     write (e.g. the command line's ``cli.json``); ``load`` ignores them, ``read_extra`` reads
-    one back."""
+    one back.
+
+    A crash or kill at any point leaves ``path`` as it was or fully written. An existing file
+    keeps its permission bits (a new one gets ``0o666 & ~umask``, as ``open`` gives); when
+    ``path`` is a symbolic link the file it points to is replaced and the link stays."""
     if not _is_model(model):
         raise TypeError(f"save() takes a fastrnn model, got {type(model).__name__}")
     extra = dict(extra or {})
     for name in extra:
-        if name == _META or name.startswith(("weights/", "optimizer/")):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"extra entry names must be non-empty strings, got {name!r}")
+        if name == _META or name.startswith((_WEIGHTS, _OPTIMIZER)):
             raise ValueError(f"extra entry {name!r} would overwrite the model's own entries")
     path = os.fspath(path)
     meta = {
@@ -90,30 +165,56 @@ def save(model, path, extra=None):
                   "engine_rngs": [e._rng.bit_generator.state for e in _engine_rngs(model)],
                   "history": model.history.history, "history_epochs": model.history.epoch},
     }
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    meta_text = json.dumps(meta, indent=1, default=_json_default)
+    # Through a symbolic link to the file it names (as editors do), so the link survives.
+    target = os.path.realpath(path)
+    d, base = os.path.split(target)
     try:
-        with os.fdopen(fd, "wb") as f:
+        st = os.stat(target)
+        mode = stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
+    except OSError:
+        mode = None
+    _remove_stale_temps(d, base)
+    tmp = os.path.join(d, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
+    with _writing_lock:
+        _writing.add(tmp)
+    try:
+        # 0o666 here: the kernel applies the umask, as open() does for a new file.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            if mode is not None:
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fd, mode)
+                else:
+                    os.chmod(tmp, mode)
+            f = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            raise
+        with f:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
-                z.writestr(_META, json.dumps(meta, indent=1, default=_json_default))
+                z.writestr(_META, meta_text)
                 for k, v in model.parameters().items():
-                    z.writestr(f"weights/{k}.npy", _npy_bytes(v))
+                    z.writestr(f"{_WEIGHTS}{k}.npy", _npy_bytes(v))
                 if model.optimizer is not None:
                     for k, v in model.optimizer.state_dict().items():
-                        z.writestr(f"optimizer/{k}.npy", _npy_bytes(v))
+                        z.writestr(f"{_OPTIMIZER}{k}.npy", _npy_bytes(v))
                 for name, data in extra.items():
                     z.writestr(name, data)
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it the permissions open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
-        if os.path.exists(tmp):
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass
         raise
+    finally:
+        with _writing_lock:
+            _writing.discard(tmp)
+    _fsync_dir(d)
 
 
 def _json_default(o):

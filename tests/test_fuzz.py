@@ -191,16 +191,17 @@ def test_layer_forward(c):
                               lengths=lengths)
     check_same(y, y2, "y")
     # the NumPy reference (no leaky units there)
+    has_inf = any(np.isinf(a).any() for a in (xt, h0, c0) if a is not None)
     if c.leak == 1.0:
         yr, hr, cr, _ = ref.forward(c.mode, _ref_params(layer), xt.astype(np.float64),
                                     None if h0 is None else h0.astype(np.float64),
                                     None if c0 is None else c0.astype(np.float64),
                                     lengths, c.L, c.bi)
         tol = TOL[c.dtype]
-        check_close(yt, yr, tol, "y")
-        check_close(h_n, hr, tol, "h_n")
+        check_close(yt, yr, tol, "y", masks=not has_inf)
+        check_close(h_n, hr, tol, "h_n", masks=not has_inf)
         if c_n is not None:
-            check_close(c_n, cr, tol, "c_n")
+            check_close(c_n, cr, tol, "c_n", masks=not has_inf)
 
 
 @st.composite
@@ -399,9 +400,10 @@ def test_cell_forward_backward(c):
                            x.astype(np.float64), h0.astype(np.float64),
                            None if c0 is None else c0.astype(np.float64))
     tol = TOL[c.dtype]
-    check_close(h1, res[0], tol, "h1")
+    has_inf = any(np.isinf(a).any() for a in (x, h0, c0) if a is not None)
+    check_close(h1, res[0], tol, "h1", masks=not has_inf)
     if lstm:
-        check_close(c1, res[1], tol, "c1")
+        check_close(c1, res[1], tol, "c1", masks=not has_inf)
     if np.isnan(x).any(axis=1).any():
         rows = np.isnan(x).any(axis=1)
         check(np.isnan(h1[rows]).all(), "NaN in x did not reach h1 of its row")
@@ -436,10 +438,11 @@ def test_cell_forward_backward(c):
             if dh1 is None:
                 dh1 = np.zeros((B, c.H))
             rb = ref.cell_backward(cache, dh1, dc1) if lstm else ref.cell_backward(cache, dh1)
-            check_close(dx, rb[0], tol * 10, "cell dx")
-            check_close(dhh, rb[1], tol * 10, "cell dh")
+            m = not (has_inf or any(np.isinf(a).any() for a in (dh1, dc1) if a is not None))
+            check_close(dx, rb[0], tol * 10, "cell dx", masks=m)
+            check_close(dhh, rb[1], tol * 10, "cell dh", masks=m)
             for k, g in rb[-1].items():
-                check_close(cell.grads[k], g, tol * 10, f"cell grads[{k}]")
+                check_close(cell.grads[k], g, tol * 10, f"cell grads[{k}]", masks=m)
     if c.extra_backward or c.eval:
         with allowed("backward", "forward", extra=(RuntimeError,)) as r:
             cell.backward((None, None) if lstm else None)
@@ -1145,6 +1148,9 @@ def test_esn(c):
     for finite data, the same predictions for strided and contiguous inputs."""
     kw = {k: a.value for k, a in c.kw.items()}
     cexp = combine(*[a.valid for a in c.kw.values()])
+    sp = c.kw["sparsity"]
+    if sp.valid and sp.value >= 0.9:
+        cexp = combine(cexp, None)                  # documented: a nilpotent draw is refused
     with allowed(*kw, "data type", "seed", "reservoir", expect=cexp) as r:
         esn = fr.ESN(**kw)
     if r.error:
@@ -1159,9 +1165,9 @@ def test_esn(c):
         N, T = (1, xa.shape[0]) if xa.ndim == 2 else xa.shape[:2]
     yv = None
     if xv is not False:
-        yv = arr_valid(c.Y.value, (T, None) if single else (N, T, None), kinds="fiu", exact=False)
+        yv = arr_valid(c.Y.value, (T, None) if single else (N, T, None), kinds="fiub", exact=False)
         if yv is False:
-            yv = arr_valid(c.Y.value, (T,) if single else (N, T), kinds="fiu", exact=False)
+            yv = arr_valid(c.Y.value, (T,) if single else (N, T), kinds="fiub", exact=False)
         if yv is not False and finite_all(c.Y.value) is not True:
             yv = None
         if c.Y.tag.startswith("dtype:") and yv is not False:
@@ -1170,7 +1176,8 @@ def test_esn(c):
     hv = _esn_h0_valid(c.h0, N, R) if N else None
     rv = None if esn.ridge < 1e-8 else True         # a (near-)zero ridge may leave the system singular
     expect = combine(xv, yv, wv, hv, rv)
-    with allowed("X", "Y", "washout", "h0", "ridge", expect=expect) as r:
+    with allowed("X", "Y", "washout", "h0", "ridge", expect=expect,
+                 memory_ok=any(_huge(a.value) for a in (c.X, c.Y, c.h0))) as r:
         esn.fit(c.X.value, c.Y.value, h0=c.h0.value)
     if r.error:
         return
@@ -1186,7 +1193,7 @@ def test_esn(c):
     N2 = None if x2v is False else (1 if x2a.ndim == 2 else x2a.shape[0])
     h2v = _esn_h0_valid(c.h02, N2, R) if N2 else None
     expect = combine(x2v, h2v)
-    with allowed("X", "h0", expect=expect) as r:
+    with allowed("X", "h0", expect=expect, memory_ok=any(_huge(a.value) for a in (c.X2, c.h02))) as r:
         out = esn.predict(c.X2.value, h0=c.h02.value)
     if r.error:
         return

@@ -32,6 +32,7 @@ from fastrnn import reference as ref  # noqa: E402
 from fuzz_strategies import (NONE, A, Arg, Case, ModelFileError, STATE_DICT_KEYERROR_ALLOWED,  # noqa: E402
                              allowed, arr_valid, array_arg, as_array, check, check_close,
                              check_finite, check_same, combine, dtype_arg, finite_all, float_arg, fuzz_case, fuzz_some, moderate, note,
+                             tame, WATCHDOG_FD,
                              fuzz_settings, int_arg, lay, lengths_arg, lengths_valid, mk, plain)
 
 KINDS = {"RNN_TANH": (fr.RNN, fr.RNNCell, {"nonlinearity": "tanh"}),
@@ -46,6 +47,18 @@ atexit.register(shutil.rmtree, _TMP, True)
 
 def _tmp(name):
     return os.path.join(_TMP, name)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _watchdog_stderr(request):
+    """Let a hung case's stack dump reach the real stderr (see fuzz_strategies.fuzz_case)."""
+    try:
+        from _pytest.faulthandler import fault_handler_stderr_fd_key
+        WATCHDOG_FD[0] = request.config.stash.get(fault_handler_stderr_fd_key, None)
+    except Exception:  # another pytest, or -p no:faulthandler
+        WATCHDOG_FD[0] = None
+    yield
+    WATCHDOG_FD[0] = None
 
 
 # ============================================================================ engine layers
@@ -191,7 +204,7 @@ def test_layer_forward(c):
                               lengths=lengths)
     check_same(y, y2, "y")
     # the NumPy reference (no leaky units there)
-    has_inf = any(np.isinf(a).any() for a in (xt, h0, c0) if a is not None)
+    has_inf = not tame(xt, h0, c0)      # inf / overflow-sized values: NaN positions may differ
     if c.leak == 1.0:
         yr, hr, cr, _ = ref.forward(c.mode, _ref_params(layer), xt.astype(np.float64),
                                     None if h0 is None else h0.astype(np.float64),
@@ -283,12 +296,12 @@ def test_layer_backward(c):
     dcn = None if dcn is None else np.array(dcn, np.float64)
     ins = [a for a in (xt, h0, c0, dy, dhn, dcn) if a is not None]
     finite = all(np.isfinite(a).all() for a in ins)
-    has_inf = any(np.isinf(a).any() for a in ins)
+    has_inf = not tame(*ins)
     if moderate(*ins):
         for name, g in [("dx", dx), ("dh0", dh0)] + [(k, v) for k, v in layer.grads.items()]:
             check_finite(g, name)
-    # with +-inf inputs, inf - inf vs 0 * inf in a different order of operations makes NaN
-    # positions implementation-defined: compare with the reference only without inf
+    # with +-inf (or overflowing) inputs, inf - inf vs 0 * inf in another order of operations
+    # makes NaN positions and values implementation-defined: no reference comparison then
     if c.leak == 1.0 and not has_inf:
         _, _, _, cache = ref.forward(c.mode, _ref_params(layer), xt.astype(np.float64),
                                      None if h0 is None else h0.astype(np.float64),
@@ -400,7 +413,7 @@ def test_cell_forward_backward(c):
                            x.astype(np.float64), h0.astype(np.float64),
                            None if c0 is None else c0.astype(np.float64))
     tol = TOL[c.dtype]
-    has_inf = any(np.isinf(a).any() for a in (x, h0, c0) if a is not None)
+    has_inf = not tame(x, h0, c0)
     check_close(h1, res[0], tol, "h1", masks=not has_inf)
     if lstm:
         check_close(c1, res[1], tol, "c1", masks=not has_inf)
@@ -438,11 +451,11 @@ def test_cell_forward_backward(c):
             if dh1 is None:
                 dh1 = np.zeros((B, c.H))
             rb = ref.cell_backward(cache, dh1, dc1) if lstm else ref.cell_backward(cache, dh1)
-            m = not (has_inf or any(np.isinf(a).any() for a in (dh1, dc1) if a is not None))
-            check_close(dx, rb[0], tol * 10, "cell dx", masks=m)
-            check_close(dhh, rb[1], tol * 10, "cell dh", masks=m)
-            for k, g in rb[-1].items():
-                check_close(cell.grads[k], g, tol * 10, f"cell grads[{k}]", masks=m)
+            if not has_inf and tame(dh1, dc1):
+                check_close(dx, rb[0], tol * 10, "cell dx")
+                check_close(dhh, rb[1], tol * 10, "cell dh")
+                for k, g in rb[-1].items():
+                    check_close(cell.grads[k], g, tol * 10, f"cell grads[{k}]")
     if c.extra_backward or c.eval:
         with allowed("backward", "forward", extra=(RuntimeError,)) as r:
             cell.backward((None, None) if lstm else None)
@@ -762,7 +775,9 @@ def _model_expect(c):
         yshape = (N, T) if c.seqs else (N,)
         yv = arr_valid(c.y.value, yshape, kinds="iu", exact=False)
         ya = as_array(c.y.value)
-        if yv is not False and (ya.min() < 0 or ya.max() >= c.O):
+        if yv is not False and ya.size >= 2 ** 24:
+            yv = None                               # (min/max of a huge zero-stride view: too slow)
+        elif yv is not False and (ya.min() < 0 or ya.max() >= c.O):
             yv = False
         if yv is False:
             yv = None if arr_valid(c.y.value, yshape + (c.O,), kinds="f", exact=False) else False
@@ -773,7 +788,7 @@ def _model_expect(c):
     if c.sample_weight.value is not None:
         sv = arr_valid(c.sample_weight.value, (N,), kinds="fiub", exact=False)
         sa = as_array(c.sample_weight.value)
-        if sv is not False and (finite_all(sa) is not True or (sa < 0).any()):
+        if sv is not False and (finite_all(sa) is not True or (sa.astype(np.float64) < 0).any()):
             sv = False
         if c.sample_weight.tag.startswith("dtype:"):
             sv = combine(sv, None)
@@ -867,8 +882,8 @@ def test_sequential(c):
         return
     check(expect is not False, "invalid input accepted", repr(c))
     losses = hist.history.get("loss", [])
-    check(len(losses) == kw["epochs"], "fit history has the wrong number of epochs", f"{len(losses)}")
-    if moderate(c.X.value, c.y.value):
+    if moderate(c.X.value, c.y.value):         # (a non-finite loss stops training early: documented)
+        check(len(losses) == kw["epochs"], "fit history has the wrong number of epochs", f"{len(losses)}")
         check(all(np.isfinite(losses)), "fit loss is not finite", f"{losses}")
         out = m.predict(np.asarray(c.X.value, np.float32))
         check_finite(out, "predict after fit")
@@ -1203,7 +1218,8 @@ def test_esn(c):
     if np.isfinite(esn.W_out).all() and mod_args and moderate(c.X2.value) and \
             (c.h02.value is None or moderate(c.h02.value)):
         check_finite(out, "ESN.predict")
-    if c.h02.value is not None and finite_all(c.h02.value) is False:
+    h2a = as_array(c.h02.value)
+    if c.h02.value is not None and h2a.dtype.kind == "f" and h2a.size < 2 ** 24 and np.isnan(h2a).any():
         check(np.isnan(out).any(), "NaN in h0 vanished from ESN.predict")
     X2 = np.ascontiguousarray(np.asarray(c.X2.value, np.float64))
     h2 = None if c.h02.value is None else np.ascontiguousarray(np.asarray(c.h02.value, np.float64))

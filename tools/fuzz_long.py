@@ -93,6 +93,9 @@ def main(argv=None):
 
     def harvest(res):
         rows = read_jsonl(res["record"])
+        if res["status"] != 0:
+            with open(os.path.join(workdir, f"batch{res['batch']}.out"), "w") as f:
+                f.write(res["output"])
         for r in rows:
             counts["cases"] += 1
             counts[r["outcome"]] += 1

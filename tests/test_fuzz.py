@@ -1142,8 +1142,11 @@ def _esn_h0_valid(h0, N, R):
     return v
 
 
-def _esn_x_valid(X, D, single):
-    v = arr_valid(X.value, (None, D) if single else (None, None, D), kinds="fiu", exact=False)
+def _esn_x_valid(X, D):
+    """(T, D) -- one sequence -- or (N, T, D), whatever shape fit() saw."""
+    v = arr_valid(X.value, (None, None, D), kinds="fiu", exact=False)
+    if v is False:
+        v = arr_valid(X.value, (None, D), kinds="fiu", exact=False)
     if v is not False and X.tag.startswith("dtype:"):
         v = None
     if v is not False and finite_all(X.value) is not True:
@@ -1183,12 +1186,14 @@ def test_esn(c):
         return
     bad = [f"{k}={a!r}" for k, a in c.kw.items() if a.valid is False]
     check(cexp is not False, "ESN accepted an invalid argument", ", ".join(bad))
-    D, R, single = esn.input_size, esn.reservoir_size, c.single
-    xv = _esn_x_valid(c.X, D, single)
+    D, R = esn.input_size, esn.reservoir_size
+    xv = _esn_x_valid(c.X, D)
     xa = as_array(c.X.value)
     N = T = None
+    single = False
     if xv is not False:
-        N, T = (1, xa.shape[0]) if xa.ndim == 2 else xa.shape[:2]
+        single = xa.ndim == 2
+        N, T = (1, xa.shape[0]) if single else xa.shape[:2]
     yv = None
     if xv is not False:
         yv = arr_valid(c.Y.value, (T, None) if single else (N, T, None), kinds="fiub", exact=False)
@@ -1216,7 +1221,7 @@ def test_esn(c):
         check(esn.W_out is not None and np.isfinite(esn.W_out).all(), "ESN readout is not finite after fit",
               f"{esn.W_out}")
     # predict with h0
-    x2v = _esn_x_valid(c.X2, D, single)
+    x2v = _esn_x_valid(c.X2, D)
     x2a = as_array(c.X2.value)
     N2 = None if x2v is False else (1 if x2a.ndim == 2 else x2a.shape[0])
     h2v = _esn_h0_valid(c.h02, N2, R) if N2 else None

@@ -183,68 +183,68 @@ HOT static void SFX(rnn_row_bwd)(int H, int relu, REAL leak, const REAL *RS a,
 
 /* ---- the uniform row signatures the loops call ---------------------------------------------- */
 
-typedef void (*SFX(fr_fwd_row))(int nu, REAL leak, REAL *g, long gs, const REAL *r, const REAL *bias,
-                                REAL *h, REAL *c, REAL *y, REAL *aux, long as);
-typedef void (*SFX(fr_bwd_row))(int nu, REAL leak, const REAL *a, long gs, const REAL *aux, long as,
-                                const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, long es,
+typedef void (*SFX(fr_fwd_row))(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *bias,
+                                REAL *h, REAL *c, REAL *y, REAL *aux, ptrdiff_t as);
+typedef void (*SFX(fr_bwd_row))(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
+                                const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es,
                                 REAL *dhp);
 
-static void SFX(lstm_fwd)(int nu, REAL leak, REAL *g, long gs, const REAL *r, const REAL *b, REAL *h,
-                          REAL *c, REAL *y, REAL *aux, long as)
+static void SFX(lstm_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b, REAL *h,
+                          REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
 {
     (void)leak;
     SFX(lstm_row)(nu, g, g + gs, g + 2 * gs, g + 3 * gs, r, r + nu, r + 2 * nu, r + 3 * nu, b, b + nu,
                   b + 2 * nu, b + 3 * nu, h, c, y, aux, aux + as);
 }
 
-static void SFX(lstm_bwd)(int nu, REAL leak, const REAL *a, long gs, const REAL *aux, long as,
-                          const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, long es, REAL *dhp)
+static void SFX(lstm_bwd)(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
+                          const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es, REAL *dhp)
 {
     (void)leak; (void)hp; (void)e; (void)es;
     SFX(lstm_row_bwd)(nu, a, a + gs, a + 2 * gs, a + 3 * gs, aux, aux + as, dh, dc, d, d + gs,
                       d + 2 * gs, d + 3 * gs, dhp);
 }
 
-static void SFX(gru_fwd)(int nu, REAL leak, REAL *g, long gs, const REAL *r, const REAL *b, REAL *h,
-                         REAL *c, REAL *y, REAL *aux, long as)
+static void SFX(gru_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b, REAL *h,
+                         REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
 {
     (void)leak; (void)c; (void)as;
     SFX(gru_row)(nu, g, g + gs, g + 2 * gs, r, r + nu, r + 2 * nu, b, b + nu, b + 2 * nu, b + 3 * nu,
                  h, y, aux);
 }
 
-static void SFX(gru_bwd)(int nu, REAL leak, const REAL *a, long gs, const REAL *aux, long as,
-                         const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, long es, REAL *dhp)
+static void SFX(gru_bwd)(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
+                         const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es, REAL *dhp)
 {
     (void)leak; (void)as; (void)dc;
     SFX(gru_row_bwd)(nu, a, a + gs, a + 2 * gs, aux, hp, dh, d, d + gs, d + 2 * gs, e, e + es,
                      e + 2 * es, dhp);
 }
 
-static void SFX(rnn_tanh_fwd)(int nu, REAL leak, REAL *g, long gs, const REAL *r, const REAL *b,
-                              REAL *h, REAL *c, REAL *y, REAL *aux, long as)
+static void SFX(rnn_tanh_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b,
+                              REAL *h, REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
 {
     (void)gs; (void)c; (void)aux; (void)as;
     SFX(rnn_row)(nu, 0, leak, g, r, b, h, y);
 }
 
-static void SFX(rnn_relu_fwd)(int nu, REAL leak, REAL *g, long gs, const REAL *r, const REAL *b,
-                              REAL *h, REAL *c, REAL *y, REAL *aux, long as)
+static void SFX(rnn_relu_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b,
+                              REAL *h, REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
 {
     (void)gs; (void)c; (void)aux; (void)as;
     SFX(rnn_row)(nu, 1, leak, g, r, b, h, y);
 }
 
-static void SFX(rnn_tanh_bwd)(int nu, REAL leak, const REAL *a, long gs, const REAL *aux, long as,
-                              const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, long es,
+static void SFX(rnn_tanh_bwd)(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
+                              const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es,
                               REAL *dhp)
 {
     (void)gs; (void)aux; (void)as; (void)hp; (void)dc; (void)e; (void)es;
     SFX(rnn_row_bwd)(nu, 0, leak, a, dh, d, dhp);
 }
 
-static void SFX(rnn_relu_bwd)(int nu, REAL leak, const REAL *a, long gs, const REAL *aux, long as,
-                              const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, long es,
+static void SFX(rnn_relu_bwd)(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
+                              const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es,
                               REAL *dhp)
 {
     (void)gs; (void)aux; (void)as; (void)hp; (void)dc; (void)e; (void)es;

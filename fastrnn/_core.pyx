@@ -5,6 +5,9 @@ Every array handed to C is checked here for dtype, C-contiguity and shape, becau
 shape reaching C is a buffer overrun, not an exception. Callers (fastrnn.layers) give users
 friendlier messages first; these checks are the last line before memory is touched.
 
+Dimensions are read as Py_ssize_t and checked against the kernels' limit before anything is
+allocated (_dim, MAX_DIM): the C structs carry them as int, the width BLAS takes.
+
 Each kernel entry point fills one named C struct (fr_*_args, declared in _core.pxd) inside a
 job; the C side dispatches on the job's kind and dtype, so one body here serves float32 and
 float64. With defer=True an entry point returns the job instead of running it, and run_jobs()
@@ -16,6 +19,8 @@ import os
 import numpy as np
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.limits cimport INT_MAX
+from libc.stdint cimport INT64_MAX
 
 cnp.import_array()
 
@@ -31,6 +36,39 @@ cdef fr_cell_sizes _sizes(int cell) except *:
     if not 0 <= cell < fr_num_cells():
         raise ValueError(f"cell must be one of {sorted(MODES.values())}, got {cell}")
     return fr_cell_info(cell)
+
+
+# ---- integer widths ------------------------------------------------------------------------------
+# The kernels take every dimension, leading dimension and row count as an int, because BLAS
+# (scipy-openblas32, a 32-bit-integer interface) does; products of dimensions are ptrdiff_t in C
+# (csrc/fastrnn.h, "Integer widths"). So each entry point reads shapes as Py_ssize_t and refuses,
+# before allocating anything, any that a kernel would have to pass to BLAS beyond INT_MAX.
+
+MAX_DIM = INT_MAX  # the largest dimension (and T*B where a call multiplies over all rows)
+
+
+cdef int _dim(Py_ssize_t v, what) except -1:
+    """v (a dimension, leading dimension or row count, >= 0) as a C int, or ValueError naming
+    what it is and the limit."""
+    if v > INT_MAX:
+        raise ValueError(f"{what} is {v}, more than {INT_MAX} (2**31 - 1), the largest dimension "
+                         f"fastrnn's 32-bit-integer BLAS (scipy-openblas32) takes")
+    if v < 0:
+        raise ValueError(f"{what} must be >= 0, got {v}")
+    return <int>v
+
+
+def check_dim(what, Py_ssize_t value):
+    """The check every entry point applies to its dimensions: value as an int, or ValueError
+    naming `what` and the limit MAX_DIM."""
+    return _dim(value, what)
+
+
+cdef inline Py_ssize_t _gh(int gates, Py_ssize_t H, what) except -1:
+    """G*H, checked: the rows of the weights, a BLAS dimension and leading dimension."""
+    _dim(H, what)
+    _dim(gates * H, f"{what} times {gates} gates (G*H)")
+    return gates * H
 
 
 def gates(int cell):
@@ -96,39 +134,53 @@ def plan_knobs(**changes):
     return old
 
 
-def plan_parts(long work, long limit):
-    """How many ways to split `work` multiply-adds over the pool's threads, at most `limit`."""
-    return fr_plan_parts(work, limit, _pool_threads)
+cdef inline int64_t _work(object v):
+    """A work estimate (a Python int of any size) for plan.c, saturated to 0..INT64_MAX."""
+    return <int64_t>(0 if v <= 0 else min(v, INT64_MAX))
 
 
-def plan_row_ranges(int cell, int T, int B, int H, int dirs):
+def plan_parts(work, limit):
+    """How many ways to split `work` multiply-adds over the pool's threads, at most `limit`
+    (Python ints of any size: the estimates saturate)."""
+    return fr_plan_parts(_work(work), _work(limit), _pool_threads)
+
+
+def plan_row_ranges(int cell, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int dirs):
     """How many batch-row ranges each direction's time loop is split into."""
-    _sizes(cell)
-    return fr_plan_row_ranges(<fr_cell>cell, T, B, H, dirs, _pool_threads)
+    cdef fr_cell_sizes n = _sizes(cell)
+    _gh(n.gates, H, "the hidden size H")
+    return fr_plan_row_ranges(<fr_cell>cell, _dim(T, "the time steps T"), _dim(B, "the batch size B"),
+                              <int>H, dirs, _pool_threads)
 
 
-def plan_units_mid(int cell, int T, int B, int H, int dirs, bint has_lengths):
+def plan_units_mid(int cell, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int dirs, bint has_lengths):
     """The unit where the two tasks of a batch-of-one step meet, or None for no split."""
-    _sizes(cell)
-    cdef int mid = fr_plan_units_mid(<fr_cell>cell, T, B, H, dirs, has_lengths, _pool_threads)
+    cdef fr_cell_sizes n = _sizes(cell)
+    _gh(n.gates, H, "the hidden size H")
+    cdef int mid = fr_plan_units_mid(<fr_cell>cell, _dim(T, "the time steps T"), _dim(B, "the batch size B"),
+                                     <int>H, dirs, has_lengths, _pool_threads)
     return mid if mid else None
 
 
-def dx_in_loop_pays(int cell, dtype, int T, int B, int D, int H):
+def dx_in_loop_pays(int cell, dtype, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H):
     """Whether recur_backward should compute dx in its loop for B rows per call (one-direction
     layers), rather than backward_params' whole-sequence GEMM."""
-    _sizes(cell)
-    return bool(fr_dx_in_loop_pays(<fr_cell>cell, T, B, D, H, _dt(dtype)))
+    cdef fr_cell_sizes n = _sizes(cell)
+    _gh(n.gates, H, "the hidden size H")
+    return bool(fr_dx_in_loop_pays(<fr_cell>cell, _dim(T, "the time steps T"), _dim(B, "the batch size B"),
+                                   _dim(D, "the input size D"), <int>H, _dt(dtype)))
 
 
-def fused_pays(int cell, dtype, int T, int B, int D, int H):
+def fused_pays(int cell, dtype, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H):
     """Whether recur's fused mode (x given: input projection inside the time loop) should beat
     project() + recur() for B rows per call."""
-    _sizes(cell)
-    return bool(fr_fused_pays(<fr_cell>cell, T, B, D, H, _dt(dtype)))
+    cdef fr_cell_sizes n = _sizes(cell)
+    _gh(n.gates, H, "the hidden size H")
+    return bool(fr_fused_pays(<fr_cell>cell, _dim(T, "the time steps T"), _dim(B, "the batch size B"),
+                              _dim(D, "the input size D"), <int>H, _dt(dtype)))
 
 
-def set_cell_split_work(long work):
+def set_cell_split_work(int64_t work):
     """Multiply-adds per row from which a cell step is split over two threads (tests: 0 to
     always split where possible, a huge value to never split); returns the previous value."""
     return plan_knobs(cell_split_work=work)["cell_split_work"]
@@ -183,6 +235,7 @@ def run_jobs(list jobs):
     cdef Py_ssize_t n = len(jobs), k
     if n == 0:
         return
+    _dim(n, "the number of jobs")
     for k in range(n):
         if not isinstance(jobs[k], Job):
             raise TypeError(f"run_jobs takes Jobs (kernel calls with defer=True), got {type(jobs[k]).__name__}")
@@ -243,7 +296,7 @@ cdef const int* _lengths(object lengths, int T, int B) except? NULL:
     return <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths)
 
 
-cdef void* _cols(object a, str name, int T, int B, int col, int width, object dtype, int *ld,
+cdef void* _cols(object a, str name, int T, int B, Py_ssize_t col, int width, object dtype, int *ld,
                  bint allow_none=False) except? NULL:
     """Pointer to columns col..col+width-1 of a C-contiguous (T, B, W) array, with *ld = W: a
     strided (T,B,width,W) operand (hprev inside the layer's [x | hprev] buffer, a direction's
@@ -252,12 +305,12 @@ cdef void* _cols(object a, str name, int T, int B, int col, int width, object dt
         return NULL
     if not isinstance(a, np.ndarray) or a.ndim != 3 or a.shape[0] != T or a.shape[1] != B:
         raise ValueError(f"{name} must be a (T={T}, B={B}, W) numpy array")
-    cdef int W = a.shape[2]
+    cdef int W = _dim(a.shape[2], f"{name}'s last dimension (its leading dimension)")
     if col < 0 or col + width > W:
         raise ValueError(f"{name} columns {col}..{col + width} out of range for width {W}")
     cdef char *p = <char*>_ptr(a, name, (T, B, W), dtype)
     ld[0] = W
-    return p + col * <int>a.itemsize
+    return p + col * <Py_ssize_t>a.itemsize
 
 
 cdef object _float_dtype(object a, str name):
@@ -273,7 +326,7 @@ cdef inline fr_dtype _dtype_of(object dtype):  # dtype: from _float_dtype
     return FR_F64 if (<cnp.dtype>dtype).type_num == cnp.NPY_DOUBLE else FR_F32
 
 
-cdef int _check_rows(int b0, int b1, int B) except -1:
+cdef int _check_rows(Py_ssize_t b0, Py_ssize_t b1, int B) except -1:
     if not 0 <= b0 < b1 <= B:
         raise ValueError(f"row range [{b0}, {b1}) must lie within [0, {B}) and be non-empty")
     return 0
@@ -308,9 +361,13 @@ def project(int cell, x, w_ih, act, bint defer=False):
     if x.ndim != 3 or act is None or act.ndim != 3:
         raise ValueError("x and act must be 3-D")
     cdef fr_cell c = <fr_cell>cell
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], G = _sizes(cell).gates
-    cdef int H = act.shape[2] // G
-    if H < 1 or act.shape[2] != G * H:
+    cdef int G = _sizes(cell).gates
+    # one GEMM over all T*B rows: T*B is its M
+    cdef int T = _dim(x.shape[0], "x's time steps T"), B = _dim(x.shape[1], "x's batch size B")
+    _dim(<Py_ssize_t>T * B, "x's rows T*B")
+    cdef int D = _dim(x.shape[2], "x's features D")
+    cdef int GH = _dim(act.shape[2], "act's last dimension G*H"), H = GH // G
+    if H < 1 or GH != G * H:
         raise ValueError(f"act must have a last dimension divisible by {G}, got {act.shape}")
     cdef fr_job j
     j.kind = FR_JOB_PROJECT
@@ -322,9 +379,9 @@ def project(int cell, x, w_ih, act, bint defer=False):
     return _finish(&j, (x, w_ih, act), defer)
 
 
-def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b_hh, y, int y_col,
-          h_n, c_n, act, hprev, aux, double leak=1.0, x=None, w_ih=None, int h_col=0,
-          bint defer=False):
+def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b_hh, y,
+          Py_ssize_t y_col, h_n, c_n, act, hprev, aux, double leak=1.0, x=None, w_ih=None,
+          Py_ssize_t h_col=0, bint defer=False):
     """Forward time loop for batch rows b0..b1-1; writes only those rows.
 
     Without x, act holds project()'s output. With x (T,B,D) and w_ih ("fused"), each step
@@ -336,7 +393,9 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b
         raise ValueError("w_hh must be a 2-D numpy array")
     cdef fr_cell c = <fr_cell>cell
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = y.shape[0], B = y.shape[1], H = w_hh.shape[1], G = n.gates, A = n.aux
+    cdef int T = _dim(y.shape[0], "y's time steps T"), B = _dim(y.shape[1], "y's batch size B")
+    cdef int H = _dim(w_hh.shape[1], "w_hh's columns H"), G = n.gates, A = n.aux
+    _gh(G, H, "w_hh's columns H")
     cdef bint two = n.states == 2
     cdef bint fused = x is not None
     _check_rows(b0, b1, B)
@@ -350,7 +409,7 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b
     if fused:
         if not isinstance(x, np.ndarray) or x.ndim != 3:
             raise ValueError(f"x must be a (T={T}, B={B}, D) numpy array")
-        a.D = x.shape[2]
+        a.D = _dim(x.shape[2], "x's features D")
         a.x = _ptr(x, "x", (T, B, a.D), dtype)
         a.w_ih = _ptr(w_ih, "w_ih", (G * H, a.D), dtype)
     elif w_ih is not None:
@@ -375,9 +434,9 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b
                    defer)
 
 
-def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, hprev, aux,
-                   dy, int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0, dhs=None,
-                   dbias=None, int h_col=0, w_ih=None, dx=None, bint defer=False):
+def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, w_hh, act, hprev,
+                   aux, dy, Py_ssize_t dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0,
+                   dhs=None, dbias=None, Py_ssize_t h_col=0, w_ih=None, dx=None, bint defer=False):
     """Reverse time loop for batch rows b0..b1-1; writes their rows of dgx/dgh, dh0, dc0, and
     with dbias (G*H + (G-S)*H) these rows' share of the bias gradients (assigned).
     With dx (T,B,D) and w_ih, also these rows of dx (assigned; see dx_in_loop_pays): only for
@@ -387,7 +446,9 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
         raise ValueError("act must be 3-D and w_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = act.shape[0], B = act.shape[1], H = w_hh.shape[1], G = n.gates, A = n.aux
+    cdef int T = _dim(act.shape[0], "act's time steps T"), B = _dim(act.shape[1], "act's batch size B")
+    cdef int H = _dim(w_hh.shape[1], "w_hh's columns H"), G = n.gates, A = n.aux
+    _gh(G, H, "w_hh's columns H")
     cdef int RH = (n.gates - n.shared) * H
     cdef bint two = n.states == 2
     _check_rows(b0, b1, B)
@@ -411,12 +472,12 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
     a.dgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
     a.dgh = _ptr(dgh, "dgh", (T, B, RH), dtype) if RH else NULL
     a.dhs = _ptr(dhs, "dhs", (T, B, H), dtype, True)
-    a.dbias = _ptr(dbias, "dbias", (G * H + RH,), dtype, True)
+    a.dbias = _ptr(dbias, "dbias", (<Py_ssize_t>G * H + RH,), dtype, True)
     a.D, a.w_ih, a.dx = 0, NULL, NULL
     if dx is not None:
         if not isinstance(w_ih, np.ndarray) or w_ih.ndim != 2:
             raise ValueError("w_ih must be a 2-D numpy array (G*H, D) when dx is given")
-        a.D = w_ih.shape[1]
+        a.D = _dim(w_ih.shape[1], "w_ih's columns D")
         a.w_ih = _ptr(w_ih, "w_ih", (G * H, a.D), dtype)
         a.dx = _ptr(dx, "dx", (T, B, a.D), dtype)
     elif w_ih is not None:
@@ -427,9 +488,9 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
                         dbias, ws, w_ih, dx), defer)
 
 
-def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, dgx, dgh, dx,
-                    bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh, int h_col=0, dwc=None,
-                    bint defer=False):
+def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ssize_t r1, x, w_ih,
+                    hprev, dgx, dgh, dx, bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh,
+                    Py_ssize_t h_col=0, dwc=None, bint defer=False):
     """Whole-sequence GEMMs after recur_backward(): rows g0..g1 of the parameter grads +=,
     rows r0..r1 (of T*B) of dx assigned/accumulated.
 
@@ -442,15 +503,20 @@ def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, 
         raise ValueError("x must be 3-D, w_ih and dw_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = x.shape[0], B = x.shape[1], D = w_ih.shape[1], H = dw_hh.shape[1], G = n.gates
+    # the weight-gradient GEMMs run over all T*B rows: T*B is their inner dimension
+    cdef int T = _dim(x.shape[0], "x's time steps T"), B = _dim(x.shape[1], "x's batch size B")
+    _dim(<Py_ssize_t>T * B, "x's rows T*B")
+    cdef int D = _dim(w_ih.shape[1], "w_ih's columns D"), H = _dim(dw_hh.shape[1], "dw_hh's columns H")
+    cdef int G = n.gates
+    _gh(G, H, "dw_hh's columns H")
     cdef int RH = (n.gates - n.shared) * H
-    if not (0 <= g0 <= g1 <= G * H and 0 <= r0 <= r1 <= <long>T * B):
+    if not (0 <= g0 <= g1 <= G * H and 0 <= r0 <= r1 <= <Py_ssize_t>T * B):
         raise ValueError(f"ranges [{g0}, {g1}) and [{r0}, {r1}) must lie within [0, {G * H}) and [0, {T * B})")
     cdef fr_job j
     j.kind = FR_JOB_PARAMS
     cdef fr_params_args *a = &j.u.params
     a.cell, a.dtype, a.T, a.B, a.D, a.H = c, _dtype_of(dtype), T, B, D, H
-    a.g0, a.g1, a.r0, a.r1, a.accumulate_dx = g0, g1, r0, r1, accumulate_dx
+    a.g0, a.g1, a.r0, a.r1, a.accumulate_dx = <int>g0, <int>g1, r0, r1, accumulate_dx
     a.x = _cols(x, "x", T, B, 0, D, dtype, &a.ldx)
     a.w_ih = _ptr(w_ih, "w_ih", (G * H, D), dtype)
     a.hprev = _cols(hprev, "hprev", T, B, h_col, H, dtype, &a.ldh)
@@ -461,7 +527,7 @@ def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, 
     a.dw_hh = _ptr(dw_hh, "dw_hh", (G * H, H), dtype)
     a.db_ih = _ptr(db_ih, "db_ih", (G * H,), dtype, True)
     a.db_hh = _ptr(db_hh, "db_hh", (G * H,), dtype, True)
-    a.ws = _ptr(dwc, "dwc", (G * H, D + H), dtype, True)
+    a.ws = _ptr(dwc, "dwc", (G * H, <Py_ssize_t>D + H), dtype, True)
     return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh, dwc), defer)
 
 
@@ -479,7 +545,12 @@ def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reve
         raise ValueError("w_hh must be a 2-D numpy array (G*H, H)")
     dtype = _float_dtype(x, "x")
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = x.shape[0], B = x.shape[1], H = w_hh.shape[1]
+    # checked before anything is allocated: project() multiplies over all T*B rows
+    cdef int T = _dim(x.shape[0], "x's time steps T"), B = _dim(x.shape[1], "x's batch size B")
+    _dim(<Py_ssize_t>T * B, "x's rows T*B")
+    _dim(x.shape[2], "x's features D")
+    cdef int H = _dim(w_hh.shape[1], "w_hh's columns H")
+    _gh(n.gates, H, "w_hh's columns H")
     if T < 1 or B < 1 or x.shape[2] < 1 or H < 1:
         raise ValueError(f"all dimensions must be >= 1, got x {x.shape}, H={H}")
     if y is None:
@@ -511,27 +582,30 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
         raise ValueError("x must be a 3-D numpy array (T, B, D)")
     dtype = _float_dtype(x, "x")
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = x.shape[0], B = x.shape[1], H = hprev.shape[2] if isinstance(hprev, np.ndarray) else 0
-    cdef int GH = n.gates * H, RH = (n.gates - n.shared) * H
+    cdef int T = _dim(x.shape[0], "x's time steps T"), B = _dim(x.shape[1], "x's batch size B")
+    _dim(<Py_ssize_t>T * B, "x's rows T*B")
+    cdef int H = _dim(hprev.shape[2], "hprev's last dimension H") if isinstance(hprev, np.ndarray) else 0
+    cdef int GH = _gh(n.gates, H, "hprev's last dimension H"), RH = (n.gates - n.shared) * H
     dh0 = np.empty((B, H), dtype=dtype)
     dc0 = np.empty((B, H), dtype=dtype) if n.states == 2 else None
     dgx = np.empty((T, B, GH), dtype=dtype)
     dgh = np.empty((T, B, RH), dtype=dtype) if RH else None
     recur_backward(cell, 0, B, reverse, lengths, w_hh, act, hprev, aux, dy, dy_col, dh_n, dc_n,
                    dh0, dc0, dgx, dgh, leak)
-    backward_params(cell, 0, GH, 0, T * B, x, w_ih, hprev, dgx, dgh, dx, accumulate_dx,
+    backward_params(cell, 0, GH, 0, <Py_ssize_t>T * B, x, w_ih, hprev, dgx, dgh, dx, accumulate_dx,
                     dw_ih, dw_hh, db_ih, db_hh)
     return dh0, dc0
 
 
-def units_shared_size(int cell, dtype, int T, int H, int mid, bint backward):
+def units_shared_size(int cell, dtype, Py_ssize_t T, Py_ssize_t H, int mid, bint backward):
     """Elements of the `shared` buffer of recur_units / recur_backward_units."""
-    _sizes(cell)
-    return fr_units_shared_size(<fr_cell>cell, _dt(dtype), T, H, mid, backward)
+    cdef fr_cell_sizes n = _sizes(cell)
+    _gh(n.gates, H, "the hidden size H")
+    return fr_units_shared_size(<fr_cell>cell, _dt(dtype), _dim(T, "the time steps T"), <int>H, mid, backward)
 
 
 def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b_hh, y,
-                int y_col, h_n, c_n, act, hprev, aux, double leak, sync, shared, int h_col=0,
+                Py_ssize_t y_col, h_n, c_n, act, hprev, aux, double leak, sync, shared, Py_ssize_t h_col=0,
                 bint defer=False):
     """Forward time loop of a batch of one as two unit tasks per step, claimed by two concurrent
     calls (part 0 and 1; fastrnn.h, fr_recur_units); act holds project()'s output."""
@@ -540,7 +614,9 @@ def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b
         raise ValueError("act must be (T, 1, G*H) and w_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = act.shape[0], H = w_hh.shape[1], G = n.gates, A = n.aux
+    cdef int T = _dim(act.shape[0], "act's time steps T"), H = _dim(w_hh.shape[1], "w_hh's columns H")
+    cdef int G = n.gates, A = n.aux
+    _gh(G, H, "w_hh's columns H")
     cdef bint two = n.states == 2
     _check_mid(mid, part, H)
     cdef fr_job j
@@ -568,8 +644,8 @@ def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b
 
 
 def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, hprev, aux, dy,
-                         int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak, dhs, dbias,
-                         sync, shared, int h_col=0, bint defer=False):
+                         Py_ssize_t dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak, dhs, dbias,
+                         sync, shared, Py_ssize_t h_col=0, bint defer=False):
     """Reverse time loop of a batch of one as two unit tasks per step (fastrnn.h,
     fr_recur_backward_units); dbias (2, G*H + (G-S)*H) gets each task's share."""
     dtype = _float_dtype(act, "act")
@@ -577,7 +653,9 @@ def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, h
         raise ValueError("act must be (T, 1, G*H) and w_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = act.shape[0], H = w_hh.shape[1], G = n.gates, A = n.aux
+    cdef int T = _dim(act.shape[0], "act's time steps T"), H = _dim(w_hh.shape[1], "w_hh's columns H")
+    cdef int G = n.gates, A = n.aux
+    _gh(G, H, "w_hh's columns H")
     cdef int RH = (n.gates - n.shared) * H
     cdef bint two = n.states == 2
     _check_mid(mid, part, H)
@@ -600,7 +678,7 @@ def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, h
     a.dgx = _ptr(dgx, "dgx", (T, 1, G * H), dtype)
     a.dgh = _ptr(dgh, "dgh", (T, 1, RH), dtype) if RH else NULL
     a.dhs = _ptr(dhs, "dhs", (T, 1, H), dtype, True)
-    a.dbias = _ptr(dbias, "dbias", (2, G * H + RH), dtype, True)
+    a.dbias = _ptr(dbias, "dbias", (2, <Py_ssize_t>G * H + RH), dtype, True)
     a.shared = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, True),), dtype)
     a.sync = _sync_ptr(sync)
     return _finish(&j, (w_hh, act, hprev, aux, dy, dh_n, dc_n, dh0, dc0, dgx, dgh, dhs, dbias, sync,
@@ -615,13 +693,13 @@ cdef int _cell_units(fr_cell_units_args *base, int typenum, int mid) except -1:
     cdef const fr_job *order[2]
     cdef int q
     cdef int H = base.H
-    cdef long n0 = fr_cell_units_ws_size(base.cell, base.B, mid)
-    cdef long n1 = fr_cell_units_ws_size(base.cell, base.B, H - mid)
+    cdef Py_ssize_t n0 = fr_cell_units_ws_size(base.cell, base.B, mid)
+    cdef Py_ssize_t n1 = fr_cell_units_ws_size(base.cell, base.B, H - mid)
     cdef double small[2048]  # 16 KB: a streaming step's scratch needs no allocation
     cdef int itemsize = 4 if typenum == cnp.NPY_FLOAT else 8
     cdef char *pws = <char*>small
     ws = None
-    if (n0 + n1) * itemsize > <long>sizeof(small):
+    if (n0 + n1) * itemsize > <Py_ssize_t>sizeof(small):
         ws = _empty(1, n0 + n1, 0, 0, typenum)
         pws = <char*>cnp.PyArray_DATA(<cnp.ndarray>ws)
     for q in range(2):
@@ -670,8 +748,13 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
     if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
         raise TypeError(f"x must be float32 or float64, got {x.dtype}")
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int B = cnp.PyArray_DIMS(<cnp.ndarray>x)[0], D = cnp.PyArray_DIMS(<cnp.ndarray>w_ih)[1]
-    cdef int H = cnp.PyArray_DIMS(<cnp.ndarray>w_hh)[1], G = n.gates, A = n.aux
+    # read wide and checked first, whatever the arrays' layout: a batch of 2**31 rows (a
+    # zero-stride view costs no memory) must not wrap around to a negative int
+    cdef int B = _dim(cnp.PyArray_DIMS(<cnp.ndarray>x)[0], "x's batch size B")
+    cdef int D = _dim(cnp.PyArray_DIMS(<cnp.ndarray>w_ih)[1], "w_ih's columns D")
+    cdef int H = _dim(cnp.PyArray_DIMS(<cnp.ndarray>w_hh)[1], "w_hh's columns H")
+    cdef int G = n.gates, A = n.aux
+    _gh(G, H, "w_hh's columns H")
     cdef bint two = n.states == 2
     if B < 1 or D < 1 or H < 1:
         raise ValueError(f"all dimensions must be >= 1, got x {x.shape}, H={H}")

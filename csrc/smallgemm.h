@@ -66,13 +66,15 @@ static void fr_pack_nn(int N, int K, const float *W, float *P) { fr_pack_nn_unit
 /* FASTRNN_BLAS_STEPS=1 in the environment forces the BLAS path (for A/B timing and debugging). */
 static int fr_smallgemm_ok(void)
 {
-    static int ok = -1; /* a benign race: every thread computes the same value */
-    if (ok < 0) {
+    static int ok = -1; /* every thread computes the same value: relaxed atomics suffice */
+    int v = __atomic_load_n(&ok, __ATOMIC_RELAXED);
+    if (v < 0) {
         const char *off = getenv("FASTRNN_BLAS_STEPS");
         __builtin_cpu_init();
-        ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(off && off[0] == '1');
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(off && off[0] == '1');
+        __atomic_store_n(&ok, v, __ATOMIC_RELAXED);
     }
-    return ok;
+    return v;
 }
 
 /* C (mr rows, 16 columns, ldc; only the first nc columns are stored) = or += A (mr,K,lda) P. */

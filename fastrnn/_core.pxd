@@ -189,6 +189,7 @@ cdef extern from "fastrnn.h" nogil:
     int fr_get_num_threads()
 
 cdef extern from "pool.h" nogil:
+    enum: FR_MAX_THREADS
     void fr_pool_prepare()
     void fr_pool_run(int nthreads, int njobs, const fr_job *const *jobs)
     void fr_pool_shutdown()

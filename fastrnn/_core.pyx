@@ -81,11 +81,21 @@ def cell_info(int cell):
     return {"gates": n.gates, "aux": n.aux, "states": n.states, "shared": n.shared}
 
 
-def set_num_threads(int n):
-    """Number of BLAS threads used inside the kernels' GEMMs."""
-    if n < 1:
-        raise ValueError(f"num_threads must be >= 1, got {n}")
-    fr_set_num_threads(n)
+MAX_THREADS = FR_MAX_THREADS  # csrc/pool.h: the most threads set_pool_threads accepts
+
+
+cdef int _thread_count(object n, str what) except -1:
+    """n as a thread count in 1..MAX_THREADS, or TypeError/ValueError (never OverflowError)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{what} must be an int, got {type(n).__name__}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"{what} must be in 1..{MAX_THREADS}, got {n}")
+    return <int>n
+
+
+def set_num_threads(n):
+    """Number of BLAS threads used inside the kernels' GEMMs (1..MAX_THREADS)."""
+    fr_set_num_threads(_thread_count(n, "num_threads"))
 
 
 def get_num_threads():
@@ -98,7 +108,7 @@ cdef int _pool_threads = 1
 # fastrnn's own pool splits the work, so BLAS runs single-threaded (its idle threads spin); the
 # pool's default size follows OPENBLAS_NUM_THREADS, else the number of CPUs.
 fr_set_num_threads(1)
-_pool_threads = max(1, int(os.environ.get("OPENBLAS_NUM_THREADS", 0) or os.cpu_count() or 1))
+_pool_threads = min(MAX_THREADS, max(1, int(os.environ.get("OPENBLAS_NUM_THREADS", 0) or os.cpu_count() or 1)))
 
 cdef inline fr_dtype _dt(object dtype):
     return FR_F64 if np.dtype(dtype).itemsize == 8 else FR_F32
@@ -207,12 +217,11 @@ cdef object _finish(fr_job *j, tuple refs, bint defer):
     return None
 
 
-def set_pool_threads(int n):
-    """Threads run_jobs() may use, the caller included (workers are started on first use)."""
+def set_pool_threads(n):
+    """Threads run_jobs() may use, the caller included, 1..MAX_THREADS (workers are started on
+    first use). Safe while other threads run jobs: their dispatch finishes first."""
     global _pool_threads
-    if n < 1:
-        raise ValueError(f"threads must be >= 1, got {n}")
-    _pool_threads = n
+    _pool_threads = _thread_count(n, "threads")
     fr_pool_prepare()
     with nogil:
         fr_pool_shutdown()
@@ -223,9 +232,11 @@ def get_pool_threads():
 
 
 cdef int _run_pool(int njobs, const fr_job **jobs) except -1:
+    # the thread count is read with the GIL held: set_pool_threads may change it meanwhile
+    cdef int nthreads = _pool_threads
     fr_pool_prepare()
     with nogil:
-        fr_pool_run(_pool_threads, njobs, jobs)
+        fr_pool_run(nthreads, njobs, jobs)
     return 0
 
 

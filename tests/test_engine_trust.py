@@ -175,3 +175,180 @@ def close(got, want, dtype, kind, what):
     tol = tolerance(dtype, kind)
     err = np.max(np.abs(got - want)) if got.size else 0.0
     assert np.allclose(got, want, **tol), f"{what}: max abs err {err:.3g} exceeds {tol}"
+
+
+# ---- the worker pool: thread counts, concurrent callers, fork ---------------------------------------
+
+def test_thread_count_is_range_checked_with_value_errors(threads):
+    """set_num_threads(2**31) raised OverflowError from the int conversion; the limit is
+    _core.MAX_THREADS (csrc/pool.h FR_MAX_THREADS = 1024, the caller included)."""
+    before = fr.get_num_threads()
+    assert _core.MAX_THREADS == 1024
+    for bad in (2**31, 2**64, _core.MAX_THREADS + 1):
+        with pytest.raises(ValueError, match=r"must be in 1\.\.1024"):
+            _core.set_pool_threads(bad)
+        with pytest.raises(ValueError):
+            fr.set_num_threads(bad)
+        with pytest.raises(ValueError, match=r"num_threads must be in 1\.\.1024"):
+            _core.set_num_threads(bad)  # BLAS's thread count
+    with pytest.raises(TypeError):
+        _core.set_pool_threads(2.0)
+    assert fr.get_num_threads() == before
+    threads(_core.MAX_THREADS)
+    assert fr.get_num_threads() == _core.MAX_THREADS
+
+
+def _models():
+    """Layers and cells of every kind with work enough to be split (min_parallel_work=0)."""
+    return [fr.LSTM(3, 16, seed=1), fr.GRU(3, 16, seed=2, bidirectional=True),
+            fr.RNN(3, 16, seed=3, nonlinearity="relu", num_layers=2), fr.LSTM(3, 32, seed=4),
+            fr.LSTMCell(3, 48, seed=5), fr.GRUCell(3, 48, seed=6)]
+
+
+def _run_model(m, x, x1):
+    """Forward and backward of a layer (x) or 12 cell steps and their BPTT (x1: a batch of one)."""
+    if isinstance(m, (fr.LSTMCell, fr.GRUCell)):
+        h = np.zeros((1, m.hidden_size), np.float32)
+        s = (h, h) if isinstance(m, fr.LSTMCell) else h
+        out = []
+        for t in range(x.shape[0]):
+            s = m(x[t, :1], s)
+            out.append(s[0] if isinstance(m, fr.LSTMCell) else s)
+        one = np.ones_like(out[-1])
+        grads = [m.backward((one, None) if isinstance(m, fr.LSTMCell) else one)[0] for _ in out]
+        return out + grads + [g.copy() for g in m.grads.values()]
+    xb = x1 if m.hidden_size == 32 else x  # the 32-unit LSTM runs a batch of one (unit split)
+    y, _ = m(xb)
+    return [y, m.backward(np.ones_like(y))[0]] + [g.copy() for g in m.grads.values()]
+
+
+def test_concurrent_callers_with_changing_thread_counts_get_their_results(plan_knobs, threads):
+    """Python threads run layers (row ranges, directions, a batch of one split by units) and cells
+    (split steps) on the one pool while another thread keeps changing the thread count (joining
+    and restarting the workers): no call may hang, fail, or give a result that differs in any
+    way from the one computed alone (to rounding: how rows are split depends on the thread count,
+    and the packed micro-kernel serves only some row counts). A caller that finds the pool busy
+    runs its jobs itself, and any set of jobs (unit tasks included) completes on one thread."""
+    plan_knobs(min_parallel_work=0, cell_split_work=0, units=True)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((12, 9, 3)).astype(np.float32)
+    x1 = rng.standard_normal((30, 1, 3)).astype(np.float32)
+    threads(1)
+    want = []
+    for m in _models():
+        m.zero_grad() if hasattr(m, "zero_grad") else None
+        want.append(_run_model(m, x, x1))
+    threads(2)
+    models = [_models() for _ in range(2)]  # two callers per model kind
+    errors, got = [], {}
+    stop = threading.Event()
+
+    def work(i, j):
+        try:
+            m = models[i][j]
+            for _ in range(8):
+                if hasattr(m, "zero_grad"):
+                    m.zero_grad()
+                got[i, j] = _run_model(m, x, x1)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append((i, j, repr(e)))
+
+    def churn():
+        k = 0
+        while not stop.is_set():
+            fr.set_num_threads(1 + k % 4)
+            k += 1
+
+    workers = [threading.Thread(target=work, args=(i, j)) for i in range(2) for j in range(len(want))]
+    changer = threading.Thread(target=churn)
+    changer.start()
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=120)
+    stop.set()
+    changer.join(timeout=60)
+    assert not any(t.is_alive() for t in workers + [changer]), "a call never finished"
+    assert not errors, errors
+    for (i, j), res in got.items():
+        assert len(res) == len(want[j])
+        for a, b in zip(res, want[j]):
+            close(a, b, np.float32, "grad", f"caller {i}, model {j}")
+
+
+FORK_SCRIPT = textwrap.dedent("""
+    import os, sys, threading
+    import numpy as np
+    import fastrnn as fr
+    from fastrnn import _core
+
+    _core.plan_knobs(min_parallel_work=0, cell_split_work=0, units=True)
+    fr.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 8, 3)).astype(np.float32)
+    x1 = rng.standard_normal((20, 1, 3)).astype(np.float32)
+    layers = [fr.LSTM(3, 16, seed=1, bidirectional=True), fr.GRU(3, 32, seed=2)]
+
+    def run(m, xb):
+        y, _ = m(xb)
+        return y, m.backward(np.ones_like(y))[0]
+
+    want = [run(layers[0], x), run(layers[1], x1)]
+
+    def check(tag, exact=True):
+        # with the same thread count the same jobs run: bit for bit the same results
+        same = np.array_equal if exact else (lambda a, b: np.allclose(a, b, rtol=1e-5, atol=1e-5))
+        for (wy, wdx), m, xb in zip(want, layers, (x, x1)):
+            y, dx = run(m, xb)
+            assert same(y, wy) and same(dx, wdx), tag
+
+    # Python threads keep the pool busy (dispatching, workers mid-job) while the main thread
+    # forks: the child inherits locks in whatever state they were and none of the workers.
+    stop = threading.Event()
+    def busy(i):
+        m = [fr.LSTM(3, 16, seed=1, bidirectional=True), fr.GRU(3, 32, seed=2)][i]
+        while not stop.is_set():
+            run(m, (x, x1)[i])
+    hammer = [threading.Thread(target=busy, args=(i,), daemon=True) for i in range(2)]
+    for t in hammer:
+        t.start()
+    children = []
+    for k in range(int(sys.argv[1])):
+        pid = os.fork()
+        if pid == 0:  # child: only this thread exists; the pool must start afresh
+            try:
+                check("child")
+                fr.set_num_threads(3)
+                check("child, 3 threads", exact=False)
+                os._exit(0)
+            except BaseException as e:
+                print("child failed:", repr(e), flush=True)
+                os._exit(1)
+        children.append(pid)
+        check("parent after fork")
+    stop.set()
+    for t in hammer:
+        t.join()
+    bad = [pid for pid in children if os.waitpid(pid, 0)[1] != 0]
+    check("parent at the end")
+    print("ok", len(children), "children", len(bad), "failed", flush=True)
+    sys.exit(1 if bad else 0)
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_the_pool_is_busy_leaves_parent_and_children_working(tmp_path):
+    """The parent has used the pool and other threads are inside it when it forks, repeatedly:
+    every child must run fastrnn (one thread or several), and so must the parent. Run in a
+    subprocess with a timeout, so a deadlock fails the test instead of hanging the suite."""
+    script = tmp_path / "fork_pool.py"
+    script.write_text(FORK_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fr.__file__))]
+                                                       + sys.path))
+    try:
+        proc = subprocess.run([sys.executable, str(script), "20"], capture_output=True, text=True,
+                              timeout=240, env=env)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"fork test deadlocked (no exit in 240 s); output: {e.stdout!r} {e.stderr!r}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok 20 children 0 failed" in proc.stdout

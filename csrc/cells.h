@@ -120,9 +120,10 @@ HOT static void SFX(rnn_row)(int H, int relu, REAL leak, REAL *RS gx, const REAL
         GATES_RNN_TANH_FAST(H, (float)leak, gx, gh, bias, h, y);
         return;
     }
-    /* leak == 1 has its own loops: (1-leak)*h would turn an infinite h into NaN */
-    if (relu && leak == (REAL)1) { FR_RNN_LOOP(v > 0 ? v : (REAL)0, v) }
-    else if (relu) { FR_RNN_LOOP(v > 0 ? v : (REAL)0, ((REAL)1 - leak) * h[j] + leak * v) }
+    /* leak == 1 has its own loops: (1-leak)*h would turn an infinite h into NaN. relu keeps NaN
+     * (max(v, 0) as NumPy and PyTorch compute it): v < 0 is false for NaN, v > 0 would be too */
+    if (relu && leak == (REAL)1) { FR_RNN_LOOP(v < 0 ? (REAL)0 : v, v) }
+    else if (relu) { FR_RNN_LOOP(v < 0 ? (REAL)0 : v, ((REAL)1 - leak) * h[j] + leak * v) }
     else if (leak == (REAL)1) { FR_RNN_LOOP(TANH(v), v) }
     else { FR_RNN_LOOP(TANH(v), ((REAL)1 - leak) * h[j] + leak * v) }
 }
@@ -164,21 +165,22 @@ HOT static void SFX(gru_row_bwd)(int H, const REAL *RS ar, const REAL *RS az, co
     }
 }
 
+/* The relu derivative multiplies (a > 0 as 1 or 0), a select would not: a NaN or infinite
+ * gradient times 0 is NaN, as in IEEE arithmetic and the NumPy reference. Without a leak the
+ * state has no direct path (dhp = 0, not 0 * dht, which is NaN for an infinite dht). */
 HOT static void SFX(rnn_row_bwd)(int H, int relu, REAL leak, const REAL *RS a,
                                  const REAL *RS dht, REAL *RS dgx, REAL *RS dhp)
 {
     if (relu)
-        for (int j = 0; j < H; ++j) {
-            REAL d = leak * dht[j];
-            dgx[j] = a[j] > 0 ? d : (REAL)0;
-            dhp[j] = ((REAL)1 - leak) * dht[j];
-        }
+        for (int j = 0; j < H; ++j) dgx[j] = leak * dht[j] * (a[j] > 0 ? (REAL)1 : (REAL)0);
     else
         for (int j = 0; j < H; ++j) {
             REAL v = a[j];
             dgx[j] = leak * dht[j] * ((REAL)1 - v * v);
-            dhp[j] = ((REAL)1 - leak) * dht[j];
         }
+    if (leak == (REAL)1) memset(dhp, 0, sizeof(REAL) * (size_t)H);
+    else
+        for (int j = 0; j < H; ++j) dhp[j] = ((REAL)1 - leak) * dht[j];
 }
 
 /* ---- the uniform row signatures the loops call ---------------------------------------------- */

@@ -165,7 +165,9 @@ typedef struct {
 } fr_recur_backward_args;
 
 /* Whole-sequence GEMMs after fr_recur_backward: rows g0..g1-1 of dw_ih, dw_hh, db_ih, db_hh
- * += ...; rows r0..r1-1 (of T*B) of dx assigned (accumulated if accumulate_dx), dx NULL to skip.
+ * += ...; rows r0..r1-1 (of T*B) of dx assigned (accumulated if accumulate_dx), dx NULL to skip;
+ * with lengths, dx rows at padded positions are zero (their dgx rows are, but 0 * W_ih is NaN
+ * where W_ih holds an infinity).
  * Calls with disjoint ranges may run concurrently. When x and hprev sit side by side in one
  * (T,B,D+H) buffer (hprev == x + D, ldx == ldh == D+H) and ws is given, both weight gradients of
  * a gate row come from one GEMM over [x | hprev]. */
@@ -173,6 +175,7 @@ typedef struct {
     fr_cell cell; fr_dtype dtype;
     int T, B, D, H;
     int g0, g1; ptrdiff_t r0, r1;
+    const int *lengths;         /* (B) or NULL, as given to the forward */
     const void *x; int ldx;     /* (T,B,D,ldx) */
     const void *w_ih;           /* (G*H,D) */
     const void *hprev; int ldh; /* (T,B,H,ldh) */

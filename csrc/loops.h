@@ -219,11 +219,13 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
     if (fast) STEP_PACK_NN(H, GH, w_hh, packed);
     /* dx in the loop: each step's dgx rows are still in cache, where a whole-sequence GEMM
      * afterwards reads (and packs) all of dgx again. The rows of a step sit together in dgx and
-     * dx unless lengths differ in the reverse direction; then each row goes on its own, and
-     * the padded positions, which no step visits, are zeroed here. */
+     * dx unless lengths differ in the reverse direction; then each row goes on its own. The
+     * padded positions are zeroed here: no step visits those at t >= the rows' longest length
+     * (they were left as they were, garbage from np.empty), and the others are zeroed again
+     * after each step's product, which gives them 0 * W_ih (NaN where W_ih is infinite). */
     const int dx_rows = dx && !(reverse && lengths);
     if (dx && fast) STEP_PACK_NN(D, GH, w_ih, packed_ih);
-    if (dx && !dx_rows)
+    if (dx && lengths)
         for (int t = 0; t < T; ++t)
             for (int b = b0; b < b1; ++b)
                 if (t >= lengths[b]) memset(dx + ((ptrdiff_t)t * B + b) * D, 0, sizeof(REAL) * D);
@@ -239,7 +241,9 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
             const int b = b0 + i;
             REAL *dhb = dh + (ptrdiff_t)i * H, *dhpb = dhp + (ptrdiff_t)i * H;
             if (lengths && s >= lengths[b]) {
-                /* inactive: the state passes through unchanged, and so does its gradient */
+                /* inactive: the state passes through unchanged, and so does its gradient (set
+                 * again after the product below, which adds 0 * W_hh to it: NaN where W_hh is
+                 * infinite) */
                 memcpy(dhpb, dhb, sizeof(REAL) * H);
                 if (gathered) memset(step + (ptrdiff_t)i * GH, 0, sizeof(REAL) * GH);
                 continue;
@@ -266,10 +270,17 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
             ? step : dgx + ((ptrdiff_t)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
         if (fast) STEP_MM(nb, H, GH, dstep, GH, packed, 1, dhp, H);
         else SFX(gemm)(0, 0, nb, H, GH, dstep, GH, w_hh, H, (REAL)1, dhp, H);
+        if (lengths)
+            for (int i = 0; i < nb; ++i)
+                if (s >= lengths[b0 + i])
+                    memcpy(dhp + (ptrdiff_t)i * H, dh + (ptrdiff_t)i * H, sizeof(REAL) * H);
         if (dx_rows) {
             const ptrdiff_t r = (ptrdiff_t)SFX(pos)(s, 0, T, reverse, NULL) * B + b0;
             if (fast) STEP_MM(nb, D, GH, dgx + r * GH, GH, packed_ih, 0, dx + r * D, D);
             else SFX(gemm)(0, 0, nb, D, GH, dgx + r * GH, GH, w_ih, D, (REAL)0, dx + r * D, D);
+            if (lengths) /* forward direction here: an inactive row's position t = s is padding */
+                for (int i = 0; i < nb; ++i)
+                    if (s >= lengths[b0 + i]) memset(dx + (r + i) * D, 0, sizeof(REAL) * D);
         } else if (dx)
             for (int i = 0; i < nb; ++i) {
                 const int b = b0 + i;
@@ -341,9 +352,13 @@ static void SFX(fr_backward_params)(const fr_params_args *a)
                 }
         }
     }
-    if (dx && r1 > r0)
+    if (dx && r1 > r0) {
         SFX(gemm)(0, 0, (int)(r1 - r0), D, GH, dgx + r0 * GH, GH, w_ih, D,
                   a->accumulate_dx ? (REAL)1 : (REAL)0, dx + r0 * D, D);
+        if (a->lengths)
+            for (ptrdiff_t m = r0; m < r1; ++m)
+                if (m / a->B >= a->lengths[m % a->B]) memset(dx + m * D, 0, sizeof(REAL) * D);
+    }
 }
 
 /* ---- one cell step for a range of hidden units -------------------------------------------- */

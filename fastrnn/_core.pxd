@@ -71,6 +71,7 @@ cdef extern from "fastrnn.h" nogil:
         fr_dtype dtype
         int T, B, D, H, g0, g1
         ptrdiff_t r0, r1
+        const int *lengths
         const void *x
         int ldx
         const void *w_ih

@@ -501,13 +501,14 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
 
 def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ssize_t r1, x, w_ih,
                     hprev, dgx, dgh, dx, bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh,
-                    Py_ssize_t h_col=0, dwc=None, bint defer=False):
+                    Py_ssize_t h_col=0, dwc=None, lengths=None, bint defer=False):
     """Whole-sequence GEMMs after recur_backward(): rows g0..g1 of the parameter grads +=,
     rows r0..r1 (of T*B) of dx assigned/accumulated.
 
     x (T,B,W) holds the input in columns 0..D-1 (D = w_ih's columns) and hprev (T,B,W') the
     states in columns h_col..h_col+H-1. Passing the layer's [x | hprev] buffer as both, with
-    h_col = D, and dwc (G*H, D+H) scratch lets one GEMM produce both weight gradients."""
+    h_col = D, and dwc (G*H, D+H) scratch lets one GEMM produce both weight gradients.
+    With lengths (as given to the forward), dx is zero at padded positions whatever W_ih holds."""
     dtype = _float_dtype(x, "x")
     if x.ndim != 3 or not isinstance(w_ih, np.ndarray) or w_ih.ndim != 2 \
             or not isinstance(dw_hh, np.ndarray) or dw_hh.ndim != 2:
@@ -528,6 +529,7 @@ def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ss
     cdef fr_params_args *a = &j.u.params
     a.cell, a.dtype, a.T, a.B, a.D, a.H = c, _dtype_of(dtype), T, B, D, H
     a.g0, a.g1, a.r0, a.r1, a.accumulate_dx = <int>g0, <int>g1, r0, r1, accumulate_dx
+    a.lengths = _lengths(lengths, T, B)
     a.x = _cols(x, "x", T, B, 0, D, dtype, &a.ldx)
     a.w_ih = _ptr(w_ih, "w_ih", (G * H, D), dtype)
     a.hprev = _cols(hprev, "hprev", T, B, h_col, H, dtype, &a.ldh)
@@ -539,7 +541,7 @@ def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ss
     a.db_ih = _ptr(db_ih, "db_ih", (G * H,), dtype, True)
     a.db_hh = _ptr(db_hh, "db_hh", (G * H,), dtype, True)
     a.ws = _ptr(dwc, "dwc", (G * H, <Py_ssize_t>D + H), dtype, True)
-    return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh, dwc), defer)
+    return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh, dwc, lengths), defer)
 
 
 def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reverse=False,
@@ -604,7 +606,7 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
     recur_backward(cell, 0, B, reverse, lengths, w_hh, act, hprev, aux, dy, dy_col, dh_n, dc_n,
                    dh0, dc0, dgx, dgh, leak)
     backward_params(cell, 0, GH, 0, <Py_ssize_t>T * B, x, w_ih, hprev, dgx, dgh, dx, accumulate_dx,
-                    dw_ih, dw_hh, db_ih, db_hh)
+                    dw_ih, dw_hh, db_ih, db_hh, lengths=lengths)
     return dh0, dc0
 
 

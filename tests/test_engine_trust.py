@@ -8,6 +8,7 @@ pages a kernel touches are ever backed) where a kernel must really run on them.
 """
 import mmap
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -352,3 +353,273 @@ def test_fork_while_the_pool_is_busy_leaves_parent_and_children_working(tmp_path
         pytest.fail(f"fork test deadlocked (no exit in 240 s); output: {e.stdout!r} {e.stderr!r}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ok 20 children 0 failed" in proc.stdout
+
+
+# ---- NaN and Inf propagate as IEEE arithmetic does -------------------------------------------------
+# The special values of each gate function, exactly as NumPy gives them; then whole layers and
+# cells against the independent NumPy reference with one NaN or Inf placed in x, a state, a
+# weight, a bias or an incoming gradient: the NaN (and infinity) positions must be the same and
+# the finite values equal to the usual tolerance, on every code path (forced by the plan's knobs
+# and shapes). The portable float32 loops (vmath.h; the AVX2 kernels replace them on this CPU)
+# run in a subprocess with FASTRNN_BLAS_STEPS=1.
+
+SPECIAL = [np.nan, np.inf, -np.inf, 0.0, 0.5, -1.5, 8.5, -9.5, 20.0, -20.0, 100.0, -100.0, 1e30,
+           -1e30, 3.0]  # 15 values: H = 15 puts some in the AVX2 kernels' masked tail
+
+
+def _np_sigmoid(v):
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-v))
+
+
+def _gate_values(mode, act, v):
+    """The gate activations fastrnn saved in act (one row) and what NumPy gives for them."""
+    H = v.size
+    with np.errstate(invalid="ignore"):
+        if mode == "RNN_TANH":
+            return [("tanh", act[:H], np.tanh(v))]
+        if mode == "RNN_RELU":
+            return [("relu", act[:H], np.maximum(v, 0))]
+        if mode == "LSTM":
+            return [("sigmoid i", act[:H], _np_sigmoid(v)), ("sigmoid f", act[H:2 * H], _np_sigmoid(v[::-1])),
+                    ("tanh g", act[2 * H:3 * H], np.tanh(v)), ("sigmoid o", act[3 * H:], _np_sigmoid(v))]
+        r = _np_sigmoid(v)
+        return [("sigmoid r", act[:H], r), ("sigmoid z", act[H:2 * H], _np_sigmoid(v[::-1])),
+                ("tanh n", act[2 * H:], np.tanh(v + r * 0))]  # r * (W_hn h + b_hn) with h = 0, no bias
+
+
+def _check_special(name, got, want, dtype):
+    assert np.array_equal(np.isnan(got), np.isnan(want)), f"{name}: NaN at {np.isnan(got)} want {np.isnan(want)}"
+    special = np.isinf(want) | np.isinf(SPECIAL)  # exact where NumPy saturates to +-1, 0, 1, inf
+    fin = ~np.isnan(want)
+    exact = special & fin
+    assert np.array_equal(got[exact], want[exact]), f"{name}: at +-inf inputs {got[exact]} want {want[exact]}"
+    assert np.allclose(got[fin], want[fin], **tolerance(dtype, "forward")), f"{name}: {got} want {want}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", list(KINDS))
+@pytest.mark.parametrize("path", ["layer", "fused", "cell", "split cell"])
+def test_gate_functions_of_nan_and_inf_are_numpys(plan_knobs, threads, mode, dtype, path):
+    """Pre-activations NaN, +-inf, huge and moderate straight into the gates (they are b_ih:
+    zero input, weights and state, so no product mixes them): sigmoid(-inf) = 0, sigmoid(+inf)
+    = 1, tanh(+-inf) = +-1, relu(NaN) = NaN, as NumPy. (relu(NaN) gave 0, sigmoid(-inf) 6e-39.)"""
+    v = np.array(SPECIAL, dtype)
+    H, G = v.size, GATES[mode]
+    b_ih = np.concatenate([v, v[::-1], v, v][:G]).astype(dtype)
+    b_hh = np.zeros(G * H, dtype)
+    x = np.zeros((1, 1, 1), dtype)
+    w_ih, w_hh = np.zeros((G * H, 1), dtype), np.zeros((G * H, H), dtype)
+    h0 = np.zeros((1, H), dtype)
+    c0 = h0 if mode == "LSTM" else None
+    plan_knobs(fused=path == "fused", cell_split_work=0 if path == "split cell" else 2**62)
+    threads(2)
+    if path in ("layer", "fused"):
+        if path == "fused":  # the projection inside the time loop (fr_recur with x)
+            y, act = np.empty((1, 1, H), dtype), np.empty((1, 1, G * H), dtype)
+            _core.recur(KINDS[mode], 0, 1, False, None, h0, c0, w_hh, b_ih, b_hh, y, 0, np.empty((1, H), dtype),
+                        np.empty((1, H), dtype) if c0 is not None else None, act, np.empty((1, 1, H), dtype),
+                        np.empty((1, 1, 2 * H), dtype) if mode == "LSTM" else
+                        np.empty((1, 1, H), dtype) if mode == "GRU" else None, x=x, w_ih=w_ih)
+        else:
+            act = _core.forward(KINDS[mode], x, h0, c0, w_ih, w_hh, b_ih, b_hh)[3][0]
+    else:
+        act = _core.cell_step(KINDS[mode], x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, True)[2][1][0]
+    for name, got, want in _gate_values(mode, act[0, 0], v):
+        _check_special(f"{mode} {name}", got, want, dtype)
+
+
+NAN_INF_SCRIPT = textwrap.dedent("""
+    import sys, pytest
+    import numpy as np
+    from fastrnn import _core
+    # the packed products and AVX2 gate kernels are off: fused mode never pays without them
+    assert not _core.fused_pays(_core.LSTM, np.float32, 100, 32, 32, 32), "FASTRNN_BLAS_STEPS=1 ignored"
+    sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-x", sys.argv[1], "-k", sys.argv[2]]))
+""")
+
+
+def test_portable_float32_loops_propagate_nan_and_inf(tmp_path):
+    """The portable gate loops (vmath.h's fr_expf/fr_tanhf, no AVX2 kernels or packed products)
+    run only on CPUs without AVX2+FMA, or with FASTRNN_BLAS_STEPS=1, read once per process: the
+    gate and layer checks of this file again, float32, in a subprocess with it set."""
+    script = tmp_path / "portable.py"
+    script.write_text(NAN_INF_SCRIPT)
+    env = dict(os.environ, FASTRNN_BLAS_STEPS="1",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fr.__file__))] + sys.path))
+    proc = subprocess.run([sys.executable, str(script), __file__,
+                           "(gate_functions or layers_and_cells_match) and float32"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=os.path.dirname(__file__))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r"\b[1-9]\d* passed", proc.stdout) and not re.search(r"\d+ failed", proc.stdout)
+
+
+LAYER_CLASSES = {"RNN_TANH": (fr.RNN, {"nonlinearity": "tanh"}), "RNN_RELU": (fr.RNN, {"nonlinearity": "relu"}),
+                 "LSTM": (fr.LSTM, {}), "GRU": (fr.GRU, {})}
+# where the one bad value goes: (what, index, value); indices into (T,B,.) / (L*dirs,B,H) / params
+PLACES = {
+    "x nan": ("x", (2, 1, 0), np.nan), "x +inf": ("x", (1, 0, 1), np.inf), "x -inf": ("x", (3, 1, 2), -np.inf),
+    "h0 nan": ("h0", (0, 1, 2), np.nan), "h0 +inf": ("h0", (0, 0, 1), np.inf),
+    "c0 +inf": ("c0", (0, 1, 0), np.inf), "c0 nan": ("c0", (0, 0, 3), np.nan),
+    "w_ih +inf": ("weight_ih_l0", (1, 2), np.inf), "w_hh nan": ("weight_hh_l0", (2, 1), np.nan),
+    "w_hh -inf": ("weight_hh_l0", (0, 3), -np.inf), "b_hh nan": ("bias_hh_l0", (3,), np.nan),
+    "dy nan": ("dy", (3, 1, 1), np.nan), "dy +inf": ("dy", (4, 0, 2), np.inf),
+    "dh_n -inf": ("dh_n", (0, 1, 3), -np.inf),
+}
+# code paths: (description, layer options, batch, plan knobs, threads)
+PATHS = {
+    "rows": ({}, 3, {"fused": False, "dx_in_loop": False}, 1),
+    "fused, dx in loop": ({}, 4, {"fused": True, "dx_in_loop": True}, 1),
+    "row ranges, 2 layers, bidirectional": ({"num_layers": 2, "bidirectional": True}, 5,
+                                            {"min_parallel_work": 0}, 3),
+    "ragged, bidirectional": ({"bidirectional": True, "lengths": [6, 2, 4]}, 3, {}, 2),
+    "ragged, dx in loop": ({"lengths": [5, 2, 3, 1]}, 4, {"dx_in_loop": True, "fused": True}, 1),
+    "batch of one, unit split": ({}, 1, {"units": True, "fused": False}, 2),
+}
+NAN_INF_CASES = [(path, place) for path in PATHS for place in PLACES
+                 if path == "rows" or place in ("x nan", "x +inf", "h0 +inf", "c0 +inf", "w_hh -inf", "dy nan",
+                                                "dy +inf")]
+NAN_INF_CASES += [("ragged, dx in loop", "w_ih +inf"),
+                  pytest.param("ragged, bidirectional", "w_ih +inf", marks=pytest.mark.xfail(
+                      reason="dx at padded positions is 0 * W_ih = NaN until fastrnn/layers.py's "
+                             "_params_grads passes lengths to _core.backward_params", strict=False))]
+
+
+def _same_special(got, want, what, dtype):
+    """NaN where the reference has NaN, the same infinities, finite values to the tolerance."""
+    assert got.shape == want.shape, what
+    bad = np.argwhere(np.isnan(got) != np.isnan(want))
+    assert not bad.size, (f"{what}: NaN positions differ at {bad[:5].tolist()}: got "
+                          f"{got[tuple(bad[0])]} want {want[tuple(bad[0])]}")
+    assert np.array_equal(np.isposinf(got), np.isposinf(want)), f"{what}: +inf positions differ"
+    assert np.array_equal(np.isneginf(got), np.isneginf(want)), f"{what}: -inf positions differ"
+    fin = np.isfinite(want)
+    close(got[fin], want[fin], dtype, "grad", what)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", list(KINDS))
+@pytest.mark.parametrize("path,place", NAN_INF_CASES)
+def test_nan_inf_layers_and_cells_match_the_reference(plan_knobs, threads, mode, dtype, path, place):
+    """One NaN or Inf in x, h0, c0, a weight, a bias, dy or dh_n: forward and backward of a layer
+    give NaN exactly where the NumPy reference does, the same infinities, and the same finite
+    values (relu(NaN) was 0, relu's backward turned 0 * NaN into 0, the non-leaky RNN's direct
+    state path turned 0 * inf into NaN, sigmoid(-inf) was 6e-39 instead of 0)."""
+    what, idx, val = PLACES[place]
+    if what == "c0" and mode != "LSTM":
+        pytest.skip("only LSTM has c")
+    opts, B, knobs, nthreads = PATHS[path]
+    opts = dict(opts)
+    lengths = opts.pop("lengths", None)
+    T, D, H = 6, 3, 4
+    L, dirs = opts.get("num_layers", 1), 2 if opts.get("bidirectional") else 1
+    cls, extra = LAYER_CLASSES[mode]
+    m = cls(D, H, dtype=dtype, seed=11, **extra, **opts)
+    rng = np.random.default_rng(12)
+    arrays = {"x": rng.standard_normal((T, B, D)), "h0": rng.standard_normal((L * dirs, B, H)) * 0.5,
+              "c0": rng.standard_normal((L * dirs, B, H)) * 0.5, "dy": rng.standard_normal((T, B, dirs * H)),
+              "dh_n": rng.standard_normal((L * dirs, B, H))}
+    arrays = {k: v.astype(dtype) for k, v in arrays.items()}
+    params = m.state_dict()
+    target = arrays.get(what, params.get(what))
+    target[tuple(min(i, s - 1) for i, s in zip(idx, target.shape))] = val  # batch of one: row 0
+    m.load_state_dict(params)
+    plan_knobs(**knobs)
+    threads(nthreads)
+    lstm = mode == "LSTM"
+    x, h0, c0, dy, dh_n = (arrays[k] for k in ("x", "h0", "c0", "dy", "dh_n"))
+    with np.errstate(all="ignore"):
+        ry, rh, rc, cache = ref.forward(mode, params, x, h0, c0 if lstm else None, lengths, L, dirs == 2)
+        rdx, rdh0, rdc0, rgrads = ref.backward(cache, dy, dh_n, np.zeros_like(dh_n) if lstm else None)
+    y, st = m(x, (h0, c0) if lstm else h0, lengths=None if lengths is None else np.array(lengths))
+    dx, dst = m.backward(dy, (dh_n, None) if lstm else dh_n)
+    pairs = [("y", y, ry), ("dx", dx, rdx)]
+    pairs += [("h_n", st[0], rh), ("c_n", st[1], rc), ("dh0", dst[0], rdh0), ("dc0", dst[1], rdc0)] if lstm else \
+             [("h_n", st, rh), ("dh0", dst, rdh0)]
+    pairs += [(k, m.grads[k], rgrads[k]) for k in sorted(rgrads)]
+    for name, got, want in pairs:
+        _same_special(got, want, f"{mode} {path} {place}: {name}", dtype)
+
+
+CELL_CLASSES = {"RNN_TANH": (fr.RNNCell, {"nonlinearity": "tanh"}), "RNN_RELU": (fr.RNNCell, {"nonlinearity": "relu"}),
+                "LSTM": (fr.LSTMCell, {}), "GRU": (fr.GRUCell, {})}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", list(KINDS))
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("place", ["x nan", "x +inf", "h +inf", "h nan", "c +inf", "w_ih +inf", "w_hh -inf",
+                                   "dh nan", "dh +inf"])
+def test_nan_inf_layers_and_cells_match_the_reference_cell_step(plan_knobs, threads, mode, dtype, split, place):
+    """The same for one cell step and its backward (the streaming path, split over two threads
+    by hidden units or not), against reference.cell_forward / cell_backward."""
+    if place.startswith("c ") and mode != "LSTM":
+        pytest.skip("only LSTM has c")
+    B, D, H = 3, 5, 20
+    cls, extra = CELL_CLASSES[mode]
+    cell = cls(D, H, dtype=dtype, seed=3, **extra)
+    rng = np.random.default_rng(4)
+    x, h, c, dh = (rng.standard_normal(s).astype(dtype) for s in ((B, D), (B, H), (B, H), (B, H)))
+    p = cell.state_dict()
+    what, val = place.split()
+    val = {"nan": np.nan, "+inf": np.inf, "-inf": -np.inf}[val]
+    {"x": x, "h": h, "c": c, "dh": dh, "w_ih": p["weight_ih"], "w_hh": p["weight_hh"]}[what][1, 2] = val
+    cell.load_state_dict(p)
+    plan_knobs(cell_split_work=0 if split else 2**62)
+    threads(2)
+    lstm = mode == "LSTM"
+    with np.errstate(all="ignore"):
+        out = ref.cell_forward(mode, p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"], x, h, c if lstm else None)
+        back = ref.cell_backward(out[-1], dh, np.zeros_like(dh) if lstm else None)
+    if lstm:
+        h1, c1 = cell(x, (h, c))
+        dx, (dh0, dc0) = cell.backward((dh, None))
+        pairs = [("h1", h1, out[0]), ("c1", c1, out[1]), ("dx", dx, back[0]), ("dh", dh0, back[1]), ("dc", dc0, back[2])]
+    else:
+        h1 = cell(x, h)
+        dx, dh0 = cell.backward(dh)
+        pairs = [("h1", h1, out[0]), ("dx", dx, back[0]), ("dh", dh0, back[1])]
+    pairs += [(k, cell.grads[k], back[-1][k]) for k in sorted(back[-1])]
+    for name, got, want in pairs:
+        _same_special(got, want, f"{mode} cell split={split} {place}: {name}", dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("in_loop", [False, True])
+def test_input_gradient_is_zero_at_padded_positions(plan_knobs, dtype, in_loop):
+    """dx at padded positions is 0 whatever the buffer held and whatever W_ih holds. In the loop
+    (recur_backward with dx), positions past the rows' longest length were never written, so
+    np.empty's garbage (NaN after a NaN-heavy computation) reached the user; padded rows the
+    loop did visit, and the whole-sequence product (backward_params with lengths), gave
+    0 * W_ih, NaN for an infinite weight."""
+    T, B, D, H, G = 6, 4, 3, 5, 4
+    lengths = np.array([4, 2, 3, 1], np.intc)  # all < T: position 5 is padding in every row
+    rng = np.random.default_rng(9)
+    m = fr.LSTM(D, H, dtype=dtype, seed=1)
+    p = m.state_dict()
+    w_ih = p["weight_ih_l0"]
+    w_ih[3, 1] = np.inf
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    x[np.arange(T)[:, None] >= lengths[None, :]] = 0
+    h0 = np.zeros((B, H), dtype)
+    _, _, _, saved = _core.forward(_core.LSTM, x, h0, h0, w_ih, p["weight_hh_l0"], p["bias_ih_l0"], p["bias_hh_l0"],
+                                   lengths=lengths)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    dgx = np.empty((T, B, G * H), dtype)
+    dx = np.full((T, B, D), np.nan, dtype)  # what a reused buffer may hold
+    dw_ih, dw_hh = np.zeros_like(w_ih), np.zeros((G * H, H), dtype)
+    args = (_core.LSTM, 0, B, False, lengths, p["weight_hh_l0"], *saved, dy, 0, None, None,
+            np.empty((B, H), dtype), np.empty((B, H), dtype), dgx, None)
+    if in_loop:
+        _core.recur_backward(*args, w_ih=w_ih, dx=dx)
+    else:
+        _core.recur_backward(*args)
+        _core.backward_params(_core.LSTM, 0, G * H, 0, T * B, x, w_ih, saved[1], dgx, None, dx, False,
+                              dw_ih, dw_hh, None, None, lengths=lengths)
+    pad = np.arange(T)[:, None] >= lengths[None, :]
+    assert np.all(dx[pad] == 0), dx[pad]
+    # and the valid positions: column 1 of W_ih is infinite in gate row 3, so every dx there is
+    # +-inf or NaN exactly as NumPy's product of the same dgx gives
+    with np.errstate(invalid="ignore"):
+        want = dgx @ w_ih
+    _same_special(dx[~pad], want[~pad], "dx at valid positions", dtype)

@@ -290,7 +290,9 @@ void fr_plan_set_knobs(const fr_plan_knobs *k);
 int fr_plan_parts(int64_t work, int64_t limit, int nthreads);
 /* Row ranges per direction for a layer's time loops (directions first occupy the threads). */
 int fr_plan_row_ranges(fr_cell cell, int T, int B, int H, int dirs, int nthreads);
-/* The unit where the two tasks of a batch-of-one step meet, or 0 for no split. */
+/* The unit where the two tasks of a batch-of-one step meet, or 0 for no split. The unit tasks
+ * count 2*T completed tasks in an int (pool.h, fr_claim): T <= FR_UNITS_MAX_STEPS. */
+#define FR_UNITS_MAX_STEPS (0x7fffffff / 2)
 int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int nthreads);
 /* The unit where the two halves of a split cell step meet, or 0 for one thread. */
 int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int nthreads);

@@ -96,7 +96,8 @@ static int unit_mid(int H)
 
 int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int nthreads)
 {
-    int ok = B == 1 && dirs == 1 && !has_lengths && H >= 2 && nthreads >= 2;
+    /* T <= FR_UNITS_MAX_STEPS: the unit tasks count 2*T completed tasks in an int (pool.c) */
+    int ok = B == 1 && dirs == 1 && !has_lengths && H >= 2 && nthreads >= 2 && T <= FR_UNITS_MAX_STEPS;
     if (knobs.units >= 0) ok = ok && knobs.units;
     else ok = ok && T >= 4 && mul_sat((int64_t)fr_gates(cell) * H, H) >= knobs.unit_min_work;
     return ok ? unit_mid(H) : 0;

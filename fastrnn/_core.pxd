@@ -181,6 +181,7 @@ cdef extern from "fastrnn.h" nogil:
     void fr_plan_set_knobs(const fr_plan_knobs *k)
     int fr_plan_parts(int64_t work, int64_t limit, int nthreads)
     int fr_plan_row_ranges(fr_cell cell, int T, int B, int H, int dirs, int nthreads)
+    enum: FR_UNITS_MAX_STEPS
     int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int nthreads)
     int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int nthreads)
     int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)

@@ -343,9 +343,12 @@ cdef int _check_rows(Py_ssize_t b0, Py_ssize_t b1, int B) except -1:
     return 0
 
 
-cdef int _check_mid(int mid, int part, int H) except -1:
+cdef int _check_mid(int mid, int part, int H, int T) except -1:
     if not (0 < mid < H and 0 <= part <= 1):
         raise ValueError(f"mid={mid} must split 0 < mid < H={H} and part must be 0 or 1, got {part}")
+    if T > FR_UNITS_MAX_STEPS:  # the unit tasks count 2*T completed tasks in an int
+        raise ValueError(f"act's time steps T is {T}, more than {FR_UNITS_MAX_STEPS}, the longest "
+                         f"sequence the unit-split loops (recur_units) take")
     return 0
 
 
@@ -631,7 +634,7 @@ def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b
     cdef int G = n.gates, A = n.aux
     _gh(G, H, "w_hh's columns H")
     cdef bint two = n.states == 2
-    _check_mid(mid, part, H)
+    _check_mid(mid, part, H, T)
     cdef fr_job j
     j.kind = FR_JOB_UNITS
     cdef fr_units_args *a = &j.u.units
@@ -671,7 +674,7 @@ def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, h
     _gh(G, H, "w_hh's columns H")
     cdef int RH = (n.gates - n.shared) * H
     cdef bint two = n.states == 2
-    _check_mid(mid, part, H)
+    _check_mid(mid, part, H, T)
     cdef fr_job j
     j.kind = FR_JOB_UNITS_BACKWARD
     cdef fr_units_backward_args *a = &j.u.units_backward

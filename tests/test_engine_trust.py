@@ -131,6 +131,23 @@ def test_entry_points_refuse_wide_dimensions_with_value_errors():
     assert _core.plan_parts(2**80, 2**70) >= 1
 
 
+def test_unit_split_refuses_sequences_whose_task_count_overflows(plan_knobs, threads):
+    """A batch of one split by units counts 2*T completed tasks in an int: the plan never splits
+    a longer sequence, and recur_units refuses one."""
+    plan_knobs(units=True)
+    threads(2)
+    T = 2**30 + 1
+    assert _core.plan_units_mid(_core.LSTM, 2**30 - 1, 1, 64, 1, False) is not None
+    assert _core.plan_units_mid(_core.LSTM, T, 1, 64, 1, False) is None
+    H = 16
+    act = np.broadcast_to(np.zeros((1, 1, 4 * H), np.float32), (T, 1, 4 * H))
+    z = np.zeros((1, H), np.float32)
+    with pytest.raises(ValueError, match=r"act's time steps T is 1073741825, more than 1073741823"):
+        _core.recur_units(_core.LSTM, 8, 0, False, z, z, np.zeros((4 * H, H), np.float32), None, None,
+                          act[..., :H], 0, z, z, act, None, None, 1.0, np.zeros(4, np.intc),
+                          np.zeros(1, np.float32))
+
+
 def test_time_loops_address_rows_beyond_2_to_the_31_elements():
     """Offsets into (T,B,.) buffers are products of dimensions: with T*B*G*H > 2**32 the last rows
     of a batch sit past every 32-bit offset. The forward and backward loops over those rows must

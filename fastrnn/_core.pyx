@@ -67,7 +67,8 @@ def check_dim(what, Py_ssize_t value):
 cdef inline Py_ssize_t _gh(int gates, Py_ssize_t H, what) except -1:
     """G*H, checked: the rows of the weights, a BLAS dimension and leading dimension."""
     _dim(H, what)
-    _dim(gates * H, f"{what} times {gates} gates (G*H)")
+    if gates * H > INT_MAX:  # the message is built only here: cell_step calls this every step
+        _dim(gates * H, f"{what} times {gates} gates (G*H)")
     return gates * H
 
 
@@ -316,7 +317,10 @@ cdef void* _cols(object a, str name, int T, int B, Py_ssize_t col, int width, ob
         return NULL
     if not isinstance(a, np.ndarray) or a.ndim != 3 or a.shape[0] != T or a.shape[1] != B:
         raise ValueError(f"{name} must be a (T={T}, B={B}, W) numpy array")
-    cdef int W = _dim(a.shape[2], f"{name}'s last dimension (its leading dimension)")
+    cdef Py_ssize_t w = a.shape[2]
+    if w > INT_MAX:
+        _dim(w, f"{name}'s last dimension (its leading dimension)")
+    cdef int W = <int>w
     if col < 0 or col + width > W:
         raise ValueError(f"{name} columns {col}..{col + width} out of range for width {W}")
     cdef char *p = <char*>_ptr(a, name, (T, B, W), dtype)

@@ -264,8 +264,16 @@ def run_jobs(list jobs):
 
 # ---- argument checks ----------------------------------------------------------------------------
 
-cdef void* _ptr(object a, str name, tuple shape, object dtype, bint allow_none=False) except? NULL:
-    """Data pointer of `a` after checking dtype, contiguity and shape; NULL for an allowed None.
+cdef enum:  # readable positional flags for _ptr/_cols (allow_none, out)
+    REQUIRED = 0
+    NULLABLE = 1
+    OUTPUT = 1
+
+
+cdef void* _ptr(object a, str name, tuple shape, object dtype, bint allow_none=False,
+               bint out=False) except? NULL:
+    """Data pointer of `a` after checking dtype (native byte order), contiguity, alignment, shape,
+    and for an output (out) that it is writeable; NULL for an allowed None.
 
     The checks use NumPy's C API (tens of nanoseconds) so that a streaming cell step, which
     passes a dozen buffers, stays cheap; the messages are only built on failure."""
@@ -283,8 +291,7 @@ cdef void* _ptr(object a, str name, tuple shape, object dtype, bint allow_none=F
         typenum = cnp.NPY_FLOAT if dtype == np.float32 else cnp.NPY_DOUBLE
     if cnp.PyArray_TYPE(arr) != typenum:
         raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got {a.dtype.name}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-        raise ValueError(f"{name} must be C-contiguous")
+    _layout(arr, name, out)
     cdef int nd = len(shape), i
     cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(arr)
     if cnp.PyArray_NDIM(arr) != nd:
@@ -295,12 +302,29 @@ cdef void* _ptr(object a, str name, tuple shape, object dtype, bint allow_none=F
     return cnp.PyArray_DATA(arr)
 
 
+cdef int _layout(cnp.ndarray arr, str name, bint out) except -1:
+    """What the kernels assume of every buffer beyond dtype and shape: C order, native byte
+    order (a byte-swapped float32 has the same type number: its bytes were read as garbage),
+    alignment (vectorised loops peel to a 16-byte boundary assuming a 4- or 8-byte aligned start;
+    an unaligned start never reaches one), and writeable memory for outputs."""
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{name} must be C-contiguous")
+    if not cnp.PyArray_ISNOTSWAPPED(arr):
+        raise TypeError(f"{name} must be in native byte order, got dtype {arr.dtype.str}")
+    if not cnp.PyArray_ISALIGNED(arr):
+        raise ValueError(f"{name} must be aligned to its itemsize (a view at an odd byte offset is not)")
+    if out and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{name} is an output and must be writeable")
+    return 0
+
+
 cdef const int* _lengths(object lengths, int T, int B) except? NULL:
     """Data of a valid lengths array, or NULL for None."""
     if lengths is None:
         return NULL
-    if not isinstance(lengths, np.ndarray) or lengths.dtype != np.intc or not lengths.flags.c_contiguous:
+    if not isinstance(lengths, np.ndarray) or lengths.dtype != np.intc:  # intc: native order
         raise TypeError("lengths must be a C-contiguous numpy array of dtype intc")
+    _layout(<cnp.ndarray>lengths, "lengths", False)
     if lengths.shape != (B,):
         raise ValueError(f"lengths must have shape ({B},), got {lengths.shape}")
     if B > 0 and (lengths.min() < 1 or lengths.max() > T):
@@ -309,7 +333,7 @@ cdef const int* _lengths(object lengths, int T, int B) except? NULL:
 
 
 cdef void* _cols(object a, str name, int T, int B, Py_ssize_t col, int width, object dtype, int *ld,
-                 bint allow_none=False) except? NULL:
+                 bint allow_none=False, bint out=False) except? NULL:
     """Pointer to columns col..col+width-1 of a C-contiguous (T, B, W) array, with *ld = W: a
     strided (T,B,width,W) operand (hprev inside the layer's [x | hprev] buffer, a direction's
     half of a bidirectional output)."""
@@ -323,7 +347,7 @@ cdef void* _cols(object a, str name, int T, int B, Py_ssize_t col, int width, ob
     cdef int W = <int>w
     if col < 0 or col + width > W:
         raise ValueError(f"{name} columns {col}..{col + width} out of range for width {W}")
-    cdef char *p = <char*>_ptr(a, name, (T, B, W), dtype)
+    cdef char *p = <char*>_ptr(a, name, (T, B, W), dtype, False, out)
     ld[0] = W
     return p + col * <Py_ssize_t>a.itemsize
 
@@ -334,6 +358,8 @@ cdef object _float_dtype(object a, str name):
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>a)
     if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
         raise TypeError(f"{name} must be float32 or float64, got {a.dtype}")
+    if not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a):  # outputs are allocated in this dtype
+        raise TypeError(f"{name} must be in native byte order, got dtype {a.dtype.str}")
     return a.dtype
 
 
@@ -360,6 +386,7 @@ cdef int* _sync_ptr(sync) except NULL:
     if not cnp.PyArray_Check(sync) or cnp.PyArray_TYPE(<cnp.ndarray>sync) != cnp.NPY_INT \
             or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>sync) or cnp.PyArray_SIZE(<cnp.ndarray>sync) != 4:
         raise ValueError("sync must be a C-contiguous intc array of 4 zeros")
+    _layout(<cnp.ndarray>sync, "sync", True)  # atomics on it: aligned, native, writeable
     return <int*>cnp.PyArray_DATA(<cnp.ndarray>sync)
 
 
@@ -393,7 +420,7 @@ def project(int cell, x, w_ih, act, bint defer=False):
     a.cell, a.dtype, a.T, a.B, a.D, a.H = c, _dtype_of(dtype), T, B, D, H
     a.x = _ptr(x, "x", (T, B, D), dtype)
     a.w_ih = _ptr(w_ih, "w_ih", (G * H, D), dtype)
-    a.act = _ptr(act, "act", (T, B, G * H), dtype)
+    a.act = _ptr(act, "act", (T, B, G * H), dtype, REQUIRED, OUTPUT)
     return _finish(&j, (x, w_ih, act), defer)
 
 
@@ -439,13 +466,13 @@ def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0,
         raise ValueError("b_ih and b_hh must both be given or both be None")
     a.b_ih = _ptr(b_ih, "b_ih", (G * H,), dtype, True)
     a.b_hh = _ptr(b_hh, "b_hh", (G * H,), dtype, True)
-    a.y = _cols(y, "y", T, B, y_col, H, dtype, &a.ldy)
-    a.h_n = _ptr(h_n, "h_n", (B, H), dtype)
-    a.c_n = _ptr(c_n, "c_n", (B, H), dtype) if two else NULL
-    a.act = _ptr(act, "act", (T, B, G * H), dtype, fused and hprev is None)
+    a.y = _cols(y, "y", T, B, y_col, H, dtype, &a.ldy, REQUIRED, OUTPUT)
+    a.h_n = _ptr(h_n, "h_n", (B, H), dtype, REQUIRED, OUTPUT)
+    a.c_n = _ptr(c_n, "c_n", (B, H), dtype, REQUIRED, OUTPUT) if two else NULL
+    a.act = _ptr(act, "act", (T, B, G * H), dtype, fused and hprev is None, OUTPUT)
     a.ldh = H
-    a.hprev = _cols(hprev, "hprev", T, B, h_col, H, dtype, &a.ldh, True)
-    a.aux = _ptr(aux, "aux", (T, B, A * H), dtype) if (A and hprev is not None) else NULL
+    a.hprev = _cols(hprev, "hprev", T, B, h_col, H, dtype, &a.ldh, NULLABLE, OUTPUT)
+    a.aux = _ptr(aux, "aux", (T, B, A * H), dtype, REQUIRED, OUTPUT) if (A and hprev is not None) else NULL
     ws = _empty(1, fr_forward_ws_size(c, T, b1 - b0, a.D, H, fused), 0, 0, (<cnp.dtype>dtype).type_num)
     a.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     return _finish(&j, (lengths, h0, c0, w_hh, b_ih, b_hh, y, h_n, c_n, act, hprev, aux, x, w_ih, ws),
@@ -485,19 +512,19 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
     a.aux = _ptr(aux, "aux", (T, B, A * H), dtype) if A else NULL
     a.dh_n = _ptr(dh_n, "dh_n", (B, H), dtype, True)
     a.dc_n = _ptr(dc_n, "dc_n", (B, H), dtype, True) if two else NULL
-    a.dh0 = _ptr(dh0, "dh0", (B, H), dtype)
-    a.dc0 = _ptr(dc0, "dc0", (B, H), dtype) if two else NULL
-    a.dgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
-    a.dgh = _ptr(dgh, "dgh", (T, B, RH), dtype) if RH else NULL
-    a.dhs = _ptr(dhs, "dhs", (T, B, H), dtype, True)
-    a.dbias = _ptr(dbias, "dbias", (<Py_ssize_t>G * H + RH,), dtype, True)
+    a.dh0 = _ptr(dh0, "dh0", (B, H), dtype, REQUIRED, OUTPUT)
+    a.dc0 = _ptr(dc0, "dc0", (B, H), dtype, REQUIRED, OUTPUT) if two else NULL
+    a.dgx = _ptr(dgx, "dgx", (T, B, G * H), dtype, REQUIRED, OUTPUT)
+    a.dgh = _ptr(dgh, "dgh", (T, B, RH), dtype, REQUIRED, OUTPUT) if RH else NULL
+    a.dhs = _ptr(dhs, "dhs", (T, B, H), dtype, NULLABLE, OUTPUT)
+    a.dbias = _ptr(dbias, "dbias", (<Py_ssize_t>G * H + RH,), dtype, NULLABLE, OUTPUT)
     a.D, a.w_ih, a.dx = 0, NULL, NULL
     if dx is not None:
         if not isinstance(w_ih, np.ndarray) or w_ih.ndim != 2:
             raise ValueError("w_ih must be a 2-D numpy array (G*H, D) when dx is given")
         a.D = _dim(w_ih.shape[1], "w_ih's columns D")
         a.w_ih = _ptr(w_ih, "w_ih", (G * H, a.D), dtype)
-        a.dx = _ptr(dx, "dx", (T, B, a.D), dtype)
+        a.dx = _ptr(dx, "dx", (T, B, a.D), dtype, REQUIRED, OUTPUT)
     elif w_ih is not None:
         raise ValueError("w_ih is only used together with dx")
     ws = _empty(1, fr_backward_ws_size(c, T, b1 - b0, a.D, H), 0, 0, (<cnp.dtype>dtype).type_num)
@@ -542,12 +569,12 @@ def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ss
     a.hprev = _cols(hprev, "hprev", T, B, h_col, H, dtype, &a.ldh)
     a.dgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
     a.dgh = _ptr(dgh, "dgh", (T, B, RH), dtype) if RH else NULL
-    a.dx = _ptr(dx, "dx", (T, B, D), dtype, True)
-    a.dw_ih = _ptr(dw_ih, "dw_ih", (G * H, D), dtype)
-    a.dw_hh = _ptr(dw_hh, "dw_hh", (G * H, H), dtype)
-    a.db_ih = _ptr(db_ih, "db_ih", (G * H,), dtype, True)
-    a.db_hh = _ptr(db_hh, "db_hh", (G * H,), dtype, True)
-    a.ws = _ptr(dwc, "dwc", (G * H, <Py_ssize_t>D + H), dtype, True)
+    a.dx = _ptr(dx, "dx", (T, B, D), dtype, NULLABLE, OUTPUT)
+    a.dw_ih = _ptr(dw_ih, "dw_ih", (G * H, D), dtype, REQUIRED, OUTPUT)
+    a.dw_hh = _ptr(dw_hh, "dw_hh", (G * H, H), dtype, REQUIRED, OUTPUT)
+    a.db_ih = _ptr(db_ih, "db_ih", (G * H,), dtype, NULLABLE, OUTPUT)
+    a.db_hh = _ptr(db_hh, "db_hh", (G * H,), dtype, NULLABLE, OUTPUT)
+    a.ws = _ptr(dwc, "dwc", (G * H, <Py_ssize_t>D + H), dtype, NULLABLE, OUTPUT)
     return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh, dwc, lengths), defer)
 
 
@@ -644,7 +671,7 @@ def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b
     cdef fr_units_args *a = &j.u.units
     a.cell, a.dtype, a.T, a.H, a.mid, a.part = c, _dtype_of(dtype), T, H, mid, part
     a.reverse, a.leak = reverse, leak
-    a.y = _cols(y, "y", T, 1, y_col, H, dtype, &a.ldy)
+    a.y = _cols(y, "y", T, 1, y_col, H, dtype, &a.ldy, REQUIRED, OUTPUT)
     a.h0 = _ptr(h0, "h0", (1, H), dtype)
     a.c0 = _ptr(c0, "c0", (1, H), dtype) if two else NULL
     a.w_hh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
@@ -652,13 +679,13 @@ def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b
         raise ValueError("b_ih and b_hh must both be given or both be None")
     a.b_ih = _ptr(b_ih, "b_ih", (G * H,), dtype, True)
     a.b_hh = _ptr(b_hh, "b_hh", (G * H,), dtype, True)
-    a.h_n = _ptr(h_n, "h_n", (1, H), dtype)
-    a.c_n = _ptr(c_n, "c_n", (1, H), dtype) if two else NULL
-    a.act = _ptr(act, "act", (T, 1, G * H), dtype)
+    a.h_n = _ptr(h_n, "h_n", (1, H), dtype, REQUIRED, OUTPUT)
+    a.c_n = _ptr(c_n, "c_n", (1, H), dtype, REQUIRED, OUTPUT) if two else NULL
+    a.act = _ptr(act, "act", (T, 1, G * H), dtype, REQUIRED, OUTPUT)
     a.ldh = H
-    a.hprev = _cols(hprev, "hprev", T, 1, h_col, H, dtype, &a.ldh, True)
-    a.aux = _ptr(aux, "aux", (T, 1, A * H), dtype) if (A and hprev is not None) else NULL
-    a.shared = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, False),), dtype)
+    a.hprev = _cols(hprev, "hprev", T, 1, h_col, H, dtype, &a.ldh, NULLABLE, OUTPUT)
+    a.aux = _ptr(aux, "aux", (T, 1, A * H), dtype, REQUIRED, OUTPUT) if (A and hprev is not None) else NULL
+    a.shared = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, False),), dtype, REQUIRED, OUTPUT)
     a.sync = _sync_ptr(sync)
     return _finish(&j, (h0, c0, w_hh, b_ih, b_hh, y, h_n, c_n, act, hprev, aux, sync, shared), defer)
 
@@ -693,13 +720,13 @@ def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, h
     a.aux = _ptr(aux, "aux", (T, 1, A * H), dtype) if A else NULL
     a.dh_n = _ptr(dh_n, "dh_n", (1, H), dtype, True)
     a.dc_n = _ptr(dc_n, "dc_n", (1, H), dtype, True) if two else NULL
-    a.dh0 = _ptr(dh0, "dh0", (1, H), dtype)
-    a.dc0 = _ptr(dc0, "dc0", (1, H), dtype) if two else NULL
-    a.dgx = _ptr(dgx, "dgx", (T, 1, G * H), dtype)
-    a.dgh = _ptr(dgh, "dgh", (T, 1, RH), dtype) if RH else NULL
-    a.dhs = _ptr(dhs, "dhs", (T, 1, H), dtype, True)
-    a.dbias = _ptr(dbias, "dbias", (2, <Py_ssize_t>G * H + RH), dtype, True)
-    a.shared = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, True),), dtype)
+    a.dh0 = _ptr(dh0, "dh0", (1, H), dtype, REQUIRED, OUTPUT)
+    a.dc0 = _ptr(dc0, "dc0", (1, H), dtype, REQUIRED, OUTPUT) if two else NULL
+    a.dgx = _ptr(dgx, "dgx", (T, 1, G * H), dtype, REQUIRED, OUTPUT)
+    a.dgh = _ptr(dgh, "dgh", (T, 1, RH), dtype, REQUIRED, OUTPUT) if RH else NULL
+    a.dhs = _ptr(dhs, "dhs", (T, 1, H), dtype, NULLABLE, OUTPUT)
+    a.dbias = _ptr(dbias, "dbias", (2, <Py_ssize_t>G * H + RH), dtype, NULLABLE, OUTPUT)
+    a.shared = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, True),), dtype, REQUIRED, OUTPUT)
     a.sync = _sync_ptr(sync)
     return _finish(&j, (w_hh, act, hprev, aux, dy, dh_n, dc_n, dh0, dc0, dgx, dgh, dhs, dbias, sync,
                         shared), defer)
@@ -741,6 +768,7 @@ cdef inline void* _data_if(object a, int typenum, cnp.npy_intp d0, cnp.npy_intp 
     cdef cnp.ndarray arr = <cnp.ndarray>a
     cdef int nd = 1 if d1 == 0 else 2
     if cnp.PyArray_TYPE(arr) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(arr) \
+            or not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_ISALIGNED(arr) \
             or cnp.PyArray_NDIM(arr) != nd:
         return NULL
     cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(arr)

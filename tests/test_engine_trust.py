@@ -640,3 +640,79 @@ def test_input_gradient_is_zero_at_padded_positions(plan_knobs, dtype, in_loop):
     with np.errstate(invalid="ignore"):
         want = dgx @ w_ih
     _same_special(dx[~pad], want[~pad], "dx at valid positions", dtype)
+
+
+# ---- buffers the kernels cannot use as they are: byte order, alignment, read-only outputs ----------
+
+def _swapped(a):
+    return a.astype(a.dtype.newbyteorder())  # same values, non-native bytes
+
+
+def _unaligned(a):
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    b = np.frombuffer(buf.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    b[...] = a
+    assert b.flags.c_contiguous and not b.flags.aligned
+    return b
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout,exc,match", [(_swapped, TypeError, "native byte order"),
+                                              (_unaligned, ValueError, "aligned")])
+@pytest.mark.parametrize("which", ["x", "h", "c", "w_hh"])
+def test_bridge_refuses_byte_swapped_and_unaligned_buffers(dtype, layout, exc, match, which):
+    """A byte-swapped float32 array has float32's type number, so cell_step's fast check passed it
+    and the kernels read its bytes as native floats (h1 off by 100%, found by the fuzz suite on
+    main); an unaligned one breaks the vectorised loops' alignment peeling. Both are refused by
+    name now, in cell_step and in the layer entry points."""
+    rng = np.random.default_rng(0)
+    B, D, H, G = 2, 16, 64, 4
+    args = {"x": rng.standard_normal((B, D)), "h": rng.standard_normal((B, H)),
+            "c": rng.standard_normal((B, H)), "w_ih": rng.standard_normal((G * H, D)) * 0.1,
+            "w_hh": rng.standard_normal((G * H, H)) * 0.1}
+    args = {k: v.astype(dtype) for k, v in args.items()}
+    args[which] = layout(args[which])
+    with pytest.raises(exc, match=f"{which} must .*{match}"):
+        _core.cell_step(_core.LSTM, args["x"], args["h"], args["c"], args["w_ih"], args["w_hh"], None, None, False)
+    x3 = args["x"][None]
+    if which in ("x", "w_hh"):  # the layer's one-call form, through project() and recur()
+        with pytest.raises(exc, match=match):
+            _core.forward(_core.LSTM, x3, np.zeros((B, H), dtype), np.zeros((B, H), dtype),
+                          np.ascontiguousarray(args["w_ih"]), args["w_hh"], None, None)
+
+
+@pytest.mark.parametrize("layout", [_swapped, _unaligned])
+def test_cells_never_compute_with_misread_states(layout):
+    """Through the public cell: a state in another byte order or unaligned is either converted
+    or refused, never read as garbage (LSTMCell(16, 64) with a byte-swapped c was off by 109%)."""
+    rng = np.random.default_rng(1)
+    cell = fr.LSTMCell(16, 64, seed=0)
+    x = rng.standard_normal((1, 16)).astype(np.float32)
+    h, c = (rng.standard_normal((1, 64)).astype(np.float32) for _ in range(2))
+    want = cell(x, (h, c))
+    try:
+        got = cell(x, (h, layout(c)))
+    except (TypeError, ValueError):
+        return
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-7)
+
+
+def test_bridge_refuses_read_only_outputs():
+    """Kernels write their outputs: a read-only buffer (a frombuffer of bytes, a read-only
+    memory map) was written through; inputs may be read-only."""
+    T, B, D, H = 3, 2, 4, 5
+    x = np.ones((T, B, D), np.float32)
+    x.flags.writeable = False  # read-only input: fine
+    w = np.ones((H, D), np.float32)
+    act = np.zeros((T, B, H), np.float32)
+    _core.project(_core.RNN_TANH, x, w, act)
+    np.testing.assert_array_equal(act, 4)
+    act.flags.writeable = False
+    with pytest.raises(ValueError, match="act is an output and must be writeable"):
+        _core.project(_core.RNN_TANH, x, w, act)
+    y = np.frombuffer(bytes(T * B * H * 4), np.float32).reshape(T, B, H)
+    with pytest.raises(ValueError, match="y is an output and must be writeable"):
+        _core.recur(_core.RNN_TANH, 0, B, False, None, np.zeros((B, H), np.float32), None,
+                    np.zeros((H, H), np.float32), None, None, y, 0, np.zeros((B, H), np.float32), None,
+                    np.zeros((T, B, H), np.float32), None, None)

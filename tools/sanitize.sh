@@ -20,7 +20,9 @@
 #   - the interpreter is not built with ASan (or TSan), so that runtime is LD_PRELOADed, with
 #     libstdc++ (C++ extensions the tests import throw exceptions, and ASan's __cxa_throw
 #     interceptor aborts if libstdc++ was not loaded when it initialised); Python and NumPy keep
-#     memory alive until exit on purpose, so leak detection is off;
+#     memory alive until exit on purpose, so leak detection is off; tests that ask NumPy for more
+#     memory than there is expect a MemoryError, so ASan's allocator returns NULL instead of
+#     aborting (allocator_may_return_null);
 #   - two builds rather than one with both: GCC's UBSan runtime ignores log_path when ASan is
 #     loaded and writes to stderr, which pytest captures and drops for passing tests (and the
 #     suite's subprocesses capture too). Alone, UBSan writes every report to a file;
@@ -43,7 +45,7 @@ status=0
 for san in $sanitizers; do
     case "$san" in
     address)   cflags="$common -fsanitize=address"; runtime=libasan.so
-               opts="ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:log_path=$dir/logs/asan:${ASAN_OPTIONS:-}" ;;
+               opts="ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:allocator_may_return_null=1:log_path=$dir/logs/asan:${ASAN_OPTIONS:-}" ;;
     undefined) cflags="$common -fsanitize=undefined -fno-wrapv"; runtime=
                opts="UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=0:log_path=$dir/logs/ubsan:${UBSAN_OPTIONS:-}" ;;
     thread)    cflags="$common -fsanitize=thread"; runtime=libtsan.so

@@ -5,11 +5,17 @@ scipy_openblas32 before importing the extension, and the extension carries an
 $ORIGIN-relative rpath to the wheel's lib directory as a second guard.
 """
 import os
+import shlex
 
 import numpy as np
 import scipy_openblas32
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+
+# Extra compiler and linker flags from the environment, appended after the defaults (so they win):
+# tools/sanitize.sh builds with FASTRNN_EXTRA_CFLAGS="-fsanitize=address,undefined -fno-wrapv ...".
+EXTRA_CFLAGS = shlex.split(os.environ.get("FASTRNN_EXTRA_CFLAGS", ""))
+EXTRA_LDFLAGS = shlex.split(os.environ.get("FASTRNN_EXTRA_LDFLAGS", ""))
 
 ext = Extension(
     "fastrnn._core",
@@ -25,7 +31,8 @@ ext = Extension(
     # into branch-free selects (we never rely on FP exceptions). -ffp-contract=off forbids FMA
     # contraction, so every CPU-specific clone of a loop rounds identically.
     extra_compile_args=(["-O3", "-std=c99", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno"]
-                        if os.name != "nt" else []),
+                        if os.name != "nt" else []) + EXTRA_CFLAGS,
+    extra_link_args=EXTRA_LDFLAGS,
 )
 
 setup(ext_modules=cythonize([ext], compiler_directives={"language_level": "3"}))

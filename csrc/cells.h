@@ -120,9 +120,10 @@ HOT static void SFX(rnn_row)(int H, int relu, REAL leak, REAL *RS gx, const REAL
         GATES_RNN_TANH_FAST(H, (float)leak, gx, gh, bias, h, y);
         return;
     }
-    /* leak == 1 has its own loops: (1-leak)*h would turn an infinite h into NaN */
-    if (relu && leak == (REAL)1) { FR_RNN_LOOP(v > 0 ? v : (REAL)0, v) }
-    else if (relu) { FR_RNN_LOOP(v > 0 ? v : (REAL)0, ((REAL)1 - leak) * h[j] + leak * v) }
+    /* leak == 1 has its own loops: (1-leak)*h would turn an infinite h into NaN. relu keeps NaN
+     * (max(v, 0) as NumPy and PyTorch compute it): v < 0 is false for NaN, v > 0 would be too */
+    if (relu && leak == (REAL)1) { FR_RNN_LOOP(v < 0 ? (REAL)0 : v, v) }
+    else if (relu) { FR_RNN_LOOP(v < 0 ? (REAL)0 : v, ((REAL)1 - leak) * h[j] + leak * v) }
     else if (leak == (REAL)1) { FR_RNN_LOOP(TANH(v), v) }
     else { FR_RNN_LOOP(TANH(v), ((REAL)1 - leak) * h[j] + leak * v) }
 }
@@ -164,87 +165,88 @@ HOT static void SFX(gru_row_bwd)(int H, const REAL *RS ar, const REAL *RS az, co
     }
 }
 
+/* The relu derivative multiplies (a > 0 as 1 or 0), a select would not: a NaN or infinite
+ * gradient times 0 is NaN, as in IEEE arithmetic and the NumPy reference. Without a leak the
+ * state has no direct path (dhp = 0, not 0 * dht, which is NaN for an infinite dht). */
 HOT static void SFX(rnn_row_bwd)(int H, int relu, REAL leak, const REAL *RS a,
                                  const REAL *RS dht, REAL *RS dgx, REAL *RS dhp)
 {
     if (relu)
-        for (int j = 0; j < H; ++j) {
-            REAL d = leak * dht[j];
-            dgx[j] = a[j] > 0 ? d : (REAL)0;
-            dhp[j] = ((REAL)1 - leak) * dht[j];
-        }
+        for (int j = 0; j < H; ++j) dgx[j] = leak * dht[j] * (a[j] > 0 ? (REAL)1 : (REAL)0);
     else
         for (int j = 0; j < H; ++j) {
             REAL v = a[j];
             dgx[j] = leak * dht[j] * ((REAL)1 - v * v);
-            dhp[j] = ((REAL)1 - leak) * dht[j];
         }
+    if (leak == (REAL)1) memset(dhp, 0, sizeof(REAL) * (size_t)H);
+    else
+        for (int j = 0; j < H; ++j) dhp[j] = ((REAL)1 - leak) * dht[j];
 }
 
 /* ---- the uniform row signatures the loops call ---------------------------------------------- */
 
-typedef void (*SFX(fr_fwd_row))(int nu, REAL leak, REAL *g, long gs, const REAL *r, const REAL *bias,
-                                REAL *h, REAL *c, REAL *y, REAL *aux, long as);
-typedef void (*SFX(fr_bwd_row))(int nu, REAL leak, const REAL *a, long gs, const REAL *aux, long as,
-                                const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, long es,
+typedef void (*SFX(fr_fwd_row))(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *bias,
+                                REAL *h, REAL *c, REAL *y, REAL *aux, ptrdiff_t as);
+typedef void (*SFX(fr_bwd_row))(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
+                                const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es,
                                 REAL *dhp);
 
-static void SFX(lstm_fwd)(int nu, REAL leak, REAL *g, long gs, const REAL *r, const REAL *b, REAL *h,
-                          REAL *c, REAL *y, REAL *aux, long as)
+static void SFX(lstm_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b, REAL *h,
+                          REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
 {
     (void)leak;
     SFX(lstm_row)(nu, g, g + gs, g + 2 * gs, g + 3 * gs, r, r + nu, r + 2 * nu, r + 3 * nu, b, b + nu,
                   b + 2 * nu, b + 3 * nu, h, c, y, aux, aux + as);
 }
 
-static void SFX(lstm_bwd)(int nu, REAL leak, const REAL *a, long gs, const REAL *aux, long as,
-                          const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, long es, REAL *dhp)
+static void SFX(lstm_bwd)(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
+                          const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es, REAL *dhp)
 {
     (void)leak; (void)hp; (void)e; (void)es;
     SFX(lstm_row_bwd)(nu, a, a + gs, a + 2 * gs, a + 3 * gs, aux, aux + as, dh, dc, d, d + gs,
                       d + 2 * gs, d + 3 * gs, dhp);
 }
 
-static void SFX(gru_fwd)(int nu, REAL leak, REAL *g, long gs, const REAL *r, const REAL *b, REAL *h,
-                         REAL *c, REAL *y, REAL *aux, long as)
+static void SFX(gru_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b, REAL *h,
+                         REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
 {
     (void)leak; (void)c; (void)as;
     SFX(gru_row)(nu, g, g + gs, g + 2 * gs, r, r + nu, r + 2 * nu, b, b + nu, b + 2 * nu, b + 3 * nu,
                  h, y, aux);
 }
 
-static void SFX(gru_bwd)(int nu, REAL leak, const REAL *a, long gs, const REAL *aux, long as,
-                         const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, long es, REAL *dhp)
+static void SFX(gru_bwd)(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
+                         const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es, REAL *dhp)
 {
     (void)leak; (void)as; (void)dc;
     SFX(gru_row_bwd)(nu, a, a + gs, a + 2 * gs, aux, hp, dh, d, d + gs, d + 2 * gs, e, e + es,
                      e + 2 * es, dhp);
 }
 
-static void SFX(rnn_tanh_fwd)(int nu, REAL leak, REAL *g, long gs, const REAL *r, const REAL *b,
-                              REAL *h, REAL *c, REAL *y, REAL *aux, long as)
+static void SFX(rnn_tanh_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b,
+                              REAL *h, REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
 {
     (void)gs; (void)c; (void)aux; (void)as;
     SFX(rnn_row)(nu, 0, leak, g, r, b, h, y);
 }
 
-static void SFX(rnn_relu_fwd)(int nu, REAL leak, REAL *g, long gs, const REAL *r, const REAL *b,
-                              REAL *h, REAL *c, REAL *y, REAL *aux, long as)
+static void SFX(rnn_relu_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b,
+                              REAL *h, REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
 {
     (void)gs; (void)c; (void)aux; (void)as;
     SFX(rnn_row)(nu, 1, leak, g, r, b, h, y);
 }
 
-static void SFX(rnn_tanh_bwd)(int nu, REAL leak, const REAL *a, long gs, const REAL *aux, long as,
-                              const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, long es,
+static void SFX(rnn_tanh_bwd)(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
+                              const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es,
                               REAL *dhp)
 {
     (void)gs; (void)aux; (void)as; (void)hp; (void)dc; (void)e; (void)es;
     SFX(rnn_row_bwd)(nu, 0, leak, a, dh, d, dhp);
 }
 
-static void SFX(rnn_relu_bwd)(int nu, REAL leak, const REAL *a, long gs, const REAL *aux, long as,
-                              const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, long es,
+static void SFX(rnn_relu_bwd)(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
+                              const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es,
                               REAL *dhp)
 {
     (void)gs; (void)aux; (void)as; (void)hp; (void)dc; (void)e; (void)es;

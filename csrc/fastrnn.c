@@ -78,7 +78,7 @@ FR_DISPATCH(fr_recur_backward_units, fr_units_backward_args)
 FR_DISPATCH(fr_cell_units, fr_cell_units_args)
 #undef FR_DISPATCH
 
-long fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int mid, int backward)
+ptrdiff_t fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int mid, int backward)
 {
     return dtype == FR_F64 ? units_shared_size_f64(cell, T, H, mid, backward)
                            : units_shared_size_f32(cell, T, H, mid, backward);

@@ -19,6 +19,15 @@
  *   Every pointer is of the dtype named by the struct's `dtype` (float or double), except
  *   lengths and sync (int).
  *
+ * Integer widths
+ *   Dimensions and leading dimensions are int: BLAS (scipy-openblas32) takes them as 32-bit
+ *   ints. The caller guarantees that every dimension, leading dimension and G*H fits in an int,
+ *   and so does T*B for the calls that multiply over all T*B rows (fr_project, and
+ *   fr_backward_params, whose weight-gradient GEMMs have inner dimension T*B); the bridge
+ *   refuses larger ones with a ValueError. Every product of dimensions (an element count, an
+ *   offset into a buffer, a workspace size) is computed in ptrdiff_t, so buffers may hold more
+ *   than INT_MAX elements (a (T,B,G*H) act of 2^31 floats is fine).
+ *
  * Gate order (PyTorch's, so state dicts move without reordering)
  *   LSTM: i, f, g, o      c' = f*c + i*g,  h' = o*tanh(c')
  *   GRU : r, z, n         n  = tanh(W_in x + b_in + r*(W_hn h + b_hn)),  h' = (1-z)*n + z*h
@@ -64,6 +73,9 @@
  */
 #ifndef FASTRNN_H
 #define FASTRNN_H
+
+#include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -153,14 +165,17 @@ typedef struct {
 } fr_recur_backward_args;
 
 /* Whole-sequence GEMMs after fr_recur_backward: rows g0..g1-1 of dw_ih, dw_hh, db_ih, db_hh
- * += ...; rows r0..r1-1 (of T*B) of dx assigned (accumulated if accumulate_dx), dx NULL to skip.
+ * += ...; rows r0..r1-1 (of T*B) of dx assigned (accumulated if accumulate_dx), dx NULL to skip;
+ * with lengths, dx rows at padded positions are zero (their dgx rows are, but 0 * W_ih is NaN
+ * where W_ih holds an infinity).
  * Calls with disjoint ranges may run concurrently. When x and hprev sit side by side in one
  * (T,B,D+H) buffer (hprev == x + D, ldx == ldh == D+H) and ws is given, both weight gradients of
  * a gate row come from one GEMM over [x | hprev]. */
 typedef struct {
     fr_cell cell; fr_dtype dtype;
     int T, B, D, H;
-    int g0, g1; long r0, r1;
+    int g0, g1; ptrdiff_t r0, r1;
+    const int *lengths;         /* (B) or NULL, as given to the forward */
     const void *x; int ldx;     /* (T,B,D,ldx) */
     const void *w_ih;           /* (G*H,D) */
     const void *hprev; int ldh; /* (T,B,H,ldh) */
@@ -254,27 +269,30 @@ void fr_job_run(const fr_job *job);
 /* ---- plan.c: every "does this pay" decision, every threshold, every workspace size ------- */
 
 /* Scratch sizes in elements (of the dtype) for T steps of B rows per call. */
-long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused);
-long fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H);
-long fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int mid, int backward);
-long fr_cell_units_ws_size(fr_cell cell, int B, int nu);
+ptrdiff_t fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused);
+ptrdiff_t fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H);
+ptrdiff_t fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int mid, int backward);
+ptrdiff_t fr_cell_units_ws_size(fr_cell cell, int B, int nu);
 
 /* Thresholds and test overrides. fused, units, dx_in_loop: -1 for the heuristic, 0 or 1 to
  * force. Set from Python with the GIL held, read when a layer is planned. */
 typedef struct {
     int fused, units, dx_in_loop;
-    long min_parallel_work; /* multiply-adds below which a split costs more than it saves */
-    long unit_min_work;     /* G*H*H from which a batch of one splits its steps by units */
-    long cell_split_work;   /* G*H*(D+H) per row from which a cell step splits by units */
+    int64_t min_parallel_work; /* multiply-adds below which a split costs more than it saves */
+    int64_t unit_min_work;     /* G*H*H from which a batch of one splits its steps by units */
+    int64_t cell_split_work;   /* G*H*(D+H) per row from which a cell step splits by units */
 } fr_plan_knobs;
 fr_plan_knobs fr_plan_get_knobs(void);
 void fr_plan_set_knobs(const fr_plan_knobs *k);
 
-/* How many ways to split `work` multiply-adds over nthreads threads, at most `limit`. */
-int fr_plan_parts(long work, long limit, int nthreads);
+/* How many ways to split `work` multiply-adds over nthreads threads, at most `limit`. Work
+ * estimates saturate at INT64_MAX instead of overflowing. */
+int fr_plan_parts(int64_t work, int64_t limit, int nthreads);
 /* Row ranges per direction for a layer's time loops (directions first occupy the threads). */
 int fr_plan_row_ranges(fr_cell cell, int T, int B, int H, int dirs, int nthreads);
-/* The unit where the two tasks of a batch-of-one step meet, or 0 for no split. */
+/* The unit where the two tasks of a batch-of-one step meet, or 0 for no split. The unit tasks
+ * count 2*T completed tasks in an int (pool.h, fr_claim): T <= FR_UNITS_MAX_STEPS. */
+#define FR_UNITS_MAX_STEPS (0x7fffffff / 2)
 int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int nthreads);
 /* The unit where the two halves of a split cell step meet, or 0 for one thread. */
 int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int nthreads);

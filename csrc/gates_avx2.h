@@ -8,6 +8,7 @@
 #define FASTRNN_GATES_AVX2_H
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include <math.h>
 
 /* ---- LSTM, GRU and tanh RNN gates, 8 units at a time with FMA -------------------------------- */
 /* The same exp as fr_expf (range reduction, degree-7 polynomial, 2^n in the exponent bits) with
@@ -15,11 +16,12 @@
  * same vector code with masked loads and stores, so every unit is computed identically whatever
  * H, the batch row or the buffers' alignment (auto-contracted FMAs had made results depend on
  * which units fell into a scalar remainder loop). min/max take x as the second operand, which
- * they return when it is NaN, so NaN propagates as in the portable loop. */
-__attribute__((target("avx2,fma"), always_inline)) static inline __m256 fr_exp8(__m256 x)
+ * they return when it is NaN, so NaN propagates as in the portable loop; and as there (vmath.h),
+ * exp is +inf past log(FLT_MAX) and 0 below log(FLT_MIN), so sigmoid(-inf) = 0 exactly. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 fr_exp8(__m256 v)
 {
     const __m256 shift = _mm256_set1_ps(12582912.0f);
-    x = _mm256_min_ps(_mm256_set1_ps(88.0f), x);
+    __m256 x = _mm256_min_ps(_mm256_set1_ps(88.0f), v);
     x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);
     __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), shift);
     __m256 n = _mm256_sub_ps(t, shift);
@@ -33,7 +35,11 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256 fr_exp8(
     __m256 p = _mm256_fmadd_ps(r4, _mm256_fmadd_ps(r2, p67, p45), _mm256_fmadd_ps(r2, p23, p01));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t),
                                                    _mm256_set1_epi32(127 - 0x4B400000)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    const __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    /* ordered comparisons: false for NaN, which keeps y (NaN) */
+    const __m256 over = _mm256_cmp_ps(v, _mm256_set1_ps(88.72283905f), _CMP_GT_OQ);
+    const __m256 under = _mm256_cmp_ps(v, _mm256_set1_ps(-87.33654475f), _CMP_LT_OQ);
+    return _mm256_andnot_ps(under, _mm256_blendv_ps(y, _mm256_set1_ps(HUGE_VALF), over));
 }
 
 __attribute__((target("avx2,fma"), always_inline)) static inline __m256 fr_sigm8(__m256 v)

@@ -58,13 +58,18 @@ static void SFX(gate_bias)(fr_cell_sizes n, int H, int u0, int nu, const REAL *b
                            const REAL *b_hh, REAL *bias)
 {
     const int G = n.gates, S = n.shared;
-    for (int k = 0; k < (2 * G - S) * nu; ++k) bias[k] = 0;
+    for (ptrdiff_t k = 0; k < (ptrdiff_t)(2 * G - S) * nu; ++k) bias[k] = 0;
     if (!b_ih) return;
-    for (int g = 0; g < G; ++g)
-        for (int j = 0; j < nu; ++j)
-            bias[g * nu + j] = g < S ? b_ih[g * H + u0 + j] + b_hh[g * H + u0 + j] : b_ih[g * H + u0 + j];
-    for (int g = S; g < G; ++g)
-        for (int j = 0; j < nu; ++j) bias[(G + g - S) * nu + j] = b_hh[g * H + u0 + j];
+    for (int g = 0; g < G; ++g) {
+        const REAL *bi = b_ih + (ptrdiff_t)g * H + u0, *bh = b_hh + (ptrdiff_t)g * H + u0;
+        REAL *o = bias + (ptrdiff_t)g * nu;
+        for (int j = 0; j < nu; ++j) o[j] = g < S ? bi[j] + bh[j] : bi[j];
+    }
+    for (int g = S; g < G; ++g) {
+        const REAL *bh = b_hh + (ptrdiff_t)g * H + u0;
+        REAL *o = bias + (ptrdiff_t)(G + g - S) * nu;
+        for (int j = 0; j < nu; ++j) o[j] = bh[j];
+    }
 }
 
 static int SFX(max_length)(int T, int b0, int b1, const int *lengths)
@@ -79,8 +84,9 @@ static int SFX(max_length)(int T, int b0, int b1, const int *lengths)
 
 static void SFX(fr_project)(const fr_project_args *a)
 {
-    const int GH = SFX(cells)[a->cell].n.gates * a->H;
-    SFX(gemm)(0, 1, a->T * a->B, GH, a->D, (const REAL *)a->x, a->D, (const REAL *)a->w_ih, a->D,
+    /* T*B <= INT_MAX: the bridge refuses larger products (a BLAS dimension is an int) */
+    const int GH = SFX(cells)[a->cell].n.gates * a->H, TB = (int)((ptrdiff_t)a->T * a->B);
+    SFX(gemm)(0, 1, TB, GH, a->D, (const REAL *)a->x, a->D, (const REAL *)a->w_ih, a->D,
               (REAL)0, (REAL *)a->act, GH);
 }
 
@@ -96,16 +102,16 @@ static void SFX(fr_recur)(const fr_recur_args *a)
     const int fused = x != NULL;
     REAL *ws = (REAL *)a->ws;
     REAL *gh = ws;                        /* (nb,GH) recurrent projection of the current step */
-    REAL *h = ws + (long)nb * GH;         /* (nb,H) running state */
-    REAL *c = h + (long)nb * H;           /* (nb,H) running cell state (2 states) */
-    REAL *aux_scratch = c + (long)nb * H; /* (A*H) where inference writes the aux it won't keep,
+    REAL *h = ws + (ptrdiff_t)nb * GH;         /* (nb,H) running state */
+    REAL *c = h + (ptrdiff_t)nb * H;           /* (nb,H) running cell state (2 states) */
+    REAL *aux_scratch = c + (ptrdiff_t)nb * H; /* (A*H) where inference writes the aux it won't keep,
                                              so the rows have no branch and vectorise */
-    REAL *bias = aux_scratch + (long)A * H; /* ((2G-S)*H) the biases as the rows add them */
-    REAL *gx = bias + (long)(2 * G - k->n.shared) * H; /* fused: (nb,GH) input projection of the
+    REAL *bias = aux_scratch + (ptrdiff_t)A * H; /* ((2G-S)*H) the biases as the rows add them */
+    REAL *gx = bias + (ptrdiff_t)(2 * G - k->n.shared) * H; /* fused: (nb,GH) input projection of the
                                                            current step */
-    REAL *xs = gx + (fused ? (long)nb * GH : 0); /* fused: (nb,D) x rows gathered when their
+    REAL *xs = gx + (fused ? (ptrdiff_t)nb * GH : 0); /* fused: (nb,D) x rows gathered when their
                                                     positions differ (reverse with lengths) */
-    REAL *packed = xs + (fused ? (long)nb * D : 0); /* (fr_packed_size(GH, H)) W_hh for STEP_MM */
+    REAL *packed = xs + (fused ? (ptrdiff_t)nb * D : 0); /* (fr_packed_size(GH, H)) W_hh for STEP_MM */
     REAL *packed_ih = packed + fr_packed_size(GH, H); /* fused: (fr_packed_size(GH, D)) W_ih */
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
     const int fast = STEP_FAST() && fr_pack_pays(maxlen, nb);
@@ -116,8 +122,8 @@ static void SFX(fr_recur)(const fr_recur_args *a)
         for (int t = 0; t < T; ++t)
             for (int b = b0; b < b1; ++b)
                 if (t >= lengths[b]) {
-                    memset(y + ((long)t * B + b) * ldy, 0, sizeof(REAL) * H);
-                    if (hprev) memset(hprev + ((long)t * B + b) * ldh, 0, sizeof(REAL) * H);
+                    memset(y + ((ptrdiff_t)t * B + b) * ldy, 0, sizeof(REAL) * H);
+                    if (hprev) memset(hprev + ((ptrdiff_t)t * B + b) * ldh, 0, sizeof(REAL) * H);
                 }
     }
     /* b_ih and b_hh are added in the rows, not by the input GEMM: filling all T*B rows of act
@@ -125,25 +131,25 @@ static void SFX(fr_recur)(const fr_recur_args *a)
     SFX(gate_bias)(k->n, H, 0, H, (const REAL *)a->b_ih, (const REAL *)a->b_hh, bias);
     if (fast) STEP_PACK_NT(GH, H, w_hh, packed);
     if (fast && fused) STEP_PACK_NT(GH, D, w_ih, packed_ih);
-    memcpy(h, (const REAL *)a->h0 + (long)b0 * H, sizeof(REAL) * nb * H);
-    if (k->n.states == 2) memcpy(c, (const REAL *)a->c0 + (long)b0 * H, sizeof(REAL) * nb * H);
+    memcpy(h, (const REAL *)a->h0 + (ptrdiff_t)b0 * H, sizeof(REAL) * nb * H);
+    if (k->n.states == 2) memcpy(c, (const REAL *)a->c0 + (ptrdiff_t)b0 * H, sizeof(REAL) * nb * H);
 
     /* A training forward keeps the activations in act: the projection then goes straight
      * into act's rows, which sit together unless lengths differ in the reverse direction. */
     const int direct = fused && hprev && !(reverse && lengths);
     for (int s = 0; s < maxlen; ++s) {
-        REAL *gxs = direct ? act + ((long)(reverse ? T - 1 - s : s) * B + b0) * GH : gx;
+        REAL *gxs = direct ? act + ((ptrdiff_t)(reverse ? T - 1 - s : s) * B + b0) * GH : gx;
         if (fused) {
             /* The input projection of this step's rows, while W_ih is still in cache: no
              * (T,B,G*H) pass through memory. Rows share one time position unless lengths
              * differ in the reverse direction. */
-            const REAL *xa = x + ((long)(reverse ? T - 1 - s : s) * B + b0) * D;
+            const REAL *xa = x + ((ptrdiff_t)(reverse ? T - 1 - s : s) * B + b0) * D;
             if (reverse && lengths) {
                 for (int i = 0; i < nb; ++i) {
                     const int b = b0 + i;
-                    REAL *xr = xs + (long)i * D;
+                    REAL *xr = xs + (ptrdiff_t)i * D;
                     if (s < lengths[b])
-                        memcpy(xr, x + ((long)(lengths[b] - 1 - s) * B + b) * D, sizeof(REAL) * D);
+                        memcpy(xr, x + ((ptrdiff_t)(lengths[b] - 1 - s) * B + b) * D, sizeof(REAL) * D);
                     else memset(xr, 0, sizeof(REAL) * D);
                 }
                 xa = xs;
@@ -156,18 +162,18 @@ static void SFX(fr_recur)(const fr_recur_args *a)
         for (int i = 0; i < nb; ++i) {
             const int b = b0 + i;
             if (lengths && s >= lengths[b]) continue;
-            const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
-            REAL *hb = h + (long)i * H;
-            REAL *gxr = fused && !direct ? gx + (long)i * GH : act + row * GH;
+            const ptrdiff_t row = (ptrdiff_t)SFX(pos)(s, b, T, reverse, lengths) * B + b;
+            REAL *hb = h + (ptrdiff_t)i * H;
+            REAL *gxr = fused && !direct ? gx + (ptrdiff_t)i * GH : act + row * GH;
             REAL *auxr = hprev ? aux + row * A * H : aux_scratch;
             if (hprev) memcpy(hprev + row * ldh, hb, sizeof(REAL) * H);
-            k->fwd(H, (REAL)a->leak, gxr, H, gh + (long)i * GH, bias, hb, c + (long)i * H,
+            k->fwd(H, (REAL)a->leak, gxr, H, gh + (ptrdiff_t)i * GH, bias, hb, c + (ptrdiff_t)i * H,
                    y + row * ldy, auxr, H);
             if (fused && hprev && !direct) memcpy(act + row * GH, gxr, sizeof(REAL) * GH);
         }
     }
-    memcpy((REAL *)a->h_n + (long)b0 * H, h, sizeof(REAL) * nb * H);
-    if (k->n.states == 2) memcpy((REAL *)a->c_n + (long)b0 * H, c, sizeof(REAL) * nb * H);
+    memcpy((REAL *)a->h_n + (ptrdiff_t)b0 * H, h, sizeof(REAL) * nb * H);
+    if (k->n.states == 2) memcpy((REAL *)a->c_n + (ptrdiff_t)b0 * H, c, sizeof(REAL) * nb * H);
 }
 
 /* ---- backward ------------------------------------------------------------------------- */
@@ -184,14 +190,14 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
     const REAL *aux = (const REAL *)a->aux, *dy = (const REAL *)a->dy;
     REAL *dgx = (REAL *)a->dgx, *dgh = (REAL *)a->dgh, *dhs = (REAL *)a->dhs;
     REAL *dbias = (REAL *)a->dbias, *dx = (REAL *)a->dx;
-    if (dbias) memset(dbias, 0, sizeof(REAL) * (GH + RH));
+    if (dbias) memset(dbias, 0, sizeof(REAL) * ((size_t)GH + (size_t)RH));
     REAL *ws = (REAL *)a->ws;
     REAL *dh = ws;                      /* (nb,H) gradient w.r.t. the state leaving step s */
-    REAL *dhp = ws + (long)nb * H;      /* (nb,H) same for the state entering step s */
-    REAL *dc = ws + 2L * nb * H;        /* (nb,H) cell-state gradient (2 states), in place */
-    REAL *step = ws + 3L * nb * H;      /* (nb,GH) this step's recurrent-side gate gradients,
+    REAL *dhp = ws + (ptrdiff_t)nb * H;      /* (nb,H) same for the state entering step s */
+    REAL *dc = ws + (ptrdiff_t)2 * nb * H;        /* (nb,H) cell-state gradient (2 states), in place */
+    REAL *step = ws + (ptrdiff_t)3 * nb * H;      /* (nb,GH) this step's recurrent-side gate gradients,
                                            gathered when rows sit at different time positions */
-    REAL *packed = step + (long)nb * GH; /* (fr_packed_size(H, GH)) W_hh for STEP_MM */
+    REAL *packed = step + (ptrdiff_t)nb * GH; /* (fr_packed_size(H, GH)) W_hh for STEP_MM */
     REAL *packed_ih = packed + fr_packed_size(H, GH); /* (fr_packed_size(D, GH)) W_ih, with dx */
     /* Each step's recurrent-side gate gradients feed one product with W_hh. They are read
      * straight from dgx's rows, unless those rows sit at different time positions (reverse with
@@ -205,49 +211,53 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
     if (lengths) {
         /* Padded positions must contribute nothing to the whole-sequence GEMMs. */
         for (int t = 0; t < T; ++t) {
-            memset(dgx + ((long)t * B + b0) * GH, 0, sizeof(REAL) * nb * GH);
-            if (dgh) memset(dgh + ((long)t * B + b0) * RH, 0, sizeof(REAL) * nb * RH);
-            if (dhs) memset(dhs + ((long)t * B + b0) * H, 0, sizeof(REAL) * nb * H);
+            memset(dgx + ((ptrdiff_t)t * B + b0) * GH, 0, sizeof(REAL) * nb * GH);
+            if (dgh) memset(dgh + ((ptrdiff_t)t * B + b0) * RH, 0, sizeof(REAL) * nb * RH);
+            if (dhs) memset(dhs + ((ptrdiff_t)t * B + b0) * H, 0, sizeof(REAL) * nb * H);
         }
     }
     if (fast) STEP_PACK_NN(H, GH, w_hh, packed);
     /* dx in the loop: each step's dgx rows are still in cache, where a whole-sequence GEMM
      * afterwards reads (and packs) all of dgx again. The rows of a step sit together in dgx and
-     * dx unless lengths differ in the reverse direction; then each row goes on its own, and
-     * the padded positions, which no step visits, are zeroed here. */
+     * dx unless lengths differ in the reverse direction; then each row goes on its own. The
+     * padded positions are zeroed here: no step visits those at t >= the rows' longest length
+     * (they were left as they were, garbage from np.empty), and the others are zeroed again
+     * after each step's product, which gives them 0 * W_ih (NaN where W_ih is infinite). */
     const int dx_rows = dx && !(reverse && lengths);
     if (dx && fast) STEP_PACK_NN(D, GH, w_ih, packed_ih);
-    if (dx && !dx_rows)
+    if (dx && lengths)
         for (int t = 0; t < T; ++t)
             for (int b = b0; b < b1; ++b)
-                if (t >= lengths[b]) memset(dx + ((long)t * B + b) * D, 0, sizeof(REAL) * D);
-    if (a->dh_n) memcpy(dh, (const REAL *)a->dh_n + (long)b0 * H, sizeof(REAL) * nb * H);
+                if (t >= lengths[b]) memset(dx + ((ptrdiff_t)t * B + b) * D, 0, sizeof(REAL) * D);
+    if (a->dh_n) memcpy(dh, (const REAL *)a->dh_n + (ptrdiff_t)b0 * H, sizeof(REAL) * nb * H);
     else memset(dh, 0, sizeof(REAL) * nb * H);
     if (k->n.states == 2) {
-        if (a->dc_n) memcpy(dc, (const REAL *)a->dc_n + (long)b0 * H, sizeof(REAL) * nb * H);
+        if (a->dc_n) memcpy(dc, (const REAL *)a->dc_n + (ptrdiff_t)b0 * H, sizeof(REAL) * nb * H);
         else memset(dc, 0, sizeof(REAL) * nb * H);
     }
 
     for (int s = maxlen - 1; s >= 0; --s) {
         for (int i = 0; i < nb; ++i) {
             const int b = b0 + i;
-            REAL *dhb = dh + (long)i * H, *dhpb = dhp + (long)i * H;
+            REAL *dhb = dh + (ptrdiff_t)i * H, *dhpb = dhp + (ptrdiff_t)i * H;
             if (lengths && s >= lengths[b]) {
-                /* inactive: the state passes through unchanged, and so does its gradient */
+                /* inactive: the state passes through unchanged, and so does its gradient (set
+                 * again after the product below, which adds 0 * W_hh to it: NaN where W_hh is
+                 * infinite) */
                 memcpy(dhpb, dhb, sizeof(REAL) * H);
-                if (gathered) memset(step + (long)i * GH, 0, sizeof(REAL) * GH);
+                if (gathered) memset(step + (ptrdiff_t)i * GH, 0, sizeof(REAL) * GH);
                 continue;
             }
-            const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
-            REAL *d = dgx + row * GH, *e = step + (long)i * GH;
+            const ptrdiff_t row = (ptrdiff_t)SFX(pos)(s, b, T, reverse, lengths) * B + b;
+            REAL *d = dgx + row * GH, *e = step + (ptrdiff_t)i * GH;
             if (dy) {
                 const REAL *dyr = dy + row * ldy;
                 for (int j = 0; j < H; ++j) dhb[j] += dyr[j];
             }
             if (dhs) memcpy(dhs + row * H, dhb, sizeof(REAL) * H);
             k->bwd(H, (REAL)a->leak, act + row * GH, H, A ? aux + row * A * H : NULL, H,
-                   hprev + row * ldh, dhb, dc + (long)i * H, d, e, H, dhpb);
-            if (own_e) memcpy(dgh + row * RH, e + (long)S * H, sizeof(REAL) * RH);
+                   hprev + row * ldh, dhb, dc + (ptrdiff_t)i * H, d, e, H, dhpb);
+            if (own_e) memcpy(dgh + row * RH, e + (ptrdiff_t)S * H, sizeof(REAL) * RH);
             else if (gathered) memcpy(e, d, sizeof(REAL) * GH);
             if (dbias) {
                 /* bias gradients while the row is in L1: a separate pass over dgx after the
@@ -257,24 +267,31 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
             }
         }
         const REAL *dstep = gathered
-            ? step : dgx + ((long)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
+            ? step : dgx + ((ptrdiff_t)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
         if (fast) STEP_MM(nb, H, GH, dstep, GH, packed, 1, dhp, H);
         else SFX(gemm)(0, 0, nb, H, GH, dstep, GH, w_hh, H, (REAL)1, dhp, H);
+        if (lengths)
+            for (int i = 0; i < nb; ++i)
+                if (s >= lengths[b0 + i])
+                    memcpy(dhp + (ptrdiff_t)i * H, dh + (ptrdiff_t)i * H, sizeof(REAL) * H);
         if (dx_rows) {
-            const long r = (long)SFX(pos)(s, 0, T, reverse, NULL) * B + b0;
+            const ptrdiff_t r = (ptrdiff_t)SFX(pos)(s, 0, T, reverse, NULL) * B + b0;
             if (fast) STEP_MM(nb, D, GH, dgx + r * GH, GH, packed_ih, 0, dx + r * D, D);
             else SFX(gemm)(0, 0, nb, D, GH, dgx + r * GH, GH, w_ih, D, (REAL)0, dx + r * D, D);
+            if (lengths) /* forward direction here: an inactive row's position t = s is padding */
+                for (int i = 0; i < nb; ++i)
+                    if (s >= lengths[b0 + i]) memset(dx + (r + i) * D, 0, sizeof(REAL) * D);
         } else if (dx)
             for (int i = 0; i < nb; ++i) {
                 const int b = b0 + i;
                 if (s >= lengths[b]) continue;
-                const long row = (long)SFX(pos)(s, b, T, reverse, lengths) * B + b;
+                const ptrdiff_t row = (ptrdiff_t)SFX(pos)(s, b, T, reverse, lengths) * B + b;
                 SFX(gemm)(0, 0, 1, D, GH, dgx + row * GH, GH, w_ih, D, (REAL)0, dx + row * D, D);
             }
         REAL *tmp = dh; dh = dhp; dhp = tmp;
     }
-    memcpy((REAL *)a->dh0 + (long)b0 * H, dh, sizeof(REAL) * nb * H);
-    if (k->n.states == 2) memcpy((REAL *)a->dc0 + (long)b0 * H, dc, sizeof(REAL) * nb * H);
+    memcpy((REAL *)a->dh0 + (ptrdiff_t)b0 * H, dh, sizeof(REAL) * nb * H);
+    if (k->n.states == 2) memcpy((REAL *)a->dc0 + (ptrdiff_t)b0 * H, dc, sizeof(REAL) * nb * H);
 }
 
 static void SFX(fr_backward_params)(const fr_params_args *a)
@@ -282,7 +299,7 @@ static void SFX(fr_backward_params)(const fr_params_args *a)
     const fr_cell_sizes n = SFX(cells)[a->cell].n;
     const int D = a->D, H = a->H, GH = n.gates * H, RH = (n.gates - n.shared) * H;
     const int g0 = a->g0, g1 = a->g1, ldx = a->ldx, ldh = a->ldh;
-    const long TB = (long)a->T * a->B, r0 = a->r0, r1 = a->r1;
+    const ptrdiff_t TB = (ptrdiff_t)a->T * a->B, r0 = a->r0, r1 = a->r1, DH = (ptrdiff_t)D + H;
     const REAL *x = (const REAL *)a->x, *w_ih = (const REAL *)a->w_ih;
     const REAL *hprev = (const REAL *)a->hprev, *dgx = (const REAL *)a->dgx;
     const REAL *dgh = (const REAL *)a->dgh;
@@ -298,44 +315,50 @@ static void SFX(fr_backward_params)(const fr_params_args *a)
         const int a1 = g1 < split ? g1 : split, n0 = g0 > split ? g0 : split;
         /* x and hprev side by side in one buffer: rows below split take both weight gradients
          * from one GEMM, so dgx's column block is packed once instead of once per weight (the
-         * packing costs as much as the arithmetic when D is small) */
-        const int cat = ws && a1 > g0 && hprev == x + D && ldx == D + H && ldh == D + H;
+         * packing costs as much as the arithmetic when D is small)
+         * (T*B <= INT_MAX, checked by the bridge, is the GEMMs' inner dimension; D + H equals
+         * the int ldx here) */
+        const int cat = ws && a1 > g0 && hprev == x + D && ldx == DH && ldh == DH;
         if (cat) {
-            SFX(gemm)(1, 0, a1 - g0, D + H, (int)TB, dgx + g0, GH, x, ldx, (REAL)0,
-                      ws + (long)g0 * (D + H), D + H);
+            SFX(gemm)(1, 0, a1 - g0, ldx, (int)TB, dgx + g0, GH, x, ldx, (REAL)0,
+                      ws + (ptrdiff_t)g0 * DH, ldx);
             for (int k = g0; k < a1; ++k) {
-                const REAL *w = ws + (long)k * (D + H);
-                SFX(add_to)(D, dw_ih + (long)k * D, w);
-                SFX(add_to)(H, dw_hh + (long)k * H, w + D);
+                const REAL *w = ws + (ptrdiff_t)k * DH;
+                SFX(add_to)(D, dw_ih + (ptrdiff_t)k * D, w);
+                SFX(add_to)(H, dw_hh + (ptrdiff_t)k * H, w + D);
             }
         }
         const int i0 = cat ? a1 : g0; /* dw_ih rows still to do */
         if (g1 > i0)
-            SFX(gemm)(1, 0, g1 - i0, D, (int)TB, dgx + i0, GH, x, ldx, (REAL)1, dw_ih + (long)i0 * D, D);
+            SFX(gemm)(1, 0, g1 - i0, D, (int)TB, dgx + i0, GH, x, ldx, (REAL)1, dw_ih + (ptrdiff_t)i0 * D, D);
         if (a1 > g0 && !cat)
-            SFX(gemm)(1, 0, a1 - g0, H, (int)TB, dgx + g0, GH, hprev, ldh, (REAL)1, dw_hh + (long)g0 * H, H);
+            SFX(gemm)(1, 0, a1 - g0, H, (int)TB, dgx + g0, GH, hprev, ldh, (REAL)1, dw_hh + (ptrdiff_t)g0 * H, H);
         if (g1 > n0)
             SFX(gemm)(1, 0, g1 - n0, H, (int)TB, dgh + (n0 - split), RH, hprev, ldh, (REAL)1,
-                      dw_hh + (long)n0 * H, H);
+                      dw_hh + (ptrdiff_t)n0 * H, H);
         /* db_ih and db_hh are both given or both NULL (a layer has biases or not); one pass
          * feeds both sums where the two biases enter additively */
         if (db_ih) {
-            for (long m = 0; m < TB; ++m)
+            for (ptrdiff_t m = 0; m < TB; ++m)
                 for (int k = g0; k < a1; ++k) {
                     const REAL v = dgx[m * GH + k];
                     db_ih[k] += v;
                     db_hh[k] += v;
                 }
-            for (long m = 0; m < TB; ++m)
+            for (ptrdiff_t m = 0; m < TB; ++m)
                 for (int k = n0; k < g1; ++k) {
                     db_ih[k] += dgx[m * GH + k];
                     db_hh[k] += dgh[m * RH + k - split];
                 }
         }
     }
-    if (dx && r1 > r0)
+    if (dx && r1 > r0) {
         SFX(gemm)(0, 0, (int)(r1 - r0), D, GH, dgx + r0 * GH, GH, w_ih, D,
                   a->accumulate_dx ? (REAL)1 : (REAL)0, dx + r0 * D, D);
+        if (a->lengths)
+            for (ptrdiff_t m = r0; m < r1; ++m)
+                if (m / a->B >= a->lengths[m % a->B]) memset(dx + m * D, 0, sizeof(REAL) * D);
+    }
 }
 
 /* ---- one cell step for a range of hidden units -------------------------------------------- */
@@ -353,28 +376,28 @@ static void SFX(fr_cell_units)(const fr_cell_units_args *a)
     const REAL *w_ih = (const REAL *)a->w_ih, *w_hh = (const REAL *)a->w_hh;
     REAL *act = (REAL *)a->act, *hprev = (REAL *)a->hprev, *aux = (REAL *)a->aux;
     REAL *gx = (REAL *)a->ws;              /* (B,GU) input projection, where act is not kept */
-    REAL *gh = gx + (long)B * GU;          /* (B,GU) recurrent projection */
-    REAL *bias = gh + (long)B * GU;        /* ((2G-S)*nu) the biases as the rows add them */
-    REAL *y = bias + (long)(2 * G - k->n.shared) * nu; /* (nu) the output copy rows write */
+    REAL *gh = gx + (ptrdiff_t)B * GU;          /* (B,GU) recurrent projection */
+    REAL *bias = gh + (ptrdiff_t)B * GU;        /* ((2G-S)*nu) the biases as the rows add them */
+    REAL *y = bias + (ptrdiff_t)(2 * G - k->n.shared) * nu; /* (nu) the output copy rows write */
     REAL *aux_scratch = y + nu;            /* (A*nu) inference's unkept aux */
     SFX(gate_bias)(k->n, H, u0, nu, (const REAL *)a->b_ih, (const REAL *)a->b_hh, bias);
     /* In training the projections of gate block g land in act's columns g*H+u0.. directly. */
     REAL *gxb = act ? act + u0 : gx;
     const int ldg = act ? GH : GU, gstride = act ? H : nu;
     for (int g = 0; g < G; ++g) {
-        SFX(gemm)(0, 1, B, nu, D, x, D, w_ih + ((long)g * H + u0) * D, D, (REAL)0, gxb + g * gstride, ldg);
-        SFX(gemm)(0, 1, B, nu, H, h, H, w_hh + ((long)g * H + u0) * H, H, (REAL)0, gh + g * nu, GU);
+        SFX(gemm)(0, 1, B, nu, D, x, D, w_ih + ((ptrdiff_t)g * H + u0) * D, D, (REAL)0, gxb + g * gstride, ldg);
+        SFX(gemm)(0, 1, B, nu, H, h, H, w_hh + ((ptrdiff_t)g * H + u0) * H, H, (REAL)0, gh + g * nu, GU);
     }
     for (int b = 0; b < B; ++b) {
-        REAL *hb = (REAL *)a->h1 + (long)b * H + u0, *cb = NULL;
-        memcpy(hb, h + (long)b * H + u0, sizeof(REAL) * nu); /* GRU and leaky units read it */
-        if (hprev) memcpy(hprev + (long)b * H + u0, h + (long)b * H + u0, sizeof(REAL) * nu);
+        REAL *hb = (REAL *)a->h1 + (ptrdiff_t)b * H + u0, *cb = NULL;
+        memcpy(hb, h + (ptrdiff_t)b * H + u0, sizeof(REAL) * nu); /* GRU and leaky units read it */
+        if (hprev) memcpy(hprev + (ptrdiff_t)b * H + u0, h + (ptrdiff_t)b * H + u0, sizeof(REAL) * nu);
         if (k->n.states == 2) {
-            cb = (REAL *)a->c1 + (long)b * H + u0;
-            memcpy(cb, c + (long)b * H + u0, sizeof(REAL) * nu);
+            cb = (REAL *)a->c1 + (ptrdiff_t)b * H + u0;
+            memcpy(cb, c + (ptrdiff_t)b * H + u0, sizeof(REAL) * nu);
         }
-        k->fwd(nu, (REAL)1, gxb + (long)b * ldg, gstride, gh + (long)b * GU, bias, hb, cb, y,
-               aux ? aux + (long)b * A * H + u0 : aux_scratch, aux ? H : nu);
+        k->fwd(nu, (REAL)1, gxb + (ptrdiff_t)b * ldg, gstride, gh + (ptrdiff_t)b * GU, bias, hb, cb, y,
+               aux ? aux + (ptrdiff_t)b * A * H + u0 : aux_scratch, aux ? H : nu);
     }
 }
 
@@ -386,19 +409,19 @@ static void SFX(fr_cell_units)(const fr_cell_units_args *a)
  * run both, which is what happens when the other is descheduled on a busy machine. */
 
 /* Per-task part of `shared`, in elements, for nmax = the larger task's units. */
-static long SFX(units_task_size)(fr_cell cell, int T, int H, int nmax, int backward)
+static ptrdiff_t SFX(units_task_size)(fr_cell cell, int T, int H, int nmax, int backward)
 {
     const fr_cell_sizes n = SFX(cells)[cell].n;
     const int GN = n.gates * nmax, pack = STEP_FAST() && fr_pack_pays(T, 1);
-    if (backward) return 3L * nmax + GN + (pack ? fr_packed_size(H, GN) : 0);
-    return GN + (long)(2 * n.gates - n.shared) * nmax + nmax + (long)n.aux * nmax
+    if (backward) return (ptrdiff_t)3 * nmax + GN + (pack ? fr_packed_size(H, GN) : 0);
+    return GN + (ptrdiff_t)(2 * n.gates - n.shared) * nmax + nmax + (ptrdiff_t)n.aux * nmax
            + (pack ? fr_packed_size(GN, H) : 0);
 }
 
-static long SFX(units_shared_size)(fr_cell cell, int T, int H, int mid, int backward)
+static ptrdiff_t SFX(units_shared_size)(fr_cell cell, int T, int H, int mid, int backward)
 {
     const int nmax = mid > H - mid ? mid : H - mid;
-    return (backward ? 4L * H : 2L * H) + 2 * SFX(units_task_size)(cell, T, H, nmax, backward);
+    return (backward ? (ptrdiff_t)4 * H : (ptrdiff_t)2 * H) + 2 * SFX(units_task_size)(cell, T, H, nmax, backward);
 }
 
 static void SFX(fr_recur_units)(const fr_units_args *a)
@@ -407,7 +430,7 @@ static void SFX(fr_recur_units)(const fr_units_args *a)
     const int G = k->n.gates, A = k->n.aux, T = a->T, H = a->H, mid = a->mid, GH = G * H;
     const int nmax = mid > H - mid ? mid : H - mid, GN = G * nmax;
     const int fast = STEP_FAST() && fr_pack_pays(T, 1);
-    const long TS = SFX(units_task_size)(a->cell, T, H, nmax, 0);
+    const ptrdiff_t TS = SFX(units_task_size)(a->cell, T, H, nmax, 0);
     const REAL *w_hh = (const REAL *)a->w_hh;
     REAL *shared = (REAL *)a->shared, *act = (REAL *)a->act, *hprev = (REAL *)a->hprev;
     REAL *aux = (REAL *)a->aux;
@@ -416,11 +439,11 @@ static void SFX(fr_recur_units)(const fr_units_args *a)
 
     while (fr_claim(a->sync, T, a->part, &q, &idx)) {
         const int u0 = q ? mid : 0, nu = q ? H - mid : mid, GU = G * nu;
-        REAL *gh = shared + 2L * H + q * TS; /* (GU) this step's recurrent projection */
+        REAL *gh = shared + (ptrdiff_t)2 * H + q * TS; /* (GU) this step's recurrent projection */
         REAL *c = gh + GN;                   /* (nu) the task's cell state (2 states) */
         REAL *bias = c + nmax;               /* ((2G-S)*nu) its biases as the rows add them */
-        REAL *aux_scratch = bias + (long)(2 * G - k->n.shared) * nmax; /* (A*nu) unkept aux */
-        REAL *packed = aux_scratch + (long)A * nmax; /* (fr_packed_size(GU, H)) its W_hh rows */
+        REAL *aux_scratch = bias + (ptrdiff_t)(2 * G - k->n.shared) * nmax; /* (A*nu) unkept aux */
+        REAL *packed = aux_scratch + (ptrdiff_t)A * nmax; /* (fr_packed_size(GU, H)) its W_hh rows */
         if (idx == 0) {
             SFX(gate_bias)(k->n, H, u0, nu, (const REAL *)a->b_ih, (const REAL *)a->b_hh, bias);
             if (fast) STEP_PACK_NT_UNITS(G, H, u0, nu, H, w_hh, packed);
@@ -431,8 +454,8 @@ static void SFX(fr_recur_units)(const fr_units_args *a)
         if (fast) STEP_MM(1, GU, H, cur, H, packed, 0, gh, GU);
         else
             for (int g = 0; g < G; ++g)
-                SFX(gemm)(0, 1, 1, nu, H, cur, H, w_hh + ((long)g * H + u0) * H, H, (REAL)0, gh + g * nu, nu);
-        const long row = a->reverse ? T - 1 - idx : idx;
+                SFX(gemm)(0, 1, 1, nu, H, cur, H, w_hh + ((ptrdiff_t)g * H + u0) * H, H, (REAL)0, gh + g * nu, nu);
+        const ptrdiff_t row = a->reverse ? T - 1 - idx : idx;
         REAL *auxr = hprev ? aux + row * A * H : NULL;
         if (hprev) memcpy(hprev + row * a->ldh + u0, cur + u0, sizeof(REAL) * nu);
         memcpy(nxt, cur + u0, sizeof(REAL) * nu); /* GRU and leaky units read the old state */
@@ -444,7 +467,7 @@ static void SFX(fr_recur_units)(const fr_units_args *a)
         memcpy(a->h_n, hb[T & 1], sizeof(REAL) * H);
         if (k->n.states == 2)
             for (int t = 0; t < 2; ++t)
-                memcpy((REAL *)a->c_n + (t ? mid : 0), shared + 2L * H + t * TS + GN,
+                memcpy((REAL *)a->c_n + (t ? mid : 0), shared + (ptrdiff_t)2 * H + t * TS + GN,
                        sizeof(REAL) * (t ? H - mid : mid));
     }
 }
@@ -456,8 +479,8 @@ static void SFX(fr_recur_backward_units)(const fr_units_backward_args *a)
     const int GH = G * H, RH = (G - S) * H, own_e = S < G;
     const int nmax = mid > H - mid ? mid : H - mid, GN = G * nmax;
     const int fast = STEP_FAST() && fr_pack_pays(T, 1);
-    const long TS = SFX(units_task_size)(a->cell, T, H, nmax, 1);
-    const int DB = GH + RH; /* dbias row per task */
+    const ptrdiff_t TS = SFX(units_task_size)(a->cell, T, H, nmax, 1);
+    const ptrdiff_t DB = (ptrdiff_t)GH + RH; /* dbias row per task */
     const REAL *w_hh = (const REAL *)a->w_hh, *act = (const REAL *)a->act;
     const REAL *hprev = (const REAL *)a->hprev, *aux = (const REAL *)a->aux;
     const REAL *dy = (const REAL *)a->dy;
@@ -469,12 +492,12 @@ static void SFX(fr_recur_backward_units)(const fr_units_backward_args *a)
 
     while (fr_claim(a->sync, T, a->part, &q, &idx)) {
         const int u0 = q ? mid : 0, nu = q ? H - mid : mid;
-        REAL *dh = shared + 4L * H + q * TS; /* (nu) gradient w.r.t. the task's units leaving s */
+        REAL *dh = shared + (ptrdiff_t)4 * H + q * TS; /* (nu) gradient w.r.t. the task's units leaving s */
         REAL *dhp = dh + nmax;  /* (nu) its direct (non-W_hh) part for the state entering s */
         REAL *dc = dhp + nmax;  /* (nu) the task's cell-state gradient (2 states) */
         REAL *e = dc + nmax;    /* (GU) the task's recurrent-side gate gradients */
         REAL *packed = e + GN;  /* (fr_packed_size(H, GU)) its rows of W_hh, for e W_own */
-        REAL *db = dbias ? dbias + (long)q * DB : NULL;
+        REAL *db = dbias ? dbias + (ptrdiff_t)q * DB : NULL;
         const int s = T - 1 - idx;
         if (idx == 0) {
             if (db) memset(db, 0, sizeof(REAL) * DB);
@@ -486,10 +509,10 @@ static void SFX(fr_recur_backward_units)(const fr_units_backward_args *a)
                 else memset(dc, 0, sizeof(REAL) * nu);
             }
         } else {
-            const REAL *p0 = shared + ((long)((idx - 1) & 1) * 2) * H + u0, *p1 = p0 + H;
+            const REAL *p0 = shared + ((ptrdiff_t)((idx - 1) & 1) * 2) * H + u0, *p1 = p0 + H;
             for (int j = 0; j < nu; ++j) dh[j] = dhp[j] + p0[j] + p1[j];
         }
-        const long row = a->reverse ? T - 1 - s : s;
+        const ptrdiff_t row = a->reverse ? T - 1 - s : s;
         REAL *d = dgx + row * GH;
         if (dy) SFX(add_to)(nu, dh, dy + row * a->ldy + u0);
         if (dhs) memcpy(dhs + row * H + u0, dh, sizeof(REAL) * nu);
@@ -497,27 +520,27 @@ static void SFX(fr_recur_backward_units)(const fr_units_backward_args *a)
                hprev + row * a->ldh + u0, dh, dc, d + u0, e, nu, dhp);
         if (own_e)
             for (int g = S; g < G; ++g)
-                memcpy(dgh + row * RH + (long)(g - S) * H + u0, e + g * nu, sizeof(REAL) * nu);
+                memcpy(dgh + row * RH + (ptrdiff_t)(g - S) * H + u0, e + g * nu, sizeof(REAL) * nu);
         else
             for (int g = 0; g < G; ++g) memcpy(e + g * nu, d + g * H + u0, sizeof(REAL) * nu);
         if (db) {
             for (int g = 0; g < G; ++g) SFX(add_to)(nu, db + g * H + u0, d + g * H + u0);
-            for (int g = S; g < G; ++g) SFX(add_to)(nu, db + GH + (long)(g - S) * H + u0, e + g * nu);
+            for (int g = S; g < G; ++g) SFX(add_to)(nu, db + GH + (ptrdiff_t)(g - S) * H + u0, e + g * nu);
         }
-        REAL *mine = shared + ((long)(idx & 1) * 2 + q) * H;
+        REAL *mine = shared + ((ptrdiff_t)(idx & 1) * 2 + q) * H;
         if (fast) STEP_MM(1, H, G * nu, e, G * nu, packed, 0, mine, H);
         else {
             memset(mine, 0, sizeof(REAL) * H);
             for (int g = 0; g < G; ++g)
-                SFX(gemm)(0, 0, 1, H, nu, e + g * nu, nu, w_hh + ((long)g * H + u0) * H, H, (REAL)1, mine, H);
+                SFX(gemm)(0, 0, 1, H, nu, e + g * nu, nu, w_hh + ((ptrdiff_t)g * H + u0) * H, H, (REAL)1, mine, H);
         }
         fr_task_done(a->sync);
     }
     if (a->part == 0) {
-        const REAL *p0 = shared + ((long)((T - 1) & 1) * 2) * H, *p1 = p0 + H;
+        const REAL *p0 = shared + ((ptrdiff_t)((T - 1) & 1) * 2) * H, *p1 = p0 + H;
         for (int t = 0; t < 2; ++t) {
             const int u0 = t ? mid : 0, nu = t ? H - mid : mid;
-            const REAL *dhp = shared + 4L * H + t * TS + nmax;
+            const REAL *dhp = shared + (ptrdiff_t)4 * H + t * TS + nmax;
             for (int j = 0; j < nu; ++j) ((REAL *)a->dh0)[u0 + j] = dhp[j] + p0[u0 + j] + p1[u0 + j];
             if (k->n.states == 2) memcpy((REAL *)a->dc0 + u0, dhp + nmax, sizeof(REAL) * nu);
         }

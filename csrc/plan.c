@@ -23,13 +23,13 @@
  * never makes a round trip through memory (measured 5-20% faster from tiny to large shapes).
  * With few rows and a wide input, a step reuses its slice of W_ih too little to beat one big
  * GEMM (4 rows, D = 8H: 4% slower), so that case keeps the whole-sequence projection. */
-#define FR_FUSED_MAX_BYTES (8L << 20)
+#define FR_FUSED_MAX_BYTES ((int64_t)8 << 20)
 /* dx in the reverse loop: each step streams the packed W_hh and W_ih; beyond a few MB (LSTM and
  * GRU at the large benchmark shape, 4.5-6 MB) measured 0-5% slower, while 1.5 MB (RNN there)
  * and less (the medium shape) gained 2-4%. */
-#define FR_DX_LOOP_MAX_BYTES (2L << 20)
+#define FR_DX_LOOP_MAX_BYTES ((int64_t)2 << 20)
 /* Beyond 1 MB of W a B=1 product is memory-bound: BLAS may thread it, fr_gemv_rows does not. */
-#define FR_GEMV_MAX_ELEMS (1L << 18)
+#define FR_GEMV_MAX_ELEMS ((int64_t)1 << 18)
 
 /* A worker polls for the next dispatch, and the caller for completion, this long before
  * sleeping: about the Python time between the hand-offs of a forward and backward pass. */
@@ -42,13 +42,22 @@ static fr_plan_knobs knobs = {
     -1, -1, -1,
     /* Below this many multiply-adds a split costs more in hand-offs than it saves (measured with
      * the C pool: 0.25M-0.75M slower split by 6-15%, 0.8M-1.3M faster by 9-16%). */
-    1L << 20,
+    (int64_t)1 << 20,
     /* A batch-of-one step splits by units from G*H*H = 16K multiply-adds (LSTM at H = 64). */
-    1L << 14,
+    (int64_t)1 << 14,
     /* A cell step of at least this many multiply-adds per row is split over two threads by
      * hidden units; below it the hand-over costs more than half the step. */
-    1L << 16,
+    (int64_t)1 << 16,
 };
+
+/* a * b for non-negative a, b, saturating at INT64_MAX: work estimates multiply several
+ * dimensions, whose product can exceed 64 bits for shapes no one would run but the bridge
+ * accepts (each factor fits in an int) */
+static int64_t mul_sat(int64_t a, int64_t b)
+{
+    if (a <= 0 || b <= 0) return 0;
+    return a > INT64_MAX / b ? INT64_MAX : a * b;
+}
 
 fr_plan_knobs fr_plan_get_knobs(void) { return knobs; }
 void fr_plan_set_knobs(const fr_plan_knobs *k) { knobs = *k; }
@@ -58,18 +67,18 @@ int fr_pack_pays(int steps, int rows)
     return steps >= FR_PACK_MIN_STEPS && (rows == 1 || rows >= FR_PACK_MIN_ROWS);
 }
 
-int fr_gemv_rows_pays(int N, int K) { return (long)N * K <= FR_GEMV_MAX_ELEMS; }
+int fr_gemv_rows_pays(int N, int K) { return (int64_t)N * K <= FR_GEMV_MAX_ELEMS; }
 
-int fr_plan_parts(long work, long limit, int nthreads)
+int fr_plan_parts(int64_t work, int64_t limit, int nthreads)
 {
-    if (nthreads <= 1 || work < knobs.min_parallel_work) return 1;
-    return (long)nthreads < limit ? nthreads : (int)limit;
+    if (nthreads <= 1 || limit <= 1 || work < knobs.min_parallel_work) return 1;
+    return (int64_t)nthreads < limit ? nthreads : (int)limit;
 }
 
 int fr_plan_row_ranges(fr_cell cell, int T, int B, int H, int dirs, int nthreads)
 {
-    const long work = (long)T * B * fr_gates(cell) * H * H;
-    const int n = fr_plan_parts(work, (long)B * dirs, nthreads) / dirs;
+    const int64_t work = mul_sat(mul_sat((int64_t)T * B, (int64_t)fr_gates(cell) * H), H);
+    const int n = fr_plan_parts(work, (int64_t)B * dirs, nthreads) / dirs;
     return n > 1 ? n : 1;
 }
 
@@ -87,16 +96,18 @@ static int unit_mid(int H)
 
 int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int nthreads)
 {
-    int ok = B == 1 && dirs == 1 && !has_lengths && H >= 2 && nthreads >= 2;
+    /* T <= FR_UNITS_MAX_STEPS: the unit tasks count 2*T completed tasks in an int (pool.c) */
+    int ok = B == 1 && dirs == 1 && !has_lengths && H >= 2 && nthreads >= 2 && T <= FR_UNITS_MAX_STEPS;
     if (knobs.units >= 0) ok = ok && knobs.units;
-    else ok = ok && T >= 4 && (long)fr_gates(cell) * H * H >= knobs.unit_min_work;
+    else ok = ok && T >= 4 && mul_sat((int64_t)fr_gates(cell) * H, H) >= knobs.unit_min_work;
     return ok ? unit_mid(H) : 0;
 }
 
 int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int nthreads)
 {
     (void)B;
-    if (nthreads < 2 || H < 2 || (long)fr_gates(cell) * H * (D + H) < knobs.cell_split_work) return 0;
+    if (nthreads < 2 || H < 2 || mul_sat((int64_t)fr_gates(cell) * H, (int64_t)D + H) < knobs.cell_split_work)
+        return 0;
     return unit_mid(H);
 }
 
@@ -104,7 +115,7 @@ int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
 {
     if (knobs.fused >= 0) return knobs.fused;
     const int GH = fr_gates(cell) * H;
-    const long bytes = (fr_packed_size(GH, H) + fr_packed_size(GH, D)) * 4L;
+    const int64_t bytes = mul_sat(fr_packed_size(GH, H) + fr_packed_size(GH, D), 4);
     return dtype == FR_F32 && fr_smallgemm_ok() && T >= FR_PACK_MIN_STEPS && B >= FR_PACK_MIN_ROWS
            && (B >= 8 || D <= H) && bytes <= FR_FUSED_MAX_BYTES;
 }
@@ -116,32 +127,35 @@ int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
      * A narrow input wastes most of a 16-column panel (D = 1: 15/16), where the whole-sequence
      * product is a cheap GEMV. */
     const int GH = fr_gates(cell) * H;
-    const long bytes = (fr_packed_size(H, GH) + fr_packed_size(D, GH)) * 4L;
+    const int64_t bytes = mul_sat(fr_packed_size(H, GH) + fr_packed_size(D, GH), 4);
     return dtype == FR_F32 && fr_smallgemm_ok() && fr_pack_pays(T, B) && D >= FR_NR
            && bytes <= FR_DX_LOOP_MAX_BYTES;
 }
 
 /* ---- workspace sizes (elements): each mirrors the layout at the top of its loop ------------ */
 
-long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused)
+/* Each is a sum of a few products of two dimensions: the products are the sizes of buffers that
+ * exist (weights, rows of act), so neither they nor their sum come near PTRDIFF_MAX. */
+ptrdiff_t fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused)
 {
     const fr_cell_sizes n = fr_cell_info(cell);
     const int GH = n.gates * H;
     const int pack = T >= FR_PACK_MIN_STEPS;
-    return (long)B * GH + 2L * B * H + (long)n.aux * H + (long)(2 * n.gates - n.shared) * H
-           + (pack ? fr_packed_size(GH, H) : 0)
-           + (fused ? (long)B * GH + (long)B * D + (pack ? fr_packed_size(GH, D) : 0) : 0);
+    return (ptrdiff_t)B * GH + (ptrdiff_t)2 * B * H + (ptrdiff_t)n.aux * H
+           + (ptrdiff_t)(2 * n.gates - n.shared) * H + (pack ? fr_packed_size(GH, H) : 0)
+           + (fused ? (ptrdiff_t)B * GH + (ptrdiff_t)B * D + (pack ? fr_packed_size(GH, D) : 0) : 0);
 }
 
-long fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H)
+ptrdiff_t fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H)
 {
     const int GH = fr_gates(cell) * H;
-    return 3L * B * H + (long)B * GH
+    return (ptrdiff_t)3 * B * H + (ptrdiff_t)B * GH
            + (T >= FR_PACK_MIN_STEPS ? fr_packed_size(H, GH) + fr_packed_size(D, GH) : 0);
 }
 
-long fr_cell_units_ws_size(fr_cell cell, int B, int nu)
+ptrdiff_t fr_cell_units_ws_size(fr_cell cell, int B, int nu)
 {
     const fr_cell_sizes n = fr_cell_info(cell);
-    return 2L * B * n.gates * nu + (long)(2 * n.gates - n.shared) * nu + nu + (long)n.aux * nu;
+    return (ptrdiff_t)2 * B * n.gates * nu + (ptrdiff_t)(2 * n.gates - n.shared) * nu + nu
+           + (ptrdiff_t)n.aux * nu;
 }

@@ -23,7 +23,7 @@
 #include "fastrnn.h"
 #include "pool.h"
 
-#define FR_POOL_MAX 64 /* workers at most */
+#define FR_POOL_MAX (FR_MAX_THREADS - 1) /* workers at most: the caller is the other thread */
 
 static inline void fr_pool_pause(void)
 {
@@ -70,7 +70,10 @@ static void fr_pool_work(fr_pool *p, unsigned gen)
         if ((unsigned)(w >> 32) != gen) return;
         const fr_dispatch *d = &p->slot[gen & 1];
         const unsigned k = (unsigned)w;
-        if (k >= (unsigned)d->njobs) return;
+        /* atomic: a worker that read the word long ago may look at the slot while dispatch
+         * gen + 2 rewrites it; its compare-and-swap then fails (ThreadSanitizer saw the plain
+         * read race with the caller's write) */
+        if (k >= (unsigned)__atomic_load_n(&d->njobs, __ATOMIC_RELAXED)) return;
         if (!__atomic_compare_exchange_n(&p->word, &w, w + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
             continue;
         fr_job_run(d->jobs[k]);
@@ -158,16 +161,18 @@ static void pool_run(fr_pool *p, int nthreads, int njobs, const fr_job *const *j
     if (want > FR_POOL_MAX) want = FR_POOL_MAX;
     if (p->nworkers != want) {
         if (p->nworkers) fr_pool_stop(p);
-        p->start_gen = (unsigned)(p->word >> 32);
+        p->start_gen = (unsigned)(__atomic_load_n(&p->word, __ATOMIC_RELAXED) >> 32);
         for (int i = 0; i < want; ++i) {
             if (pthread_create(&p->th[i], NULL, fr_pool_worker, p) != 0) break;
             p->nworkers = i + 1;
         }
     }
-    const unsigned gen = (unsigned)(p->word >> 32) + 1;
+    /* atomic loads of word even here, where only this thread writes it: a late worker's failed
+     * compare-and-swap counts as an access to it */
+    const unsigned gen = (unsigned)(__atomic_load_n(&p->word, __ATOMIC_RELAXED) >> 32) + 1;
     fr_dispatch *d = &p->slot[gen & 1];
-    d->jobs = jobs;
-    d->njobs = njobs;
+    d->jobs = jobs; /* read only by a thread holding a job of this dispatch: ordered by word */
+    __atomic_store_n(&d->njobs, njobs, __ATOMIC_RELAXED);
     __atomic_store_n(&p->pending, njobs, __ATOMIC_RELAXED);
     /* Job 0 is claimed in the same store that publishes the dispatch: a polling worker would
      * otherwise often win it, and jobs that own a slice of the weights (the unit halves of a

@@ -12,13 +12,15 @@
  */
 #define FR_NR 16 /* output columns per panel */
 #define FR_MR 6  /* rows per micro-tile: 12 accumulators + 2 panel registers + 1 broadcast */
-/* Elements of a packed matrix with N output columns and K inner length. */
-static inline long fr_packed_size(int N, int K) { return (long)((N + FR_NR - 1) / FR_NR) * FR_NR * K; }
+/* Panels of 16 columns for N columns (N + 15 computed wide: N may be near INT_MAX), and the
+ * elements of a packed matrix with N output columns and K inner length. */
+static inline int fr_panels(int N) { return (int)(((ptrdiff_t)N + FR_NR - 1) / FR_NR); }
+static inline ptrdiff_t fr_packed_size(int N, int K) { return (ptrdiff_t)fr_panels(N) * FR_NR * K; }
 
 /* Packings of W's rows that one unit range [u0, u0+nu) owns in each of G gate blocks of H rows
  * (packed row q is W's row (q/nu)*H + u0 + q%nu; fr_recur_units). G = 1, u0 = 0, nu = H is the
  * whole matrix (fr_pack_nt, fr_pack_nn). The row map is computed outside the element loops. */
-static inline long fr_unit_row(int q, int nu, int H, int u0) { return (long)(q / nu) * H + u0 + q % nu; }
+static inline ptrdiff_t fr_unit_row(int q, int nu, int H, int u0) { return (ptrdiff_t)(q / nu) * H + u0 + q % nu; }
 
 /* For C = A W_own^T with W_own (G*nu, K) the owned rows of W (G*H, K):
  * P[p][k][j] = W_own[p*16+j][k] (zero past G*nu). */
@@ -26,13 +28,15 @@ static void fr_pack_nt_units(int G, int H, int u0, int nu, int K, const float *W
                              float *P /* fr_packed_size(G*nu, K) */)
 {
     const int N = G * nu;
-    for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p) {
+    for (int p = 0; p < fr_panels(N); ++p) {
         const float *rows[FR_NR];
-        for (int j = 0; j < FR_NR; ++j)
-            rows[j] = p * FR_NR + j < N ? W + fr_unit_row(p * FR_NR + j, nu, H, u0) * K : NULL;
+        for (int j = 0; j < FR_NR; ++j) {
+            const ptrdiff_t q = (ptrdiff_t)p * FR_NR + j;
+            rows[j] = q < N ? W + fr_unit_row((int)q, nu, H, u0) * K : NULL;
+        }
         for (int k = 0; k < K; ++k)
             for (int j = 0; j < FR_NR; ++j)
-                P[((long)p * K + k) * FR_NR + j] = rows[j] ? rows[j][k] : 0.0f;
+                P[((ptrdiff_t)p * K + k) * FR_NR + j] = rows[j] ? rows[j][k] : 0.0f;
     }
 }
 
@@ -42,12 +46,12 @@ static void fr_pack_nn_units(int G, int H, int u0, int nu, int N, const float *W
                              float *P /* fr_packed_size(N, G*nu) */)
 {
     const int K = G * nu;
-    for (int p = 0; p < (N + FR_NR - 1) / FR_NR; ++p)
+    for (int p = 0; p < fr_panels(N); ++p)
         for (int k = 0; k < K; ++k) {
             const float *row = W + fr_unit_row(k, nu, H, u0) * N;
             for (int j = 0; j < FR_NR; ++j) {
-                const int n = p * FR_NR + j;
-                P[((long)p * K + k) * FR_NR + j] = n < N ? row[n] : 0.0f;
+                const ptrdiff_t n = (ptrdiff_t)p * FR_NR + j;
+                P[((ptrdiff_t)p * K + k) * FR_NR + j] = n < N ? row[n] : 0.0f;
             }
         }
 }
@@ -62,13 +66,15 @@ static void fr_pack_nn(int N, int K, const float *W, float *P) { fr_pack_nn_unit
 /* FASTRNN_BLAS_STEPS=1 in the environment forces the BLAS path (for A/B timing and debugging). */
 static int fr_smallgemm_ok(void)
 {
-    static int ok = -1; /* a benign race: every thread computes the same value */
-    if (ok < 0) {
+    static int ok = -1; /* every thread computes the same value: relaxed atomics suffice */
+    int v = __atomic_load_n(&ok, __ATOMIC_RELAXED);
+    if (v < 0) {
         const char *off = getenv("FASTRNN_BLAS_STEPS");
         __builtin_cpu_init();
-        ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(off && off[0] == '1');
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(off && off[0] == '1');
+        __atomic_store_n(&ok, v, __ATOMIC_RELAXED);
     }
-    return ok;
+    return v;
 }
 
 /* C (mr rows, 16 columns, ldc; only the first nc columns are stored) = or += A (mr,K,lda) P. */
@@ -80,11 +86,11 @@ fr_tile(int mr, int nc, int K, const float *A, int lda, const float *P, int accu
 #pragma GCC unroll 6
     for (int r = 0; r < FR_MR; ++r) { c0[r] = _mm256_setzero_ps(); c1[r] = _mm256_setzero_ps(); }
     for (int k = 0; k < K; ++k) {
-        __m256 b0 = _mm256_loadu_ps(P + (long)k * FR_NR), b1 = _mm256_loadu_ps(P + (long)k * FR_NR + 8);
+        __m256 b0 = _mm256_loadu_ps(P + (ptrdiff_t)k * FR_NR), b1 = _mm256_loadu_ps(P + (ptrdiff_t)k * FR_NR + 8);
 #pragma GCC unroll 6
         for (int r = 0; r < FR_MR; ++r) {
             if (r < mr) {
-                __m256 a = _mm256_broadcast_ss(A + (long)r * lda + k);
+                __m256 a = _mm256_broadcast_ss(A + (ptrdiff_t)r * lda + k);
                 c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
                 c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
             }
@@ -93,7 +99,7 @@ fr_tile(int mr, int nc, int K, const float *A, int lda, const float *P, int accu
 #pragma GCC unroll 6
     for (int r = 0; r < FR_MR; ++r) {
         if (r >= mr) break;
-        float *cr = C + (long)r * ldc;
+        float *cr = C + (ptrdiff_t)r * ldc;
         if (nc == FR_NR) {
             if (accumulate) {
                 c0[r] = _mm256_add_ps(c0[r], _mm256_loadu_ps(cr));
@@ -119,12 +125,12 @@ fr_row4(int K, const float *a, const float *P, int accumulate, float *c)
     __m256 acc[8];
 #pragma GCC unroll 8
     for (int q = 0; q < 8; ++q) acc[q] = _mm256_setzero_ps();
-    const long stride = (long)K * FR_NR;
+    const ptrdiff_t stride = (ptrdiff_t)K * FR_NR;
     for (int k = 0; k < K; ++k) {
         __m256 v = _mm256_broadcast_ss(a + k);
 #pragma GCC unroll 4
         for (int q = 0; q < 4; ++q) {
-            const float *pk = P + q * stride + (long)k * FR_NR;
+            const float *pk = P + q * stride + (ptrdiff_t)k * FR_NR;
             acc[2 * q] = _mm256_fmadd_ps(v, _mm256_loadu_ps(pk), acc[2 * q]);
             acc[2 * q + 1] = _mm256_fmadd_ps(v, _mm256_loadu_ps(pk + 8), acc[2 * q + 1]);
         }
@@ -150,20 +156,20 @@ fr_gemv_rows(int n, int K, const float *W, int ldw, const float *v, float *y)
     const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(kt), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     int j = 0;
     for (; j + 8 <= n; j += 8) {
-        const float *w = W + (long)j * ldw;
+        const float *w = W + (ptrdiff_t)j * ldw;
         __m256 a[8];
 #pragma GCC unroll 8
         for (int r = 0; r < 8; ++r) a[r] = _mm256_setzero_ps();
         for (int k = 0; k < K8; k += 8) {
             const __m256 x = _mm256_loadu_ps(v + k);
 #pragma GCC unroll 8
-            for (int r = 0; r < 8; ++r) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(w + (long)r * ldw + k), x, a[r]);
+            for (int r = 0; r < 8; ++r) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(w + (ptrdiff_t)r * ldw + k), x, a[r]);
         }
         if (kt) {
             const __m256 x = _mm256_maskload_ps(v + K8, m);
 #pragma GCC unroll 8
             for (int r = 0; r < 8; ++r)
-                a[r] = _mm256_fmadd_ps(_mm256_maskload_ps(w + (long)r * ldw + K8, m), x, a[r]);
+                a[r] = _mm256_fmadd_ps(_mm256_maskload_ps(w + (ptrdiff_t)r * ldw + K8, m), x, a[r]);
         }
         /* u0 = the low and high half-sums of rows 0-3 in its low and high lanes, u1 of 4-7 */
         const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
@@ -172,7 +178,7 @@ fr_gemv_rows(int n, int K, const float *W, int ldw, const float *v, float *y)
                                               _mm256_permute2f128_ps(u0, u1, 0x31)));
     }
     for (; j < n; ++j) {
-        const float *w = W + (long)j * ldw;
+        const float *w = W + (ptrdiff_t)j * ldw;
         __m256 a = _mm256_setzero_ps();
         for (int k = 0; k < K8; k += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(v + k), a);
         if (kt) a = _mm256_fmadd_ps(_mm256_maskload_ps(w + K8, m), _mm256_maskload_ps(v + K8, m), a);
@@ -189,10 +195,10 @@ fr_smallgemm(int M, int N, int K, const float *A, int lda, const float *P, int a
 {
     int p0 = 0;
     if (M == 1)
-        for (; (p0 + 4) * FR_NR <= N; p0 += 4)
-            fr_row4(K, A, P + (long)p0 * K * FR_NR, accumulate, C + p0 * FR_NR);
-    for (int p = p0; p < (N + FR_NR - 1) / FR_NR; ++p) {
-        const float *Pp = P + (long)p * K * FR_NR;
+        for (; p0 + 4 <= N / FR_NR; p0 += 4)
+            fr_row4(K, A, P + (ptrdiff_t)p0 * K * FR_NR, accumulate, C + p0 * FR_NR);
+    for (int p = p0; p < fr_panels(N); ++p) {
+        const float *Pp = P + (ptrdiff_t)p * K * FR_NR;
         const int n0 = p * FR_NR, nc = N - n0 < FR_NR ? N - n0 : FR_NR;
         /* A tile of fewer than 4 rows has fewer than 8 independent accumulators, too few to
          * cover the FMA latency on two pipes: a remainder of 1..3 rows borrows one full tile
@@ -200,17 +206,17 @@ fr_smallgemm(int M, int N, int K, const float *A, int lda, const float *P, int a
         int full = M / FR_MR, rest = M % FR_MR, m = 0;
         if (rest && rest < 4 && full) { full -= 1; rest += FR_MR; }
         for (int t = 0; t < full; ++t, m += FR_MR)
-            fr_tile(FR_MR, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc);
+            fr_tile(FR_MR, nc, K, A + (ptrdiff_t)m * lda, lda, Pp, accumulate, C + (ptrdiff_t)m * ldc + n0, ldc);
         if (rest > FR_MR) {
-            fr_tile(4, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc);
+            fr_tile(4, nc, K, A + (ptrdiff_t)m * lda, lda, Pp, accumulate, C + (ptrdiff_t)m * ldc + n0, ldc);
             m += 4;
         }
         switch (M - m) { /* constant mr per call, so each remainder tile compiles to its own code */
-        case 5: fr_tile(5, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc); break;
-        case 4: fr_tile(4, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc); break;
-        case 3: fr_tile(3, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc); break;
-        case 2: fr_tile(2, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc); break;
-        case 1: fr_tile(1, nc, K, A + (long)m * lda, lda, Pp, accumulate, C + (long)m * ldc + n0, ldc); break;
+        case 5: fr_tile(5, nc, K, A + (ptrdiff_t)m * lda, lda, Pp, accumulate, C + (ptrdiff_t)m * ldc + n0, ldc); break;
+        case 4: fr_tile(4, nc, K, A + (ptrdiff_t)m * lda, lda, Pp, accumulate, C + (ptrdiff_t)m * ldc + n0, ldc); break;
+        case 3: fr_tile(3, nc, K, A + (ptrdiff_t)m * lda, lda, Pp, accumulate, C + (ptrdiff_t)m * ldc + n0, ldc); break;
+        case 2: fr_tile(2, nc, K, A + (ptrdiff_t)m * lda, lda, Pp, accumulate, C + (ptrdiff_t)m * ldc + n0, ldc); break;
+        case 1: fr_tile(1, nc, K, A + (ptrdiff_t)m * lda, lda, Pp, accumulate, C + (ptrdiff_t)m * ldc + n0, ldc); break;
         default: break;
         }
     }

@@ -1,5 +1,7 @@
 # The C contract (csrc/fastrnn.h, csrc/pool.h) as Cython sees it: one struct of named fields per
 # kernel call, a job as a tagged union of them. Shapes and rules are documented in fastrnn.h.
+from libc.stddef cimport ptrdiff_t
+from libc.stdint cimport int64_t
 
 cdef extern from "fastrnn.h" nogil:
     ctypedef int fr_cell
@@ -68,7 +70,8 @@ cdef extern from "fastrnn.h" nogil:
         fr_cell cell
         fr_dtype dtype
         int T, B, D, H, g0, g1
-        long r0, r1
+        ptrdiff_t r0, r1
+        const int *lengths
         const void *x
         int ldx
         const void *w_ih
@@ -166,18 +169,19 @@ cdef extern from "fastrnn.h" nogil:
     void fr_recur(const fr_recur_args *a)
     void fr_job_run(const fr_job *job)
 
-    long fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused)
-    long fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H)
-    long fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int mid, int backward)
-    long fr_cell_units_ws_size(fr_cell cell, int B, int nu)
+    ptrdiff_t fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused)
+    ptrdiff_t fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H)
+    ptrdiff_t fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int mid, int backward)
+    ptrdiff_t fr_cell_units_ws_size(fr_cell cell, int B, int nu)
 
     ctypedef struct fr_plan_knobs:
         int fused, units, dx_in_loop
-        long min_parallel_work, unit_min_work, cell_split_work
+        int64_t min_parallel_work, unit_min_work, cell_split_work
     fr_plan_knobs fr_plan_get_knobs()
     void fr_plan_set_knobs(const fr_plan_knobs *k)
-    int fr_plan_parts(long work, long limit, int nthreads)
+    int fr_plan_parts(int64_t work, int64_t limit, int nthreads)
     int fr_plan_row_ranges(fr_cell cell, int T, int B, int H, int dirs, int nthreads)
+    enum: FR_UNITS_MAX_STEPS
     int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int nthreads)
     int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int nthreads)
     int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
@@ -187,6 +191,7 @@ cdef extern from "fastrnn.h" nogil:
     int fr_get_num_threads()
 
 cdef extern from "pool.h" nogil:
+    enum: FR_MAX_THREADS
     void fr_pool_prepare()
     void fr_pool_run(int nthreads, int njobs, const fr_job *const *jobs)
     void fr_pool_shutdown()

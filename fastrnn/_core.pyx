@@ -5,6 +5,9 @@ Every array handed to C is checked here for dtype, C-contiguity and shape, becau
 shape reaching C is a buffer overrun, not an exception. Callers (fastrnn.layers) give users
 friendlier messages first; these checks are the last line before memory is touched.
 
+Dimensions are read as Py_ssize_t and checked against the kernels' limit before anything is
+allocated (_dim, MAX_DIM): the C structs carry them as int, the width BLAS takes.
+
 Each kernel entry point fills one named C struct (fr_*_args, declared in _core.pxd) inside a
 job; the C side dispatches on the job's kind and dtype, so one body here serves float32 and
 float64. With defer=True an entry point returns the job instead of running it, and run_jobs()
@@ -16,6 +19,8 @@ import os
 import numpy as np
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.limits cimport INT_MAX
+from libc.stdint cimport INT64_MAX
 
 cnp.import_array()
 
@@ -33,6 +38,40 @@ cdef fr_cell_sizes _sizes(int cell) except *:
     return fr_cell_info(cell)
 
 
+# ---- integer widths ------------------------------------------------------------------------------
+# The kernels take every dimension, leading dimension and row count as an int, because BLAS
+# (scipy-openblas32, a 32-bit-integer interface) does; products of dimensions are ptrdiff_t in C
+# (csrc/fastrnn.h, "Integer widths"). So each entry point reads shapes as Py_ssize_t and refuses,
+# before allocating anything, any that a kernel would have to pass to BLAS beyond INT_MAX.
+
+MAX_DIM = INT_MAX  # the largest dimension (and T*B where a call multiplies over all rows)
+
+
+cdef int _dim(Py_ssize_t v, what) except -1:
+    """v (a dimension, leading dimension or row count, >= 0) as a C int, or ValueError naming
+    what it is and the limit."""
+    if v > INT_MAX:
+        raise ValueError(f"{what} is {v}, more than {INT_MAX} (2**31 - 1), the largest dimension "
+                         f"fastrnn's 32-bit-integer BLAS (scipy-openblas32) takes")
+    if v < 0:
+        raise ValueError(f"{what} must be >= 0, got {v}")
+    return <int>v
+
+
+def check_dim(what, Py_ssize_t value):
+    """The check every entry point applies to its dimensions: value as an int, or ValueError
+    naming `what` and the limit MAX_DIM."""
+    return _dim(value, what)
+
+
+cdef inline Py_ssize_t _gh(int gates, Py_ssize_t H, what) except -1:
+    """G*H, checked: the rows of the weights, a BLAS dimension and leading dimension."""
+    _dim(H, what)
+    if gates * H > INT_MAX:  # the message is built only here: cell_step calls this every step
+        _dim(gates * H, f"{what} times {gates} gates (G*H)")
+    return gates * H
+
+
 def gates(int cell):
     return _sizes(cell).gates
 
@@ -43,11 +82,21 @@ def cell_info(int cell):
     return {"gates": n.gates, "aux": n.aux, "states": n.states, "shared": n.shared}
 
 
-def set_num_threads(int n):
-    """Number of BLAS threads used inside the kernels' GEMMs."""
-    if n < 1:
-        raise ValueError(f"num_threads must be >= 1, got {n}")
-    fr_set_num_threads(n)
+MAX_THREADS = FR_MAX_THREADS  # csrc/pool.h: the most threads set_pool_threads accepts
+
+
+cdef int _thread_count(object n, str what) except -1:
+    """n as a thread count in 1..MAX_THREADS, or TypeError/ValueError (never OverflowError)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{what} must be an int, got {type(n).__name__}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"{what} must be in 1..{MAX_THREADS}, got {n}")
+    return <int>n
+
+
+def set_num_threads(n):
+    """Number of BLAS threads used inside the kernels' GEMMs (1..MAX_THREADS)."""
+    fr_set_num_threads(_thread_count(n, "num_threads"))
 
 
 def get_num_threads():
@@ -60,7 +109,7 @@ cdef int _pool_threads = 1
 # fastrnn's own pool splits the work, so BLAS runs single-threaded (its idle threads spin); the
 # pool's default size follows OPENBLAS_NUM_THREADS, else the number of CPUs.
 fr_set_num_threads(1)
-_pool_threads = max(1, int(os.environ.get("OPENBLAS_NUM_THREADS", 0) or os.cpu_count() or 1))
+_pool_threads = min(MAX_THREADS, max(1, int(os.environ.get("OPENBLAS_NUM_THREADS", 0) or os.cpu_count() or 1)))
 
 cdef inline fr_dtype _dt(object dtype):
     return FR_F64 if np.dtype(dtype).itemsize == 8 else FR_F32
@@ -96,39 +145,53 @@ def plan_knobs(**changes):
     return old
 
 
-def plan_parts(long work, long limit):
-    """How many ways to split `work` multiply-adds over the pool's threads, at most `limit`."""
-    return fr_plan_parts(work, limit, _pool_threads)
+cdef inline int64_t _work(object v):
+    """A work estimate (a Python int of any size) for plan.c, saturated to 0..INT64_MAX."""
+    return <int64_t>(0 if v <= 0 else min(v, INT64_MAX))
 
 
-def plan_row_ranges(int cell, int T, int B, int H, int dirs):
+def plan_parts(work, limit):
+    """How many ways to split `work` multiply-adds over the pool's threads, at most `limit`
+    (Python ints of any size: the estimates saturate)."""
+    return fr_plan_parts(_work(work), _work(limit), _pool_threads)
+
+
+def plan_row_ranges(int cell, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int dirs):
     """How many batch-row ranges each direction's time loop is split into."""
-    _sizes(cell)
-    return fr_plan_row_ranges(<fr_cell>cell, T, B, H, dirs, _pool_threads)
+    cdef fr_cell_sizes n = _sizes(cell)
+    _gh(n.gates, H, "the hidden size H")
+    return fr_plan_row_ranges(<fr_cell>cell, _dim(T, "the time steps T"), _dim(B, "the batch size B"),
+                              <int>H, dirs, _pool_threads)
 
 
-def plan_units_mid(int cell, int T, int B, int H, int dirs, bint has_lengths):
+def plan_units_mid(int cell, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int dirs, bint has_lengths):
     """The unit where the two tasks of a batch-of-one step meet, or None for no split."""
-    _sizes(cell)
-    cdef int mid = fr_plan_units_mid(<fr_cell>cell, T, B, H, dirs, has_lengths, _pool_threads)
+    cdef fr_cell_sizes n = _sizes(cell)
+    _gh(n.gates, H, "the hidden size H")
+    cdef int mid = fr_plan_units_mid(<fr_cell>cell, _dim(T, "the time steps T"), _dim(B, "the batch size B"),
+                                     <int>H, dirs, has_lengths, _pool_threads)
     return mid if mid else None
 
 
-def dx_in_loop_pays(int cell, dtype, int T, int B, int D, int H):
+def dx_in_loop_pays(int cell, dtype, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H):
     """Whether recur_backward should compute dx in its loop for B rows per call (one-direction
     layers), rather than backward_params' whole-sequence GEMM."""
-    _sizes(cell)
-    return bool(fr_dx_in_loop_pays(<fr_cell>cell, T, B, D, H, _dt(dtype)))
+    cdef fr_cell_sizes n = _sizes(cell)
+    _gh(n.gates, H, "the hidden size H")
+    return bool(fr_dx_in_loop_pays(<fr_cell>cell, _dim(T, "the time steps T"), _dim(B, "the batch size B"),
+                                   _dim(D, "the input size D"), <int>H, _dt(dtype)))
 
 
-def fused_pays(int cell, dtype, int T, int B, int D, int H):
+def fused_pays(int cell, dtype, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H):
     """Whether recur's fused mode (x given: input projection inside the time loop) should beat
     project() + recur() for B rows per call."""
-    _sizes(cell)
-    return bool(fr_fused_pays(<fr_cell>cell, T, B, D, H, _dt(dtype)))
+    cdef fr_cell_sizes n = _sizes(cell)
+    _gh(n.gates, H, "the hidden size H")
+    return bool(fr_fused_pays(<fr_cell>cell, _dim(T, "the time steps T"), _dim(B, "the batch size B"),
+                              _dim(D, "the input size D"), <int>H, _dt(dtype)))
 
 
-def set_cell_split_work(long work):
+def set_cell_split_work(int64_t work):
     """Multiply-adds per row from which a cell step is split over two threads (tests: 0 to
     always split where possible, a huge value to never split); returns the previous value."""
     return plan_knobs(cell_split_work=work)["cell_split_work"]
@@ -155,12 +218,11 @@ cdef object _finish(fr_job *j, tuple refs, bint defer):
     return None
 
 
-def set_pool_threads(int n):
-    """Threads run_jobs() may use, the caller included (workers are started on first use)."""
+def set_pool_threads(n):
+    """Threads run_jobs() may use, the caller included, 1..MAX_THREADS (workers are started on
+    first use). Safe while other threads run jobs: their dispatch finishes first."""
     global _pool_threads
-    if n < 1:
-        raise ValueError(f"threads must be >= 1, got {n}")
-    _pool_threads = n
+    _pool_threads = _thread_count(n, "threads")
     fr_pool_prepare()
     with nogil:
         fr_pool_shutdown()
@@ -171,9 +233,11 @@ def get_pool_threads():
 
 
 cdef int _run_pool(int njobs, const fr_job **jobs) except -1:
+    # the thread count is read with the GIL held: set_pool_threads may change it meanwhile
+    cdef int nthreads = _pool_threads
     fr_pool_prepare()
     with nogil:
-        fr_pool_run(_pool_threads, njobs, jobs)
+        fr_pool_run(nthreads, njobs, jobs)
     return 0
 
 
@@ -183,6 +247,7 @@ def run_jobs(list jobs):
     cdef Py_ssize_t n = len(jobs), k
     if n == 0:
         return
+    _dim(n, "the number of jobs")
     for k in range(n):
         if not isinstance(jobs[k], Job):
             raise TypeError(f"run_jobs takes Jobs (kernel calls with defer=True), got {type(jobs[k]).__name__}")
@@ -199,8 +264,16 @@ def run_jobs(list jobs):
 
 # ---- argument checks ----------------------------------------------------------------------------
 
-cdef void* _ptr(object a, str name, tuple shape, object dtype, bint allow_none=False) except? NULL:
-    """Data pointer of `a` after checking dtype, contiguity and shape; NULL for an allowed None.
+cdef enum:  # readable positional flags for _ptr/_cols (allow_none, out)
+    REQUIRED = 0
+    NULLABLE = 1
+    OUTPUT = 1
+
+
+cdef void* _ptr(object a, str name, tuple shape, object dtype, bint allow_none=False,
+               bint out=False) except? NULL:
+    """Data pointer of `a` after checking dtype (native byte order), contiguity, alignment, shape,
+    and for an output (out) that it is writeable; NULL for an allowed None.
 
     The checks use NumPy's C API (tens of nanoseconds) so that a streaming cell step, which
     passes a dozen buffers, stays cheap; the messages are only built on failure."""
@@ -218,8 +291,7 @@ cdef void* _ptr(object a, str name, tuple shape, object dtype, bint allow_none=F
         typenum = cnp.NPY_FLOAT if dtype == np.float32 else cnp.NPY_DOUBLE
     if cnp.PyArray_TYPE(arr) != typenum:
         raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got {a.dtype.name}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-        raise ValueError(f"{name} must be C-contiguous")
+    _layout(arr, name, out)
     cdef int nd = len(shape), i
     cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(arr)
     if cnp.PyArray_NDIM(arr) != nd:
@@ -230,12 +302,29 @@ cdef void* _ptr(object a, str name, tuple shape, object dtype, bint allow_none=F
     return cnp.PyArray_DATA(arr)
 
 
+cdef int _layout(cnp.ndarray arr, str name, bint out) except -1:
+    """What the kernels assume of every buffer beyond dtype and shape: C order, native byte
+    order (a byte-swapped float32 has the same type number: its bytes were read as garbage),
+    alignment (vectorised loops peel to a 16-byte boundary assuming a 4- or 8-byte aligned start;
+    an unaligned start never reaches one), and writeable memory for outputs."""
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{name} must be C-contiguous")
+    if not cnp.PyArray_ISNOTSWAPPED(arr):
+        raise TypeError(f"{name} must be in native byte order, got dtype {arr.dtype.str}")
+    if not cnp.PyArray_ISALIGNED(arr):
+        raise ValueError(f"{name} must be aligned to its itemsize (a view at an odd byte offset is not)")
+    if out and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{name} is an output and must be writeable")
+    return 0
+
+
 cdef const int* _lengths(object lengths, int T, int B) except? NULL:
     """Data of a valid lengths array, or NULL for None."""
     if lengths is None:
         return NULL
-    if not isinstance(lengths, np.ndarray) or lengths.dtype != np.intc or not lengths.flags.c_contiguous:
+    if not isinstance(lengths, np.ndarray) or lengths.dtype != np.intc:  # intc: native order
         raise TypeError("lengths must be a C-contiguous numpy array of dtype intc")
+    _layout(<cnp.ndarray>lengths, "lengths", False)
     if lengths.shape != (B,):
         raise ValueError(f"lengths must have shape ({B},), got {lengths.shape}")
     if B > 0 and (lengths.min() < 1 or lengths.max() > T):
@@ -243,8 +332,8 @@ cdef const int* _lengths(object lengths, int T, int B) except? NULL:
     return <const int *>cnp.PyArray_DATA(<cnp.ndarray>lengths)
 
 
-cdef void* _cols(object a, str name, int T, int B, int col, int width, object dtype, int *ld,
-                 bint allow_none=False) except? NULL:
+cdef void* _cols(object a, str name, int T, int B, Py_ssize_t col, int width, object dtype, int *ld,
+                 bint allow_none=False, bint out=False) except? NULL:
     """Pointer to columns col..col+width-1 of a C-contiguous (T, B, W) array, with *ld = W: a
     strided (T,B,width,W) operand (hprev inside the layer's [x | hprev] buffer, a direction's
     half of a bidirectional output)."""
@@ -252,12 +341,15 @@ cdef void* _cols(object a, str name, int T, int B, int col, int width, object dt
         return NULL
     if not isinstance(a, np.ndarray) or a.ndim != 3 or a.shape[0] != T or a.shape[1] != B:
         raise ValueError(f"{name} must be a (T={T}, B={B}, W) numpy array")
-    cdef int W = a.shape[2]
+    cdef Py_ssize_t w = a.shape[2]
+    if w > INT_MAX:
+        _dim(w, f"{name}'s last dimension (its leading dimension)")
+    cdef int W = <int>w
     if col < 0 or col + width > W:
         raise ValueError(f"{name} columns {col}..{col + width} out of range for width {W}")
-    cdef char *p = <char*>_ptr(a, name, (T, B, W), dtype)
+    cdef char *p = <char*>_ptr(a, name, (T, B, W), dtype, False, out)
     ld[0] = W
-    return p + col * <int>a.itemsize
+    return p + col * <Py_ssize_t>a.itemsize
 
 
 cdef object _float_dtype(object a, str name):
@@ -266,6 +358,8 @@ cdef object _float_dtype(object a, str name):
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>a)
     if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
         raise TypeError(f"{name} must be float32 or float64, got {a.dtype}")
+    if not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a):  # outputs are allocated in this dtype
+        raise TypeError(f"{name} must be in native byte order, got dtype {a.dtype.str}")
     return a.dtype
 
 
@@ -273,15 +367,18 @@ cdef inline fr_dtype _dtype_of(object dtype):  # dtype: from _float_dtype
     return FR_F64 if (<cnp.dtype>dtype).type_num == cnp.NPY_DOUBLE else FR_F32
 
 
-cdef int _check_rows(int b0, int b1, int B) except -1:
+cdef int _check_rows(Py_ssize_t b0, Py_ssize_t b1, int B) except -1:
     if not 0 <= b0 < b1 <= B:
         raise ValueError(f"row range [{b0}, {b1}) must lie within [0, {B}) and be non-empty")
     return 0
 
 
-cdef int _check_mid(int mid, int part, int H) except -1:
+cdef int _check_mid(int mid, int part, int H, int T) except -1:
     if not (0 < mid < H and 0 <= part <= 1):
         raise ValueError(f"mid={mid} must split 0 < mid < H={H} and part must be 0 or 1, got {part}")
+    if T > FR_UNITS_MAX_STEPS:  # the unit tasks count 2*T completed tasks in an int
+        raise ValueError(f"act's time steps T is {T}, more than {FR_UNITS_MAX_STEPS}, the longest "
+                         f"sequence the unit-split loops (recur_units) take")
     return 0
 
 
@@ -289,6 +386,7 @@ cdef int* _sync_ptr(sync) except NULL:
     if not cnp.PyArray_Check(sync) or cnp.PyArray_TYPE(<cnp.ndarray>sync) != cnp.NPY_INT \
             or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>sync) or cnp.PyArray_SIZE(<cnp.ndarray>sync) != 4:
         raise ValueError("sync must be a C-contiguous intc array of 4 zeros")
+    _layout(<cnp.ndarray>sync, "sync", True)  # atomics on it: aligned, native, writeable
     return <int*>cnp.PyArray_DATA(<cnp.ndarray>sync)
 
 
@@ -308,9 +406,13 @@ def project(int cell, x, w_ih, act, bint defer=False):
     if x.ndim != 3 or act is None or act.ndim != 3:
         raise ValueError("x and act must be 3-D")
     cdef fr_cell c = <fr_cell>cell
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], G = _sizes(cell).gates
-    cdef int H = act.shape[2] // G
-    if H < 1 or act.shape[2] != G * H:
+    cdef int G = _sizes(cell).gates
+    # one GEMM over all T*B rows: T*B is its M
+    cdef int T = _dim(x.shape[0], "x's time steps T"), B = _dim(x.shape[1], "x's batch size B")
+    _dim(<Py_ssize_t>T * B, "x's rows T*B")
+    cdef int D = _dim(x.shape[2], "x's features D")
+    cdef int GH = _dim(act.shape[2], "act's last dimension G*H"), H = GH // G
+    if H < 1 or GH != G * H:
         raise ValueError(f"act must have a last dimension divisible by {G}, got {act.shape}")
     cdef fr_job j
     j.kind = FR_JOB_PROJECT
@@ -318,13 +420,13 @@ def project(int cell, x, w_ih, act, bint defer=False):
     a.cell, a.dtype, a.T, a.B, a.D, a.H = c, _dtype_of(dtype), T, B, D, H
     a.x = _ptr(x, "x", (T, B, D), dtype)
     a.w_ih = _ptr(w_ih, "w_ih", (G * H, D), dtype)
-    a.act = _ptr(act, "act", (T, B, G * H), dtype)
+    a.act = _ptr(act, "act", (T, B, G * H), dtype, REQUIRED, OUTPUT)
     return _finish(&j, (x, w_ih, act), defer)
 
 
-def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b_hh, y, int y_col,
-          h_n, c_n, act, hprev, aux, double leak=1.0, x=None, w_ih=None, int h_col=0,
-          bint defer=False):
+def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b_hh, y,
+          Py_ssize_t y_col, h_n, c_n, act, hprev, aux, double leak=1.0, x=None, w_ih=None,
+          Py_ssize_t h_col=0, bint defer=False):
     """Forward time loop for batch rows b0..b1-1; writes only those rows.
 
     Without x, act holds project()'s output. With x (T,B,D) and w_ih ("fused"), each step
@@ -336,7 +438,9 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b
         raise ValueError("w_hh must be a 2-D numpy array")
     cdef fr_cell c = <fr_cell>cell
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = y.shape[0], B = y.shape[1], H = w_hh.shape[1], G = n.gates, A = n.aux
+    cdef int T = _dim(y.shape[0], "y's time steps T"), B = _dim(y.shape[1], "y's batch size B")
+    cdef int H = _dim(w_hh.shape[1], "w_hh's columns H"), G = n.gates, A = n.aux
+    _gh(G, H, "w_hh's columns H")
     cdef bint two = n.states == 2
     cdef bint fused = x is not None
     _check_rows(b0, b1, B)
@@ -350,7 +454,7 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b
     if fused:
         if not isinstance(x, np.ndarray) or x.ndim != 3:
             raise ValueError(f"x must be a (T={T}, B={B}, D) numpy array")
-        a.D = x.shape[2]
+        a.D = _dim(x.shape[2], "x's features D")
         a.x = _ptr(x, "x", (T, B, a.D), dtype)
         a.w_ih = _ptr(w_ih, "w_ih", (G * H, a.D), dtype)
     elif w_ih is not None:
@@ -362,22 +466,22 @@ def recur(int cell, int b0, int b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b
         raise ValueError("b_ih and b_hh must both be given or both be None")
     a.b_ih = _ptr(b_ih, "b_ih", (G * H,), dtype, True)
     a.b_hh = _ptr(b_hh, "b_hh", (G * H,), dtype, True)
-    a.y = _cols(y, "y", T, B, y_col, H, dtype, &a.ldy)
-    a.h_n = _ptr(h_n, "h_n", (B, H), dtype)
-    a.c_n = _ptr(c_n, "c_n", (B, H), dtype) if two else NULL
-    a.act = _ptr(act, "act", (T, B, G * H), dtype, fused and hprev is None)
+    a.y = _cols(y, "y", T, B, y_col, H, dtype, &a.ldy, REQUIRED, OUTPUT)
+    a.h_n = _ptr(h_n, "h_n", (B, H), dtype, REQUIRED, OUTPUT)
+    a.c_n = _ptr(c_n, "c_n", (B, H), dtype, REQUIRED, OUTPUT) if two else NULL
+    a.act = _ptr(act, "act", (T, B, G * H), dtype, fused and hprev is None, OUTPUT)
     a.ldh = H
-    a.hprev = _cols(hprev, "hprev", T, B, h_col, H, dtype, &a.ldh, True)
-    a.aux = _ptr(aux, "aux", (T, B, A * H), dtype) if (A and hprev is not None) else NULL
+    a.hprev = _cols(hprev, "hprev", T, B, h_col, H, dtype, &a.ldh, NULLABLE, OUTPUT)
+    a.aux = _ptr(aux, "aux", (T, B, A * H), dtype, REQUIRED, OUTPUT) if (A and hprev is not None) else NULL
     ws = _empty(1, fr_forward_ws_size(c, T, b1 - b0, a.D, H, fused), 0, 0, (<cnp.dtype>dtype).type_num)
     a.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     return _finish(&j, (lengths, h0, c0, w_hh, b_ih, b_hh, y, h_n, c_n, act, hprev, aux, x, w_ih, ws),
                    defer)
 
 
-def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, hprev, aux,
-                   dy, int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0, dhs=None,
-                   dbias=None, int h_col=0, w_ih=None, dx=None, bint defer=False):
+def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, w_hh, act, hprev,
+                   aux, dy, Py_ssize_t dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0,
+                   dhs=None, dbias=None, Py_ssize_t h_col=0, w_ih=None, dx=None, bint defer=False):
     """Reverse time loop for batch rows b0..b1-1; writes their rows of dgx/dgh, dh0, dc0, and
     with dbias (G*H + (G-S)*H) these rows' share of the bias gradients (assigned).
     With dx (T,B,D) and w_ih, also these rows of dx (assigned; see dx_in_loop_pays): only for
@@ -387,7 +491,9 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
         raise ValueError("act must be 3-D and w_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = act.shape[0], B = act.shape[1], H = w_hh.shape[1], G = n.gates, A = n.aux
+    cdef int T = _dim(act.shape[0], "act's time steps T"), B = _dim(act.shape[1], "act's batch size B")
+    cdef int H = _dim(w_hh.shape[1], "w_hh's columns H"), G = n.gates, A = n.aux
+    _gh(G, H, "w_hh's columns H")
     cdef int RH = (n.gates - n.shared) * H
     cdef bint two = n.states == 2
     _check_rows(b0, b1, B)
@@ -406,19 +512,19 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
     a.aux = _ptr(aux, "aux", (T, B, A * H), dtype) if A else NULL
     a.dh_n = _ptr(dh_n, "dh_n", (B, H), dtype, True)
     a.dc_n = _ptr(dc_n, "dc_n", (B, H), dtype, True) if two else NULL
-    a.dh0 = _ptr(dh0, "dh0", (B, H), dtype)
-    a.dc0 = _ptr(dc0, "dc0", (B, H), dtype) if two else NULL
-    a.dgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
-    a.dgh = _ptr(dgh, "dgh", (T, B, RH), dtype) if RH else NULL
-    a.dhs = _ptr(dhs, "dhs", (T, B, H), dtype, True)
-    a.dbias = _ptr(dbias, "dbias", (G * H + RH,), dtype, True)
+    a.dh0 = _ptr(dh0, "dh0", (B, H), dtype, REQUIRED, OUTPUT)
+    a.dc0 = _ptr(dc0, "dc0", (B, H), dtype, REQUIRED, OUTPUT) if two else NULL
+    a.dgx = _ptr(dgx, "dgx", (T, B, G * H), dtype, REQUIRED, OUTPUT)
+    a.dgh = _ptr(dgh, "dgh", (T, B, RH), dtype, REQUIRED, OUTPUT) if RH else NULL
+    a.dhs = _ptr(dhs, "dhs", (T, B, H), dtype, NULLABLE, OUTPUT)
+    a.dbias = _ptr(dbias, "dbias", (<Py_ssize_t>G * H + RH,), dtype, NULLABLE, OUTPUT)
     a.D, a.w_ih, a.dx = 0, NULL, NULL
     if dx is not None:
         if not isinstance(w_ih, np.ndarray) or w_ih.ndim != 2:
             raise ValueError("w_ih must be a 2-D numpy array (G*H, D) when dx is given")
-        a.D = w_ih.shape[1]
+        a.D = _dim(w_ih.shape[1], "w_ih's columns D")
         a.w_ih = _ptr(w_ih, "w_ih", (G * H, a.D), dtype)
-        a.dx = _ptr(dx, "dx", (T, B, a.D), dtype)
+        a.dx = _ptr(dx, "dx", (T, B, a.D), dtype, REQUIRED, OUTPUT)
     elif w_ih is not None:
         raise ValueError("w_ih is only used together with dx")
     ws = _empty(1, fr_backward_ws_size(c, T, b1 - b0, a.D, H), 0, 0, (<cnp.dtype>dtype).type_num)
@@ -427,42 +533,49 @@ def recur_backward(int cell, int b0, int b1, bint reverse, lengths, w_hh, act, h
                         dbias, ws, w_ih, dx), defer)
 
 
-def backward_params(int cell, int g0, int g1, long r0, long r1, x, w_ih, hprev, dgx, dgh, dx,
-                    bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh, int h_col=0, dwc=None,
-                    bint defer=False):
+def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ssize_t r1, x, w_ih,
+                    hprev, dgx, dgh, dx, bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh,
+                    Py_ssize_t h_col=0, dwc=None, lengths=None, bint defer=False):
     """Whole-sequence GEMMs after recur_backward(): rows g0..g1 of the parameter grads +=,
     rows r0..r1 (of T*B) of dx assigned/accumulated.
 
     x (T,B,W) holds the input in columns 0..D-1 (D = w_ih's columns) and hprev (T,B,W') the
     states in columns h_col..h_col+H-1. Passing the layer's [x | hprev] buffer as both, with
-    h_col = D, and dwc (G*H, D+H) scratch lets one GEMM produce both weight gradients."""
+    h_col = D, and dwc (G*H, D+H) scratch lets one GEMM produce both weight gradients.
+    With lengths (as given to the forward), dx is zero at padded positions whatever W_ih holds."""
     dtype = _float_dtype(x, "x")
     if x.ndim != 3 or not isinstance(w_ih, np.ndarray) or w_ih.ndim != 2 \
             or not isinstance(dw_hh, np.ndarray) or dw_hh.ndim != 2:
         raise ValueError("x must be 3-D, w_ih and dw_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = x.shape[0], B = x.shape[1], D = w_ih.shape[1], H = dw_hh.shape[1], G = n.gates
+    # the weight-gradient GEMMs run over all T*B rows: T*B is their inner dimension
+    cdef int T = _dim(x.shape[0], "x's time steps T"), B = _dim(x.shape[1], "x's batch size B")
+    _dim(<Py_ssize_t>T * B, "x's rows T*B")
+    cdef int D = _dim(w_ih.shape[1], "w_ih's columns D"), H = _dim(dw_hh.shape[1], "dw_hh's columns H")
+    cdef int G = n.gates
+    _gh(G, H, "dw_hh's columns H")
     cdef int RH = (n.gates - n.shared) * H
-    if not (0 <= g0 <= g1 <= G * H and 0 <= r0 <= r1 <= <long>T * B):
+    if not (0 <= g0 <= g1 <= G * H and 0 <= r0 <= r1 <= <Py_ssize_t>T * B):
         raise ValueError(f"ranges [{g0}, {g1}) and [{r0}, {r1}) must lie within [0, {G * H}) and [0, {T * B})")
     cdef fr_job j
     j.kind = FR_JOB_PARAMS
     cdef fr_params_args *a = &j.u.params
     a.cell, a.dtype, a.T, a.B, a.D, a.H = c, _dtype_of(dtype), T, B, D, H
-    a.g0, a.g1, a.r0, a.r1, a.accumulate_dx = g0, g1, r0, r1, accumulate_dx
+    a.g0, a.g1, a.r0, a.r1, a.accumulate_dx = <int>g0, <int>g1, r0, r1, accumulate_dx
+    a.lengths = _lengths(lengths, T, B)
     a.x = _cols(x, "x", T, B, 0, D, dtype, &a.ldx)
     a.w_ih = _ptr(w_ih, "w_ih", (G * H, D), dtype)
     a.hprev = _cols(hprev, "hprev", T, B, h_col, H, dtype, &a.ldh)
     a.dgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
     a.dgh = _ptr(dgh, "dgh", (T, B, RH), dtype) if RH else NULL
-    a.dx = _ptr(dx, "dx", (T, B, D), dtype, True)
-    a.dw_ih = _ptr(dw_ih, "dw_ih", (G * H, D), dtype)
-    a.dw_hh = _ptr(dw_hh, "dw_hh", (G * H, H), dtype)
-    a.db_ih = _ptr(db_ih, "db_ih", (G * H,), dtype, True)
-    a.db_hh = _ptr(db_hh, "db_hh", (G * H,), dtype, True)
-    a.ws = _ptr(dwc, "dwc", (G * H, D + H), dtype, True)
-    return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh, dwc), defer)
+    a.dx = _ptr(dx, "dx", (T, B, D), dtype, NULLABLE, OUTPUT)
+    a.dw_ih = _ptr(dw_ih, "dw_ih", (G * H, D), dtype, REQUIRED, OUTPUT)
+    a.dw_hh = _ptr(dw_hh, "dw_hh", (G * H, H), dtype, REQUIRED, OUTPUT)
+    a.db_ih = _ptr(db_ih, "db_ih", (G * H,), dtype, NULLABLE, OUTPUT)
+    a.db_hh = _ptr(db_hh, "db_hh", (G * H,), dtype, NULLABLE, OUTPUT)
+    a.ws = _ptr(dwc, "dwc", (G * H, <Py_ssize_t>D + H), dtype, NULLABLE, OUTPUT)
+    return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh, dwc, lengths), defer)
 
 
 def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reverse=False,
@@ -479,7 +592,12 @@ def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reve
         raise ValueError("w_hh must be a 2-D numpy array (G*H, H)")
     dtype = _float_dtype(x, "x")
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = x.shape[0], B = x.shape[1], H = w_hh.shape[1]
+    # checked before anything is allocated: project() multiplies over all T*B rows
+    cdef int T = _dim(x.shape[0], "x's time steps T"), B = _dim(x.shape[1], "x's batch size B")
+    _dim(<Py_ssize_t>T * B, "x's rows T*B")
+    _dim(x.shape[2], "x's features D")
+    cdef int H = _dim(w_hh.shape[1], "w_hh's columns H")
+    _gh(n.gates, H, "w_hh's columns H")
     if T < 1 or B < 1 or x.shape[2] < 1 or H < 1:
         raise ValueError(f"all dimensions must be >= 1, got x {x.shape}, H={H}")
     if y is None:
@@ -511,27 +629,30 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
         raise ValueError("x must be a 3-D numpy array (T, B, D)")
     dtype = _float_dtype(x, "x")
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = x.shape[0], B = x.shape[1], H = hprev.shape[2] if isinstance(hprev, np.ndarray) else 0
-    cdef int GH = n.gates * H, RH = (n.gates - n.shared) * H
+    cdef int T = _dim(x.shape[0], "x's time steps T"), B = _dim(x.shape[1], "x's batch size B")
+    _dim(<Py_ssize_t>T * B, "x's rows T*B")
+    cdef int H = _dim(hprev.shape[2], "hprev's last dimension H") if isinstance(hprev, np.ndarray) else 0
+    cdef int GH = _gh(n.gates, H, "hprev's last dimension H"), RH = (n.gates - n.shared) * H
     dh0 = np.empty((B, H), dtype=dtype)
     dc0 = np.empty((B, H), dtype=dtype) if n.states == 2 else None
     dgx = np.empty((T, B, GH), dtype=dtype)
     dgh = np.empty((T, B, RH), dtype=dtype) if RH else None
     recur_backward(cell, 0, B, reverse, lengths, w_hh, act, hprev, aux, dy, dy_col, dh_n, dc_n,
                    dh0, dc0, dgx, dgh, leak)
-    backward_params(cell, 0, GH, 0, T * B, x, w_ih, hprev, dgx, dgh, dx, accumulate_dx,
-                    dw_ih, dw_hh, db_ih, db_hh)
+    backward_params(cell, 0, GH, 0, <Py_ssize_t>T * B, x, w_ih, hprev, dgx, dgh, dx, accumulate_dx,
+                    dw_ih, dw_hh, db_ih, db_hh, lengths=lengths)
     return dh0, dc0
 
 
-def units_shared_size(int cell, dtype, int T, int H, int mid, bint backward):
+def units_shared_size(int cell, dtype, Py_ssize_t T, Py_ssize_t H, int mid, bint backward):
     """Elements of the `shared` buffer of recur_units / recur_backward_units."""
-    _sizes(cell)
-    return fr_units_shared_size(<fr_cell>cell, _dt(dtype), T, H, mid, backward)
+    cdef fr_cell_sizes n = _sizes(cell)
+    _gh(n.gates, H, "the hidden size H")
+    return fr_units_shared_size(<fr_cell>cell, _dt(dtype), _dim(T, "the time steps T"), <int>H, mid, backward)
 
 
 def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b_hh, y,
-                int y_col, h_n, c_n, act, hprev, aux, double leak, sync, shared, int h_col=0,
+                Py_ssize_t y_col, h_n, c_n, act, hprev, aux, double leak, sync, shared, Py_ssize_t h_col=0,
                 bint defer=False):
     """Forward time loop of a batch of one as two unit tasks per step, claimed by two concurrent
     calls (part 0 and 1; fastrnn.h, fr_recur_units); act holds project()'s output."""
@@ -540,15 +661,17 @@ def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b
         raise ValueError("act must be (T, 1, G*H) and w_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = act.shape[0], H = w_hh.shape[1], G = n.gates, A = n.aux
+    cdef int T = _dim(act.shape[0], "act's time steps T"), H = _dim(w_hh.shape[1], "w_hh's columns H")
+    cdef int G = n.gates, A = n.aux
+    _gh(G, H, "w_hh's columns H")
     cdef bint two = n.states == 2
-    _check_mid(mid, part, H)
+    _check_mid(mid, part, H, T)
     cdef fr_job j
     j.kind = FR_JOB_UNITS
     cdef fr_units_args *a = &j.u.units
     a.cell, a.dtype, a.T, a.H, a.mid, a.part = c, _dtype_of(dtype), T, H, mid, part
     a.reverse, a.leak = reverse, leak
-    a.y = _cols(y, "y", T, 1, y_col, H, dtype, &a.ldy)
+    a.y = _cols(y, "y", T, 1, y_col, H, dtype, &a.ldy, REQUIRED, OUTPUT)
     a.h0 = _ptr(h0, "h0", (1, H), dtype)
     a.c0 = _ptr(c0, "c0", (1, H), dtype) if two else NULL
     a.w_hh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
@@ -556,20 +679,20 @@ def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b
         raise ValueError("b_ih and b_hh must both be given or both be None")
     a.b_ih = _ptr(b_ih, "b_ih", (G * H,), dtype, True)
     a.b_hh = _ptr(b_hh, "b_hh", (G * H,), dtype, True)
-    a.h_n = _ptr(h_n, "h_n", (1, H), dtype)
-    a.c_n = _ptr(c_n, "c_n", (1, H), dtype) if two else NULL
-    a.act = _ptr(act, "act", (T, 1, G * H), dtype)
+    a.h_n = _ptr(h_n, "h_n", (1, H), dtype, REQUIRED, OUTPUT)
+    a.c_n = _ptr(c_n, "c_n", (1, H), dtype, REQUIRED, OUTPUT) if two else NULL
+    a.act = _ptr(act, "act", (T, 1, G * H), dtype, REQUIRED, OUTPUT)
     a.ldh = H
-    a.hprev = _cols(hprev, "hprev", T, 1, h_col, H, dtype, &a.ldh, True)
-    a.aux = _ptr(aux, "aux", (T, 1, A * H), dtype) if (A and hprev is not None) else NULL
-    a.shared = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, False),), dtype)
+    a.hprev = _cols(hprev, "hprev", T, 1, h_col, H, dtype, &a.ldh, NULLABLE, OUTPUT)
+    a.aux = _ptr(aux, "aux", (T, 1, A * H), dtype, REQUIRED, OUTPUT) if (A and hprev is not None) else NULL
+    a.shared = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, False),), dtype, REQUIRED, OUTPUT)
     a.sync = _sync_ptr(sync)
     return _finish(&j, (h0, c0, w_hh, b_ih, b_hh, y, h_n, c_n, act, hprev, aux, sync, shared), defer)
 
 
 def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, hprev, aux, dy,
-                         int dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak, dhs, dbias,
-                         sync, shared, int h_col=0, bint defer=False):
+                         Py_ssize_t dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak, dhs, dbias,
+                         sync, shared, Py_ssize_t h_col=0, bint defer=False):
     """Reverse time loop of a batch of one as two unit tasks per step (fastrnn.h,
     fr_recur_backward_units); dbias (2, G*H + (G-S)*H) gets each task's share."""
     dtype = _float_dtype(act, "act")
@@ -577,10 +700,12 @@ def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, h
         raise ValueError("act must be (T, 1, G*H) and w_hh 2-D")
     cdef fr_cell c = <fr_cell>cell
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int T = act.shape[0], H = w_hh.shape[1], G = n.gates, A = n.aux
+    cdef int T = _dim(act.shape[0], "act's time steps T"), H = _dim(w_hh.shape[1], "w_hh's columns H")
+    cdef int G = n.gates, A = n.aux
+    _gh(G, H, "w_hh's columns H")
     cdef int RH = (n.gates - n.shared) * H
     cdef bint two = n.states == 2
-    _check_mid(mid, part, H)
+    _check_mid(mid, part, H, T)
     cdef fr_job j
     j.kind = FR_JOB_UNITS_BACKWARD
     cdef fr_units_backward_args *a = &j.u.units_backward
@@ -595,13 +720,13 @@ def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, h
     a.aux = _ptr(aux, "aux", (T, 1, A * H), dtype) if A else NULL
     a.dh_n = _ptr(dh_n, "dh_n", (1, H), dtype, True)
     a.dc_n = _ptr(dc_n, "dc_n", (1, H), dtype, True) if two else NULL
-    a.dh0 = _ptr(dh0, "dh0", (1, H), dtype)
-    a.dc0 = _ptr(dc0, "dc0", (1, H), dtype) if two else NULL
-    a.dgx = _ptr(dgx, "dgx", (T, 1, G * H), dtype)
-    a.dgh = _ptr(dgh, "dgh", (T, 1, RH), dtype) if RH else NULL
-    a.dhs = _ptr(dhs, "dhs", (T, 1, H), dtype, True)
-    a.dbias = _ptr(dbias, "dbias", (2, G * H + RH), dtype, True)
-    a.shared = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, True),), dtype)
+    a.dh0 = _ptr(dh0, "dh0", (1, H), dtype, REQUIRED, OUTPUT)
+    a.dc0 = _ptr(dc0, "dc0", (1, H), dtype, REQUIRED, OUTPUT) if two else NULL
+    a.dgx = _ptr(dgx, "dgx", (T, 1, G * H), dtype, REQUIRED, OUTPUT)
+    a.dgh = _ptr(dgh, "dgh", (T, 1, RH), dtype, REQUIRED, OUTPUT) if RH else NULL
+    a.dhs = _ptr(dhs, "dhs", (T, 1, H), dtype, NULLABLE, OUTPUT)
+    a.dbias = _ptr(dbias, "dbias", (2, <Py_ssize_t>G * H + RH), dtype, NULLABLE, OUTPUT)
+    a.shared = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, True),), dtype, REQUIRED, OUTPUT)
     a.sync = _sync_ptr(sync)
     return _finish(&j, (w_hh, act, hprev, aux, dy, dh_n, dc_n, dh0, dc0, dgx, dgh, dhs, dbias, sync,
                         shared), defer)
@@ -615,13 +740,13 @@ cdef int _cell_units(fr_cell_units_args *base, int typenum, int mid) except -1:
     cdef const fr_job *order[2]
     cdef int q
     cdef int H = base.H
-    cdef long n0 = fr_cell_units_ws_size(base.cell, base.B, mid)
-    cdef long n1 = fr_cell_units_ws_size(base.cell, base.B, H - mid)
+    cdef Py_ssize_t n0 = fr_cell_units_ws_size(base.cell, base.B, mid)
+    cdef Py_ssize_t n1 = fr_cell_units_ws_size(base.cell, base.B, H - mid)
     cdef double small[2048]  # 16 KB: a streaming step's scratch needs no allocation
     cdef int itemsize = 4 if typenum == cnp.NPY_FLOAT else 8
     cdef char *pws = <char*>small
     ws = None
-    if (n0 + n1) * itemsize > <long>sizeof(small):
+    if (n0 + n1) * itemsize > <Py_ssize_t>sizeof(small):
         ws = _empty(1, n0 + n1, 0, 0, typenum)
         pws = <char*>cnp.PyArray_DATA(<cnp.ndarray>ws)
     for q in range(2):
@@ -643,6 +768,7 @@ cdef inline void* _data_if(object a, int typenum, cnp.npy_intp d0, cnp.npy_intp 
     cdef cnp.ndarray arr = <cnp.ndarray>a
     cdef int nd = 1 if d1 == 0 else 2
     if cnp.PyArray_TYPE(arr) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(arr) \
+            or not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_ISALIGNED(arr) \
             or cnp.PyArray_NDIM(arr) != nd:
         return NULL
     cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(arr)
@@ -670,8 +796,13 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
     if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
         raise TypeError(f"x must be float32 or float64, got {x.dtype}")
     cdef fr_cell_sizes n = _sizes(cell)
-    cdef int B = cnp.PyArray_DIMS(<cnp.ndarray>x)[0], D = cnp.PyArray_DIMS(<cnp.ndarray>w_ih)[1]
-    cdef int H = cnp.PyArray_DIMS(<cnp.ndarray>w_hh)[1], G = n.gates, A = n.aux
+    # read wide and checked first, whatever the arrays' layout: a batch of 2**31 rows (a
+    # zero-stride view costs no memory) must not wrap around to a negative int
+    cdef int B = _dim(cnp.PyArray_DIMS(<cnp.ndarray>x)[0], "x's batch size B")
+    cdef int D = _dim(cnp.PyArray_DIMS(<cnp.ndarray>w_ih)[1], "w_ih's columns D")
+    cdef int H = _dim(cnp.PyArray_DIMS(<cnp.ndarray>w_hh)[1], "w_hh's columns H")
+    cdef int G = n.gates, A = n.aux
+    _gh(G, H, "w_hh's columns H")
     cdef bint two = n.states == 2
     if B < 1 or D < 1 or H < 1:
         raise ValueError(f"all dimensions must be >= 1, got x {x.shape}, H={H}")

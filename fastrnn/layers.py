@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core
 from ._cells import CELLS
-from ._checks import check_dtype, copy_state_dict, positive_int
+from ._checks import as_array, check_dtype, copy_state_dict, in_range, int_like, positive_int
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "no_grad", "is_grad_enabled",
            "set_num_threads", "get_num_threads"]
@@ -78,7 +78,7 @@ def _min_rows(chunks):
     return min(b1 - b0 for b0, b1 in chunks)
 
 
-def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc):
+def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc, lengths=None):
     """Whole-sequence weight and input gradients (grads: dw_ih, dw_hh), split over weight rows
     and input rows (the bias gradients are summed inside the reverse loops).
     xh (T,B,D+H) is the forward's [x | hprev] buffer; dwc (G*H, D+H) scratch."""
@@ -89,7 +89,7 @@ def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc):
     dw_ih, dw_hh = grads
     _run([_core.backward_params(cell, g0=g0, g1=g1, r0=r0, r1=r1, x=xh, w_ih=w_ih, hprev=xh, h_col=D,
                                 dgx=dgx, dgh=dgh, dx=dx, accumulate_dx=accumulate, dw_ih=dw_ih,
-                                dw_hh=dw_hh, db_ih=None, db_hh=None, dwc=dwc, defer=True)
+                                dw_hh=dw_hh, db_ih=None, db_hh=None, dwc=dwc, lengths=lengths, defer=True)
           for (g0, g1), (r0, r1) in zip(_chunks(GH, parts), _chunks(T * B, parts))])
 
 
@@ -114,21 +114,26 @@ def no_grad():
 
 
 
-def _as_array(a, name, dtype, shape=None, ndim=None, layout=""):
-    """`a` as a C-contiguous array of `dtype`; arrays of another dtype are refused, not cast."""
+def _as_array(a, name, dtype, shape=None, ndim=None, layout="", features=None):
+    """`a` as a C-contiguous, aligned, native-byte-order array of `dtype`; arrays of another
+    dtype are refused, not cast (the same dtype in the other byte order is converted).
+    Shapes are checked before anything is copied (a zero-stride view can be huge)."""
     if isinstance(a, np.ndarray):
-        if a.dtype != dtype:
-            raise TypeError(f"{name} must have dtype {dtype.name} (the layer's dtype), got {a.dtype.name}")
+        if a.dtype != dtype and a.dtype != dtype.newbyteorder():
+            raise TypeError(f"{name} must have dtype {dtype.name} (the layer's dtype), got {a.dtype.str}")
     else:
-        a = np.asarray(a)
+        a = as_array(a, name)
         if a.dtype.kind not in "fiu":
             raise TypeError(f"{name} must be a numeric array, got dtype {a.dtype}")
-        a = a.astype(dtype)
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {a.shape}")
     if shape is not None and a.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
-    return np.ascontiguousarray(a)
+    if features is not None and a.shape[-1] != features:
+        raise ValueError(f"{name} must have {features} features (input_size) in its last axis, got shape {a.shape}")
+    if a.dtype != dtype:
+        a = a.astype(dtype)
+    return np.require(a, requirements=("C_CONTIGUOUS", "ALIGNED"))
 
 
 def _as_lengths(lengths, T, B):
@@ -146,6 +151,8 @@ class _Module:
     """Parameters, gradients and train/eval state shared by layers and cells."""
 
     def __init__(self, dtype, seed):
+        if seed is not None and not (int_like(seed) and seed >= 0):
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         self.dtype = check_dtype(dtype)
         self._rng = np.random.default_rng(seed)
         self._params = {}
@@ -237,8 +244,7 @@ class _RNNBase(_Module):
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.num_layers = positive_int(num_layers, "num_layers")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        dropout = in_range(dropout, "dropout", 0, 1)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.dropout = float(dropout)
@@ -307,7 +313,7 @@ class _RNNBase(_Module):
         return self._forward(x, hx, lengths)
 
     def _forward(self, x, hx, lengths):
-        x = _as_array(x, "x", self.dtype, ndim=3,
+        x = _as_array(x, "x", self.dtype, ndim=3, features=self.input_size,
                       layout="(batch, time, features)" if self.batch_first else "(time, batch, features)")
         if self.batch_first:
             x = np.ascontiguousarray(x.transpose(1, 0, 2))
@@ -483,7 +489,7 @@ class _RNNBase(_Module):
                 _params_grads(self._cell, saved[d][1], p[w_ih], dgx, dgh,
                               dx if loop_dx is None else None, d > 0,
                               (g[w_ih], g[w_hh]),
-                              self._buffer(("dwc", layer, d), (G * H, inp.shape[2] + H)))
+                              self._buffer(("dwc", layer, d), (G * H, inp.shape[2] + H)), lengths)
                 if self.bias:
                     db = dbias.sum(axis=0) if len(dbias) > 1 else dbias[0]
                     g[b_ih] += db[:G * H]
@@ -527,9 +533,7 @@ class RNN(_RNNBase):
                  leak=1.0):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        if not 0.0 < float(leak) <= 1.0:
-            raise ValueError(f"leak must be in (0, 1], got {leak}")
-        self.leak = float(leak)
+        self.leak = in_range(leak, "leak", 0, 1, "(]")
         self.nonlinearity = nonlinearity
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
@@ -607,9 +611,7 @@ class _CellBase(_Module):
                 if saved is not None:
                     self._push(saved)
                 return h1, c1
-        x = _as_array(x, "x", self.dtype, ndim=2, layout="(batch, features)")
-        if x.shape[1] != self.input_size:
-            raise ValueError(f"x must have shape (batch, {self.input_size}), got {x.shape}")
+        x = _as_array(x, "x", self.dtype, ndim=2, layout="(batch, features)", features=self.input_size)
         B = x.shape[0]
         if B < 1:
             raise ValueError("x must have at least one row")

@@ -497,9 +497,7 @@ NAN_INF_CASES = [(path, place) for path in PATHS for place in PLACES
                  if path == "rows" or place in ("x nan", "x +inf", "h0 +inf", "c0 +inf", "w_hh -inf", "dy nan",
                                                 "dy +inf")]
 NAN_INF_CASES += [("ragged, dx in loop", "w_ih +inf"),
-                  pytest.param("ragged, bidirectional", "w_ih +inf", marks=pytest.mark.xfail(
-                      reason="dx at padded positions is 0 * W_ih = NaN until fastrnn/layers.py's "
-                             "_params_grads passes lengths to _core.backward_params", strict=False))]
+                  ("ragged, bidirectional", "w_ih +inf")]
 
 
 def _same_special(got, want, what, dtype):

@@ -11,7 +11,7 @@ argument.
 import numpy as np
 
 __all__ = ["int_like", "positive_int", "count", "check_dtype", "real", "in_range", "positive",
-           "non_negative", "one_of", "lookup", "numeric_array", "check_sequences",
+           "non_negative", "one_of", "lookup", "as_array", "numeric_array", "check_sequences",
            "check_state_dict", "copy_state_dict"]
 
 
@@ -21,9 +21,15 @@ def int_like(value):
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))
 
 
+# Sizes and counts feed 32-bit BLAS dimensions and C ints; nothing larger is meaningful.
+INT_MAX = 2 ** 31 - 1
+
+
 def _int_at_least(value, name, minimum, phrase):
     if not int_like(value) or value < minimum:
         raise ValueError(f"{name} must be {phrase}, got {value!r}")
+    if value > INT_MAX:
+        raise ValueError(f"{name} must be at most {INT_MAX} (2**31 - 1), got {value!r}")
     return int(value)
 
 
@@ -111,10 +117,22 @@ def check_dtype(dtype):
     return dt
 
 
+def as_array(a, name):
+    """``np.asarray(a)``, with NumPy's errors for ragged or odd objects turned into a
+    ``TypeError`` naming the argument."""
+    if isinstance(a, np.ndarray):
+        return a
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name} must be an array or a rectangular nested list of numbers, got "
+                        f"{type(a).__name__} ({e})") from None
+
+
 def numeric_array(a, name, kinds="fiub"):
     """``np.asarray(a)`` if its dtype kind is one of ``kinds`` (float, int, uint, bool by
     default): ``TypeError("{name} must be numeric, got dtype ...")`` otherwise."""
-    a = np.asarray(a)
+    a = as_array(a, name)
     if a.dtype.kind not in kinds:
         raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
     return a

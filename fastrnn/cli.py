@@ -174,6 +174,10 @@ def cmd_train(args, out=None):
         source = f"built-in '{args.data}' series"
         stem = args.data
     series = np.asarray(series, dtype=np.float64)
+    if not np.isfinite(series).all():
+        bad = np.flatnonzero(~np.isfinite(series))
+        raise CLIError(f"the series has {len(bad)} missing or non-finite values (first at position "
+                       f"{bad[0]}); clean the data or choose another --column")
     W, Hz = args.window, args.horizon
     n_test = int(round(len(series) * args.test_fraction))
     n_train = len(series) - n_test
@@ -184,6 +188,11 @@ def cmd_train(args, out=None):
     mean, std = float(series[:n_train].mean()), float(series[:n_train].std())
     if not std > 0:
         raise CLIError("the training part of the series is constant; nothing to learn")
+    # The model works on raw values through float32 weights (fold_normalisation): a scale
+    # float32 cannot hold would turn them into inf/NaN and save a model that predicts NaN.
+    if not (np.isfinite(std) and abs(mean) + std < 1e30 and std > 1e-30):
+        raise CLIError(f"the series' scale (mean {mean:.3g}, std {std:.3g}) is beyond what a float32 "
+                       "model can represent; rescale the data")
     z = ((series - mean) / std).astype(np.float32)
     Xtr, Ytr = windows(z[:n_train], W, Hz)
     Xte, Yte = windows(z[n_train - W:], W, Hz)       # test windows predict the last n_test values

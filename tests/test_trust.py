@@ -337,3 +337,38 @@ def test_shared_seq2seq_predict_from_threads_is_exact():
     xs = [rng.random((1 + i % 3, 10, 1)) for i in range(40)]
     wrong, errors = _hammer(lambda x: model.predict(x, steps=6), xs)
     assert not errors and wrong == 0
+
+
+@pytest.mark.parametrize("make,pattern", [
+    (lambda: fr.LSTM(2, 3, seed=-1), "seed"), (lambda: fr.GRUCell(2, 3, seed=1.5), "seed"),
+    (lambda: fr.ESN(1, 5, seed=-1), "seed"), (lambda: fr.LSTM(2, 3, dropout=None), "dropout"),
+    (lambda: fr.LSTM(2, 3, dropout="0.5"), "dropout"), (lambda: fr.RNN(2, 3, leak=[0.5]), "leak"),
+    (lambda: fr.LSTMCell(2 ** 63, 3), "input_size"), (lambda: fr.RNN(1, 10 ** 30), "hidden_size"),
+    (lambda: fr.ESN(1, 10 ** 30), "reservoir_size"),
+    (lambda: fr.RNN(2, 3)([[1.0, 2.0], [3.0]]), "x"),
+    (lambda: fr.LSTM(3, 4)(np.broadcast_to(np.float32(0), (2, 2, 2 ** 31))), "features"),
+    (lambda: fr.GRUCell(4, 5)(np.broadcast_to(np.float32(0), (3, 2 ** 40))), "x"),
+    (lambda: fr.Sequential([fr.GRU(3, 5), fr.Dense(1)]).compile().predict([[1.0, 2.0], [3.0]]), "X"),
+    (lambda: _model().fit(np.ones((3, 2, 2)), np.ones((3, 1)), sample_weight=np.array(["1", "2", "3"]),
+                          verbose=0), "sample_weight"),
+    (lambda: fr.ESN(1, 5, washout=0, seed=0).fit(np.ones((4, 1)), "abc"), "Y"),
+    (lambda: fr.ESN(1, 5, washout=0, seed=0).fit(np.ones((4, 1)), np.ones((4, 0))), "Y"),
+    (lambda: fr.ESN(1, 10, ridge=0.0, washout=0, seed=0).fit(np.ones((4, 1)), np.ones((4, 1))), "ridge"),
+])
+def test_more_arguments_are_named_before_any_allocation(make, pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        make()
+
+
+def test_minus_zero_input_scaling_is_zero():
+    esn = fr.ESN(1, 5, input_scaling=-0.0, seed=0)
+    assert not esn.reservoir.state_dict()["weight_ih_l0"].any()
+
+
+def test_byte_swapped_inputs_give_the_native_result():
+    cell = fr.GRUCell(2, 2, seed=0)
+    x, h = np.ones((1, 2), np.float32), np.full((1, 2), 0.5, np.float32)
+    assert np.array_equal(cell(x.astype(">f4"), h.astype(">f4")), cell(x, h))
+    layer = fr.LSTM(2, 3, seed=0).eval()
+    xs = np.random.default_rng(0).standard_normal((4, 2, 2)).astype(np.float32)
+    assert np.array_equal(layer(xs.astype(">f4"))[0], layer(xs)[0])

@@ -34,11 +34,13 @@ class ESN:
         self.leak = _checks.in_range(leak, "leak", 0, 1, "(]")
         self.ridge = _checks.non_negative(ridge, "ridge")
         self.washout = _checks.positive_int(washout, "washout", 0)
-        self.input_scaling = _checks.non_negative(input_scaling, "input_scaling")
-        self.bias_scaling = _checks.non_negative(bias_scaling, "bias_scaling")
+        self.input_scaling = _checks.non_negative(input_scaling, "input_scaling") + 0.0  # -0.0 -> 0.0
+        self.bias_scaling = _checks.non_negative(bias_scaling, "bias_scaling") + 0.0
         self.include_input = bool(include_input)
         self.dtype = _checks.check_dtype(dtype)
         kw = {"leak": self.leak} if self.leak != 1.0 else {}
+        if seed is not None and not (_checks.int_like(seed) and seed >= 0):
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         rng = np.random.default_rng(seed)
         N, D = self.reservoir_size, self.input_size
         self.reservoir = RNN(D, N, nonlinearity="tanh", dtype=self.dtype, seed=seed, **kw)
@@ -113,12 +115,12 @@ class ESN:
         over all steps after ``washout`` (default: the constructor's) of each sequence.
         Returns self; ``self.train_nrmse`` is the fit's normalised RMSE."""
         X, single = self._seqs(X)
-        Y = np.asarray(Y, dtype=np.float64)
+        Y = _checks.numeric_array(Y, "Y", "fiu").astype(np.float64)
         if single:
             Y = Y[None]
         if Y.ndim == 2 and Y.shape == X.shape[:2]:
             Y = Y[..., None]
-        if Y.ndim != 3 or Y.shape[:2] != X.shape[:2]:
+        if Y.ndim != 3 or Y.shape[:2] != X.shape[:2] or Y.shape[2] < 1:
             raise ValueError(f"Y must have the same samples and steps as X {X.shape[:2]} and a "
                              f"feature axis, got shape {Y.shape}")
         if not np.isfinite(Y).all():
@@ -131,7 +133,14 @@ class ESN:
         T = Y[:, w:].reshape(-1, Y.shape[-1])
         A = F.T @ F
         A[np.diag_indices_from(A)] += self.ridge
-        self.W_out = np.linalg.solve(A, F.T @ T).T          # (O, F)
+        try:
+            self.W_out = np.linalg.solve(A, F.T @ T).T      # (O, F)
+        except np.linalg.LinAlgError:
+            raise ValueError(f"the readout's normal equations are singular (ridge={self.ridge}): use "
+                             "ridge > 0, more steps after the washout, or less extreme data") from None
+        if not np.isfinite(self.W_out).all():
+            raise ValueError(f"the readout came out non-finite (ridge={self.ridge}): the data are too "
+                             "extreme for the solve; rescale X and Y or raise ridge")
         self.output_size = Y.shape[-1]
         pred = F @ self.W_out.T
         self.train_nrmse = nrmse(T, pred)

@@ -141,6 +141,9 @@ class Model:
     def _prepare(self, X, y=None, lengths=None, sample_weight=None, name="X", yname="y"):
         if X is None:
             raise ValueError(f"{name} is None")
+        X = _checks.as_array(X, name)
+        if y is not None:
+            y = _checks.as_array(y, yname)
         if np.size(X) == 0:
             raise ValueError(f"{name} is empty (shape {np.shape(X)}); need at least one sample and one step")
         X = self._check_X(X, name)
@@ -157,13 +160,10 @@ class Model:
             if X.ndim < 2 or lengths.min() < 1 or lengths.max() > X.shape[1]:
                 raise ValueError(f"lengths must lie in 1..{X.shape[1] if X.ndim > 1 else 1} (the number of steps)")
         if y is not None:
-            y = np.asarray(y)
+            y = _checks.numeric_array(y, yname)
             if y.ndim == 0 or len(y) != N:
                 raise ValueError(f"{name} has {N} samples but {yname} has "
                                  f"{len(y) if y.ndim else 'no sample axis'} (shape {y.shape})")
-            if y.dtype.kind == "f" and not np.isfinite(y).all():
-                raise ValueError(f"{yname} contains NaN or inf")
-            _checks.numeric_array(y, yname)
             if self.loss is not None:
                 out_shape = self._output_shape(X, y)
                 dummy = np.broadcast_to(np.zeros((), self._out_dtype()), out_shape)
@@ -181,8 +181,10 @@ class Model:
                         raise ValueError(f"metric {m!r} cannot compare the model output "
                                          f"{out_shape} with {yname} of shape {y.shape} "
                                          f"(loss {self.loss.name!r}): {e}") from None
+        if y is not None and y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError(f"{yname} contains NaN or inf")
         if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            sample_weight = _checks.numeric_array(sample_weight, "sample_weight", "fiu").astype(np.float64)
             if sample_weight.ndim not in (1, 2) or len(sample_weight) != N:
                 raise ValueError(f"sample_weight must have shape ({N},) or ({N}, steps), got {sample_weight.shape}")
             if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():

@@ -383,8 +383,10 @@ print(json.dumps({"exc": exc, "msg": msg, "elapsed": elapsed, "peak": tracemallo
 def _load_in_child(path, timeout=20):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     try:
+        # cwd away from the checkout: `python -c` puts the cwd first on sys.path, and under CI
+        # the source tree there is not the (installed, compiled) fastrnn under test.
         p = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True,
-                           timeout=timeout, env=env)
+                           timeout=timeout, env=env, cwd=os.path.dirname(os.path.abspath(path)))
     except subprocess.TimeoutExpired:
         pytest.fail(f"fr.load did not return within {timeout} s")
     assert p.returncode == 0, p.stderr[-2000:]

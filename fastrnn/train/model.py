@@ -184,9 +184,10 @@ class Model:
         if y is not None and y.dtype.kind == "f" and not np.isfinite(y).all():
             raise ValueError(f"{yname} contains NaN or inf")
         if sample_weight is not None:
-            sample_weight = _checks.numeric_array(sample_weight, "sample_weight", "fiu").astype(np.float64)
+            sample_weight = _checks.numeric_array(sample_weight, "sample_weight", "fiu")
             if sample_weight.ndim not in (1, 2) or len(sample_weight) != N:
                 raise ValueError(f"sample_weight must have shape ({N},) or ({N}, steps), got {sample_weight.shape}")
+            sample_weight = sample_weight.astype(np.float64)
             if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
                 raise ValueError("sample_weight must be finite and >= 0")
         return X, y, lengths, sample_weight

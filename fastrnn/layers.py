@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core
 from ._cells import CELLS
-from ._checks import as_array, check_dtype, copy_state_dict, in_range, int_like, positive_int
+from ._checks import INT_MAX, as_array, check_dtype, copy_state_dict, in_range, int_like, positive_int
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "no_grad", "is_grad_enabled",
            "set_num_threads", "get_num_threads"]
@@ -131,6 +131,9 @@ def _as_array(a, name, dtype, shape=None, ndim=None, layout="", features=None):
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
     if features is not None and a.shape[-1] != features:
         raise ValueError(f"{name} must have {features} features (input_size) in its last axis, got shape {a.shape}")
+    if any(d > INT_MAX for d in a.shape):
+        raise ValueError(f"{name} has a dimension beyond {INT_MAX} (2**31 - 1, the 32-bit BLAS limit): "
+                         f"shape {a.shape}")
     if a.dtype != dtype:
         a = a.astype(dtype)
     return np.require(a, requirements=("C_CONTIGUOUS", "ALIGNED"))

@@ -372,3 +372,14 @@ def test_byte_swapped_inputs_give_the_native_result():
     layer = fr.LSTM(2, 3, seed=0).eval()
     xs = np.random.default_rng(0).standard_normal((4, 2, 2)).astype(np.float32)
     assert np.array_equal(layer(xs.astype(">f4"))[0], layer(xs)[0])
+
+
+def test_tiny_sparse_reservoirs_are_drawn_until_usable():
+    for seed in range(40):  # 1x1 at sparsity 0.9 is zero one draw in ten
+        esn = fr.ESN(2, 1, sparsity=0.9, seed=seed)
+        assert esn.reservoir.state_dict()["weight_hh_l0"].any()
+
+
+def test_cell_batch_beyond_int_max_is_refused_before_copying():
+    with pytest.raises(ValueError, match="2\\*\\*31"):
+        fr.GRUCell(4, 5, dtype=np.float64)(np.broadcast_to(np.zeros(()), (2 ** 40, 4)))

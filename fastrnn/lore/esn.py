@@ -44,7 +44,8 @@ class ESN:
         rng = np.random.default_rng(seed)
         N, D = self.reservoir_size, self.input_size
         self.reservoir = RNN(D, N, nonlinearity="tanh", dtype=self.dtype, seed=seed, **kw)
-        for _ in range(20):
+        # a 1x1 or 2x2 matrix is all zeros with probability ~sparsity**(N*N): more draws there
+        for _ in range(20 if N > 8 else 2000):
             # A very sparse small matrix can be nilpotent (all eigenvalues 0): draw again.
             W = rng.uniform(-1, 1, (N, N)) * (rng.random((N, N)) >= self.sparsity)
             rho = np.abs(np.linalg.eigvals(W)).max()

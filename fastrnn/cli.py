@@ -248,6 +248,8 @@ def cmd_predict(args, out=None):
         raise CLIError(f"model file {path} does not exist")
     try:
         model = fr.load(path, compile=False)
+    except fr.ModelFileError as e:  # its message names the file already
+        raise CLIError(f"cannot load the model: {e}") from None
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as e:
         raise CLIError(f"cannot load {path}: {e}") from None
     meta = read_cli_meta(path)

@@ -206,6 +206,12 @@ def cmd_train(args, out=None):
     hist = model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size,
                      validation_data=(Xte, yte), verbose=0 if args.quiet else 1)
     seconds = time.perf_counter() - t0
+    if not all(np.isfinite(w).all() for w in model.parameters().values()):
+        # A step with a finite loss but a huge learning rate can still overflow the weights;
+        # such a model predicts NaN and is not saved.
+        raise CLIError("training diverged: the weights are no longer finite"
+                       + (f" ({model.stop_reason.split(';')[0]})" if model.stop_reason else "")
+                       + f"; lower --lr (now {args.lr:g}) and try again")
     fold_normalisation(model, mean, std)
     Xraw = windows(series[n_train - W:], W, Hz)[0].astype(np.float32)
     pred = model.predict(Xraw)                        # raw units now

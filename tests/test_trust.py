@@ -383,3 +383,17 @@ def test_tiny_sparse_reservoirs_are_drawn_until_usable():
 def test_cell_batch_beyond_int_max_is_refused_before_copying():
     with pytest.raises(ValueError, match="2\\*\\*31"):
         fr.GRUCell(4, 5, dtype=np.float64)(np.broadcast_to(np.zeros(()), (2 ** 40, 4)))
+
+
+def test_cli_refuses_to_save_a_diverged_model(tmp_path, capsys):
+    from fastrnn import cli
+    csv = tmp_path / "s.csv"
+    csv.write_text("value\n" + "\n".join(f"{np.sin(i / 4):.4f}" for i in range(60)) + "\n")
+    out = tmp_path / "m.frnn"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with np.errstate(all="ignore"):
+            rc = cli.main(["train", "--csv", str(csv), "--hidden", "2", "--epochs", "1", "--window", "1", "-q",
+                           "--plot", "none", "-o", str(out), "--lr", "1e308", "--batch-size", "8"])
+    assert rc != 0 and not out.exists()
+    assert "diverged" in capsys.readouterr().err

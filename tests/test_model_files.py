@@ -452,7 +452,9 @@ def test_hostile_small_files_are_refused_fast_and_without_allocating(tmp_path, b
     r = _load_in_child(path)
     assert r["exc"] == "ModelFileError", r
     assert str(path) in r["msg"]
-    assert r["elapsed"] < 1.0, r
+    # A hang guard, not a timing test: the old code never returned on these (a generous bound
+    # so a loaded CI machine cannot fail it; the real cost is milliseconds).
+    assert r["elapsed"] < 10.0, r
     assert r["peak"] < 32 << 20, r
 
 
@@ -470,7 +472,7 @@ def test_hostile_file_in_process_stays_small(tmp_path, base):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert elapsed < 1.0 and peak < 16 << 20, (elapsed, peak)
+    assert elapsed < 10.0 and peak < 16 << 20, (elapsed, peak)  # hang guard, as above
 
 
 # ============================================================================ round trips (no legitimate file refused)

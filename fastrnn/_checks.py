@@ -10,7 +10,7 @@ argument.
 """
 import numpy as np
 
-__all__ = ["int_like", "positive_int", "count", "check_dtype", "real", "in_range", "positive",
+__all__ = ["int_like", "positive_int", "count", "seed", "check_dtype", "real", "in_range", "positive",
            "non_negative", "one_of", "lookup", "as_array", "numeric_array", "check_sequences",
            "check_state_dict", "copy_state_dict"]
 
@@ -43,6 +43,16 @@ def count(value, name):
     """``value`` as an int if it is an integer >= 1:
     ``ValueError("{name} must be a positive integer, got {value!r}")`` otherwise."""
     return _int_at_least(value, name, 1, "a positive integer")
+
+
+def seed(value, name="seed"):
+    """``value`` as an int if it is a non-negative integer, or None:
+    ``ValueError("{name} must be a non-negative integer or None, got ...")`` otherwise."""
+    if value is None:
+        return None
+    if not (int_like(value) and value >= 0):
+        raise ValueError(f"{name} must be a non-negative integer or None, got {value!r}")
+    return int(value)
 
 
 # ----------------------------------------------------------------------------- floats

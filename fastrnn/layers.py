@@ -12,7 +12,8 @@ import numpy as np
 
 from . import _core
 from ._cells import CELLS
-from ._checks import INT_MAX, as_array, check_dtype, copy_state_dict, in_range, int_like, positive_int
+from ._checks import INT_MAX, as_array, check_dtype, copy_state_dict, in_range, positive_int
+from ._checks import seed as check_seed
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "no_grad", "is_grad_enabled",
            "set_num_threads", "get_num_threads"]
@@ -154,8 +155,7 @@ class _Module:
     """Parameters, gradients and train/eval state shared by layers and cells."""
 
     def __init__(self, dtype, seed):
-        if seed is not None and not (int_like(seed) and seed >= 0):
-            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        seed = check_seed(seed)
         self.dtype = check_dtype(dtype)
         self._rng = np.random.default_rng(seed)
         self._params = {}

@@ -113,6 +113,18 @@ def make_layer(c):
                dtype=c.dtype, seed=c.seed, **kw)
 
 
+def state_valid(value, mode, S, dtype):
+    """Whether a layer state (or state gradient) is valid: None, an array of shape S, or for
+    an LSTM a pair of those (either may be None)."""
+    if value is None:
+        return True
+    if mode != "LSTM":
+        return arr_valid(value, S, dtype)
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return combine(*[True if p is None else arr_valid(p, S, dtype) for p in value])
+    return False
+
+
 def _layer_expect(c):
     """Expected validity of (x, hx, lengths), and T, B as the layer would see them."""
     xv = arr_valid(c.x.value, (None, None, c.D), c.dtype)
@@ -123,16 +135,7 @@ def _layer_expect(c):
         if T * B >= 2 ** 31:
             return None, T, B
     S = (c.L * (2 if c.bi else 1), B, c.H)
-    if c.mode == "LSTM":
-        hv = c.hx.value
-        if hv is None:
-            sv = True
-        elif isinstance(hv, (tuple, list)) and len(hv) == 2:
-            sv = combine(*[True if p is None else arr_valid(p, S, c.dtype) for p in hv])
-        else:
-            sv = False
-    else:
-        sv = True if c.hx.value is None else arr_valid(c.hx.value, S, c.dtype)
+    sv = state_valid(c.hx.value, c.mode, S, c.dtype)
     lv = lengths_valid(c.lengths.value, T, B) if xv is not False else None
     return combine(xv, sv, lv), T, B
 
@@ -258,16 +261,7 @@ def test_layer_backward(c):
     dirs = 2 if c.bi else 1
     S = (c.L * dirs, B, c.H)
     dv = True if c.dy.value is None else arr_valid(c.dy.value, y.shape, c.dtype)
-    if c.mode == "LSTM":
-        ds = c.dstate.value
-        if ds is None:
-            sv = True
-        elif isinstance(ds, (tuple, list)) and len(ds) == 2:
-            sv = combine(*[True if p is None else arr_valid(p, S, c.dtype) for p in ds])
-        else:
-            sv = False
-    else:
-        sv = True if c.dstate.value is None else arr_valid(c.dstate.value, S, c.dtype)
+    sv = state_valid(c.dstate.value, c.mode, S, c.dtype)
     expect = combine(dv, sv)
     if c.run != "train":
         with allowed("forward", "backward", extra=(RuntimeError,)) as r:

@@ -39,8 +39,7 @@ class ESN:
         self.include_input = bool(include_input)
         self.dtype = _checks.check_dtype(dtype)
         kw = {"leak": self.leak} if self.leak != 1.0 else {}
-        if seed is not None and not (_checks.int_like(seed) and seed >= 0):
-            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        seed = _checks.seed(seed)
         rng = np.random.default_rng(seed)
         N, D = self.reservoir_size, self.input_size
         self.reservoir = RNN(D, N, nonlinearity="tanh", dtype=self.dtype, seed=seed, **kw)

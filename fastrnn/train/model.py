@@ -26,9 +26,7 @@ class Model:
     supports_tbptt = False
 
     def __init__(self, seed=None):
-        if seed is not None and not (_checks.int_like(seed) and seed >= 0):
-            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-        self.seed = None if seed is None else int(seed)
+        self.seed = _checks.seed(seed)
         # Separate streams for initialisation and for run-time randomness (shuffling,
         # dropout, scheduled sampling), so changing one does not shift the other.
         self.rng = np.random.default_rng(None if seed is None else [self.seed, 2])
@@ -225,8 +223,10 @@ class Model:
         """The optimizer update, unless the loss is NaN or inf: such a step would write
         non-finite values into every weight, so the model keeps its last finite weights
         (fit's default TerminateOnNaN then stops, saying where)."""
-        if math.isfinite(value):
-            self.optimizer.step(self.parameters(), self.grads)
+        if not math.isfinite(value):
+            return False
+        self.optimizer.step(self.parameters(), self.grads)
+        return True
 
     def _train_tbptt(self, X, y, lengths, sw, k):
         """Chunks of k steps; the state is carried across chunks but its gradient is not
@@ -250,8 +250,7 @@ class Model:
                     yc = y[:, s:e] if per_step else y
                     swc = sw[:, s:e] if (per_step and sw is not None and sw.ndim == 2) else sw
                     v = self._loss_and_backward(out, yc, lengths, swc)
-                    self._step_if_finite(v)
-                    if not math.isfinite(v):
+                    if not self._step_if_finite(v):
                         total, weight = v, 1
                         outs.append(out)
                         break

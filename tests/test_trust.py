@@ -337,6 +337,7 @@ def test_shared_seq2seq_predict_from_threads_is_exact():
     xs = [rng.random((1 + i % 3, 10, 1)) for i in range(40)]
     wrong, errors = _hammer(lambda x: model.predict(x, steps=6), xs)
     assert not errors and wrong == 0
+    assert model.output_steps == 5  # predict's steps= never leaks into the shared model
 
 
 @pytest.mark.parametrize("make,pattern", [

@@ -389,6 +389,12 @@ class Recurrent(Layer):
         return d if self.merge_mode == "sum" else 0.5 * d
 
     def forward(self, x, training=False, lengths=None, initial_state=None):
+        out, st = self.forward_state(x, training, lengths, initial_state)
+        return (out, st) if self.return_state else out
+
+    def forward_state(self, x, training=False, lengths=None, initial_state=None):
+        """(output, final state) of one call: callers that need the state read it here, not
+        from ``last_state``, which another thread's call may have replaced meanwhile."""
         eng = self.layer
         if eng.training != training:
             eng.train(training)
@@ -426,7 +432,7 @@ class Recurrent(Layer):
                 out = np.concatenate([h[-2], h[-1]], axis=-1)
             else:
                 out = self._merge(h[-2], h[-1])
-        return (out, st) if self.return_state else out
+        return out, st
 
     def backward(self, dy, dstate=None):
         """Gradient w.r.t. the input; the initial-state gradient is left in ``dstate0``

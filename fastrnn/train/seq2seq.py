@@ -8,6 +8,7 @@ through it (the exact gradient of the loss as computed); fed-back tokens (argmax
 sample) are piecewise constant and pass no gradient.
 """
 import math
+import threading
 
 import numpy as np
 
@@ -158,7 +159,7 @@ class Decoder(Model):
         return _checks.check_sequences(X, name, self.output_size, self.dtype)
 
     def _output_shape(self, X, y):
-        T = np.shape(y)[1] if y is not None and np.ndim(y) > 1 else self.output_steps
+        T = np.shape(y)[1] if y is not None and np.ndim(y) > 1 else self._steps()
         if T is None:
             raise ValueError("number of output steps unknown: pass y or steps")
         return (len(X), T, self.output_size)
@@ -184,10 +185,14 @@ class Decoder(Model):
         tf = self.teacher_forcing
         return tf(self.epoch if tf.unit == "epoch" else self.step)
 
+    def _steps(self):
+        """Output steps of this thread's predict (``steps=``), else those seen in training."""
+        return getattr(_PREDICT_STEPS, "steps", {}).get(id(self), self.output_steps)
+
     def _forward(self, X, lengths=None, training=False, y=None):
         if lengths is not None:
             raise ValueError("Decoder primers have no lengths; use equal-length primers")
-        T = y.shape[1] if y is not None else self.output_steps
+        T = y.shape[1] if y is not None else self._steps()
         if training:
             self.output_steps = T
         return self._run(X, None, T, y if training else None,
@@ -320,17 +325,25 @@ class Decoder(Model):
         return text
 
 
+_PREDICT_STEPS = threading.local()  # .steps: id(decoder) -> steps of this thread's predict
+
+
 def _predict_steps(model, dec, X, steps, batch_size, lengths):
     if steps is not None:
         _checks.count(steps, "steps")
     if steps is None and dec.output_steps is None:
         raise ValueError("steps must be given before the model has been trained")
-    keep = dec.output_steps
-    dec.output_steps = int(steps or keep)
+    # Per thread, not written into the decoder: a shared model predicts from many threads.
+    mine = _PREDICT_STEPS.__dict__.setdefault("steps", {})
+    outer = mine.get(id(dec))
+    mine[id(dec)] = int(steps or dec.output_steps)
     try:
         return Model.predict(model, X, batch_size=batch_size, lengths=lengths)
     finally:
-        dec.output_steps = keep
+        if outer is None:
+            del mine[id(dec)]
+        else:
+            mine[id(dec)] = outer
 
 
 def _generate(model, dec, X, steps, lengths):
@@ -404,6 +417,9 @@ class Seq2Seq(Model):
     def output_steps(self):
         return self.decoder.output_steps
 
+    def _steps(self):
+        return self.decoder._steps()
+
     def _modules(self):
         return [("encoder", self.encoder)] + [("decoder." + p, m) for p, m in self.decoder._modules()]
 
@@ -435,11 +451,10 @@ class Seq2Seq(Model):
 
     def _forward(self, X, lengths=None, training=False, y=None):
         dec = self.decoder
-        T = y.shape[1] if y is not None else dec.output_steps
+        T = y.shape[1] if y is not None else dec._steps()
         if training:
             dec.output_steps = T
-        self.encoder.forward(X, training, lengths)
-        st = self.encoder.last_state
+        st = self.encoder.forward_state(X, training, lengths)[1]
         L = dec.num_layers
         init = [(st[0][l], st[1][l]) for l in range(L)] if dec.lstm else [st[l] for l in range(L)]
         N = len(X)

@@ -22,6 +22,7 @@ LAYERS = [
     ("data", ["fastrnn.datasets"]),                        # data generators: numpy and _checks
     ("bridge", ["fastrnn._core"]),                         # the Cython bridge to the C kernels
     ("engine", ["fastrnn.layers", "fastrnn.reference", "fastrnn._numpy_blas"]),
+    ("dist", ["fastrnn.distributed"]),                     # MPI data parallelism (mpi4py, lazily)
     ("train", ["fastrnn.train"]),                          # models, losses, optimizers, fit, I/O
     ("lore", ["fastrnn.lore"]),                            # ESN, AR, initialisers, diagnostics
     ("top", ["fastrnn.cli", "fastrnn.__main__", "fastrnn"]),   # "fastrnn" is fastrnn/__init__.py

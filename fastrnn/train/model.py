@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from .. import _checks
+from .. import distributed
 from .._numpy_blas import numpy_blas_single_threaded
 from . import interop, io
 from .callbacks import Callback, History, TerminateOnNaN
@@ -24,6 +25,7 @@ class Model:
     """Shared training machinery; subclasses define the forward/backward passes."""
 
     supports_tbptt = False
+    _dist = None            # a distributed.DataParallel while fit/train_on_batch run on N ranks
 
     def __init__(self, seed=None):
         self.seed = _checks.seed(seed)
@@ -195,38 +197,88 @@ class Model:
 
     # ---- one training step ---------------------------------------------------------------
     def _loss_and_backward(self, out, y, lengths, sw):
-        value, g = self.loss.value_and_grad(out, y, self._loss_mask(out, lengths), sw)
+        mask = self._loss_mask(out, lengths)
+        value, g = self.loss.value_and_grad(out, y, mask, sw)
         self._backward(g.astype(out.dtype, copy=False))
+        if self._dist is not None:
+            # the loss is a weighted mean; ranks combine their means by these totals
+            self._loss_weight = self._position_weight(out, mask, sw).sum()
         return float(value)
 
+    @staticmethod
+    def _position_weight(out, mask, sw):
+        """Loss weight of every position (sample, or sample and step) of ``out``."""
+        pos = out.shape[:-1]
+        w = np.ones(pos)
+        for a in (mask, sw):
+            if a is not None:
+                w = w * np.reshape(a, a.shape + (1,) * (len(pos) - a.ndim))
+        return w
+
     def train_on_batch(self, X, y, lengths=None, sample_weight=None, tbptt=None):
-        """One optimizer update (several with truncated BPTT); returns the batch loss."""
+        """One optimizer update (several with truncated BPTT); returns the batch loss.
+
+        On N ranks (``fr.distributed.init()``) each rank passes its own part of the batch and
+        the update uses the gradient of all the parts together (one Allreduce); the returned
+        loss is the whole batch's. The ranks must hold equal models (``fit`` makes them so;
+        before a hand-written loop call ``fr.distributed.broadcast(model)``)."""
         self._require_compiled()
         self._check_tbptt(tbptt)
         self._need_y(y)
         X, y, lengths, sample_weight = self._prepare(X, y, lengths, sample_weight)
         self._check_tbptt_lengths(tbptt, X, lengths)
         self._check_unshared()
-        return self._train_batch(X, y, lengths, sample_weight, tbptt)[0]
+        with self._data_parallel():
+            return self._train_batch(X, y, lengths, sample_weight, tbptt)[0]
+
+    @contextlib.contextmanager
+    def _data_parallel(self):
+        self._dist = distributed.data_parallel(self)
+        try:
+            yield self._dist
+        finally:
+            self._dist = None
 
     def _train_batch(self, X, y, lengths, sw, tbptt):
+        """One batch (one update, or one per tbptt chunk). Returns (the loss to report: the
+        whole batch's over all ranks, this rank's loss, this rank's output or None)."""
+        if self._dist is not None and len(X) == 0:
+            return self._train_nothing(X, tbptt)
         if tbptt is not None:
             return self._train_tbptt(X, y, lengths, sw, tbptt)
         self._clear_caches()
         self.zero_grad()
         out = self._forward(X, lengths, True, y=y)
         value = self._loss_and_backward(out, y, lengths, sw)
-        self._step_if_finite(value)
-        return value, out
+        report = self._step_if_finite(value)[1]
+        return report, value, out
+
+    def _train_nothing(self, X, tbptt):
+        """A rank without samples in this batch (the last batch of an epoch can be smaller
+        than the number of ranks) still joins every update, with weight 0."""
+        T = X.shape[1] if X.ndim > 1 else 1
+        updates = 1 if (tbptt is None or not self.output_has_time) else -(-T // tbptt)
+        report = 0.0
+        for _ in range(updates):
+            self.zero_grad()
+            self._loss_weight = 0.0
+            stepped, report = self._step_if_finite(0.0)
+            if not stepped:
+                break
+        return report, 0.0, None
 
     def _step_if_finite(self, value):
         """The optimizer update, unless the loss is NaN or inf: such a step would write
         non-finite values into every weight, so the model keeps its last finite weights
-        (fit's default TerminateOnNaN then stops, saying where)."""
+        (fit's default TerminateOnNaN then stops, saying where). On N ranks the gradients
+        are first averaged over the ranks, and the decision is taken on the global loss, so
+        every rank takes the same one. Returns (stepped, the loss that decided)."""
+        if self._dist is not None:
+            value = self._dist.average_grads(value, self._loss_weight)
         if not math.isfinite(value):
-            return False
+            return False, value
         self.optimizer.step(self.parameters(), self.grads)
-        return True
+        return True, value
 
     def _train_tbptt(self, X, y, lengths, sw, k):
         """Chunks of k steps; the state is carried across chunks but its gradient is not
@@ -237,7 +289,7 @@ class Model:
         if lengths is not None and k < T:
             raise ValueError("tbptt with ragged lengths is not supported")
         per_step = self.output_has_time
-        total, weight, outs = 0.0, 0.0, []
+        total, weight, outs, rtotal = 0.0, 0.0, [], 0.0
         with self._carrying_state():
             try:
                 for s in range(0, T, k):
@@ -250,16 +302,17 @@ class Model:
                     yc = y[:, s:e] if per_step else y
                     swc = sw[:, s:e] if (per_step and sw is not None and sw.ndim == 2) else sw
                     v = self._loss_and_backward(out, yc, lengths, swc)
-                    if not self._step_if_finite(v):
-                        total, weight = v, 1
+                    stepped, rv = self._step_if_finite(v)
+                    if not stepped:
+                        total, weight, rtotal = v, 1, rv
                         outs.append(out)
                         break
                     w = (e - s) if per_step else 1
-                    total, weight = total + v * w, weight + w
+                    total, weight, rtotal = total + v * w, weight + w, rtotal + rv * w
                     outs.append(out)
             finally:
                 self._clear_caches()
-        return total / weight, (np.concatenate(outs, 1) if per_step else outs[-1])
+        return rtotal / weight, total / weight, (np.concatenate(outs, 1) if per_step else outs[-1])
 
     # ---- fit ---------------------------------------------------------------------------
     def _check_fit_args(self, epochs, batch_size, validation_split, tbptt, verbose):
@@ -284,7 +337,8 @@ class Model:
 
     @numpy_blas_single_threaded
     def fit(self, X, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
-            shuffle=True, callbacks=None, verbose=1, lengths=None, sample_weight=None, tbptt=None):
+            shuffle=True, callbacks=None, verbose=1, lengths=None, sample_weight=None, tbptt=None,
+            sharded=False):
         """Train for ``epochs`` more epochs; returns the History (also ``model.history``).
 
         validation_split takes the *last* fraction of the samples, before shuffling (Keras).
@@ -293,6 +347,11 @@ class Model:
             per-step outputs is masked past each length.
         sample_weight: (samples,) or (samples, steps) weights; 0 masks a position out.
         tbptt: truncated BPTT with chunks of this many steps (see ``_train_tbptt``).
+        sharded: only on N ranks (``fr.distributed.init()``): the data (and validation data)
+            are this rank's own part, not the whole set passed on every rank.
+
+        On N ranks ``batch_size`` is the global batch and the result is the single process's,
+        to rounding (see ``fastrnn.distributed``).
         """
         self._require_compiled()
         self._check_fit_args(epochs, batch_size, validation_split, tbptt, verbose)
@@ -330,6 +389,39 @@ class Model:
                 raise TypeError(f"callbacks must be fastrnn Callback instances, got {type(c).__name__}")
         if not any(isinstance(c, TerminateOnNaN) for c in cbs):
             cbs.append(TerminateOnNaN())  # a NaN loss stops training, saying where (Keras' opt-in)
+        with self._data_parallel() as dist:
+            if dist is None:
+                if sharded:
+                    raise ValueError("sharded=True means each MPI rank passes its own part of the "
+                                     "data; this process runs alone (call fr.distributed.init() "
+                                     "under mpiexec/srun)")
+                steps, B = math.ceil(N / batch_size), batch_size
+            else:
+                self._agree_fit(X, epochs, batch_size, shuffle, tbptt, sharded, val is not None)
+                distributed.broadcast(self)
+                steps, B = dist.plan(N, batch_size, sharded)
+                if stateful and not sharded and B != batch_size:
+                    raise ValueError("stateful layers with batch='per_rank' need sharded=True")
+                if not distributed.is_main():
+                    verbose = 0
+            return self._fit_loop(X, y, lengths, sample_weight, val, epochs, steps, B, shuffle,
+                                  cbs, verbose, tbptt, stateful, sharded, batch_size)
+
+    def _agree_fit(self, X, epochs, batch_size, shuffle, tbptt, sharded, has_val):
+        """On N ranks every rank must run the same loop: the same number of epochs and updates,
+        on data of one kind; checked before anything runs so that all ranks raise alike."""
+        distributed.agree((type(self).__name__, self.count_params(),
+                           self.optimizer.get_config(), self.loss.name),
+                          "the model (class, parameter count, optimizer, loss)")
+        distributed.agree((epochs, batch_size, bool(shuffle), tbptt, bool(sharded), has_val),
+                          "fit's arguments (epochs, batch_size, shuffle, tbptt, sharded, validation)")
+        feat = X.shape[1:] if (tbptt is not None or not sharded) else X.shape[2:]
+        distributed.agree((str(X.dtype), feat), "the data's dtype and per-sample shape")
+
+    def _fit_loop(self, X, y, lengths, sample_weight, val, epochs, steps, B, shuffle, cbs,
+                  verbose, tbptt, stateful, sharded, batch_size):
+        dist = self._dist
+        N = len(X)
         history = History()
         cbs = [history] + cbs
         for c in cbs:
@@ -337,7 +429,7 @@ class Model:
         self.stop_training, self.stop_reason = False, None
         for c in cbs:
             c.on_train_begin()
-        steps = math.ceil(N / batch_size)
+        gens = distributed._generators(self)
         try:
             for _ in range(epochs):
                 ep = self.epoch
@@ -345,32 +437,50 @@ class Model:
                     c.on_epoch_begin(ep)
                 if stateful:
                     self.reset_states()
+                # The shuffle stream (the model's generator as saved in files) gives one seed per
+                # epoch and the permutation; dropout and sampling draw from streams derived from
+                # that seed (and the rank), so they never shift the shuffle: N ranks shuffle
+                # exactly as one process does, and a checkpoint resumes the same epoch.
+                epoch_seed = int(self.rng.integers(2**63))
                 order = self.rng.permutation(N) if shuffle else np.arange(N)
-                sums = {}
-                bar = self._progress(steps, ep, verbose)
-                t0 = time.perf_counter()
-                for b in range(steps):
-                    idx = order[b * batch_size:(b + 1) * batch_size]
-                    if not shuffle:
-                        idx = slice(b * batch_size, (b + 1) * batch_size)
-                    lb = None if lengths is None else lengths[idx]
-                    swb = None if sample_weight is None else sample_weight[idx]
-                    yb = y[idx]
-                    value, out = self._train_batch(X[idx], yb, lb, swb, tbptt)
-                    self.step += 1
-                    self._accumulate(sums, value, out, yb, lb, swb)
-                    for c in cbs:
-                        c.on_batch_end(b, {"loss": value})
-                    if bar is not None:
-                        bar.set_postfix({k: f"{v:.4g}" for k, v in self._averages(sums).items()}, refresh=False)
-                        bar.update(1)
-                    if self.stop_training:
-                        break
+                saved = [g.bit_generator.state for g in gens]
+                rank = 0 if dist is None else dist.rank
+                for i, g in enumerate(gens):
+                    g.bit_generator.state = np.random.PCG64(
+                        np.random.SeedSequence([epoch_seed, rank, i])).state
+                try:
+                    sums = {k: [0.0, 0.0] for k in ["loss"] + list(self.metrics)}
+                    bar = self._progress(steps, ep, verbose)
+                    t0 = time.perf_counter()
+                    for b in range(steps):
+                        if dist is None:
+                            idx = order[b * B:(b + 1) * B] if shuffle else slice(b * B, (b + 1) * B)
+                        else:
+                            idx = dist.part(order, b, steps, B, sharded)
+                        lb = None if lengths is None else lengths[idx]
+                        swb = None if sample_weight is None else sample_weight[idx]
+                        yb = y[idx]
+                        report, value, out = self._train_batch(X[idx], yb, lb, swb, tbptt)
+                        self.step += 1
+                        if out is not None:
+                            self._accumulate(sums, value, out, yb, lb, swb)
+                        for c in cbs:
+                            c.on_batch_end(b, {"loss": report})
+                        if bar is not None:
+                            bar.set_postfix({k: f"{v:.4g}" for k, v in self._averages(sums).items()}, refresh=False)
+                            bar.update(1)
+                        if self.stop_training:
+                            break
+                finally:
+                    for g, st in zip(gens, saved):
+                        g.bit_generator.state = st
+                if dist is not None:
+                    sums = dist.reduce_sums(sums)
                 logs = self._averages(sums)
                 if val is not None and not self.stop_training:
                     if stateful:
                         self.reset_states()
-                    vlogs = self.evaluate(*val[:2], batch_size=batch_size, lengths=val[2], verbose=0)
+                    vlogs = self._evaluate_parts(*val, batch_size, sharded)
                     logs.update({"val_" + k: v for k, v in vlogs.items()})
                     if stateful:
                         self.reset_states()
@@ -384,6 +494,9 @@ class Model:
                 self.epoch += 1
                 for c in cbs:
                     c.on_epoch_end(ep, logs)
+                if dist is not None:
+                    # a user callback that stopped one rank stops them all
+                    self.stop_training = distributed.any_rank(self.stop_training)
                 if self.stop_training:
                     break
         finally:
@@ -405,13 +518,7 @@ class Model:
 
     def _accumulate(self, sums, value, out, y, lengths, sw):
         mask = self._loss_mask(out, lengths)
-        w = None
-        if mask is not None or sw is not None:
-            pos = out.shape[:-1]
-            w = np.ones(pos)
-            for a in (mask, sw):
-                if a is not None:
-                    w = w * np.reshape(a, a.shape + (1,) * (len(pos) - a.ndim))
+        w = None if (mask is None and sw is None) else self._position_weight(out, mask, sw)
         W = float(np.prod(out.shape[:-1])) if w is None else float(w.sum())
         s = sums.setdefault("loss", [0.0, 0.0])
         s[0] += value * W
@@ -429,12 +536,19 @@ class Model:
     # ---- evaluate / predict ----------------------------------------------------------------
     @numpy_blas_single_threaded
     def evaluate(self, X, y, batch_size=256, lengths=None, sample_weight=None, verbose=0):
-        """Loss and metrics over the data (eval mode) as a dict."""
+        """Loss and metrics over the data (eval mode) as a dict. (On N ranks each rank
+        evaluates what it is given; ``fit``'s validation is reduced over the ranks.)"""
         self._require_compiled()
         _checks.count(batch_size, "batch_size")
         self._need_y(y)
         X, y, lengths, sample_weight = self._prepare(X, y, lengths, sample_weight)
-        sums = {}
+        res = self._averages(self._evaluate_sums(X, y, lengths, sample_weight, batch_size))
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4g}" for k, v in res.items()))
+        return res
+
+    def _evaluate_sums(self, X, y, lengths, sample_weight, batch_size):
+        sums = {k: [0.0, 0.0] for k in ["loss"] + list(self.metrics)}
         for s in range(0, len(X), batch_size):
             sl = slice(s, s + batch_size)
             lb = None if lengths is None else lengths[sl]
@@ -442,10 +556,19 @@ class Model:
             out = self._forward(X[sl], lb, False, y=y[sl])
             value = float(self.loss(out, y[sl], self._loss_mask(out, lb), swb))
             self._accumulate(sums, value, out, y[sl], lb, swb)
-        res = self._averages(sums)
-        if verbose:
-            print(" - ".join(f"{k}: {v:.4g}" for k, v in res.items()))
-        return res
+        return sums
+
+    def _evaluate_parts(self, X, y, lengths, batch_size, sharded):
+        """fit's validation: alone, the whole set; on N ranks each rank's part (its slice of
+        the replicated set, or its own shard), the sums reduced over the ranks."""
+        dist = self._dist
+        if dist is None:
+            return self._averages(self._evaluate_sums(X, y, lengths, None, batch_size))
+        if not sharded:
+            sl = dist.split(len(X))
+            X, y, lengths = X[sl], y[sl], None if lengths is None else lengths[sl]
+        sums = self._evaluate_sums(X, y, lengths, None, batch_size)
+        return self._averages(dist.reduce_sums(sums))
 
     @numpy_blas_single_threaded
     def predict(self, X, batch_size=256, lengths=None):

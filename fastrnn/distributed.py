@@ -198,10 +198,13 @@ def _install_abort_hook():
         if r:
             # When every rank raises the same error, rank 0 aborts the job within this pause
             # and the error is printed once; when only this rank raised, it follows promptly.
-            time.sleep(1.0)
+            time.sleep(2.0)
         text = "".join(traceback.format_exception(kind, value, tb))
         sys.stderr.write(f"fastrnn.distributed: rank {r} of {n} raised; aborting all ranks\n{text}")
         sys.stderr.flush()
+        # Abort makes the launcher kill every process, and text still in its forwarding pipes
+        # can be lost (seen with MPICH's Hydra about one run in three): let it drain first.
+        time.sleep(0.5)
         c.Abort(1)
 
     sys.excepthook = hook

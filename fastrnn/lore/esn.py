@@ -2,7 +2,7 @@
 ridge-regression readout in closed form, teacher-forced prediction and closed-loop generation."""
 import numpy as np
 
-from .. import _checks
+from .. import _checks, distributed
 from ..layers import RNN, no_grad
 
 __all__ = ["ESN", "nrmse"]
@@ -110,10 +110,15 @@ class ESN:
         return np.concatenate(parts, -1)
 
     # ---- training ------------------------------------------------------------------------
-    def fit(self, X, Y, washout=None, h0=None):
+    def fit(self, X, Y, washout=None, h0=None, sharded=False):
         """Fit the readout by ridge regression: minimise ||Y - F W_out^T||^2 + ridge ||W_out||^2
         over all steps after ``washout`` (default: the constructor's) of each sequence.
-        Returns self; ``self.train_nrmse`` is the fit's normalised RMSE."""
+        Returns self; ``self.train_nrmse`` is the fit's normalised RMSE.
+
+        On N MPI ranks (``fr.distributed.init()``) the reservoir is rank 0's, each rank runs
+        it over its part of the sequences -- a 1/N slice of X when every rank passes the same
+        data, or its own X with ``sharded=True`` -- and one Allreduce sums the normal
+        equations, so the readout is the one fitted on all the data at once."""
         X, single = self._seqs(X)
         Y = _checks.numeric_array(Y, "Y", "fiu").astype(np.float64)
         if single:
@@ -128,24 +133,79 @@ class ESN:
         w = self.washout if washout is None else _checks.positive_int(washout, "washout", 0)
         if not 0 <= w < X.shape[1]:
             raise ValueError(f"washout must be in [0, {X.shape[1]}) (the number of steps), got {w}")
-        S = self._states(X, h0)
-        F = self._features(X, S)[:, w:].reshape(-1, self._n_features()).astype(np.float64)
-        T = Y[:, w:].reshape(-1, Y.shape[-1])
-        A = F.T @ F
+        if h0 is not None:
+            h0 = self._check_h0(h0, X.shape[0])
+        comm = distributed.comm()
+        if comm is None and sharded:
+            raise ValueError("sharded=True means each MPI rank passes its own part of the data; "
+                             "this process runs alone (call fr.distributed.init() under mpiexec)")
+        rows = slice(None)
+        if comm is not None:
+            distributed.agree((self.input_size, self.reservoir_size, self.include_input, Y.shape[2],
+                               self.ridge, bool(sharded)) + (() if sharded else (X.shape, w)),
+                              "the ESN and its data (sizes, ridge, outputs, sharded, X's shape)")
+            for a in self.reservoir.parameters().values():
+                comm.Bcast(a, root=0)
+            if not sharded:
+                n = X.shape[0]
+                rows = slice(n * comm.Get_rank() // comm.Get_size(), n * (comm.Get_rank() + 1) // comm.Get_size())
+        Xr, Yr = X[rows], Y[rows]
+        nF, O = self._n_features(), Y.shape[-1]
+        if len(Xr):
+            S = self._states(Xr, None if h0 is None else h0[rows])
+            F = self._features(Xr, S)[:, w:].reshape(-1, nF).astype(np.float64)
+        else:
+            F = np.zeros((0, nF))
+        T = Yr[:, w:].reshape(-1, O)
+        # the normal equations, summed over the ranks in one buffer (F'F, then F'Y)
+        AB = np.empty(nF * nF + nF * O)
+        A, FtT = AB[:nF * nF].reshape(nF, nF), AB[nF * nF:].reshape(nF, O)
+        np.matmul(F.T, F, out=A)
+        np.matmul(F.T, T, out=FtT)
+        distributed.allreduce(AB)
         A[np.diag_indices_from(A)] += self.ridge
         try:
-            self.W_out = np.linalg.solve(A, F.T @ T).T      # (O, F)
+            self.W_out = np.linalg.solve(A, FtT).T      # (O, F)
         except np.linalg.LinAlgError:
             raise ValueError(f"the readout's normal equations are singular (ridge={self.ridge}): use "
                              "ridge > 0, more steps after the washout, or less extreme data") from None
         if not np.isfinite(self.W_out).all():
             raise ValueError(f"the readout came out non-finite (ridge={self.ridge}): the data are too "
                              "extreme for the solve; rescale X and Y or raise ridge")
-        self.output_size = Y.shape[-1]
+        self.output_size = O
         pred = F @ self.W_out.T
-        self.train_nrmse = nrmse(T, pred)
-        self.last_output = (pred.reshape(Y.shape[0], -1, self.output_size))[:, -1]
+        last = pred.reshape(len(Xr), -1, O)[:, -1] if len(Xr) else np.zeros((0, O))
+        if comm is None:
+            self.train_nrmse = nrmse(T, pred)
+            self.last_output = last
+            return self
+        # the fit's NRMSE from global sums, and (for replicated data) every sequence's final
+        # state and output on every rank, rows filled by their owners: one more Allreduce
+        n, H = X.shape[0], self.reservoir_size
+        own = not sharded
+        buf = np.zeros(4 + ((n * H + n * O) if own else 0))
+        buf[:4] = T.size, T.sum(), (T * T).sum(), ((T - pred) ** 2).sum()
+        if own and len(Xr):
+            buf[4:4 + n * H].reshape(n, H)[rows] = self.last_state
+            buf[4 + n * H:].reshape(n, O)[rows] = last
+        distributed.allreduce(buf)
+        cnt, s1, s2, se = buf[:4]
+        var = s2 / cnt - (s1 / cnt) ** 2
+        self.train_nrmse = float(np.sqrt(se / cnt) / np.sqrt(max(var, 0.0)))
+        if own:
+            self.last_state = buf[4:4 + n * H].reshape(n, H).astype(self.dtype)
+            self.last_output = buf[4 + n * H:].reshape(n, O)
+        else:
+            self.last_output = last
         return self
+
+    def _check_h0(self, h0, N):
+        h0 = _checks.numeric_array(h0, "h0", "fiu")
+        want = ((N, self.reservoir_size), (self.reservoir_size,)) if N == 1 else ((N, self.reservoir_size),)
+        if h0.shape not in want:
+            raise ValueError(f"h0 must have shape ({N}, {self.reservoir_size}) (sequences, "
+                             f"reservoir_size), got {h0.shape}")
+        return h0.reshape(N, self.reservoir_size)
 
     def _n_features(self):
         return 1 + (self.input_size if self.include_input else 0) + self.reservoir_size

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from .. import distributed
 from .._checks import non_negative
 
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
@@ -102,7 +103,8 @@ class EarlyStopping(Callback):
 
 class ModelCheckpoint(Callback):
     """Save the whole model (``fr.save``) after each epoch. ``filepath`` may contain
-    ``{epoch}`` (1-based) and logged names, e.g. ``"ckpt-{epoch:03d}-{val_loss:.4f}.frnn"``."""
+    ``{epoch}`` (1-based) and logged names, e.g. ``"ckpt-{epoch:03d}-{val_loss:.4f}.frnn"``.
+    On N MPI ranks only rank 0 writes (the ranks hold the same model)."""
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
         self.filepath, self.monitor, self.save_best_only = os.fspath(filepath), monitor, save_best_only
@@ -116,7 +118,8 @@ class ModelCheckpoint(Callback):
             if not (v < self.best if self.mode == "min" else v > self.best):
                 return
             self.best = v
-        self.model.save(self.filepath.format(epoch=epoch + 1, **logs))
+        if distributed.is_main():
+            self.model.save(self.filepath.format(epoch=epoch + 1, **logs))
 
 
 class LearningRateScheduler(Callback):
@@ -143,7 +146,8 @@ class LearningRateScheduler(Callback):
 
 class CSVLogger(Callback):
     """One CSV row per epoch (epoch + logged values); ``append`` keeps an existing file.
-    The file is opened for each row, so nothing stays open if training is interrupted."""
+    The file is opened for each row, so nothing stays open if training is interrupted.
+    On N MPI ranks only rank 0 writes (the logs are reduced over the ranks)."""
 
     def __init__(self, filename, separator=",", append=False):
         self.filename, self.sep, self.append = os.fspath(filename), separator, append
@@ -151,13 +155,15 @@ class CSVLogger(Callback):
 
     def on_train_begin(self, logs=None):
         self.keys = None
-        if not self.append:
+        if not self.append and distributed.is_main():
             open(self.filename, "w").close()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.keys is None:
             self.keys = sorted(logs)
+        if not distributed.is_main():
+            return
         with open(self.filename, "a", newline="") as f:
             writer = csv.DictWriter(f, ["epoch"] + self.keys, delimiter=self.sep, extrasaction="ignore")
             if f.tell() == 0:
@@ -182,4 +188,5 @@ class TerminateOnNaN(Callback):
             self.model.stop_reason = msg
             if self.raise_error:
                 raise FloatingPointError(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            if distributed.is_main():       # the loss is the global one: every rank stops
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)

@@ -25,6 +25,7 @@ from .layers import get_num_threads, set_num_threads  # noqa: E402
 from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, is_grad_enabled, no_grad  # noqa: E402
 from .train import *  # noqa: E402,F401,F403
 from . import datasets, lore  # noqa: E402,F401  (importing lore registers SkipRecurrent, JordanRNN for fr.load)
+from . import distributed  # noqa: E402,F401  (fr.distributed.init(): data-parallel fit on MPI)
 from .lore import *  # noqa: E402,F401,F403
 
 __version__ = "0.1.0"

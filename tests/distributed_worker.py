@@ -58,6 +58,17 @@ def seq2seq(dtype, out):
     return m, h
 
 
+def stateful(dtype, out):
+    """A stateful LSTM streams consecutive chunks: each rank keeps the rows it always gets."""
+    rng, X = data(n=24, t=6, dtype=dtype)
+    y = np.cumsum(X[..., :1], axis=1) * 0.2
+    m = fr.Sequential([fr.Recurrent(fr.LSTM(3, 5, dtype=dtype), stateful=True), fr.Dense(1)],
+                      seed=0, dtype=dtype)
+    m.compile("mse", fr.Adam(1e-2))
+    h = m.fit(X, y, epochs=3, batch_size=6, shuffle=False, verbose=0)
+    return m, h
+
+
 def per_rank(dtype, out):
     """Horovod semantics: batch_size per rank; equals one process with batch_size * ranks."""
     rng, X = data(dtype=dtype)

@@ -112,6 +112,11 @@ def test_seq2seq_equals_one_process(tmp_path, ranks):
     assert "h_val_loss" in a
 
 
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_stateful_layers_equal_one_process(tmp_path, ranks):
+    assert_same_run(tmp_path, "stateful", ranks, "float64")
+
+
 def test_per_rank_batches_equal_one_process_with_the_larger_batch(tmp_path):
     """init(batch="per_rank"): batch_size 4 on each of 3 ranks is one process's batch of 12
     (with the global default the 3 ranks would take batches of 4, and differ)."""

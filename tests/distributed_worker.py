@@ -140,6 +140,22 @@ def fault(dtype, out):
     return m, None
 
 
+def killed(dtype, out):
+    """Rank 1 dies by SIGKILL in the middle of fit (no Python left to abort anything)."""
+    import signal
+    rng, X = data(dtype=dtype)
+
+    class Die(fr.Callback):
+        def on_batch_end(self, batch, logs=None):
+            if batch == 3 and fr.distributed.rank() == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    m = fr.Sequential([fr.RNN(3, 4, dtype=dtype), fr.LastStep(), fr.Dense(1)], seed=0, dtype=dtype)
+    m.compile("mse", "adam")
+    m.fit(X, X[:, 0, :1], epochs=200, batch_size=4, verbose=0, callbacks=[Die()])
+    return m, None
+
+
 def disagree(dtype, out):
     """Ranks pass different amounts of data without sharded=True: refused on every rank."""
     rng, X = data(n=20 + fr.distributed.rank(), dtype=dtype)

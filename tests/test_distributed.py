@@ -164,6 +164,14 @@ def test_a_rank_that_raises_ends_every_rank_promptly_and_says_so_once(tmp_path, 
     assert f"rank {max(bad, 0)} of 3 raised" in p.stderr
 
 
+def test_a_rank_killed_by_a_signal_ends_the_job(tmp_path):
+    t0 = time.perf_counter()
+    p = run("killed", tmp_path / "r", 2, check=False, timeout=60)
+    assert p.returncode != 0
+    assert time.perf_counter() - t0 < 30        # a hang guard, not a timing
+    assert not os.path.exists(f"{tmp_path / 'r'}.npz")
+
+
 def test_ranks_with_different_data_are_refused_on_every_rank(tmp_path):
     p = run("disagree", tmp_path / "r", 2, check=False, timeout=60)
     assert p.returncode != 0

@@ -185,19 +185,21 @@ def test_threads_per_rank_share_the_node(tmp_path):
     assert t["threads"] == max(1, int(t["cpus"]) // 2)
 
 
-def test_alone_init_is_a_no_op_that_never_imports_mpi4py():
+def test_alone_init_is_a_no_op_that_never_imports_mpi4py(tmp_path):
     code = ("import sys, fastrnn as fr; n = fr.distributed.init(); "
             "assert n == 1 and fr.distributed.size() == 1 and fr.distributed.is_main(); "
             "fr.distributed.barrier(); assert 'mpi4py' not in sys.modules; print('ok')")
-    p = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True)
+    # cwd: not the checkout, whose uncompiled fastrnn/ would shadow the installed package
+    p = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True,
+                       cwd=tmp_path)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
 
 
-def test_a_launcher_without_mpi4py_gets_an_install_hint():
+def test_a_launcher_without_mpi4py_gets_an_install_hint(tmp_path):
     code = ("import sys; sys.modules['mpi4py'] = None; import fastrnn as fr\n"
             "try:\n    fr.distributed.init()\nexcept ImportError as e:\n    print(e)")
     p = subprocess.run([sys.executable, "-c", code], env=_env(PMI_SIZE=4, PMI_RANK=0),
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, cwd=tmp_path)
     assert "fastrnn[mpi]" in p.stdout and "4 processes" in p.stdout, p.stdout + p.stderr
 
 

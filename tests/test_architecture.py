@@ -25,7 +25,7 @@ LAYERS = [
     ("dist", ["fastrnn.distributed"]),                     # MPI data parallelism (mpi4py, lazily)
     ("train", ["fastrnn.train"]),                          # models, losses, optimizers, fit, I/O
     ("lore", ["fastrnn.lore"]),                            # ESN, AR, initialisers, diagnostics
-    ("estimators", ["fastrnn.sklearn"]),                   # scikit-learn estimators over train
+    ("estimators", ["fastrnn.sklearn", "fastrnn.forecasting"]),  # sklearn estimators; CLI forecasting
     ("top", ["fastrnn.cli", "fastrnn.__main__", "fastrnn"]),   # "fastrnn" is fastrnn/__init__.py
 ]
 

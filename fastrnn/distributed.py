@@ -43,11 +43,12 @@ from .layers import set_num_threads
 __all__ = ["init", "is_initialized", "rank", "size", "is_main", "barrier", "comm",
            "broadcast", "allreduce", "local_size", "DataParallel"]
 
-# Environment variables by which launchers tell a process how many processes its job has:
-# MPICH/Intel MPI (Hydra, PMI), Open MPI, PMIx, and Slurm's srun.
-_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS",
-              "SLURM_STEP_NUM_TASKS")
-_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
+# Environment variables by which MPI launchers tell a process its place in the job: MPICH and
+# Intel MPI (Hydra, PMI; also srun --mpi=pmi2), Open MPI, PMIx (srun --mpi=pmix). Slurm's own
+# SLURM_NTASKS/SLURM_PROCID are not used: a batch script that runs `python train.py` without
+# srun has them too, and is one process.
+_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 
 _lock = threading.Lock()
 _comm = None            # the communicator once init() joined one of size > 1

@@ -42,7 +42,7 @@ def _env(**extra):
     root = os.path.dirname(os.path.dirname(fastrnn.__file__))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     for v in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMIX_RANK",
-              "PMIX_SIZE", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "MPI_LOCALNRANKS"):
+              "MPI_LOCALNRANKS"):
         env.pop(v, None)
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -193,6 +193,14 @@ def test_alone_init_is_a_no_op_that_never_imports_mpi4py(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True,
                        cwd=tmp_path)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+
+
+def test_a_slurm_batch_script_without_srun_runs_alone_without_mpi4py(tmp_path):
+    code = ("import sys; sys.modules['mpi4py'] = None; import fastrnn as fr; "
+            "print(fr.distributed.init(), fr.distributed.size())")
+    p = subprocess.run([sys.executable, "-c", code], env=_env(SLURM_NTASKS=32, SLURM_PROCID=0),
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.split() == ["1", "1"], p.stderr
 
 
 def test_a_launcher_without_mpi4py_gets_an_install_hint(tmp_path):

@@ -2,6 +2,7 @@
 import numpy as np
 
 from .. import _checks
+from . import onnx as _onnx
 from .layers import ENGINE_CELLS, ENGINE_LAYERS, Embedding, LastStep, Layer, Recurrent, fmt_shape, layer_from_config
 from .model import Model
 from .registry import register
@@ -222,6 +223,12 @@ class Sequential(Model):
                 input_shape=None if shape is None else tuple(shape), dtype=cfg["dtype"])
         m.seed = cfg.get("seed")
         return m
+
+    def to_onnx(self, path=None, lengths=False):
+        """Write the model as an ONNX file and return the ModelProto; ``lengths=True`` adds an
+        int32 ``lengths`` input. Needs ``pip install "fastrnn[onnx]"``; see
+        ``fastrnn.train.onnx.to_onnx`` for the inputs, outputs and exported layers."""
+        return _onnx.to_onnx(self, path, lengths)
 
     def __repr__(self):
         return "Sequential([" + ", ".join(_short(l) for l in self.layers) + "])"

@@ -591,11 +591,16 @@ class Model:
     def torch_state_dict(self, mapping=None, tensors=False):
         return interop.torch_state_dict(self, mapping, tensors)
 
-    def get_keras_weights(self):
-        return interop.get_keras_weights(self)
+    def get_keras_weights(self, with_config=False):
+        """The weights as Keras ``model.get_weights()`` lists them; ``with_config=True`` gives
+        ``(weights, configs)`` with the Keras layer configs (see ``fr.get_keras_weights``)."""
+        return interop.get_keras_weights(self, with_config)
 
-    def set_keras_weights(self, weights, reset_after=True):
-        return interop.set_keras_weights(self, weights, reset_after)
+    def set_keras_weights(self, weights, reset_after=None, *, configs=None):
+        """Load Keras ``model.get_weights()``; ``configs`` (the Keras layers' ``get_config()``)
+        are checked against the model, and what cannot be verified -- e.g. a GRU without bias
+        and without configs or ``reset_after=True`` -- is refused (see ``fr.set_keras_weights``)."""
+        return interop.set_keras_weights(self, weights, reset_after, configs=configs)
 
     def save(self, path):
         """Config, weights, optimizer state and training counters in one file (atomic)."""

@@ -3,13 +3,16 @@
 Every generator takes a ``seed`` (or a NumPy Generator) and returns NumPy arrays; sequence
 arrays are (samples, time, features), as ``Sequential.fit`` expects.
 """
+import re
+
 import numpy as np
 
 from ._checks import positive_int
 
 __all__ = ["windows", "sine_series", "sine_windows", "gbm_prices", "ising_configurations",
            "ising_metropolis", "quench_traces", "adding_problem", "reverse_digits",
-           "fill_in_blank", "mackey_glass", "load_digits", "read_csv_column", "T_C"]
+           "fill_in_blank", "mackey_glass", "load_digits", "read_csv_column", "read_csv_series",
+           "fill_missing", "T_C"]
 
 # Onsager's critical temperature of the 2D square-lattice Ising model (J = k_B = 1).
 T_C = 2.0 / np.log(1.0 + np.sqrt(2.0))
@@ -72,47 +75,247 @@ def gbm_prices(n_days, s0=100.0, mu=0.05, sigma=0.2, seed=0):
     return s0 * np.exp(np.concatenate([[0.0], np.cumsum(steps)]))
 
 
-def read_csv_column(path, column=None):
-    """Floats of one column of a CSV file with a header row (``column`` by name; default: the
-    last column whose values are all numeric). Rows with an empty cell are skipped.
-    Raises ValueError (or OSError) with a one-line message on any problem."""
-    import csv
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    rows = [r for r in rows if any(c.strip() for c in r)]
-    if len(rows) < 2:
-        raise ValueError(f"{path}: needs a header row and at least one data row")
-    header = [h.strip() for h in rows[0]]
-    data = rows[1:]
+# ----------------------------------------------------------------------------- CSV files
+# Cells that mean "no value here" (compared stripped and lower-cased): empty, R/pandas' NA,
+# spreadsheet errors, FRED's ".".
+MISSING_MARKERS = frozenset(["", "na", "n/a", "nan", "null", "none", "-", ".", "?", "#n/a", "#na"])
+DELIMITERS = (";", "\t", "|", ",")          # detection order: a ';' file may have decimal commas
+MISSING_POLICIES = ("interpolate", "drop", "error")
 
-    def floats(j):
-        out = []
-        for i, r in enumerate(data, 2):
-            if j >= len(r) or not r[j].strip():
+_DECIMAL_COMMA = re.compile(r"[+-]?\d[\d.]*,\d+([eE][+-]?\d+)?")
+_THOUSANDS_POINT = re.compile(r"[+-]?\d{1,3}(\.\d{3})+")
+_ENGLISH_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
+
+
+class CSVSeries:
+    """One column of a CSV file, as ``read_csv_series`` found it.
+
+    values     float64, one per data row of the file (NaN where the cell is missing)
+    column     the column's name (its 1-based number as a string when the file has no header)
+    rows       1-based line number in the file of each data row
+    index      the file's own label of each data row (the first column when it holds dates or
+               labels, or numbers that strictly increase, e.g. years), else None
+    index_name that column's name
+    header     whether the first row was read as a header
+    delimiter, decimal   what the file uses ("." or ",")
+    notes      one-line remarks on what was detected (no header, decimal commas, ...)"""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    @property
+    def missing(self):
+        return int(np.isnan(self.values).sum())
+
+    def __len__(self):
+        return len(self.values)
+
+
+def _is_missing(cell):
+    return cell.strip().lower() in MISSING_MARKERS
+
+
+def _number(cell, decimal_comma):
+    """float of a cell (ValueError if it is none); thousands separators are dropped."""
+    t = cell.strip().replace("\u00a0", "").replace(" ", "")
+    if decimal_comma:
+        if "," in t:
+            t = t.replace(".", "").replace(",", ".")
+        elif _THOUSANDS_POINT.fullmatch(t):
+            t = t.replace(".", "")
+    else:
+        t = t.replace(",", "")                      # "1,234.5" -> 1234.5
+    return float(t)
+
+
+def _sniff_delimiter(lines):
+    """The delimiter that splits every sampled line into the same number (> 1) of fields; in
+    DELIMITERS order (';' before ',', whose cells may hold decimal commas); ',' if none does."""
+    import csv
+    best, best_lines = ",", 0
+    for d in DELIMITERS:
+        counts = [len(r) for r in csv.reader(lines, delimiter=d)]
+        counts = [c for c in counts if c]
+        if counts and min(counts) > 1 and len(set(counts)) == 1:
+            return d
+        multi = sum(c > 1 for c in counts)
+        if multi > best_lines:
+            best, best_lines = d, multi
+    return best
+
+
+def _parse_delimiter(delimiter):
+    names = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "pipe": "|", "space": " "}
+    d = names.get(delimiter, delimiter)
+    if not isinstance(d, str) or len(d) != 1 or d in "\"\r\n" or d.isalnum():
+        raise ValueError(f"delimiter must be one character (or tab, semicolon, comma, pipe, space), "
+                         f"got {delimiter!r}")
+    return d
+
+
+def read_csv_series(path, column=None, delimiter=None, header=None, decimal=None):
+    """Read one numeric column of a CSV file, keeping every data row (missing cells are NaN).
+
+    delimiter: one character, or None to detect it from the first lines (';', tab, '|', ',').
+    header: True/False, or None to detect it: the first row is data, not a header, when every
+        cell of it is a number.
+    decimal: "." or ",", or None: "," when the delimiter is not a comma and the file's numbers
+        are written like "316,1" (then "1.234,5" is 1234.5); else "." ("1,234.5" is 1234.5).
+    column: a name of the header, or a 1-based column number; None: the last column whose
+        non-missing cells look numeric (missing cells -- empty, NA, NaN, null, ., -, ? -- never
+        decide it).
+    Returns a CSVSeries. Raises ValueError (or OSError / UnicodeDecodeError) with one line."""
+    import csv
+    if decimal not in (None, ".", ","):
+        raise ValueError(f"decimal must be '.' or ',', got {decimal!r}")
+    with open(path, newline="", encoding="utf-8-sig") as f:      # utf-8-sig: a BOM is dropped
+        text = f.read()
+    lines = text.splitlines(keepends=True)
+    notes = []
+    if delimiter is None:
+        sample = [ln for ln in lines[:50] if ln.strip()]
+        delimiter = _sniff_delimiter(sample) if sample else ","
+        if delimiter != ",":
+            notes.append(f"delimiter {'tab' if delimiter == chr(9) else repr(delimiter)} detected")
+    else:
+        delimiter = _parse_delimiter(delimiter)
+    numbered = list(enumerate(csv.reader(lines, delimiter=delimiter), 1))
+    filled = [k for k, (_, r) in enumerate(numbered) if any(c.strip() for c in r)]
+    if not filled:
+        raise ValueError(f"{path}: the file is empty")
+    numbered = numbered[filled[0]:filled[-1] + 1]          # blank lines around the data go
+    width = max(len(r) for _, r in numbered)
+    # Inside the data a row of empty cells (",,") is a row of missing values; so is an empty
+    # line of a one-column file. An empty line between rows of several columns is no row.
+    numbered = [(i, r) for i, r in numbered if r or width == 1]
+    if decimal is None:
+        decimal = "."
+        if delimiter != ",":
+            cells = [c.strip() for _, r in numbered[:2000] for c in r]
+            if any(_DECIMAL_COMMA.fullmatch(c) for c in cells) and \
+                    not any(_ENGLISH_THOUSANDS.fullmatch(c) and "." in c for c in cells):
+                decimal = ","
+                notes.append("decimal commas detected (316,1 is read as 316.1)")
+    comma = decimal == ","
+
+    def numeric(cell):
+        try:
+            _number(cell, comma)
+            return True
+        except ValueError:
+            return False
+
+    first = numbered[0][1]
+    if header is None:
+        # A header row has a non-number where the rows below it hold numbers.
+        rest = [r for _, r in numbered[1:200]]
+        header = False
+        numeric_cols = 0
+        for j in range(width):
+            below = [r[j] for r in rest if j < len(r) and not _is_missing(r[j])]
+            if not below or 2 * sum(numeric(c) for c in below) < len(below):
                 continue
-            try:
-                out.append(float(r[j].strip().replace(",", "")))   # "1,234.5" -> 1234.5
-            except ValueError:
-                raise ValueError(f"{path}: line {i}, column {header[j]!r}: {r[j]!r} is not a number") from None
-        return np.array(out)
+            numeric_cols += 1
+            c = first[j] if j < len(first) else ""
+            if not _is_missing(c) and not numeric(c):
+                header = True
+        header = header or numeric_cols == 0
+        if not header:
+            notes.append(f"no header row (the first row has numbers where the rows below do): "
+                         f"the columns are numbered 1..{width}")
+    if header:
+        names = [h.strip() for h in first] + [str(j + 1) for j in range(len(first), width)]
+        data = numbered[1:]
+    else:
+        names = [str(j + 1) for j in range(width)]
+        data = numbered
+    if not data:
+        raise ValueError(f"{path}: needs a header row and at least one data row")
+
+    def cells(j):
+        return [r[j] if j < len(r) else "" for _, r in data]
+
+    def looks_numeric(j):
+        present = [c for c in cells(j) if not _is_missing(c)]
+        return bool(present) and 2 * sum(numeric(c) for c in present) >= len(present)
 
     if column is None:
-        for j in range(len(header) - 1, -1, -1):
-            try:
-                v = floats(j)
-            except ValueError:
-                continue
-            if len(v):
-                return v
-        raise ValueError(f"{path}: no numeric column found")
-    if column not in header:
-        raise ValueError(f"{path}: no column {column!r}; columns are {', '.join(header)}")
-    v = floats(header.index(column))
-    if not len(v):
-        raise ValueError(f"{path}: column {column!r} is empty")
-    if not np.isfinite(v).all():
-        raise ValueError(f"{path}: column {column!r} contains NaN or inf")
-    return v
+        j = next((j for j in range(width - 1, -1, -1) if looks_numeric(j)), None)
+        if j is None:
+            raise ValueError(f"{path}: no numeric column found")
+    else:
+        col = str(column)
+        if col in names:
+            j = names.index(col)
+        elif col.strip().isdigit() and 1 <= int(col) <= width:
+            j = int(col) - 1
+        else:
+            raise ValueError(f"{path}: no column {col!r}; columns are {', '.join(names)}")
+    name = names[j]
+    values = np.empty(len(data))
+    for k, ((line, _), c) in enumerate(zip(data, cells(j))):
+        if _is_missing(c):
+            values[k] = np.nan
+            continue
+        try:
+            v = _number(c, comma)
+        except ValueError:
+            raise ValueError(f"{path}: line {line}, column {name!r}: {c!r} is not a number") from None
+        if not np.isfinite(v):
+            raise ValueError(f"{path}: line {line}, column {name!r}: {c!r} is not a finite number")
+        values[k] = v
+    if np.isnan(values).all():
+        raise ValueError(f"{path}: column {name!r} is empty")
+    index = index_name = None
+    if j != 0 and width > 1:
+        labels = [c.strip() for c in cells(0)]
+        nums = [numeric(c) for c in labels if c]
+        if labels and not any(nums):
+            index, index_name = labels, names[0]              # dates or labels
+        elif labels and all(c for c in labels) and all(nums):
+            v = np.array([_number(c, comma) for c in labels])
+            if len(v) > 1 and (np.diff(v) > 0).all():
+                index, index_name = labels, names[0]          # e.g. years
+    return CSVSeries(values=values, column=name, rows=np.array([ln for ln, _ in data]),
+                     index=index, index_name=index_name, header=bool(header), delimiter=delimiter,
+                     decimal=decimal, notes=notes, path=str(path))
+
+
+def fill_missing(values, policy="interpolate"):
+    """Handle the NaNs of a series read by ``read_csv_series``.
+
+    interpolate: interior gaps are filled linearly between their neighbours; leading and
+        trailing gaps (no neighbour on one side) are cut off.
+    drop: every missing value is removed (the values on both sides of a gap become adjacent).
+    error: any missing value raises ValueError.
+    Returns (series, positions): ``series[i]`` stands for ``values[positions[i]]``."""
+    if policy not in MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {policy!r}")
+    v = np.asarray(values, np.float64)
+    ok = np.isfinite(v)
+    pos = np.flatnonzero(ok)
+    if not len(pos):
+        raise ValueError("the series has no values")
+    if policy == "error" and not ok.all():
+        raise ValueError(f"{int((~ok).sum())} missing values (the first at data row "
+                         f"{int(np.flatnonzero(~ok)[0]) + 1})")
+    if policy == "drop" or ok.all():
+        return v[pos].copy(), pos
+    span = np.arange(pos[0], pos[-1] + 1)
+    return np.interp(span, pos, v[pos]), span
+
+
+def read_csv_column(path, column=None, missing="drop", delimiter=None, header=None):
+    """Floats of one column of a CSV file (``column`` by name or 1-based number; default: the
+    last column whose non-missing values are numeric). Missing cells are dropped (``missing=
+    "drop"``), interpolated (``"interpolate"``) or refused (``"error"``), see ``fill_missing``;
+    the delimiter, a header row and decimal commas are detected (see ``read_csv_series``).
+    Raises ValueError (or OSError) with a one-line message on any problem."""
+    s = read_csv_series(path, column, delimiter=delimiter, header=header)
+    try:
+        return fill_missing(s.values, missing)[0]
+    except ValueError as e:
+        raise ValueError(f"{path}: column {s.column!r}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- Ising

@@ -2,6 +2,7 @@
 
     fastrnn train     train a forecaster on a built-in series or a CSV column; saves the model
                       (fastrnn format) and a loss/forecast plot
+    fastrnn backtest  rolling-origin backtest of the same training against the baselines
     fastrnn predict   load a saved model and write its forecasts for a CSV column as CSV
     fastrnn bench     the benchmark suite (bench/run.py of a source checkout)
     fastrnn demo      the original demo: an LSTM learns to continue a sine wave
@@ -62,7 +63,6 @@ def _fraction(v):
     return f
 
 
-# ============================================================================ threads
 # ============================================================================ data
 def builtin_series(name, seed=0):
     from . import datasets as ds
@@ -77,32 +77,64 @@ def builtin_series(name, seed=0):
     raise CLIError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
-def _read_csv(path, column):
-    from .datasets import read_csv_column
+def _warn(msg):
+    print(f"fastrnn: warning: {msg}", file=sys.stderr)
+
+
+def read_series(path, column, delimiter=None, no_header=False, missing="interpolate", out=None):
+    """Read a CSV column for train/backtest/predict and apply the --missing policy, saying on
+    ``out`` which column is used and warning (stderr) about what was filled or dropped.
+    Returns (CSVSeries, series, positions): series[i] is the value of data row positions[i]."""
+    from .datasets import fill_missing, read_csv_series
     try:
-        return read_csv_column(path, column)
+        s = read_csv_series(path, column, delimiter=delimiter, header=False if no_header else None)
     except OSError as e:
         raise CLIError(f"cannot read {path}: {e.strerror or e}") from None
     except (ValueError, UnicodeDecodeError, csv.Error) as e:
         raise CLIError(str(e) if isinstance(e, ValueError) else f"{path}: not a readable CSV file ({e})") from None
+    for note in s.notes:
+        print(f"{path}: {note}", file=out)
+    miss = np.isnan(s.values)
+    k = int(miss.sum())
+    idx = f"; index column {s.index_name!r}" if s.index_name is not None else ""
+    print(f"using column {s.column!r} of {path} ({len(s)} rows, {k} missing{idx})", file=out)
+    try:
+        series, pos = fill_missing(s.values, missing)
+    except ValueError as e:
+        raise CLIError(f"column {s.column!r}: {e}; use --missing interpolate or drop") from None
+    if k:
+        first = np.flatnonzero(~miss)[0]
+        last = np.flatnonzero(~miss)[-1]
+        lead, trail = int(first), int(len(miss) - 1 - last)
+        inner = k - lead - trail
+        where = f"the first at line {s.rows[np.flatnonzero(miss)[0]]}"
+        if missing == "drop":
+            _warn(f"{k} missing values in column {s.column!r} ({where}) dropped: the values on both "
+                  f"sides of each gap are now adjacent (--missing drop)")
+        else:
+            parts = []
+            if inner:
+                parts.append(f"{inner} inside the series filled by linear interpolation")
+            if lead or trail:
+                parts.append(f"{lead} leading and {trail} trailing rows left out")
+            _warn(f"{k} missing values in column {s.column!r} ({where}): {'; '.join(parts)} "
+                  f"(--missing interpolate)")
+    return s, series, pos
 
 
 # ============================================================================ train
+CELLS = ("rnn", "lstm", "gru")
+
+
 def _build_model(kind, hidden, layers, horizon, seed):
-    import fastrnn as fr
-    eng = {"rnn": fr.RNN, "lstm": fr.LSTM, "gru": fr.GRU}[kind](1, hidden, num_layers=layers)
-    return fr.Sequential([fr.Recurrent(eng, return_sequences=False), fr.Dense(horizon)], seed=seed)
+    from .forecasting import build_model
+    return build_model(kind, hidden, layers, horizon, seed)
 
 
-def fold_normalisation(model, mean, std):
-    """Make a model trained on (x - mean) / std inputs and targets work on raw values:
-    W_ih x_n + b = (W_ih / std) x + (b - W_ih mean / std), and y = std * y_n + mean."""
-    p = model.parameters()
-    w, b = p["0.weight_ih_l0"], p["0.bias_ih_l0"]
-    b -= (w.sum(1) * (mean / std)).astype(b.dtype)
-    w /= w.dtype.type(std)
-    p["1.weight"] *= p["1.weight"].dtype.type(std)
-    p["1.bias"][...] = p["1.bias"] * std + mean
+def fold_normalisation(model, mean, std, out_mean=None, out_std=None):
+    """See ``fastrnn.forecasting.fold_normalisation``."""
+    from .forecasting import fold_normalisation as fold
+    fold(model, mean, std, out_mean, out_std)
 
 
 def _save_with_meta(model, path, meta):
@@ -119,20 +151,7 @@ def read_cli_meta(path):
         return {}
 
 
-def closed_loop(model, context, steps, horizon):
-    """Forecast ``steps`` values after ``context`` by feeding the model's forecasts back in."""
-    buf = list(np.asarray(context, np.float64))
-    W = len(context)
-    out = []
-    while len(out) < steps:
-        x = np.asarray(buf[-W:], np.float32)[None, :, None]
-        nxt = model.predict(x)[0, :horizon].astype(np.float64)
-        out.extend(nxt)
-        buf.extend(nxt)
-    return np.array(out[:steps])
-
-
-def _plot_train(path, history, t_axis, truth, pred, free, title):
+def _plot_train(path, history, t_axis, truth, pred, free, title, band=None):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -145,11 +164,14 @@ def _plot_train(path, history, t_axis, truth, pred, free, title):
     if "val_loss" in history:
         a1.semilogy(ep, history["val_loss"], "o-", ms=3, label="test")
     a1.set_xlabel("epoch")
-    a1.set_ylabel("MSE (normalised)")
+    a1.set_ylabel("loss (normalised scale)")
     a1.set_title("loss")
     a1.legend()
     n = min(len(truth), 400)
     a2.plot(t_axis[:n], truth[:n], "k", lw=1, label="series")
+    if band is not None:
+        a2.fill_between(t_axis[:n], band[0][:n], band[1][:n], color="tab:red", alpha=0.2,
+                        label="quantile band")
     a2.plot(t_axis[:n], pred[:n], "tab:red", lw=1, label="one-step forecast")
     a2.plot(t_axis[:len(free)], free, "tab:blue", lw=1, ls="--", label="closed-loop forecast")
     a2.set_xlabel("index")
@@ -161,129 +183,263 @@ def _plot_train(path, history, t_axis, truth, pred, free, title):
     return True
 
 
+def _epoch_lines(epochs, what):
+    """A Callback printing one line per epoch on stderr (no progress bar: stderr is no TTY)."""
+    from .train.callbacks import Callback
+
+    class EpochLines(Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            vals = ", ".join(f"{k} {v:.4g}" for k, v in (logs or {}).items())
+            print(f"epoch {epoch + 1}/{epochs}: {vals} ({what}; "
+                  f"{time.perf_counter() - self.t0:.2f} s)", file=sys.stderr, flush=True)
+    return EpochLines()
+
+
+def _cell(args):
+    """--cell, or the deprecated 'train --model' alias."""
+    alias = getattr(args, "model_alias", None)
+    if alias is not None:
+        if args.cell is not None and args.cell != alias:
+            raise CLIError(f"--cell {args.cell} and --model {alias} disagree; --model is the old "
+                           "name of --cell")
+        _warn("'--model' in train/backtest is deprecated: it is now '--cell' "
+              "(in 'fastrnn predict', --model is the model file)")
+        return alias
+    return args.cell or "lstm"
+
+
+def _load_training_series(args, out):
+    """(series, source, stem, CSVSeries or None) for train/backtest."""
+    if args.csv:
+        s, series, _ = read_series(args.csv, args.column, args.delimiter, args.no_header,
+                                   args.missing, out)
+        return series, f"{args.csv} column {s.column!r}", s
+    if args.column is not None:
+        raise CLIError("--column needs --csv")
+    return np.asarray(builtin_series(args.data, args.seed), np.float64), \
+        f"built-in '{args.data}' series", None
+
+
+def _split(n, fraction):
+    n_test = int(round(n * fraction))
+    return n - n_test, n_test
+
+
+def _fit_kw(args, cell):
+    return dict(cell=cell, hidden=args.hidden, layers=args.layers, window=args.window,
+                horizon=args.horizon, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                seed=args.seed, transform=args.transform, quantiles=args.quantiles)
+
+
+def _default_output(args, cell, s):
+    """Next to the CSV for --csv (the model belongs to that data, whatever the current
+    directory); in the current directory for built-in data."""
+    if s is None:
+        return f"fastrnn-{args.data}-{cell}.frnn"
+    stem = os.path.splitext(os.path.basename(args.csv))[0]
+    col = "".join(c if c.isalnum() or c in "-_." else "_" for c in s.column) or "column"
+    return os.path.join(os.path.dirname(os.path.abspath(args.csv)), f"{stem}-{col}-{cell}.frnn")
+
+
+def _transform_line(r):
+    if not r.transform_scores:
+        return f"transform: {r.transform} ({r.transform_reason})"
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in r.transform_scores.items())
+    return (f"transform: {r.transform} (auto, from the training part only: MSE of AR forecasts of "
+            f"its last 25% under each: {scores})")
+
+
+def _errors_line(r, cell, unit):
+    return (f"test MSE ({unit}; {len(r.origins)} forecasts of {r.truth.shape[1]} step"
+            f"{'s' if r.truth.shape[1] > 1 else ''}): {cell.upper()} {r.mse:.5g}, "
+            f"repeat-last-value {r.last_mse:.5g}, {r.ar!r}"
+            f"{'' if r.transform == 'none' else ' of the ' + r.transform} {r.ar_mse:.5g}")
+
+
 def cmd_train(args, out=None):
     out = out or sys.stdout
-    import fastrnn as fr
-    from .datasets import windows
-    if args.csv:
-        series = _read_csv(args.csv, args.column)
-        source = f"{args.csv} ({args.column or 'last numeric column'})"
-        stem = os.path.splitext(os.path.basename(args.csv))[0]
-    else:
-        series = builtin_series(args.data, args.seed)
-        source = f"built-in '{args.data}' series"
-        stem = args.data
-    series = np.asarray(series, dtype=np.float64)
-    if not np.isfinite(series).all():
-        bad = np.flatnonzero(~np.isfinite(series))
-        raise CLIError(f"the series has {len(bad)} missing or non-finite values (first at position "
-                       f"{bad[0]}); clean the data or choose another --column")
+    from .forecasting import TrainingDiverged, closed_loop, fit_forecaster
+    cell = _cell(args)
+    series, source, s = _load_training_series(args, out)
+    n_train, n_test = _split(len(series), args.test_fraction)
     W, Hz = args.window, args.horizon
-    n_test = int(round(len(series) * args.test_fraction))
-    n_train = len(series) - n_test
-    if n_train < W + Hz + 1 or n_test < W + Hz:
-        raise CLIError(f"{len(series)} values are too few for --window {W} and --horizon {Hz} "
-                       f"with a {args.test_fraction:.0%} test split; need at least "
-                       f"{int(max(np.ceil((W + Hz) / args.test_fraction), np.ceil((W + Hz + 1) / (1 - args.test_fraction)))) + 1}")
-    mean, std = float(series[:n_train].mean()), float(series[:n_train].std())
-    if not std > 0:
-        raise CLIError("the training part of the series is constant; nothing to learn")
-    # The model works on raw values through float32 weights (fold_normalisation): a scale
-    # float32 cannot hold would turn them into inf/NaN and save a model that predicts NaN.
-    if not (np.isfinite(std) and abs(mean) + std < 1e30 and std > 1e-30):
-        raise CLIError(f"the series' scale (mean {mean:.3g}, std {std:.3g}) is beyond what a float32 "
-                       "model can represent; rescale the data")
-    z = ((series - mean) / std).astype(np.float32)
-    Xtr, Ytr = windows(z[:n_train], W, Hz)
-    Xte, Yte = windows(z[n_train - W:], W, Hz)       # test windows predict the last n_test values
-    ytr, yte = Ytr[..., 0], Yte[..., 0]
-    model = _build_model(args.model, args.hidden, args.layers, Hz, args.seed)
-    model.compile(loss="mse", optimizer=fr.Adam(args.lr, clipnorm=1.0))
-    print(f"fastrnn train: {args.model.upper()}(hidden {args.hidden}, layers {args.layers}) on {source}: "
-          f"{len(series)} values, window {W}, horizon {Hz}; {len(Xtr)} training windows, "
-          f"{len(Xte)} test windows", file=out)
-    t0 = time.perf_counter()
-    hist = model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size,
-                     validation_data=(Xte, yte), verbose=0 if args.quiet else 1)
-    seconds = time.perf_counter() - t0
-    if not all(np.isfinite(w).all() for w in model.parameters().values()):
-        # A step with a finite loss but a huge learning rate can still overflow the weights;
-        # such a model predicts NaN and is not saved.
-        raise CLIError("training diverged: the weights are no longer finite"
-                       + (f" ({model.stop_reason.split(';')[0]})" if model.stop_reason else "")
-                       + f"; lower --lr (now {args.lr:g}) and try again")
-    fold_normalisation(model, mean, std)
-    Xraw = windows(series[n_train - W:], W, Hz)[0].astype(np.float32)
-    pred = model.predict(Xraw)                        # raw units now
-    truth = windows(series[n_train - W:], W, Hz)[1][..., 0]
-    mse = float(np.mean((pred - truth) ** 2))
-    naive = float(np.mean((Xraw[:, -1, :] - truth) ** 2))
-    output = args.output or f"fastrnn-{stem}-{args.model}.frnn"
-    meta = {"window": W, "horizon": Hz, "column": args.column, "source": source,
-            "model": args.model, "hidden": args.hidden, "layers": args.layers,
-            "train_mean": mean, "train_std": std, "test_mse": mse}
+    tty = sys.stderr.isatty()
+    loss_name = "pinball loss" if args.quantiles else "MSE"
+    print(f"fastrnn train: {cell.upper()}(hidden {args.hidden}, layers {args.layers}) on {source}: "
+          f"{len(series)} values, window {W}, horizon {Hz}; the last {n_test} values are the test "
+          "part", file=out)
+    if not args.quiet:
+        print(f"progress: loss = training {loss_name}, val_loss = {loss_name} on the test part, both "
+              "on the normalised scale (the transformed series over its training std)", file=out)
+    cbs = None if (args.quiet or tty) else [_epoch_lines(args.epochs, "normalised scale")]
+    out.flush()
+    try:
+        r = fit_forecaster(series, n_train, verbose=0 if args.quiet or not tty else 1, callbacks=cbs,
+                           **_fit_kw(args, cell))
+    except TrainingDiverged as e:
+        raise CLIError(f"{e}; lower --lr (now {args.lr:g}) and try again") from None
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    print(_transform_line(r), file=out)
+    unit = "raw scale" + (f", squared units of {s.column!r}" if s is not None else "")
+    print(f"trained {args.epochs} epochs in {r.seconds:.1f} s; " + _errors_line(r, cell, unit), file=out)
+    if r.quant is not None:
+        cov = ", ".join(f"q{q:g} {c:.0%}" for q, c in r.coverage.items())
+        lo, hi, inside = r.interval
+        print(f"quantiles: share of test values at or below each forecast quantile: {cov}; "
+              f"the [q{lo:g}, q{hi:g}] band holds {inside:.0%} (nominal {hi - lo:.0%}); "
+              f"pinball loss {r.pinball:.5g}", file=out)
+    output = args.output or _default_output(args, cell, s)
+    meta = dict(r.meta, column=None if s is None else s.column, source=source, model=cell,
+                cell=cell, hidden=args.hidden, layers=args.layers, missing=args.missing,
+                delimiter=None if s is None else s.delimiter, test_mse=r.mse,
+                last_value_mse=r.last_mse, ar_mse=r.ar_mse, ar_p=r.ar.p)
+    model = r.model
+    if r.quant is not None:
+        # Saved uncompiled: a file naming the pinball loss would need fastrnn.forecasting
+        # imported before fr.load could read it; the CLI's model is for forecasting only.
+        model.loss = model.optimizer = None
     try:
         _save_with_meta(model, output, meta)
     except OSError as e:
-        raise CLIError(f"cannot write {output}: {e.strerror or e}") from None
-    print(f"trained {args.epochs} epochs in {seconds:.1f} s; test MSE {mse:.5g} "
-          f"(repeat-last-value baseline {naive:.5g})", file=out)
+        raise CLIError(f"cannot write {output}: {e.strerror or e}; choose another place with -o") from None
     print(f"model saved to {os.path.abspath(output)}", file=out)
     plot = args.plot if args.plot is not None else os.path.splitext(output)[0] + ".png"
     if plot.lower() != "none":
-        idx = np.arange(n_train, n_train + len(truth))
-        free = closed_loop(model, series[n_train - W:n_train], min(len(truth), 100), Hz)
+        idx = r.origins + 1
+        free = closed_loop(model, r.meta, series[:n_train], min(len(r.truth), 100))
+        band = None if r.quant is None else (r.quant[:, 0, 0], r.quant[:, 0, -1])
         try:
-            ok = _plot_train(plot, hist.history, idx, truth[:, 0], pred[:, 0], free,
-                             f"test part of {source}")
+            ok = _plot_train(plot, r.history, idx, r.truth[:, 0], r.pred[:, 0], free,
+                             f"test part of {source}", band)
         except OSError as e:
             raise CLIError(f"cannot write {plot}: {e.strerror or e}") from None
         if ok:
             print(f"plot saved to {os.path.abspath(plot)}", file=out)
         else:
             print("no plot: matplotlib is not installed (pip install 'fastrnn[plot]')", file=out)
-    return {"test_mse": mse, "naive_mse": naive, "model": output, "seconds": seconds}
+    return {"test_mse": r.mse, "naive_mse": r.last_mse, "ar_mse": r.ar_mse, "model": output,
+            "seconds": r.seconds, "transform": r.transform, "result": r}
+
+
+# ============================================================================ backtest
+def cmd_backtest(args, out=None):
+    out = out or sys.stdout
+    from .forecasting import TrainingDiverged, backtest
+    cell = _cell(args)
+    series, source, s = _load_training_series(args, out)
+    n_test = int(round(len(series) * args.test_fraction))
+    K = args.folds
+    print(f"fastrnn backtest: {cell.upper()}(hidden {args.hidden}, layers {args.layers}) on {source}: "
+          f"{len(series)} values; the last {n_test} are cut into {K} blocks, and each block is "
+          "forecast by a model trained anew on everything before it", file=out)
+    unit = "raw scale" + (f", squared units of {s.column!r}" if s is not None else "")
+
+    def on_fold(i, r):
+        a, b = r.fold
+        print(f"fold {i + 1}/{K}: origin {a}, test values {a}..{b - 1}, transform {r.transform}, "
+              f"{r.seconds:.1f} s: " + _errors_line(r, cell, unit).split(": ", 1)[1], file=out, flush=True)
+    try:
+        res = backtest(series, K, args.test_fraction, on_fold=on_fold, **_fit_kw(args, cell))
+    except TrainingDiverged as e:
+        raise CLIError(f"{e}; lower --lr (now {args.lr:g}) and try again") from None
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    table = {cell.upper(): [r.mse for r in res], "repeat-last-value": [r.last_mse for r in res],
+             "AR": [r.ar_mse for r in res]}
+    summary = ", ".join(f"{k} {np.mean(v):.5g} ± {np.std(v):.2g}" for k, v in table.items())
+    wins = sum(r.mse < min(r.last_mse, r.ar_mse) for r in res)
+    print(f"test MSE over {K} folds ({unit}), mean ± std: {summary}; the model beats both "
+          f"baselines in {wins} of {K} folds", file=out)
+    return {k: float(np.mean(v)) for k, v in table.items()} | {"folds": res}
 
 
 # ============================================================================ predict
+def _label_after(labels):
+    """The label one step after the last of ``labels`` when they are evenly spaced numbers or
+    ISO dates, else ''."""
+    try:
+        v = np.array([float(x) for x in labels[-3:]])
+        d = np.diff(v)
+        if len(d) and np.all(d == d[0]):
+            nxt = v[-1] + d[0]
+            return str(int(nxt)) if all(x.strip().lstrip("+-").isdigit() for x in labels[-3:]) else repr(nxt)
+    except ValueError:
+        pass
+    try:
+        v = np.array(labels[-3:], dtype="datetime64")
+        d = np.diff(v)
+        if len(d) and np.all(d == d[0]):
+            return str(v[-1] + d[0])
+    except (ValueError, TypeError):
+        pass
+    return ""
+
+
 def cmd_predict(args, out=None):
     out = out or sys.stdout
     import fastrnn as fr
+    from .forecasting import predict
     path = args.model
     if not os.path.exists(path):
         raise CLIError(f"model file {path} does not exist")
     try:
+        from . import forecasting  # noqa: F401  (registers the pinball loss for fr.load)
         model = fr.load(path, compile=False)
     except fr.ModelFileError as e:  # its message names the file already
         raise CLIError(f"cannot load the model: {e}") from None
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as e:
         raise CLIError(f"cannot load {path}: {e}") from None
-    meta = read_cli_meta(path)
-    window = args.window or meta.get("window")
-    if not window:
+    meta = dict(read_cli_meta(path))
+    if args.window:
+        meta["window"] = args.window
+    if not meta.get("window"):
         raise CLIError(f"{path} was not saved by 'fastrnn train'; give --window")
-    column = args.column
-    if column is None and meta.get("column"):
-        column = meta["column"]
-    series = _read_csv(args.csv, column)
-    if len(series) < window:
-        raise CLIError(f"{args.csv} has {len(series)} values; the model reads windows of {window}")
-    from .datasets import windows
-    X = windows(np.concatenate([series, [0.0]]), window, 1)[0]       # every window, incl. the last
+    name = meta.get("transform") or "none"
+    if name not in ("none", "diff", "log-diff"):
+        raise CLIError(f"{path}: unknown transform {name!r} in its cli.json")
+    meta["transform"] = name
+    window = int(meta["window"])
+    context = window + (0 if name == "none" else 1)
+    column = args.column if args.column is not None else meta.get("column")
+    missing = args.missing or meta.get("missing") or "interpolate"
+    s, series, pos = read_series(args.csv, column, args.delimiter, args.no_header, missing,
+                                 out=sys.stderr)
+    if len(series) < context:
+        raise CLIError(f"{args.csv} has {len(series)} values; the model reads windows of {window}"
+                       + (f" {name} values ({context} values)" if context > window else ""))
+    origins = np.arange(context - 1, len(series))
     try:
-        pred = model.predict(X.astype(model.dtype))
+        point, quant = predict(model, meta, series, origins)
     except (ValueError, TypeError) as e:
         raise CLIError(f"the model cannot read this data: {e}") from None
-    pred = pred.reshape(len(X), -1)
-    h = pred.shape[1]
+    h = point.shape[1]
+    qs = meta.get("quantiles") or []
+    labels = s.index
+    header = ["index", "actual"] + \
+        [f"pred_{k + 1}" for k in range(h)] + [f"q{q:g}_{k + 1}" for k in range(h) for q in qs]
+    present = np.isfinite(s.values)
     f = open(args.output, "w", newline="") if args.output else out
     try:
         w = csv.writer(f)
-        w.writerow(["index", "actual"] + [f"pred_{k + 1}" for k in range(h)])
-        for i in range(len(X)):
-            t = i + window                       # index of the first value this window predicts
-            w.writerow([t, repr(float(series[t])) if t < len(series) else ""]
-                       + [f"{v:.7g}" for v in pred[i]])
+        w.writerow(header)
+        nxt = None
+        for i, t in enumerate(origins):
+            p = t + 1                               # the first value this row forecasts
+            row = int(pos[p]) if p < len(series) else int(pos[-1]) + 1
+            if labels is None:
+                lab = row
+            elif row < len(labels):
+                lab = labels[row]
+            else:
+                nxt = _label_after(labels) if nxt is None else nxt
+                lab = nxt
+            actual = repr(float(s.values[row])) if row < len(s.values) and present[row] else ""
+            w.writerow([lab, actual] + [f"{v:.7g}" for v in point[i]]
+                       + ([] if quant is None else [f"{v:.7g}" for v in quant[i].ravel()]))
     except BrokenPipeError:
         raise                                    # e.g. `fastrnn predict ... | head`
     except OSError as e:
@@ -292,9 +448,9 @@ def cmd_predict(args, out=None):
         if f is not out:
             f.close()
     if args.output:
-        print(f"{len(X)} forecasts ({h} step{'s' if h > 1 else ''} each) written to "
+        print(f"{len(origins)} forecasts ({h} step{'s' if h > 1 else ''} each) written to "
               f"{os.path.abspath(args.output)}", file=sys.stderr)
-    return pred
+    return point
 
 
 # ============================================================================ bench / demo
@@ -377,42 +533,119 @@ def cmd_demo(args, out=None):
 
 
 # ============================================================================ main
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default (except None/False: 'not given' needs no saying)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if "%(default)" in h or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return h
+        return h + " (default: %(default)s)"
+
+
+def _quantiles(v):
+    try:
+        qs = [float(x) for x in v.split(",") if x.strip()]
+    except ValueError:
+        qs = []
+    if not qs or not all(0 < q < 1 for q in qs):
+        raise argparse.ArgumentTypeError(f"--quantiles must be numbers in (0, 1) separated by "
+                                         f"commas, e.g. 0.1,0.5,0.9; got {v!r}")
+    return sorted(set(qs))
+
+
+def _data_options(p, predict=False):
+    p.add_argument("--column", help="CSV column: a header name or a 1-based number "
+                   + ("(default: the one the model was trained on)" if predict else
+                      "(default: the last column whose non-missing values are numbers; "
+                      "missing values never make it pick another)"))
+    p.add_argument("--delimiter", metavar="CHAR",
+                   help="field separator: one character, or tab/semicolon/comma/pipe (default: "
+                        "detected: ';', tab, '|' or ','; with ';' or tab, numbers like 316,1 "
+                        "are read with a decimal comma)")
+    p.add_argument("--no-header", action="store_true",
+                   help="the file has no header row (default: detected; a first row with numbers "
+                        "where the rows below have numbers is data, and the columns are numbered)")
+    p.add_argument("--missing", choices=("interpolate", "drop", "error"),
+                   default=None if predict else "interpolate",
+                   help="missing cells (empty, NA, NaN, null, ., -, ?) of the column: interpolate "
+                        "fills interior gaps linearly and leaves out leading/trailing ones; drop "
+                        "removes them (the values around a gap become neighbours); error refuses; "
+                        "a warning counts them" + (" (default: as in training)" if predict else ""))
+
+
+def _model_options(t):
+    src = t.add_mutually_exclusive_group()
+    src.add_argument("--data", choices=DATASETS, default="sine", help="built-in series")
+    src.add_argument("--csv", metavar="FILE", help="CSV file (instead of --data)")
+    _data_options(t)
+    t.add_argument("--cell", choices=CELLS, default=None,
+                   help="recurrent cell (default: lstm)")
+    t.add_argument("--model", dest="model_alias", choices=CELLS, help=argparse.SUPPRESS)
+    t.add_argument("--hidden", type=_positive("--hidden"), default=64, help="units per layer")
+    t.add_argument("--layers", type=_positive("--layers"), default=1, help="stacked layers")
+    t.add_argument("--epochs", type=_positive("--epochs"), default=30, help="training epochs")
+    t.add_argument("--window", type=_positive("--window"), default=40,
+                   help="past values the model reads (after the transform)")
+    t.add_argument("--horizon", type=_positive("--horizon"), default=1, help="steps predicted")
+    t.add_argument("--transform", choices=("auto", "none", "diff", "log-diff"), default="auto",
+                   help="what the network sees: the values, their differences, or differences of "
+                        "their logs; auto picks the one whose AR forecasts of the last 25%% of the "
+                        "training part are best (the test part is never used)")
+    t.add_argument("--quantiles", type=_quantiles, metavar="Q,Q,...",
+                   help="also forecast these quantiles (e.g. 0.1,0.5,0.9; pinball loss; 0.5 is "
+                        "added and is the point forecast); reports their coverage on the test part")
+    t.add_argument("--batch-size", type=_positive("--batch-size"), default=64, help="windows per update")
+    t.add_argument("--lr", type=_positive("--lr", float), default=0.005, help="Adam learning rate")
+    t.add_argument("--test-fraction", type=_fraction, default=0.2,
+                   help="the last part of the series held out for testing")
+    t.add_argument("--seed", type=int, default=0, help="random seed")
+
+
 def build_parser():
     p = _Parser(prog="fastrnn", description="Fast CPU RNN/LSTM/GRU: train, predict, benchmark.",
                 epilog="Start with 'fastrnn train': an LSTM on the built-in sine data, ~10 s on 2 cores.")
-    sub = p.add_subparsers(dest="command", metavar="{train,predict,bench,demo}")
+    sub = p.add_subparsers(dest="command", metavar="{train,backtest,predict,bench,demo}")
 
-    t = sub.add_parser("train", help="train a forecaster; save the model and a plot",
+    t = sub.add_parser("train", help="train a forecaster; save the model and a plot", formatter_class=_Help,
                        description="Train a many-to-one forecaster: the past --window values "
-                                   "predict the next --horizon ones. The last --test-fraction of "
-                                   "the series is held out for the test loss and the plot.")
-    src = t.add_mutually_exclusive_group()
-    src.add_argument("--data", choices=DATASETS, default="sine",
-                     help="built-in series (default: sine)")
-    src.add_argument("--csv", metavar="FILE", help="CSV file with a header row")
-    t.add_argument("--column", help="CSV column to model (default: the last numeric column)")
-    t.add_argument("--model", choices=("rnn", "lstm", "gru"), default="lstm")
-    t.add_argument("--hidden", type=_positive("--hidden"), default=64, help="units (default 64)")
-    t.add_argument("--layers", type=_positive("--layers"), default=1, help="stacked layers (default 1)")
-    t.add_argument("--epochs", type=_positive("--epochs"), default=30, help="default 30")
-    t.add_argument("--window", type=_positive("--window"), default=40, help="input steps (default 40)")
-    t.add_argument("--horizon", type=_positive("--horizon"), default=1, help="steps predicted (default 1)")
-    t.add_argument("--batch-size", type=_positive("--batch-size"), default=64)
-    t.add_argument("--lr", type=_positive("--lr", float), default=0.005, help="Adam learning rate")
-    t.add_argument("--test-fraction", type=_fraction, default=0.2)
-    t.add_argument("--seed", type=int, default=0)
+                                   "(transformed, see --transform) predict the next --horizon "
+                                   "ones. The last --test-fraction of the series is the test part: "
+                                   "its MSE is printed beside repeat-the-last-value and an AR(p) "
+                                   "model (p <= --window by AIC, on the same transform). "
+                                   "Progress: loss/val_loss (training/test part) are on the "
+                                   "normalised scale; a progress bar on a terminal, else one line "
+                                   "per epoch on stderr. The final errors are raw-scale MSE, in the "
+                                   "column's units squared.")
+    _model_options(t)
     t.add_argument("--output", "-o", metavar="FILE",
-                   help="model file (default: fastrnn-<data>-<model>.frnn in the current directory)")
+                   help="model file (default: <csv name>-<column>-<cell>.frnn next to the CSV, "
+                        "or fastrnn-<data>-<cell>.frnn in the current directory for --data)")
     t.add_argument("--plot", metavar="PNG", help="plot file (default: next to the model; 'none' to skip)")
-    t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    t.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+
+    bt = sub.add_parser("backtest", help="rolling-origin backtest: mean/std test errors vs baselines",
+                        formatter_class=_Help,
+                        description="Cut the last --test-fraction of the series into --folds "
+                                    "blocks; forecast each with a model trained anew on everything "
+                                    "before it (transform chosen anew), beside repeat-the-last-"
+                                    "value and AR(p) refitted on the same data; print each fold "
+                                    "and the mean and std of the raw-scale test MSEs. Saves nothing.")
+    _model_options(bt)
+    bt.add_argument("--folds", type=_positive("--folds"), default=5, help="rolling origins")
 
     pr = sub.add_parser("predict", help="forecasts of a saved model for a CSV column, as CSV",
+                        formatter_class=_Help,
                         description="Run a model saved by 'fastrnn train' over every window of "
-                                    "a CSV column; writes index, actual value and the forecasts.")
-    pr.add_argument("--model", "-m", required=True, metavar="FILE")
-    pr.add_argument("--csv", required=True, metavar="FILE")
-    pr.add_argument("--column", help="column (default: the one the model was trained on, else the "
-                                     "last numeric column)")
+                                    "a CSV column. Writes one row per forecast: the file's own "
+                                    "label of the first forecast row (its first column when that "
+                                    "holds dates, labels or increasing numbers, else 'index', the "
+                                    "0-based data row), the actual value there (empty if missing), "
+                                    "pred_1..pred_H, and with quantiles q<Q>_<k>. The last row "
+                                    "forecasts past the end of the data.")
+    pr.add_argument("--model", "-m", required=True, metavar="FILE", help="model file of 'fastrnn train'")
+    pr.add_argument("--csv", required=True, metavar="FILE", help="CSV file")
+    _data_options(pr, predict=True)
     pr.add_argument("--window", type=_positive("--window"), help="input steps (default: from the model file)")
     pr.add_argument("--output", "-o", metavar="FILE", help="CSV to write (default: stdout)")
 
@@ -421,10 +654,11 @@ def build_parser():
                                    "arguments, e.g. 'fastrnn bench --quick'.", add_help=False)
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
 
-    d = sub.add_parser("demo", help="an LSTM learns to continue a sine wave (engine API demo)")
-    d.add_argument("--epochs", type=_positive("--epochs"), default=15)
-    d.add_argument("--hidden", type=_positive("--hidden"), default=32)
-    d.add_argument("--seed", type=int, default=0)
+    d = sub.add_parser("demo", help="an LSTM learns to continue a sine wave (engine API demo)",
+                       formatter_class=_Help)
+    d.add_argument("--epochs", type=_positive("--epochs"), default=15, help="epochs")
+    d.add_argument("--hidden", type=_positive("--hidden"), default=32, help="units")
+    d.add_argument("--seed", type=int, default=0, help="random seed")
     return p
 
 
@@ -439,7 +673,8 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"train": cmd_train, "predict": cmd_predict, "bench": cmd_bench, "demo": cmd_demo}
+    handler = {"train": cmd_train, "backtest": cmd_backtest, "predict": cmd_predict,
+               "bench": cmd_bench, "demo": cmd_demo}
     try:
         res = handler[args.command](args)
     except KeyboardInterrupt:

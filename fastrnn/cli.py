@@ -298,10 +298,6 @@ def cmd_train(args, out=None):
                 delimiter=None if s is None else s.delimiter, test_mse=r.mse,
                 last_value_mse=r.last_mse, ar_mse=r.ar_mse, ar_p=r.ar.p)
     model = r.model
-    if r.quant is not None:
-        # Saved uncompiled: a file naming the pinball loss would need fastrnn.forecasting
-        # imported before fr.load could read it; the CLI's model is for forecasting only.
-        model.loss = model.optimizer = None
     try:
         _save_with_meta(model, output, meta)
     except OSError as e:
@@ -387,7 +383,6 @@ def cmd_predict(args, out=None):
     if not os.path.exists(path):
         raise CLIError(f"model file {path} does not exist")
     try:
-        from . import forecasting  # noqa: F401  (registers the pinball loss for fr.load)
         model = fr.load(path, compile=False)
     except fr.ModelFileError as e:  # its message names the file already
         raise CLIError(f"cannot load the model: {e}") from None

@@ -183,36 +183,9 @@ def choose_transform(train, window, horizon=1):
 
 
 # ============================================================================ quantile loss
-class PinballLoss(_losses.Loss):
-    """The pinball (quantile) loss: for quantile q and error e = y - pred, max(q e, (q - 1) e).
-    The outputs are read as (..., steps * Q) with the Q quantiles of each step adjacent; the
-    target repeats each step's value Q times (``np.repeat(y, Q, axis=-1)``)."""
-
-    name = "pinball"
-
-    def __init__(self, quantiles=(0.5,)):
-        q = np.asarray(quantiles, np.float64).reshape(-1)
-        if not len(q) or not ((q > 0) & (q < 1)).all():
-            raise ValueError(f"quantiles must lie in (0, 1), got {list(quantiles)}")
-        self.quantiles = [float(v) for v in q]
-
-    def _elementwise(self, p, t):
-        n = p.shape[-1]
-        Q = len(self.quantiles)
-        if n % Q:
-            raise ValueError(f"the model has {n} outputs, not a multiple of {Q} quantiles")
-        q = np.tile(np.asarray(self.quantiles, p.dtype), n // Q)
-        e = t - p
-        loss = np.maximum(q * e, (q - 1) * e)
-        return loss.mean(-1), np.where(e > 0, -q, 1 - q).astype(p.dtype) / n
-
-    def get_config(self):
-        return {"name": self.name, "quantiles": list(self.quantiles)}
-
-
-# Registered by name as the built-in losses are, so compile("pinball") and files naming it work
-# wherever this module has been imported.
-_losses._LOSSES.setdefault("pinball", PinballLoss)
+# PinballLoss lives with the other losses (train/losses.py), so fr.load reads files naming it
+# in any process; it is re-exported here for the CLI.
+PinballLoss = _losses.PinballLoss
 
 
 def pinball(truth, q_pred, quantiles):

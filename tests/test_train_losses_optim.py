@@ -19,7 +19,7 @@ def _pred_target(loss_name, shape):
     return p, RNG.standard_normal(shape)
 
 
-@pytest.mark.parametrize("name", ["mse", "mae", "huber", "cross_entropy", "binary_cross_entropy"])
+@pytest.mark.parametrize("name", ["mse", "mae", "huber", "cross_entropy", "binary_cross_entropy", "pinball"])
 def test_loss_gradient_matches_finite_differences_with_mask_and_weights(name):
     loss = fr.get_loss(name)
     p, t = _pred_target(name, (3, 4, 5))

@@ -12,7 +12,7 @@ import numpy as np
 from .._checks import lookup, positive
 
 __all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "Huber",
-           "SoftmaxCrossEntropy", "BinaryCrossEntropy", "get_loss", "softmax", "sigmoid"]
+           "SoftmaxCrossEntropy", "BinaryCrossEntropy", "PinballLoss", "get_loss", "softmax", "sigmoid"]
 
 
 def softmax(z, axis=-1):
@@ -168,6 +168,33 @@ class BinaryCrossEntropy(Loss):
         return l.mean(-1), g / n
 
 
+class PinballLoss(Loss):
+    """The pinball (quantile) loss: for quantile q and error e = y - pred, max(q e, (q - 1) e).
+    The outputs are read as (..., steps * Q) with the Q quantiles of each step adjacent; the
+    target repeats each step's value Q times (``np.repeat(y, Q, axis=-1)``)."""
+
+    name = "pinball"
+
+    def __init__(self, quantiles=(0.5,)):
+        q = np.asarray(quantiles, np.float64).reshape(-1)
+        if not len(q) or not ((q > 0) & (q < 1)).all():
+            raise ValueError(f"quantiles must lie in (0, 1), got {list(quantiles)}")
+        self.quantiles = [float(v) for v in q]
+
+    def _elementwise(self, p, t):
+        n = p.shape[-1]
+        Q = len(self.quantiles)
+        if n % Q:
+            raise ValueError(f"the model has {n} outputs, not a multiple of {Q} quantiles")
+        q = np.tile(np.asarray(self.quantiles, p.dtype), n // Q)
+        e = t - p
+        loss = np.maximum(q * e, (q - 1) * e)
+        return loss.mean(-1), np.where(e > 0, -q, 1 - q).astype(p.dtype) / n
+
+    def get_config(self):
+        return {"name": self.name, "quantiles": list(self.quantiles)}
+
+
 _LOSSES = {
     "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
     "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
@@ -177,6 +204,7 @@ _LOSSES = {
     "categorical_crossentropy": SoftmaxCrossEntropy,
     "binary_cross_entropy": BinaryCrossEntropy, "binary_crossentropy": BinaryCrossEntropy,
     "bce": BinaryCrossEntropy,
+    "pinball": PinballLoss, "quantile": PinballLoss,
 }
 
 

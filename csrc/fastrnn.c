@@ -13,12 +13,18 @@
 /* The pointwise gate loops are compiled twice, for AVX2 and for the baseline ISA, and picked at
  * load time: a portable build still runs them 8 floats wide where the CPU allows. With
  * -ffp-contract=off both clones round identically, so results do not depend on the CPU. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+/* target_clones is resolved by an ifunc, which only glibc's loader runs (musl, macOS and Windows
+ * have none): elsewhere the loops are compiled once, for the baseline ISA. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && defined(__GLIBC__)
 #define HOT __attribute__((target_clones("avx2", "default")))
 #else
 #define HOT
 #endif
+#if defined(_MSC_VER) && !defined(__clang__)
+#define RS __restrict /* MSVC knows C99's restrict only under /std:c11 */
+#else
 #define RS restrict
+#endif
 
 #define REAL float
 #define SFX(name) name##_f32

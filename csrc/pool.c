@@ -25,12 +25,52 @@
 
 #define FR_POOL_MAX (FR_MAX_THREADS - 1) /* workers at most: the caller is the other thread */
 
+#if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h> /* QueryPerformanceCounter */
+#endif
+#if defined(_MSC_VER)
+#include <intrin.h> /* _mm_pause, __yield, the Interlocked functions (clang-cl too) */
+#endif
+
+/* A spin-wait hint to the core (x86 pause, Arm yield); nothing where none is known. */
 static inline void fr_pool_pause(void)
 {
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
     __builtin_ia32_pause();
+#elif defined(__aarch64__) && defined(__GNUC__)
+    __asm__ __volatile__("yield");
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+    _mm_pause();
+#elif defined(_MSC_VER) && defined(_M_ARM64)
+    __yield();
 #endif
 }
+
+/* The atomics of the unit-task claim, which runs with or without POSIX threads: GCC's and
+ * clang's __atomic builtins, or MSVC's Interlocked functions (full barriers, so at least as
+ * strong as the orders asked for; long is 32 bits there, as int). */
+#if defined(_MSC_VER) && !defined(__clang__)
+static inline int fr_load_acquire(int *p) { return (int)_InterlockedOr((volatile long *)p, 0); }
+static inline int fr_load_relaxed(int *p) { return *(volatile int *)p; }
+static inline void fr_store_release(int *p, int v) { _InterlockedExchange((volatile long *)p, v); }
+static inline void fr_add_release(int *p, int v) { _InterlockedExchangeAdd((volatile long *)p, v); }
+static inline int fr_cas_acq_rel(int *p, int expect, int desired)
+{
+    return _InterlockedCompareExchange((volatile long *)p, desired, expect) == expect;
+}
+#else
+static inline int fr_load_acquire(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline int fr_load_relaxed(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void fr_store_release(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void fr_add_release(int *p, int v) { __atomic_add_fetch(p, v, __ATOMIC_RELEASE); }
+static inline int fr_cas_acq_rel(int *p, int expect, int desired)
+{
+    return __atomic_compare_exchange_n(p, &expect, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+#endif
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
@@ -228,9 +268,16 @@ static void pool_shutdown(fr_pool *p) { (void)p; }
 
 double fr_now(void)
 {
+#if defined(_WIN32)
+    LARGE_INTEGER count, freq;
+    QueryPerformanceCounter(&count);
+    QueryPerformanceFrequency(&freq);
+    return (double)count.QuadPart / (double)freq.QuadPart;
+#else
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#endif
 }
 
 /* ---- unit tasks of a batch of one (fr_recur_units, fr_recur_backward_units) ------------------ */
@@ -245,16 +292,13 @@ int fr_claim(int *sync, int T, int part, int *q, int *idx)
 {
     double waiting_since = 0;
     for (int spins = 0;; ++spins) {
-        const int step = __atomic_load_n(&sync[0], __ATOMIC_ACQUIRE) / 2;
+        const int step = fr_load_acquire(&sync[0]) / 2;
         if (step >= T) return 0;
-        if (part != 0 && __atomic_load_n(&sync[3], __ATOMIC_ACQUIRE)) return 0;
+        if (part != 0 && fr_load_acquire(&sync[3])) return 0;
         for (int k = 0; k < 2; ++k) {
             const int t = k ^ (part & 1); /* its own task first: that task's W_hh rows are in
                                              this core's cache */
-            int expect = step;
-            if (__atomic_load_n(&sync[1 + t], __ATOMIC_RELAXED) == step
-                && __atomic_compare_exchange_n(&sync[1 + t], &expect, step + 1, 0,
-                                               __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            if (fr_load_relaxed(&sync[1 + t]) == step && fr_cas_acq_rel(&sync[1 + t], step, step + 1)) {
                 *q = t;
                 *idx = step;
                 return 1;
@@ -266,12 +310,12 @@ int fr_claim(int *sync, int T, int part, int *q, int *idx)
         }
         const double now = fr_now();
         if (waiting_since == 0) waiting_since = now;
-        else if (now - waiting_since > fr_solo_wait_seconds) __atomic_store_n(&sync[3], 1, __ATOMIC_RELEASE);
+        else if (now - waiting_since > fr_solo_wait_seconds) fr_store_release(&sync[3], 1);
         FR_YIELD();
     }
 }
 
-void fr_task_done(int *sync) { __atomic_add_fetch(&sync[0], 1, __ATOMIC_RELEASE); }
+void fr_task_done(int *sync) { fr_add_release(&sync[0], 1); }
 
 /* ---- the process's pool --------------------------------------------------------------------- */
 

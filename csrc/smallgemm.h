@@ -60,8 +60,30 @@ static void fr_pack_nn_units(int G, int H, int u0, int nu, int N, const float *W
 static void fr_pack_nt(int N, int K, const float *W, float *P) { fr_pack_nt_units(1, N, 0, N, K, W, P); }
 static void fr_pack_nn(int N, int K, const float *W, float *P) { fr_pack_nn_units(1, K, 0, K, N, W, P); }
 
+/* The AVX2+FMA kernels below exist on x86-64 with GCC or clang only (they use its target
+ * attribute, one function at a time, so the rest of the build needs no -mavx2). Everywhere else
+ * (aarch64, 32-bit x86, MSVC) fr_smallgemm_ok() is 0 and the portable loops of cells.h and BLAS
+ * run. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include <cpuid.h>
+
+/* AVX2 and FMA in the CPU, and YMM state saved by the OS, read with cpuid and xgetbv directly
+ * (the header cpuid.h of GCC and clang; xgetbv as bytes for old assemblers):
+ * __builtin_cpu_supports needs __cpu_model from the compiler's runtime library (libgcc or
+ * compiler-rt), which not every toolchain links into a shared object. */
+static int fr_cpu_avx2_fma(void)
+{
+    unsigned a, b, c, d;
+    const unsigned need = (1u << 12) /* FMA */ | (1u << 27) /* OSXSAVE */ | (1u << 28) /* AVX */;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || (c & need) != need) return 0;
+    unsigned xlo, xhi;
+    __asm__ volatile(".byte 0x0f, 0x01, 0xd0" : "=a"(xlo), "=d"(xhi) : "c"(0)); /* xgetbv(0) */
+    (void)xhi;
+    if ((xlo & 6u) != 6u) return 0; /* XMM and YMM registers enabled */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b >> 5) & 1u; /* AVX2 */
+}
 
 /* FASTRNN_BLAS_STEPS=1 in the environment forces the BLAS path (for A/B timing and debugging). */
 static int fr_smallgemm_ok(void)
@@ -70,8 +92,7 @@ static int fr_smallgemm_ok(void)
     int v = __atomic_load_n(&ok, __ATOMIC_RELAXED);
     if (v < 0) {
         const char *off = getenv("FASTRNN_BLAS_STEPS");
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(off && off[0] == '1');
+        v = fr_cpu_avx2_fma() && !(off && off[0] == '1');
         __atomic_store_n(&ok, v, __ATOMIC_RELAXED);
     }
     return v;

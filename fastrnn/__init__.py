@@ -11,10 +11,17 @@ _os.environ["OPENBLAS_NUM_THREADS"] = "1"
 try:
     import scipy_openblas32 as _openblas
 
-    # Load OpenBLAS from its wheel, globally, before the extension that links against it; the
-    # extension's $ORIGIN rpath is the second way it is found.
-    _ctypes.CDLL(_os.path.join(_openblas.get_lib_dir(), _openblas.get_library(fullname=True)),
-                 mode=_ctypes.RTLD_GLOBAL)
+    if _os.name == "nt":
+        # Windows: get_library(fullname=True) names the import library (.lib), which cannot be
+        # loaded; the extension finds the DLL through the DLL search path instead.
+        for _d in {_openblas.get_lib_dir(), _os.path.join(_os.path.dirname(_openblas.__file__), "bin")}:
+            if _os.path.isdir(_d):
+                _os.add_dll_directory(_d)
+    else:
+        # Load OpenBLAS from its wheel, globally, before the extension that links against it;
+        # the extension's $ORIGIN/@loader_path rpath is the second way it is found.
+        _ctypes.CDLL(_os.path.join(_openblas.get_lib_dir(), _openblas.get_library(fullname=True)),
+                     mode=_ctypes.RTLD_GLOBAL)
 finally:
     if _saved is None:
         _os.environ.pop("OPENBLAS_NUM_THREADS", None)

@@ -31,7 +31,8 @@ def _check_cosmic_ray_radio(res):
     assert 0.6 < res["baseline_auc"] < 0.8    # the simulated pulses: neither trivial nor hidden
     assert res["roc_auc"] > 0.72 and res["roc_auc"] > res["baseline_auc"] + 0.04
     assert res["roc_auc"] > res["notch_baseline_auc"]
-    assert 1.0 < res["baseline_snr_gain_db"] < 5.0   # notching RFI helps, a little
+    # notching the RFI lines helps beyond the band-pass alone (quick: 2.7 vs 0.2 dB)
+    assert res["baseline_snr_gain_db"] > res["bandpass_snr_gain_db"] + 1.0
     assert res["snr_gain_db"] > res["baseline_snr_gain_db"] + 4.0
 
 

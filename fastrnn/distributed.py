@@ -41,7 +41,7 @@ import numpy as np
 from .layers import set_num_threads
 
 __all__ = ["init", "is_initialized", "rank", "size", "is_main", "barrier", "comm",
-           "broadcast", "allreduce", "local_size", "DataParallel"]
+           "broadcast", "allreduce", "DataParallel"]
 
 # Environment variables by which MPI launchers tell a process its place in the job: MPICH and
 # Intel MPI (Hydra, PMI; also srun --mpi=pmi2), Open MPI, PMIx (srun --mpi=pmix). Slurm's own
@@ -151,22 +151,6 @@ def is_main():
 def barrier():
     if _comm is not None:
         _comm.Barrier()
-
-
-def batch_semantics():
-    return _batch
-
-
-def local_size():
-    """Ranks on this node (1 when running alone)."""
-    if _comm is None:
-        return 1
-    from mpi4py import MPI
-    node = _comm.Split_type(MPI.COMM_TYPE_SHARED)
-    try:
-        return node.Get_size()
-    finally:
-        node.Free()
 
 
 def _threads_per_rank(comm):
@@ -285,7 +269,6 @@ class DataParallel:
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.batch = _batch
         self._buf = None
-        self.global_loss = None
 
     # ---- batches ---------------------------------------------------------------------
     def plan(self, N, batch_size, sharded):

@@ -91,12 +91,7 @@ class ESN:
         N = X.shape[0]
         hx = None
         if h0 is not None:
-            h0 = _checks.numeric_array(h0, "h0", "fiu")
-            want = ((N, self.reservoir_size), (self.reservoir_size,)) if N == 1 else ((N, self.reservoir_size),)
-            if h0.shape not in want:
-                raise ValueError(f"h0 must have shape ({N}, {self.reservoir_size}) (sequences, "
-                                 f"reservoir_size), got {h0.shape}")
-            hx = np.asarray(h0, self.dtype).reshape(1, N, self.reservoir_size)
+            hx = np.asarray(self._check_h0(h0, N), self.dtype)[None]
         with no_grad():
             y, h_n = self.reservoir(np.ascontiguousarray(X.transpose(1, 0, 2)), hx)
         self.last_state = h_n[0]

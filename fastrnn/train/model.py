@@ -14,7 +14,7 @@ from .. import distributed
 from .._numpy_blas import numpy_blas_single_threaded
 from . import interop, io
 from .callbacks import Callback, History, TerminateOnNaN
-from .losses import get_loss
+from .losses import _position_weights as position_weights, get_loss
 from .metrics import check_metrics, metric_sum
 from .optim import get_optimizer
 
@@ -207,13 +207,9 @@ class Model:
 
     @staticmethod
     def _position_weight(out, mask, sw):
-        """Loss weight of every position (sample, or sample and step) of ``out``."""
-        pos = out.shape[:-1]
-        w = np.ones(pos)
-        for a in (mask, sw):
-            if a is not None:
-                w = w * np.reshape(a, a.shape + (1,) * (len(pos) - a.ndim))
-        return w
+        """Loss weight of every position (sample, or sample and step) of ``out``: the losses'
+        own weighting (mask times sample weight), in float64 for the sums."""
+        return position_weights(out.shape[:-1], mask, sw, np.float64)
 
     def train_on_batch(self, X, y, lengths=None, sample_weight=None, tbptt=None):
         """One optimizer update (several with truncated BPTT); returns the batch loss.

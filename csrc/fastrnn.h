@@ -64,6 +64,17 @@
  *   No output buffer may alias any other buffer, with one exception: y may be a strided view into
  *   a wider (T,B,2H) output shared by the two directions (each writes its own H columns).
  *
+ * Recurrent dropout and zoneout (fr_recur / fr_recur_backward only; plan.c keeps layers that use
+ * them off the unit-split path)
+ *   hmask (B,H): the recurrent product of every step is W_hh (h * hmask) (one mask per sequence:
+ *     variational dropout, Gal & Ghahramani 2016); the rows still see the unmasked h (GRU's z*h).
+ *     hprev keeps the unmasked state (GRU's backward reads it) and hdrop the masked one, which
+ *     the caller hands to fr_backward_params as its hprev for dW_hh.
+ *   zh, zc (T,B,H): after the cell's row computes (h~, c~) at position (t,b),
+ *     h = zh*h_prev + (1-zh)*h~ (y is this h) and c = zc*c_prev + (1-zc)*c~; h~ = o*tanh(c~)
+ *     uses the un-zoned c~ (Krueger et al. 2016). Training passes 0/1 masks, inference p.
+ *   Weight dropout needs nothing here: the caller passes W_hh * mask as w_hh.
+ *
  * Threads: the kernels are reentrant and use whatever threads BLAS is set to (fastrnn keeps BLAS
  * single-threaded). Concurrency comes from jobs over disjoint batch-row ranges (fr_recur,
  * fr_recur_backward), unit tasks of a batch of one (fr_recur_units*), unit halves of a cell step
@@ -128,6 +139,12 @@ typedef struct {
     void *act;              /* (T,B,G*H) saved in training, scratch in inference */
     void *hprev; int ldh;   /* (T,B,H,ldh) saved, or NULL for inference */
     void *aux;              /* (T,B,A*H) saved in training; NULL when A = 0 or inference */
+    /* Cell variants (NULL: off). See "Recurrent dropout and zoneout" above. */
+    const void *hmask;      /* (B,H) recurrent dropout: W_hh multiplies h * hmask, not h */
+    void *hdrop; int ldd;   /* (T,B,H,ldd) out in training with hmask: h * hmask entering each
+                               position (fr_backward_params' dW_hh operand); else NULL */
+    const void *zh, *zc;    /* (T,B,H) zoneout weights of the previous h and c (c: 2 states
+                               only, may be NULL); zh NULL: no zoneout */
     void *ws;               /* (fr_forward_ws_size(cell, T, b1-b0, D, H, x != NULL)) scratch */
 } fr_recur_args;
 
@@ -161,6 +178,8 @@ typedef struct {
     void *dbias;             /* (G*H + (G-S)*H) out or NULL, see above */
     const void *w_ih;        /* (G*H,D), with dx */
     void *dx;                /* (T,B,D) out or NULL, see above */
+    const void *hmask;       /* (B,H) as given to the forward, or NULL */
+    const void *zh, *zc;     /* (T,B,H) as given to the forward, or NULL */
     void *ws;                /* (fr_backward_ws_size(cell, T, b1-b0, dx ? D : 0, H)) scratch */
 } fr_recur_backward_args;
 
@@ -290,10 +309,12 @@ void fr_plan_set_knobs(const fr_plan_knobs *k);
 int fr_plan_parts(int64_t work, int64_t limit, int nthreads);
 /* Row ranges per direction for a layer's time loops (directions first occupy the threads). */
 int fr_plan_row_ranges(fr_cell cell, int T, int B, int H, int dirs, int nthreads);
-/* The unit where the two tasks of a batch-of-one step meet, or 0 for no split. The unit tasks
+/* The unit where the two tasks of a batch-of-one step meet, or 0 for no split (always 0 with
+ * variants != 0: recurrent dropout and zoneout run in the row loops only). The unit tasks
  * count 2*T completed tasks in an int (pool.h, fr_claim): T <= FR_UNITS_MAX_STEPS. */
 #define FR_UNITS_MAX_STEPS (0x7fffffff / 2)
-int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int nthreads);
+int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int variants,
+                      int nthreads);
 /* The unit where the two halves of a split cell step meet, or 0 for one thread. */
 int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int nthreads);
 /* 1 when fr_recur's fused mode (input projection inside the time loop) is expected to beat

@@ -72,6 +72,14 @@ static void SFX(gate_bias)(fr_cell_sizes n, int H, int u0, int nu, const REAL *b
     }
 }
 
+/* Zoneout of one row: cur (n) = z * prev + (1 - z) * cur, copied to y (n) unless y is NULL.
+ * z, prev, cur, y (n). */
+HOT static void SFX(zone)(int n, const REAL *RS z, const REAL *RS prev, REAL *RS cur, REAL *RS y)
+{
+    for (int j = 0; j < n; ++j) cur[j] = z[j] * prev[j] + ((REAL)1 - z[j]) * cur[j];
+    if (y) memcpy(y, cur, sizeof(REAL) * (size_t)n);
+}
+
 static int SFX(max_length)(int T, int b0, int b1, const int *lengths)
 {
     if (!lengths) return T;
@@ -111,8 +119,16 @@ static void SFX(fr_recur)(const fr_recur_args *a)
                                                            current step */
     REAL *xs = gx + (fused ? (ptrdiff_t)nb * GH : 0); /* fused: (nb,D) x rows gathered when their
                                                     positions differ (reverse with lengths) */
-    REAL *packed = xs + (fused ? (ptrdiff_t)nb * D : 0); /* (fr_packed_size(GH, H)) W_hh for STEP_MM */
+    REAL *hm = xs + (fused ? (ptrdiff_t)nb * D : 0); /* (nb,H) h * hmask, recurrent dropout */
+    REAL *hold = hm + (ptrdiff_t)nb * H;      /* (H) a row's h before its step, for zoneout */
+    REAL *cold = hold + H;                    /* (H) the same for c */
+    REAL *packed = cold + H;                  /* (fr_packed_size(GH, H)) W_hh for STEP_MM */
     REAL *packed_ih = packed + fr_packed_size(GH, H); /* fused: (fr_packed_size(GH, D)) W_ih */
+    const REAL *hmask = (const REAL *)a->hmask, *zh = (const REAL *)a->zh, *zc = (const REAL *)a->zc;
+    REAL *hdrop = hprev ? (REAL *)a->hdrop : NULL;
+    const int ldd = a->ldd;
+    /* the state the recurrent product reads: h itself, or its masked copy */
+    const REAL *hin = hmask ? hm : h;
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
     const int fast = STEP_FAST() && fr_pack_pays(maxlen, nb);
 
@@ -124,6 +140,7 @@ static void SFX(fr_recur)(const fr_recur_args *a)
                 if (t >= lengths[b]) {
                     memset(y + ((ptrdiff_t)t * B + b) * ldy, 0, sizeof(REAL) * H);
                     if (hprev) memset(hprev + ((ptrdiff_t)t * B + b) * ldh, 0, sizeof(REAL) * H);
+                    if (hdrop) memset(hdrop + ((ptrdiff_t)t * B + b) * ldd, 0, sizeof(REAL) * H);
                 }
     }
     /* b_ih and b_hh are added in the rows, not by the input GEMM: filling all T*B rows of act
@@ -157,18 +174,28 @@ static void SFX(fr_recur)(const fr_recur_args *a)
             if (fast) STEP_MM(nb, GH, D, xa, D, packed_ih, 0, gxs, GH);
             else SFX(gemm)(0, 1, nb, GH, D, xa, D, w_ih, D, (REAL)0, gxs, GH);
         }
-        if (fast) STEP_MM(nb, GH, H, h, H, packed, 0, gh, GH);
-        else SFX(gemm)(0, 1, nb, GH, H, h, H, w_hh, H, (REAL)0, gh, GH);
+        if (hmask)
+            for (ptrdiff_t m = 0; m < (ptrdiff_t)nb * H; ++m) hm[m] = h[m] * hmask[(ptrdiff_t)b0 * H + m];
+        if (fast) STEP_MM(nb, GH, H, hin, H, packed, 0, gh, GH);
+        else SFX(gemm)(0, 1, nb, GH, H, hin, H, w_hh, H, (REAL)0, gh, GH);
         for (int i = 0; i < nb; ++i) {
             const int b = b0 + i;
             if (lengths && s >= lengths[b]) continue;
             const ptrdiff_t row = (ptrdiff_t)SFX(pos)(s, b, T, reverse, lengths) * B + b;
-            REAL *hb = h + (ptrdiff_t)i * H;
+            REAL *hb = h + (ptrdiff_t)i * H, *cb = c + (ptrdiff_t)i * H;
             REAL *gxr = fused && !direct ? gx + (ptrdiff_t)i * GH : act + row * GH;
             REAL *auxr = hprev ? aux + row * A * H : aux_scratch;
             if (hprev) memcpy(hprev + row * ldh, hb, sizeof(REAL) * H);
-            k->fwd(H, (REAL)a->leak, gxr, H, gh + (ptrdiff_t)i * GH, bias, hb, c + (ptrdiff_t)i * H,
-                   y + row * ldy, auxr, H);
+            if (hdrop) memcpy(hdrop + row * ldd, hm + (ptrdiff_t)i * H, sizeof(REAL) * H);
+            if (zh) {
+                memcpy(hold, hb, sizeof(REAL) * H);
+                if (zc) memcpy(cold, cb, sizeof(REAL) * H);
+            }
+            k->fwd(H, (REAL)a->leak, gxr, H, gh + (ptrdiff_t)i * GH, bias, hb, cb, y + row * ldy, auxr, H);
+            if (zh) {
+                SFX(zone)(H, zh + row * H, hold, hb, y + row * ldy);
+                if (zc) SFX(zone)(H, zc + row * H, cold, cb, NULL);
+            }
             if (fused && hprev && !direct) memcpy(act + row * GH, gxr, sizeof(REAL) * GH);
         }
     }
@@ -197,8 +224,12 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
     REAL *dc = ws + (ptrdiff_t)2 * nb * H;        /* (nb,H) cell-state gradient (2 states), in place */
     REAL *step = ws + (ptrdiff_t)3 * nb * H;      /* (nb,GH) this step's recurrent-side gate gradients,
                                            gathered when rows sit at different time positions */
-    REAL *packed = step + (ptrdiff_t)nb * GH; /* (fr_packed_size(H, GH)) W_hh for STEP_MM */
+    REAL *prod = step + (ptrdiff_t)nb * GH; /* (nb,H) the step's product with W_hh before hmask */
+    REAL *zdh = prod + (ptrdiff_t)nb * H;  /* (H) the part of a row's dh that zoneout passes to h_prev */
+    REAL *zdc = zdh + H;                   /* (H) the same for dc */
+    REAL *packed = zdc + H;                /* (fr_packed_size(H, GH)) W_hh for STEP_MM */
     REAL *packed_ih = packed + fr_packed_size(H, GH); /* (fr_packed_size(D, GH)) W_ih, with dx */
+    const REAL *hmask = (const REAL *)a->hmask, *zh = (const REAL *)a->zh, *zc = (const REAL *)a->zc;
     /* Each step's recurrent-side gate gradients feed one product with W_hh. They are read
      * straight from dgx's rows, unless those rows sit at different time positions (reverse with
      * lengths) or differ from dgx (blocks past S, e.g. GRU's n block, scaled by r): then they
@@ -255,8 +286,22 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
                 for (int j = 0; j < H; ++j) dhb[j] += dyr[j];
             }
             if (dhs) memcpy(dhs + row * H, dhb, sizeof(REAL) * H);
+            REAL *dcb = dc + (ptrdiff_t)i * H;
+            if (zh) {
+                /* h = z h_prev + (1-z) h~: the cell's row sees (1-z) dh, h_prev gets z dh */
+                const REAL *z = zh + row * H;
+                for (int j = 0; j < H; ++j) { zdh[j] = z[j] * dhb[j]; dhb[j] *= (REAL)1 - z[j]; }
+                if (zc) {
+                    const REAL *zr = zc + row * H;
+                    for (int j = 0; j < H; ++j) { zdc[j] = zr[j] * dcb[j]; dcb[j] *= (REAL)1 - zr[j]; }
+                }
+            }
             k->bwd(H, (REAL)a->leak, act + row * GH, H, A ? aux + row * A * H : NULL, H,
-                   hprev + row * ldh, dhb, dc + (ptrdiff_t)i * H, d, e, H, dhpb);
+                   hprev + row * ldh, dhb, dcb, d, e, H, dhpb);
+            if (zh) {
+                SFX(add_to)(H, dhpb, zdh);
+                if (zc) SFX(add_to)(H, dcb, zdc);
+            }
             if (own_e) memcpy(dgh + row * RH, e + (ptrdiff_t)S * H, sizeof(REAL) * RH);
             else if (gathered) memcpy(e, d, sizeof(REAL) * GH);
             if (dbias) {
@@ -268,7 +313,12 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
         }
         const REAL *dstep = gathered
             ? step : dgx + ((ptrdiff_t)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
-        if (fast) STEP_MM(nb, H, GH, dstep, GH, packed, 1, dhp, H);
+        if (hmask) {
+            /* W_hh read h * hmask: its gradient reaches h through the mask */
+            if (fast) STEP_MM(nb, H, GH, dstep, GH, packed, 0, prod, H);
+            else SFX(gemm)(0, 0, nb, H, GH, dstep, GH, w_hh, H, (REAL)0, prod, H);
+            for (ptrdiff_t m = 0; m < (ptrdiff_t)nb * H; ++m) dhp[m] += prod[m] * hmask[(ptrdiff_t)b0 * H + m];
+        } else if (fast) STEP_MM(nb, H, GH, dstep, GH, packed, 1, dhp, H);
         else SFX(gemm)(0, 0, nb, H, GH, dstep, GH, w_hh, H, (REAL)1, dhp, H);
         if (lengths)
             for (int i = 0; i < nb; ++i)

@@ -94,10 +94,15 @@ static int unit_mid(int H)
     return mid < 1 ? 1 : mid > H - 1 ? H - 1 : mid;
 }
 
-int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int nthreads)
+int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int variants,
+                      int nthreads)
 {
-    /* T <= FR_UNITS_MAX_STEPS: the unit tasks count 2*T completed tasks in an int (pool.c) */
-    int ok = B == 1 && dirs == 1 && !has_lengths && H >= 2 && nthreads >= 2 && T <= FR_UNITS_MAX_STEPS;
+    /* T <= FR_UNITS_MAX_STEPS: the unit tasks count 2*T completed tasks in an int (pool.c).
+     * Recurrent dropout and zoneout live in the row loops only: a batch of one with them runs
+     * there as one row range (the split gains only on batches of one, which such training
+     * rarely uses). */
+    int ok = B == 1 && dirs == 1 && !has_lengths && !variants && H >= 2 && nthreads >= 2
+             && T <= FR_UNITS_MAX_STEPS;
     if (knobs.units >= 0) ok = ok && knobs.units;
     else ok = ok && T >= 4 && mul_sat((int64_t)fr_gates(cell) * H, H) >= knobs.unit_min_work;
     return ok ? unit_mid(H) : 0;
@@ -141,7 +146,7 @@ ptrdiff_t fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused
     const fr_cell_sizes n = fr_cell_info(cell);
     const int GH = n.gates * H;
     const int pack = T >= FR_PACK_MIN_STEPS;
-    return (ptrdiff_t)B * GH + (ptrdiff_t)2 * B * H + (ptrdiff_t)n.aux * H
+    return (ptrdiff_t)B * GH + (ptrdiff_t)3 * B * H + (ptrdiff_t)(n.aux + 2) * H
            + (ptrdiff_t)(2 * n.gates - n.shared) * H + (pack ? fr_packed_size(GH, H) : 0)
            + (fused ? (ptrdiff_t)B * GH + (ptrdiff_t)B * D + (pack ? fr_packed_size(GH, D) : 0) : 0);
 }
@@ -149,7 +154,7 @@ ptrdiff_t fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused
 ptrdiff_t fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H)
 {
     const int GH = fr_gates(cell) * H;
-    return (ptrdiff_t)3 * B * H + (ptrdiff_t)B * GH
+    return (ptrdiff_t)4 * B * H + (ptrdiff_t)2 * H + (ptrdiff_t)B * GH
            + (T >= FR_PACK_MIN_STEPS ? fr_packed_size(H, GH) + fr_packed_size(D, GH) : 0);
 }
 

@@ -41,6 +41,11 @@ cdef extern from "fastrnn.h" nogil:
         void *hprev
         int ldh
         void *aux
+        const void *hmask
+        void *hdrop
+        int ldd
+        const void *zh
+        const void *zc
         void *ws
     ctypedef struct fr_recur_backward_args:
         fr_cell cell
@@ -65,6 +70,9 @@ cdef extern from "fastrnn.h" nogil:
         void *dbias
         const void *w_ih
         void *dx
+        const void *hmask
+        const void *zh
+        const void *zc
         void *ws
     ctypedef struct fr_params_args:
         fr_cell cell
@@ -182,7 +190,8 @@ cdef extern from "fastrnn.h" nogil:
     int fr_plan_parts(int64_t work, int64_t limit, int nthreads)
     int fr_plan_row_ranges(fr_cell cell, int T, int B, int H, int dirs, int nthreads)
     enum: FR_UNITS_MAX_STEPS
-    int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int nthreads)
+    int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int variants,
+                          int nthreads)
     int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int nthreads)
     int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
     int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)

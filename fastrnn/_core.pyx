@@ -164,12 +164,14 @@ def plan_row_ranges(int cell, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int dirs
                               <int>H, dirs, _pool_threads)
 
 
-def plan_units_mid(int cell, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int dirs, bint has_lengths):
-    """The unit where the two tasks of a batch-of-one step meet, or None for no split."""
+def plan_units_mid(int cell, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int dirs, bint has_lengths,
+                   bint variants=False):
+    """The unit where the two tasks of a batch-of-one step meet, or None for no split (always
+    None with variants: recurrent dropout or zoneout, which only the row loops apply)."""
     cdef fr_cell_sizes n = _sizes(cell)
     _gh(n.gates, H, "the hidden size H")
     cdef int mid = fr_plan_units_mid(<fr_cell>cell, _dim(T, "the time steps T"), _dim(B, "the batch size B"),
-                                     <int>H, dirs, has_lengths, _pool_threads)
+                                     <int>H, dirs, has_lengths, variants, _pool_threads)
     return mid if mid else None
 
 
@@ -426,11 +428,15 @@ def project(int cell, x, w_ih, act, bint defer=False):
 
 def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b_hh, y,
           Py_ssize_t y_col, h_n, c_n, act, hprev, aux, double leak=1.0, x=None, w_ih=None,
-          Py_ssize_t h_col=0, bint defer=False):
+          Py_ssize_t h_col=0, hmask=None, hdrop=None, Py_ssize_t d_col=0, zh=None, zc=None,
+          bint defer=False):
     """Forward time loop for batch rows b0..b1-1; writes only those rows.
 
     Without x, act holds project()'s output. With x (T,B,D) and w_ih ("fused"), each step
-    projects its own rows; act is then written in training and may be None in inference."""
+    projects its own rows; act is then written in training and may be None in inference.
+    hmask (B,H): recurrent dropout (W_hh reads h * hmask); in training hdrop (T,B,W) receives
+    h * hmask in columns d_col..d_col+H. zh, zc (T,B,H): zoneout weights of the previous h and c
+    (zc only for LSTM). See fastrnn.h."""
     dtype = _float_dtype(y, "y")
     if not isinstance(y, np.ndarray) or y.ndim != 3:
         raise ValueError("y must be a 3-D (T, B, W) numpy array")
@@ -473,19 +479,37 @@ def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0,
     a.ldh = H
     a.hprev = _cols(hprev, "hprev", T, B, h_col, H, dtype, &a.ldh, NULLABLE, OUTPUT)
     a.aux = _ptr(aux, "aux", (T, B, A * H), dtype, REQUIRED, OUTPUT) if (A and hprev is not None) else NULL
+    a.hmask = _ptr(hmask, "hmask", (B, H), dtype, NULLABLE)
+    a.ldd = H
+    a.hdrop = NULL
+    if hmask is not None and hprev is not None:
+        a.hdrop = _cols(hdrop, "hdrop", T, B, d_col, H, dtype, &a.ldd, REQUIRED, OUTPUT)
+    elif hdrop is not None:
+        raise ValueError("hdrop is only written in training (hprev given) with hmask")
+    a.zh, a.zc = _zone(zh, zc, T, B, H, two, dtype)
     ws = _empty(1, fr_forward_ws_size(c, T, b1 - b0, a.D, H, fused), 0, 0, (<cnp.dtype>dtype).type_num)
     a.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
-    return _finish(&j, (lengths, h0, c0, w_hh, b_ih, b_hh, y, h_n, c_n, act, hprev, aux, x, w_ih, ws),
-                   defer)
+    return _finish(&j, (lengths, h0, c0, w_hh, b_ih, b_hh, y, h_n, c_n, act, hprev, aux, x, w_ih, ws,
+                        hmask, hdrop, zh, zc), defer)
+
+
+cdef (const void*, const void*) _zone(zh, zc, int T, int B, int H, bint two, dtype) except *:
+    """Zoneout weights: zh (T,B,H) or None; zc likewise, only for a cell with two states and
+    only together with zh."""
+    if zc is not None and (not two or zh is None):
+        raise ValueError("zc (zoneout of the cell state) needs zh and a cell with two states (LSTM)")
+    return _ptr(zh, "zh", (T, B, H), dtype, NULLABLE), _ptr(zc, "zc", (T, B, H), dtype, NULLABLE)
 
 
 def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, w_hh, act, hprev,
                    aux, dy, Py_ssize_t dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0,
-                   dhs=None, dbias=None, Py_ssize_t h_col=0, w_ih=None, dx=None, bint defer=False):
+                   dhs=None, dbias=None, Py_ssize_t h_col=0, w_ih=None, dx=None, hmask=None,
+                   zh=None, zc=None, bint defer=False):
     """Reverse time loop for batch rows b0..b1-1; writes their rows of dgx/dgh, dh0, dc0, and
     with dbias (G*H + (G-S)*H) these rows' share of the bias gradients (assigned).
     With dx (T,B,D) and w_ih, also these rows of dx (assigned; see dx_in_loop_pays): only for
-    a layer with one direction, and backward_params must then be given dx=None."""
+    a layer with one direction, and backward_params must then be given dx=None.
+    hmask, zh, zc: as given to recur()."""
     dtype = _float_dtype(act, "act")
     if act.ndim != 3 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("act must be 3-D and w_hh 2-D")
@@ -527,10 +551,12 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
         a.dx = _ptr(dx, "dx", (T, B, a.D), dtype, REQUIRED, OUTPUT)
     elif w_ih is not None:
         raise ValueError("w_ih is only used together with dx")
+    a.hmask = _ptr(hmask, "hmask", (B, H), dtype, NULLABLE)
+    a.zh, a.zc = _zone(zh, zc, T, B, H, two, dtype)
     ws = _empty(1, fr_backward_ws_size(c, T, b1 - b0, a.D, H), 0, 0, (<cnp.dtype>dtype).type_num)
     a.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     return _finish(&j, (lengths, w_hh, act, hprev, aux, dy, dh_n, dc_n, dh0, dc0, dgx, dgh, dhs,
-                        dbias, ws, w_ih, dx), defer)
+                        dbias, ws, w_ih, dx, hmask, zh, zc), defer)
 
 
 def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ssize_t r1, x, w_ih,
@@ -856,6 +882,7 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
         r.x, r.w_ih, r.h0, r.c0, r.w_hh, r.b_ih, r.b_hh = px, pwi, ph, pc, pwh, pbi, pbh
         r.y, r.ldy, r.h_n, r.c_n = cnp.PyArray_DATA(<cnp.ndarray>y), H, ph1, pc1
         r.act, r.hprev, r.ldh, r.aux = pact, php, H, paux
+        r.hmask, r.hdrop, r.ldd, r.zh, r.zc = NULL, NULL, H, NULL, NULL
         r.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
         with nogil:
             fr_recur(&r)

@@ -56,15 +56,17 @@ def _suffix(layer, direction):
 # Splitting it out lets a whole sequence do its input projection as one GEMM.
 # ---------------------------------------------------------------------------
 
-def _step_forward(mode, gi, w_hh, b_hh, h, c):
-    gh = h @ w_hh.T
+def _step_forward(mode, gi, w_hh, b_hh, h, c, hm=None):
+    # hm: recurrent dropout's (B, H) mask; W_hh sees h * hm, the gates' own h stays unmasked
+    hw = h if hm is None else h * hm
+    gh = hw @ w_hh.T
     if b_hh is not None:
         gh = gh + b_hh
     H = h.shape[1]
     if mode in ("RNN_TANH", "RNN_RELU"):
         a = gi + gh
         h1 = np.tanh(a) if mode == "RNN_TANH" else np.maximum(a, 0)
-        return h1, None, {"h": h, "pre": a, "h1": h1}
+        return h1, None, {"h": h, "hw": hw, "pre": a, "h1": h1}
     if mode == "LSTM":
         a = gi + gh
         i = _sigmoid(a[:, 0:H])
@@ -74,19 +76,21 @@ def _step_forward(mode, gi, w_hh, b_hh, h, c):
         c1 = f * c + i * g
         tc = np.tanh(c1)
         h1 = o * tc
-        return h1, c1, {"h": h, "c": c, "i": i, "f": f, "g": g, "o": o, "tc": tc}
+        return h1, c1, {"h": h, "hw": hw, "c": c, "i": i, "f": f, "g": g, "o": o, "tc": tc}
     # GRU
     r = _sigmoid(gi[:, 0:H] + gh[:, 0:H])
     z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
     ghn = gh[:, 2 * H:3 * H]
     n = np.tanh(gi[:, 2 * H:3 * H] + r * ghn)
     h1 = (1 - z) * n + z * h
-    return h1, None, {"h": h, "r": r, "z": z, "n": n, "ghn": ghn}
+    return h1, None, {"h": h, "hw": hw, "r": r, "z": z, "n": n, "ghn": ghn}
 
 
-def _step_backward(mode, sc, w_hh, dh1, dc1):
+def _step_backward(mode, sc, w_hh, dh1, dc1, hm=None):
     """Returns (dgi, dgh, dh, dc): dgi/dgh are the gradients w.r.t. the input
-    and hidden projections (pre-bias sums), dh excludes nothing (complete)."""
+    and hidden projections (pre-bias sums), dh excludes nothing (complete).
+    hm: the recurrent-dropout mask the forward step used (or None)."""
+    back = (lambda v: v @ w_hh) if hm is None else (lambda v: (v @ w_hh) * hm)
     if mode in ("RNN_TANH", "RNN_RELU"):
         if mode == "RNN_TANH":
             da = dh1 * (1 - sc["h1"] * sc["h1"])
@@ -95,7 +99,7 @@ def _step_backward(mode, sc, w_hh, dh1, dc1):
             da = dh1 * (sc["pre"] > 0)
         dgi = da
         dgh = da
-        dh = dgh @ w_hh
+        dh = back(dgh)
         return dgi, dgh, dh, None
     if mode == "LSTM":
         i, f, g, o, tc = sc["i"], sc["f"], sc["g"], sc["o"], sc["tc"]
@@ -109,7 +113,7 @@ def _step_backward(mode, sc, w_hh, dh1, dc1):
         dc = dct * f
         da = np.concatenate([di * i * (1 - i), df * f * (1 - f),
                              dg * (1 - g * g), do * o * (1 - o)], axis=1)
-        dh = da @ w_hh
+        dh = back(da)
         return da, da, dh, dc
     # GRU
     r, z, n, h = sc["r"], sc["z"], sc["n"], sc["h"]
@@ -120,7 +124,7 @@ def _step_backward(mode, sc, w_hh, dh1, dc1):
     daz = dz * z * (1 - z)
     dgi = np.concatenate([dar, daz, dan], axis=1)
     dgh = np.concatenate([dar, daz, dan * r], axis=1)
-    dh = dh1 * z + dgh @ w_hh
+    dh = dh1 * z + back(dgh)
     return dgi, dgh, dh, None
 
 
@@ -181,8 +185,11 @@ def cell_backward(cache, dh1, dc1=None):
 # One direction of one layer over a (sub)sequence with no padding in it
 # ---------------------------------------------------------------------------
 
-def _run_dir(mode, w, inp, h0, c0, reverse):
-    """inp (T, B, Din) all valid.  Returns (out (T, B, H), hT, cT, cache)."""
+def _run_dir(mode, w, inp, h0, c0, reverse, m=None):
+    """inp (T, B, Din) all valid.  Returns (out (T, B, H), hT, cT, cache).
+    m: this run's variant masks (see forward) sliced to its rows, or None."""
+    m = m or {}
+    hm, zh, zc = m.get("hmask"), m.get("zh"), m.get("zc")
     w_ih, w_hh, b_ih, b_hh = w
     T, B, Din = inp.shape
     H = w_hh.shape[1]
@@ -195,9 +202,15 @@ def _run_dir(mode, w, inp, h0, c0, reverse):
     h, c = h0, c0
     steps = [None] * T
     for t in order:
-        h, c, steps[t] = _step_forward(mode, gi_all[t], w_hh, b_hh, h, c)
+        hn, cn, steps[t] = _step_forward(mode, gi_all[t], w_hh, b_hh, h, c, hm)
+        if zh is not None:
+            # zoneout: each unit keeps its previous value with weight zh (c: zc)
+            hn = zh[t] * h + (1 - zh[t]) * hn
+            if cn is not None:
+                cn = zc[t] * c + (1 - zc[t]) * cn
+        h, c = hn, cn
         out[t] = h
-    cache = {"inp": inp, "steps": steps, "reverse": reverse}
+    cache = {"inp": inp, "steps": steps, "reverse": reverse, "hm": hm, "zh": zh, "zc": zc}
     return out, h, c, cache
 
 
@@ -218,11 +231,20 @@ def _run_dir_backward(mode, w, cache, dout, dhT, dcT):
     dgh_all = np.zeros((T, B, GH), dt)
     hprev_all = np.empty((T, B, H), dt)
     order = range(T) if cache["reverse"] else range(T - 1, -1, -1)
+    zh, zc = cache["zh"], cache["zc"]
     for t in order:
         dh1 = dh if dout is None else dh + dout[t]
         sc = steps[t]
-        dgi_all[t], dgh_all[t], dh, dc = _step_backward(mode, sc, w_hh, dh1, dc)
-        hprev_all[t] = sc["h"]
+        if zh is not None:
+            keep_h, dh1 = zh[t] * dh1, (1 - zh[t]) * dh1
+            if dc is not None:
+                keep_c, dc = zc[t] * dc, (1 - zc[t]) * dc
+        dgi_all[t], dgh_all[t], dh, dc = _step_backward(mode, sc, w_hh, dh1, dc, cache["hm"])
+        if zh is not None:
+            dh = dh + keep_h
+            if dc is not None:
+                dc = dc + keep_c
+        hprev_all[t] = sc["hw"]
     # weight gradients summed over all (t, b) rows in one GEMM each
     flat = dgi_all.reshape(T * B, GH)
     flat_h = dgh_all.reshape(T * B, GH)
@@ -239,8 +261,15 @@ def _run_dir_backward(mode, w, cache, dout, dhT, dcT):
 # ---------------------------------------------------------------------------
 
 def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
-            bidirectional=False):
+            bidirectional=False, masks=None):
     """Returns (y, h_n, c_n, cache); c_n is None unless mode == 'LSTM'.
+
+    masks: None, or per layer and direction (index layer*dirs+dir) a dict of the
+    cell variants' fixed masks, any of them None or absent:
+      hmask (B, H)    recurrent dropout: W_hh multiplies h * hmask
+      zh, zc (T,B,H)  zoneout: h = zh*h_prev + (1-zh)*h_cell at position (t, b),
+                      c likewise with zc (LSTM; h_cell = o*tanh(c_cell))
+      wmask (G*H, H)  weight dropout: W_hh * wmask replaces W_hh
 
     params: dict with PyTorch names; without bias_ih_l0 the network has no bias.
     x (T, B, D); h0/c0 (num_layers*dirs, B, H) or None (zeros);
@@ -295,6 +324,28 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
             raise ValueError("lengths must lie in 1..%d" % T)
         lengths = lengths.astype(np.int64)
 
+    masks = [dict(mk or {}) for mk in masks] if masks is not None else [{}] * (L * dirs)
+    if len(masks) != L * dirs:
+        raise ValueError("masks must have one entry per layer and direction (%d)" % (L * dirs))
+    wmasks = {}
+    for k in range(L):
+        for d in range(dirs):
+            wm = masks[k * dirs + d].get("wmask")
+            if wm is not None:
+                wmasks[(k, d)] = np.asarray(wm, dtype=dt)
+                w_ih_, w_hh_, b_ih_, b_hh_ = w[(k, d)]
+                w[(k, d)] = (w_ih_, w_hh_ * wmasks[(k, d)], b_ih_, b_hh_)
+
+    def rows(mk, b, n):
+        """The masks of sequence b's valid part."""
+        out = {}
+        if mk.get("hmask") is not None:
+            out["hmask"] = np.asarray(mk["hmask"], dtype=dt)[b:b + 1]
+        for z in ("zh", "zc"):
+            if mk.get(z) is not None:
+                out[z] = np.asarray(mk[z], dtype=dt)[:n, b:b + 1]
+        return out
+
     h_n = np.zeros((L * dirs, B, H), dt)
     c_n = np.zeros((L * dirs, B, H), dt) if mode == "LSTM" else None
     runs = {}
@@ -306,7 +357,9 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
             rev = d == 1
             cc = None if c0 is None else c0[idx]
             if lengths is None:
-                o, hT, cT, rc = _run_dir(mode, w[(k, d)], inp, h0[idx], cc, rev)
+                whole = {z: np.asarray(masks[idx][z], dtype=dt)
+                         for z in ("hmask", "zh", "zc") if masks[idx].get(z) is not None}
+                o, hT, cT, rc = _run_dir(mode, w[(k, d)], inp, h0[idx], cc, rev, whole)
                 out[:, :, d * H:(d + 1) * H] = o
                 h_n[idx] = hT
                 if c_n is not None:
@@ -318,7 +371,7 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
                     n = lengths[b]
                     o, hT, cT, rc = _run_dir(
                         mode, w[(k, d)], inp[:n, b:b + 1], h0[idx, b:b + 1],
-                        None if cc is None else cc[b:b + 1], rev)
+                        None if cc is None else cc[b:b + 1], rev, rows(masks[idx], b, n))
                     out[:n, b:b + 1, d * H:(d + 1) * H] = o
                     h_n[idx, b:b + 1] = hT
                     if c_n is not None:
@@ -329,7 +382,7 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
     y = inp
     cache = {"mode": mode, "num_layers": L, "dirs": dirs, "H": H, "T": T, "B": B,
              "D": x.shape[2], "dtype": dt, "lengths": lengths, "w": w,
-             "has_bias": has_bias, "runs": runs}
+             "has_bias": has_bias, "runs": runs, "wmasks": wmasks}
     return y, h_n, c_n, cache
 
 
@@ -383,7 +436,9 @@ def backward(cache, dy=None, dh_n=None, dc_n=None):
                         None if a is None else a + bb for a, bb in zip(gw, gwb))
             s = _suffix(k, d)
             grads["weight_ih" + s] = gw[0]
-            grads["weight_hh" + s] = gw[1]
+            # weight dropout: the gradient of W_hh reaches it through its mask
+            wm = cache["wmasks"].get((k, d))
+            grads["weight_hh" + s] = gw[1] if wm is None else gw[1] * wm
             if cache["has_bias"]:
                 grads["bias_ih" + s] = gw[2]
                 grads["bias_hh" + s] = gw[3]

@@ -242,8 +242,14 @@ class _RNNBase(_Module):
     leak = 1.0
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
+                 recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0):
         super().__init__(dtype, seed)
+        # each a probability p < 1: p = 1 would drop every recurrent input or weight, or freeze
+        # the state for ever
+        self.recurrent_dropout = in_range(recurrent_dropout, "recurrent_dropout", 0, 1)
+        self.zoneout = in_range(zoneout, "zoneout", 0, 1)
+        self.weight_dropout = in_range(weight_dropout, "weight_dropout", 0, 1)
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.num_layers = positive_int(num_layers, "num_layers")
@@ -272,6 +278,8 @@ class _RNNBase(_Module):
     def __repr__(self):
         extra = f", nonlinearity={self.nonlinearity!r}" if self.mode.startswith("RNN") else ""
         extra += f", leak={self.leak}" if self.leak != 1.0 else ""
+        for name in ("recurrent_dropout", "zoneout", "weight_dropout"):
+            extra += f", {name}={getattr(self, name)}" if getattr(self, name) else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
                 f"bidirectional={self.bidirectional}{extra}, dtype={self.dtype.name})")
@@ -297,6 +305,41 @@ class _RNNBase(_Module):
     def _names(layer, direction):
         sfx = f"_l{layer}" + ("_reverse" if direction else "")
         return tuple(n + sfx for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+    def _bernoulli(self, shape, p):
+        """A float mask of `shape`, 1 with probability p (to 2**-32), from the layer's generator:
+        32 random bits per element, compared with p * 2**32 (several times faster than
+        generator.random(), and these masks are drawn every training call)."""
+        n = int(np.prod(shape))
+        bits = self._rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]
+        return (bits < np.uint32(min(round(p * 2.0 ** 32), 2 ** 32 - 1))).astype(self.dtype).reshape(shape)
+
+    def _draw_masks(self, T, B):
+        """Per layer and direction (index layer*dirs+dir) the variants' masks for one call, or
+        None when no variant is on: hmask (B,H) recurrent dropout (scaled by 1/keep), zh and zc
+        (T,B,H) zoneout weights of the previous h and c, wmask (G*H,H) weight dropout (scaled).
+        Training draws them from the layer's generator, in this order, before anything else of
+        the call; eval mode is deterministic: no dropout masks, zoneout's expectation p."""
+        rd, zo, wd = self.recurrent_dropout, self.zoneout, self.weight_dropout
+        if not (rd or zo or wd):
+            return None
+        H, G, lstm = self.hidden_size, self._kind.gates, self._kind.states == 2
+        out = []
+        z_eval = np.full((T, B, H), zo, self.dtype) if zo and not self.training else None
+        for _ in range(self.num_layers * self.num_directions):
+            m = {"hmask": None, "zh": None, "zc": None, "wmask": None}
+            if self.training:
+                if rd:
+                    m["hmask"] = self._bernoulli((B, H), 1.0 - rd) / self.dtype.type(1.0 - rd)
+                if zo:
+                    m["zh"] = self._bernoulli((T, B, H), zo)
+                    m["zc"] = self._bernoulli((T, B, H), zo) if lstm else None
+                if wd:
+                    m["wmask"] = self._bernoulli((G * H, H), 1.0 - wd) / self.dtype.type(1.0 - wd)
+            elif zo:
+                m["zh"], m["zc"] = z_eval, z_eval if lstm else None
+            out.append(m)
+        return out
 
     def _state_shape(self, B):
         return (self.num_layers * self.num_directions, B, self.hidden_size)
@@ -346,9 +389,11 @@ class _RNNBase(_Module):
         h_n = np.empty(S, self.dtype)
         c_n = np.empty(S, self.dtype) if self._kind.states == 2 else None
         G = self._kind.gates
+        masks = self._draw_masks(T, B)
         chunks = _row_ranges(self._cell, T, B, H, dirs)
         # a batch of one: where its steps split by hidden units, or None
-        mid = _core.plan_units_mid(self._cell, T, B, H, dirs, lengths is not None)
+        mid = _core.plan_units_mid(self._cell, T, B, H, dirs, lengths is not None,
+                                   bool(self.recurrent_dropout or self.zoneout))
         layers = []
         inp = x
         for layer in range(self.num_layers):
@@ -357,6 +402,11 @@ class _RNNBase(_Module):
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = map(self._params.get, self._names(layer, d))
                 k = layer * dirs + d
+                mk = masks[k] if masks is not None else {}
+                hmask, zh, zc, wmask = mk.get("hmask"), mk.get("zh"), mk.get("zc"), mk.get("wmask")
+                if wmask is not None:
+                    # DropConnect: the loops run with W_hh * mask, drawn once for the call
+                    w_hh = mk["w_hh"] = w_hh * wmask
                 c0k = None if c0 is None else c0[k]
                 c_nk = None if c_n is None else c_n[k]
                 fused = mid is None and _core.fused_pays(self._cell, self.dtype, T, _min_rows(chunks),
@@ -369,6 +419,9 @@ class _RNNBase(_Module):
                 if record:
                     xh[..., :D] = inp
                 aux = self._buffer(("aux", k), (T, B, self._kind.aux * H)) if record else None
+                # Recurrent dropout: [x | h * mask] is what the weights saw (both weight gradients
+                # still come from one GEMM); the rows' unmasked h is kept beside it.
+                hp = self._buffer(("hp", k), (T, B, H)) if record and hmask is not None else None
                 if not fused:
                     _project(self._cell, inp, w_ih, act)
                 if mid is not None:
@@ -381,15 +434,18 @@ class _RNNBase(_Module):
                                                 aux=aux, leak=self.leak, sync=sync, shared=shared,
                                                 defer=True)
                               for part in (0, 1)]
-                    saved.append((act, xh, aux))
+                    saved.append((act, xh, aux, None, mk))
                     continue
                 tasks += [_core.recur(self._cell, b0=b0, b1=b1, reverse=bool(d), lengths=lengths,
                                       h0=h0[k], c0=c0k, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, y=y,
-                                      y_col=d * H, h_n=h_n[k], c_n=c_nk, act=act, hprev=xh, h_col=D,
+                                      y_col=d * H, h_n=h_n[k], c_n=c_nk, act=act,
+                                      hprev=xh if hp is None else hp, h_col=D if hp is None else 0,
                                       aux=aux, leak=self.leak, x=inp if fused else None,
-                                      w_ih=w_ih if fused else None, defer=True)
+                                      w_ih=w_ih if fused else None, hmask=hmask,
+                                      hdrop=xh if hp is not None else None, d_col=D, zh=zh, zc=zc,
+                                      defer=True)
                           for b0, b1 in chunks]
-                saved.append((act, xh, aux))
+                saved.append((act, xh, aux, hp, mk))
             _run(tasks)
             mask = None
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
@@ -437,7 +493,8 @@ class _RNNBase(_Module):
         G, nsum = self._kind.gates, self._kind.shared  # nsum: blocks where b_ih and b_hh add up
         RH = (G - nsum) * H  # recurrent-side gradient columns of the other blocks (GRU: n)
         chunks = _row_ranges(self._cell, T, B, H, dirs)
-        mid = _core.plan_units_mid(self._cell, T, B, H, dirs, lengths is not None)
+        mid = _core.plan_units_mid(self._cell, T, B, H, dirs, lengths is not None,
+                                   bool(self.recurrent_dropout or self.zoneout))
         p, g = self._params, self.grads
         dhs_all = [np.empty((T, B, H), self.dtype) for _ in range(S[0])] if state_grads else [None] * S[0]
         for layer in reversed(range(self.num_layers)):
@@ -453,7 +510,8 @@ class _RNNBase(_Module):
                 dc_nk = None if dc_n is None else dc_n[k]
                 dc0k = None if dc0 is None else dc0[k]
                 w_ih, w_hh, b_ih, b_hh = self._names(layer, d)
-                act, xh, aux = saved[d]
+                act, xh, aux, hp, mk = saved[d]
+                w_hh_used = mk.get("w_hh", p[w_hh])  # W_hh * mask under weight dropout
                 D = inp.shape[2]
                 # scratch shared by all layers: every layer's gate gradients have one shape
                 dgx = self._buffer(("dgx", d), (T, B, G * H))
@@ -468,7 +526,7 @@ class _RNNBase(_Module):
                     shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, mid, True),
                                       self.dtype)
                     tasks += [_core.recur_backward_units(
-                                  self._cell, mid=mid, part=part, reverse=bool(d), w_hh=p[w_hh],
+                                  self._cell, mid=mid, part=part, reverse=bool(d), w_hh=w_hh_used,
                                   act=act, hprev=xh, h_col=D, aux=aux, dy=dy, dy_col=d * H,
                                   dh_n=dh_nk, dc_n=dc_nk, dh0=dh0[k], dc0=dc0k, dgx=dgx, dgh=dgh,
                                   leak=self.leak, dhs=dhs_all[k], dbias=dbias if self.bias else None,
@@ -480,19 +538,29 @@ class _RNNBase(_Module):
                                                                       D, H) else None
                 tasks += [_core.recur_backward(
                               self._cell, b0=b0, b1=b1, reverse=bool(d), lengths=lengths,
-                              w_hh=p[w_hh], act=act, hprev=xh, h_col=D, aux=aux, dy=dy, dy_col=d * H,
+                              w_hh=w_hh_used, act=act, hprev=xh if hp is None else hp,
+                              h_col=D if hp is None else 0, aux=aux, dy=dy, dy_col=d * H,
                               dh_n=dh_nk, dc_n=dc_nk, dh0=dh0[k], dc0=dc0k, dgx=dgx, dgh=dgh,
                               leak=self.leak, dhs=dhs_all[k], dbias=dbias[i],
-                              w_ih=None if loop_dx is None else p[w_ih], dx=loop_dx, defer=True)
+                              w_ih=None if loop_dx is None else p[w_ih], dx=loop_dx,
+                              hmask=mk.get("hmask"), zh=mk.get("zh"), zc=mk.get("zc"), defer=True)
                           for i, (b0, b1) in enumerate(chunks)]
             _run(tasks)
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = self._names(layer, d)
                 dgx, dgh, dbias = grads[d]
+                wmask = saved[d][4].get("wmask")
+                # weight dropout: the loops' W_hh was W_hh * mask, so its gradient goes back
+                # through the mask (accumulated in a scratch first, as the engine adds)
+                dw_hh = g[w_hh] if wmask is None else self._buffer(("dwm", layer, d), (G * H, H))
+                if wmask is not None:
+                    dw_hh.fill(0)
                 _params_grads(self._cell, saved[d][1], p[w_ih], dgx, dgh,
                               dx if loop_dx is None else None, d > 0,
-                              (g[w_ih], g[w_hh]),
+                              (g[w_ih], dw_hh),
                               self._buffer(("dwc", layer, d), (G * H, inp.shape[2] + H)), lengths)
+                if wmask is not None:
+                    g[w_hh] += dw_hh * wmask
                 if self.bias:
                     db = dbias.sum(axis=0) if len(dbias) > 1 else dbias[0]
                     g[b_ih] += db[:G * H]
@@ -533,14 +601,14 @@ class RNN(_RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
-                 leak=1.0):
+                 leak=1.0, recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.leak = in_range(leak, "leak", 0, 1, "(]")
         self.nonlinearity = nonlinearity
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed)
+                         bidirectional, dtype, seed, recurrent_dropout, zoneout, weight_dropout)
 
 
 class GRU(_RNNBase):

@@ -58,6 +58,11 @@ def _refuse_leaky(model, target):
         if isinstance(l, RNN) and getattr(l, "leak", 1.0) != 1.0:
             raise ValueError(f"an RNN with leak={l.leak} (leaky-integrator units) has no {target} "
                              "equivalent; only leak=1 layers convert")
+        # zoneout changes the eval-mode recurrence (h = p h_prev + (1-p) h_cell); recurrent and
+        # weight dropout do not (their eval mode is the plain layer), so those convert
+        if getattr(l, "zoneout", 0.0):
+            raise ValueError(f"a layer with zoneout={l.zoneout} has no {target} equivalent (its "
+                             "inference mixes in the previous state); only zoneout=0 layers convert")
 
 
 def torch_state_dict(model, mapping=None, tensors=False):

@@ -1,0 +1,341 @@
+"""Cell variants fused in the C loops: recurrent (variational) dropout, zoneout, weight dropout.
+
+Each option is checked three ways: float64 finite differences of every gradient of the engine
+with the masks held fixed (the layer's generator re-seeded before each call, so every call
+draws the same masks); the engine against fastrnn.reference given the masks the layer drew
+(float64 and float32, on every engine path); and the layer's behaviour (eval mode deterministic
+and equal to the expectation, masks from the seeded generator, errors, save/load).
+"""
+import numpy as np
+import pytest
+
+import fastrnn as fr
+from fastrnn import _core, reference
+from fd import numeric_grad
+from tolerances import tolerance
+
+CLASSES = {"RNN_TANH": (fr.RNN, {"nonlinearity": "tanh"}), "LSTM": (fr.LSTM, {}), "GRU": (fr.GRU, {})}
+OPTIONS = ("recurrent_dropout", "zoneout", "weight_dropout")
+
+# (T, B, D, H, num_layers, bidirectional, lengths, bias)
+CONFIGS = [
+    (1, 1, 1, 1, 1, False, None, True),
+    (4, 3, 2, 3, 1, True, [4, 1, 3], True),
+    (4, 3, 3, 2, 2, True, [2, 4, 3], True),
+    (3, 2, 1, 2, 2, False, [3, 1], False),
+]
+CFG_IDS = dict(ids=lambda c: f"T{c[0]}B{c[1]}D{c[2]}H{c[3]}L{c[4]}{'bi' if c[5] else ''}"
+               f"{'ragged' if c[6] else ''}{'' if c[7] else 'nobias'}")
+EPS = 1e-6
+MASK_SEED = 1234
+
+
+@pytest.fixture
+def plan_knobs():
+    saved = _core.plan_knobs()
+    yield _core.plan_knobs
+    _core.plan_knobs(**saved)
+
+
+def build(mode, D, H, L=1, bi=False, bias=True, dtype=np.float64, seed=0, **opts):
+    cls, kw = CLASSES[mode]
+    return cls(D, H, num_layers=L, bidirectional=bi, bias=bias, dtype=dtype, seed=seed, **kw, **opts)
+
+
+def run(m, x, h0=None, c0=None, lengths=None):
+    if isinstance(m, fr.LSTM):
+        y, (h, c) = m(x, None if h0 is None else (h0, c0), lengths=lengths)
+        return y, h, c
+    y, h = m(x, h0, lengths=lengths)
+    return y, h, None
+
+
+def fixed(m):
+    """Every call of m draws the same masks from here on (FD needs a fixed function)."""
+    m._rng = np.random.default_rng(MASK_SEED)
+
+
+def inputs(mode, cfg, dtype=np.float64, seed=42):
+    T, B, D, H, L, bi, lengths, bias = cfg
+    rng = np.random.default_rng(seed)
+    S = (L * (2 if bi else 1), B, H)
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    h0 = (rng.standard_normal(S) * 0.5).astype(dtype)
+    c0 = (rng.standard_normal(S) * 0.5).astype(dtype) if mode == "LSTM" else None
+    lengths = None if lengths is None else np.array(lengths)
+    cot = [rng.standard_normal((T, B, S[0] // L * H)).astype(dtype), rng.standard_normal(S).astype(dtype),
+           rng.standard_normal(S).astype(dtype)]
+    if lengths is not None:
+        cot[0][np.arange(T)[:, None] >= lengths[None, :]] = 1e3  # padding must not matter
+    return x, h0, c0, lengths, cot
+
+
+def backward(m, cot):
+    if isinstance(m, fr.LSTM):
+        dx, (dh0, dc0) = m.backward(cot[0], (cot[1], cot[2]))
+        return dx, dh0, dc0
+    dx, dh0 = m.backward(cot[0], cot[1])
+    return dx, dh0, None
+
+
+def opts_for(option, p=0.5):
+    return {option: p}
+
+
+# ---- finite differences ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("mode", list(CLASSES))
+@pytest.mark.parametrize("cfg", CONFIGS, **CFG_IDS)
+def test_gradients_match_finite_differences_with_fixed_masks(option, mode, cfg):
+    T, B, D, H, L, bi, _, bias = cfg
+    m = build(mode, D, H, L, bi, bias, **opts_for(option))
+    x, h0, c0, lengths, cot = inputs(mode, cfg)
+
+    def loss():
+        fixed(m)
+        y, h, c = run(m, x, h0, c0, lengths)
+        return np.sum(y * cot[0]) + np.sum(h * cot[1]) + (np.sum(c * cot[2]) if c is not None else 0.0)
+
+    m.zero_grad()
+    loss()
+    dx, dh0, dc0 = backward(m, cot)
+    checks = [("x", dx, x), ("h0", dh0, h0)] + ([("c0", dc0, c0)] if c0 is not None else [])
+    checks += [(k, m.grads[k], v) for k, v in m.parameters().items()]
+    worst = 0.0
+    for name, analytic, arr in checks:
+        numeric = numeric_grad(loss, arr, EPS)
+        worst = max(worst, float(np.max(np.abs(analytic - numeric))))
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=f"{option} {mode} d{name}")
+    print(f"FD max |error| {option} {mode}: {worst:.2e}")
+
+
+# ---- engine vs the NumPy reference -------------------------------------------------------------
+
+def reference_run(m, mode, x, h0, c0, lengths, masks, cot):
+    L, bi = m.num_layers, m.bidirectional
+    y, h, c, cache = reference.forward(mode, m.state_dict(), x, h0, c0, lengths, L, bi, masks=masks)
+    dx, dh0, dc0, grads = reference.backward(cache, cot[0], cot[1], cot[2] if mode == "LSTM" else None)
+    return (y, h, c), (dx, dh0, dc0), grads
+
+
+def check_against_reference(m, mode, cfg, dtype):
+    x, h0, c0, lengths, cot = inputs(mode, cfg, dtype)
+    fixed(m)
+    masks = m._draw_masks(x.shape[0], x.shape[1])
+    fixed(m)
+    m.zero_grad()
+    out = run(m, x, h0, c0, lengths)
+    dx = backward(m, cot)
+    want_out, want_d, want_g = reference_run(m, mode, x, h0, c0, lengths, masks, cot)
+    tf, tg = tolerance(dtype, "forward"), tolerance(dtype, "grad")
+    for got, want, name in zip(out + dx, want_out + want_d, ("y", "h_n", "c_n", "dx", "dh0", "dc0")):
+        if want is not None:
+            np.testing.assert_allclose(got, want, err_msg=name, **(tf if name in ("y", "h_n", "c_n") else tg))
+    for k, g in want_g.items():
+        np.testing.assert_allclose(m.grads[k], g, err_msg=k, **tg)
+    return masks
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("mode", list(CLASSES))
+def test_engine_equals_reference_float64(option, mode):
+    cfg = (5, 3, 2, 4, 2, True, [5, 2, 4], True)
+    m = build(mode, 2, 4, 2, True, **opts_for(option, 0.3))
+    masks = check_against_reference(m, mode, cfg, np.float64)
+    # the masks are real masks: some units dropped or zoned out, some not
+    key = {"recurrent_dropout": "hmask", "zoneout": "zh", "weight_dropout": "wmask"}[option]
+    vals = np.concatenate([mk[key].ravel() for mk in masks])
+    assert (vals == 0).any() and (vals != 0).any()
+
+
+PATHS = {  # plan.c's choices, forced: every path the plain layer can take
+    "fused": dict(fused=True, dx_in_loop=False),
+    "unfused": dict(fused=False, dx_in_loop=False),
+    "dx_in_loop": dict(fused=True, dx_in_loop=True),
+    "row_split": dict(fused=True, min_parallel_work=1),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("mode", list(CLASSES))
+def test_engine_equals_reference_float32_on_every_path(plan_knobs, path, option, mode):
+    """float32 at a shape where the packed micro-kernels run (B >= 4, T >= 4), one direction (dx
+    in the loop needs it) and two (the reverse loop with ragged lengths)."""
+    plan_knobs(**PATHS[path])
+    threads = fr.get_num_threads()
+    fr.set_num_threads(2)
+    try:
+        for bi, lengths in ((False, None), (True, [9, 3, 7, 9, 1, 5, 8, 2])):
+            cfg = (9, 8, 16, 16, 1, bi, lengths, True)
+            m = build(mode, 16, 16, 1, bi, dtype=np.float32, **opts_for(option, 0.3))
+            check_against_reference(m, mode, cfg, np.float32)
+    finally:
+        fr.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("mode", list(CLASSES))
+def test_a_batch_of_one_leaves_the_unit_split_to_plain_layers(plan_knobs, option, mode):
+    """plan.c refuses the unit-split path for recurrent dropout and zoneout; weight dropout
+    runs there (it only changes W_hh)."""
+    plan_knobs(units=True)
+    threads = fr.get_num_threads()
+    fr.set_num_threads(2)
+    try:
+        variants = option != "weight_dropout"
+        m = build(mode, 3, 16, 1, False, dtype=np.float32, **opts_for(option, 0.3))
+        assert _core.plan_units_mid(m._cell, 8, 1, 16, 1, False, False) is not None
+        assert (_core.plan_units_mid(m._cell, 8, 1, 16, 1, False, variants) is None) == variants
+        check_against_reference(m, mode, (8, 1, 3, 16, 1, False, None, True), np.float32)
+    finally:
+        fr.set_num_threads(threads)
+
+
+# ---- layer behaviour ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("mode", list(CLASSES))
+def test_eval_mode_is_deterministic_and_the_expectation(option, mode):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 3, 2))
+    m = build(mode, 2, 5, 2, True, **opts_for(option, 0.4)).eval()
+    plain = build(mode, 2, 5, 2, True).eval()
+    plain.load_state_dict(m.state_dict())
+    a, b = run(m, x), run(m, x)
+    for u, v in zip(a, b):
+        if u is not None:
+            np.testing.assert_array_equal(u, v)
+    if option == "zoneout":
+        # eval keeps p of the previous state: h = p h_prev + (1-p) h_cell (Krueger et al.)
+        T, B, H = 6, 3, 5
+        z = np.full((T, B, H), 0.4)
+        masks = [{"zh": z, "zc": z if mode == "LSTM" else None}] * 4
+        want = reference.forward(mode, m.state_dict(), x, num_layers=2, bidirectional=True, masks=masks)
+        np.testing.assert_allclose(a[0], want[0], **tolerance(np.float64, "forward"))
+        assert not np.allclose(a[0], run(plain, x)[0])
+    else:  # dropout's expectation is the plain layer (inverted dropout scales in training)
+        for u, v in zip(a, run(plain, x)):
+            if u is not None:
+                np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_training_masks_come_from_the_seeded_generator_once_per_call(option):
+    x = np.random.default_rng(1).standard_normal((7, 4, 3)).astype(np.float32)
+    m1, m2 = (build("LSTM", 3, 8, dtype=np.float32, seed=5, **opts_for(option, 0.3)) for _ in range(2))
+    y1, y2 = run(m1, x)[0], run(m2, x)[0]
+    np.testing.assert_array_equal(y1, y2)            # same seed, same masks
+    assert not np.array_equal(run(m1, x)[0], y1)      # a new call draws new masks
+    plain = build("LSTM", 3, 8, dtype=np.float32, seed=5)
+    assert not np.allclose(y1, run(plain, x)[0])      # and they do something
+
+
+def test_recurrent_dropout_mask_is_one_per_sequence():
+    """A zero of the mask removes that unit of h from every step's W_hh product of that row:
+    with all of a row's units dropped, the row runs as if W_hh were zero."""
+    m = build("GRU", 2, 4, recurrent_dropout=0.5)
+    x = np.random.default_rng(3).standard_normal((5, 2, 2))
+    fixed(m)
+    (mk,) = m._draw_masks(5, 2)
+    fixed(m)
+    y = run(m, x)[0]
+    assert set(np.unique(mk["hmask"])) <= {0.0, 2.0}
+    mk = {"hmask": np.array([[0.0] * 4, [2.0] * 4])}
+    y, _, _, _ = reference.forward("GRU", m.state_dict(), x, masks=[mk])
+    w0 = dict(m.state_dict(), weight_hh_l0=np.zeros((12, 4)))
+    y0, _, _, _ = reference.forward("GRU", w0, x)
+    np.testing.assert_allclose(y[:, 0], y0[:, 0], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"recurrent_dropout": 1.0}, "recurrent_dropout"), ({"recurrent_dropout": -0.1}, "recurrent_dropout"),
+    ({"zoneout": 1.0}, "zoneout"), ({"zoneout": float("nan")}, "zoneout"),
+    ({"weight_dropout": 1.5}, "weight_dropout"), ({"weight_dropout": -1}, "weight_dropout"),
+])
+def test_nonsense_values_are_refused(kw, match):
+    for mode in CLASSES:
+        with pytest.raises(ValueError, match=match):
+            build(mode, 2, 3, **kw)
+
+
+def test_bridge_refuses_a_cell_state_zoneout_without_a_cell_state():
+    T, B, H = 2, 1, 3
+    z = np.zeros((T, B, H))
+    args = dict(b0=0, b1=B, reverse=False, lengths=None, h0=np.zeros((B, H)), c0=None,
+                w_hh=np.zeros((3 * H, H)), b_ih=None, b_hh=None, y=np.empty((T, B, H)), y_col=0,
+                h_n=np.empty((B, H)), c_n=None, act=np.zeros((T, B, 3 * H)), hprev=None, aux=None)
+    with pytest.raises(ValueError, match="zc"):
+        _core.recur(fr.GRU(1, H)._cell, zh=z, zc=z, **args)
+    with pytest.raises(ValueError, match="hdrop"):
+        _core.recur(fr.GRU(1, H)._cell, hmask=np.ones((B, H)), hdrop=np.empty((T, B, H)), **args)
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_options_survive_save_and_load(tmp_path, option):
+    m = fr.Sequential([fr.LSTM(2, 6, bidirectional=True, **opts_for(option, 0.25)), fr.LastStep(), fr.Dense(1)],
+                      seed=0)
+    m.compile("mse", fr.Adam(0.01))
+    x = np.random.default_rng(0).standard_normal((8, 5, 2)).astype(np.float32)
+    m.fit(x, x[:, -1, :1], epochs=1, verbose=0)
+    m.save(tmp_path / "v.frnn")
+    m2 = fr.load(tmp_path / "v.frnn")
+    assert getattr(m2.layers[0].layer, option) == 0.25
+    assert m2.get_config() == m.get_config()
+    np.testing.assert_array_equal(m2.predict(x), m.predict(x))
+
+
+# ---- learning: each option regularises an overfitting model ------------------------------------
+
+def _overfit_data(n, seed, T=30):
+    """A noisy sum over 30 steps of one input: with 40 training sequences a GRU of 64 units
+    fits the noise, through W_hh (W_ih is 3*64 x 1)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, T, 1)).astype(np.float32)
+    y = X[:, :, 0].sum(1, keepdims=True) / np.float32(np.sqrt(T)) + np.float32(0.5) * rng.standard_normal((n, 1))
+    return X, y.astype(np.float32)
+
+
+def _fit_and_score(**opts):
+    Xtr, ytr = _overfit_data(40, 0)
+    Xva, yva = _overfit_data(400, 1)
+    train, val = [], []
+    for seed in range(4):
+        m = fr.Sequential([fr.GRU(1, 64, **opts), fr.LastStep(), fr.Dense(1)], seed=seed)
+        m.compile("mse", fr.Adam(0.01))
+        m.fit(Xtr, ytr, epochs=60, batch_size=10, verbose=0)
+        train.append(m.evaluate(Xtr, ytr)["loss"])
+        val.append(m.evaluate(Xva, yva)["loss"])
+    return float(np.mean(train)), float(np.mean(val))
+
+
+@pytest.fixture(scope="module")
+def plain_overfit():
+    return _fit_and_score()
+
+
+@pytest.mark.parametrize("option,p", [("recurrent_dropout", 0.5), ("weight_dropout", 0.5), ("zoneout", 0.4)])
+def test_option_reduces_the_validation_gap_of_an_overfitting_model(plain_overfit, option, p):
+    """Measured (4 seeds): plain train 0.02 / val 0.50; recurrent dropout 0.16 / 0.38, weight
+    dropout 0.17 / 0.45, zoneout 0.14 / 0.38. The option must cut the gap by a third and lower
+    the validation loss itself (a model that merely fits worse would not)."""
+    tr0, va0 = plain_overfit
+    assert va0 - tr0 > 0.3  # the plain model does overfit
+    tr, va = _fit_and_score(**{option: p})
+    assert va - tr < (2 / 3) * (va0 - tr0), (tr, va, tr0, va0)
+    assert va < 0.95 * va0, (va, va0)
+
+
+def test_zoneout_layers_do_not_convert_and_dropout_variants_do():
+    """Zoneout's inference differs from the plain layer's, so no PyTorch or ONNX layer equals
+    it; the dropout variants are the plain layer at inference and convert."""
+    z = fr.Sequential([fr.GRU(2, 3, zoneout=0.2), fr.LastStep(), fr.Dense(1)], seed=0)
+    with pytest.raises(ValueError, match="zoneout"):
+        fr.torch_state_dict(z)
+    pytest.importorskip("onnx")
+    with pytest.raises(ValueError, match="zoneout"):
+        fr.to_onnx(z)
+    d = fr.Sequential([fr.GRU(2, 3, recurrent_dropout=0.2, weight_dropout=0.2), fr.LastStep(), fr.Dense(1)],
+                      seed=0)
+    assert set(fr.torch_state_dict(d)) >= {"0.weight_hh_l0"}

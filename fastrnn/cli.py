@@ -183,9 +183,10 @@ def _plot_train(path, history, t_axis, truth, pred, free, title, band=None):
     return True
 
 
-def _epoch_lines(epochs, what):
+def _epoch_lines(epochs, what, member=0, members=1):
     """A Callback printing one line per epoch on stderr (no progress bar: stderr is no TTY)."""
     from .train.callbacks import Callback
+    who = f"network {member + 1}/{members}, " if members > 1 else ""
 
     class EpochLines(Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -193,7 +194,7 @@ def _epoch_lines(epochs, what):
 
         def on_epoch_end(self, epoch, logs=None):
             vals = ", ".join(f"{k} {v:.4g}" for k, v in (logs or {}).items())
-            print(f"epoch {epoch + 1}/{epochs}: {vals} ({what}; "
+            print(f"{who}epoch {epoch + 1}/{epochs}: {vals} ({what}; "
                   f"{time.perf_counter() - self.t0:.2f} s)", file=sys.stderr, flush=True)
     return EpochLines()
 
@@ -231,7 +232,8 @@ def _split(n, fraction):
 def _fit_kw(args, cell):
     return dict(cell=cell, hidden=args.hidden, layers=args.layers, window=args.window,
                 horizon=args.horizon, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                seed=args.seed, transform=args.transform, quantiles=args.quantiles)
+                seed=args.seed, transform=args.transform, quantiles=args.quantiles,
+                ensemble=args.ensemble, combine=args.combine)
 
 
 def _default_output(args, cell, s):
@@ -252,11 +254,20 @@ def _transform_line(r):
             f"its last 25% under each: {scores})")
 
 
+def _networks(r, cell):
+    return cell.upper() + (f" (mean of {r.ensemble} seeds)" if r.ensemble > 1 else "")
+
+
 def _errors_line(r, cell, unit):
-    return (f"test MSE ({unit}; {len(r.origins)} forecasts of {r.truth.shape[1]} step"
-            f"{'s' if r.truth.shape[1] > 1 else ''}): {cell.upper()} {r.mse:.5g}, "
-            f"repeat-last-value {r.last_mse:.5g}, {r.ar!r}"
-            f"{'' if r.transform == 'none' else ' of the ' + r.transform} {r.ar_mse:.5g}")
+    ar = f"{r.ar!r}{'' if r.transform == 'none' else ' of the ' + r.transform}"
+    head = (f"test MSE ({unit}; {len(r.origins)} forecasts of {r.truth.shape[1]} step"
+            f"{'s' if r.truth.shape[1] > 1 else ''}): ")
+    base = f"repeat-last-value {r.last_mse:.5g}, {ar} {r.ar_mse:.5g}"
+    if r.combine == "none":
+        return head + f"{_networks(r, cell)} {r.mse:.5g}, " + base
+    return (head + f"forecast {r.mse:.5g}, " + base + f", {_networks(r, cell)} alone "
+            f"{r.net_mse:.5g}; the forecast is the mean of the {cell.upper()} and the {r.ar!r} "
+            "forecasts (--combine none: the network alone)")
 
 
 def cmd_train(args, out=None):
@@ -274,7 +285,8 @@ def cmd_train(args, out=None):
     if not args.quiet:
         print(f"progress: loss = training {loss_name}, val_loss = {loss_name} on the test part, both "
               "on the normalised scale (the transformed series over its training std)", file=out)
-    cbs = None if (args.quiet or tty) else [_epoch_lines(args.epochs, "normalised scale")]
+    cbs = None if (args.quiet or tty) else \
+        (lambda k: [_epoch_lines(args.epochs, "normalised scale", k, args.ensemble)])
     out.flush()
     try:
         r = fit_forecaster(series, n_train, verbose=0 if args.quiet or not tty else 1, callbacks=cbs,
@@ -285,7 +297,9 @@ def cmd_train(args, out=None):
         raise CLIError(str(e)) from None
     print(_transform_line(r), file=out)
     unit = "raw scale" + (f", squared units of {s.column!r}" if s is not None else "")
-    print(f"trained {args.epochs} epochs in {r.seconds:.1f} s; " + _errors_line(r, cell, unit), file=out)
+    times = f"{args.ensemble} networks x " if args.ensemble > 1 else ""
+    print(f"trained {times}{args.epochs} epochs in {r.seconds:.1f} s; " + _errors_line(r, cell, unit),
+          file=out)
     if r.quant is not None:
         cov = ", ".join(f"q{q:g} {c:.0%}" for q, c in r.coverage.items())
         lo, hi, inside = r.interval
@@ -296,7 +310,7 @@ def cmd_train(args, out=None):
     meta = dict(r.meta, column=None if s is None else s.column, source=source, model=cell,
                 cell=cell, hidden=args.hidden, layers=args.layers, missing=args.missing,
                 delimiter=None if s is None else s.delimiter, test_mse=r.mse,
-                last_value_mse=r.last_mse, ar_mse=r.ar_mse, ar_p=r.ar.p)
+                last_value_mse=r.last_mse, ar_mse=r.ar_mse, ar_p=r.ar.p, network_mse=r.net_mse)
     model = r.model
     try:
         _save_with_meta(model, output, meta)
@@ -317,7 +331,8 @@ def cmd_train(args, out=None):
             print(f"plot saved to {os.path.abspath(plot)}", file=out)
         else:
             print("no plot: matplotlib is not installed (pip install 'fastrnn[plot]')", file=out)
-    return {"test_mse": r.mse, "naive_mse": r.last_mse, "ar_mse": r.ar_mse, "model": output,
+    return {"test_mse": r.mse, "naive_mse": r.last_mse, "ar_mse": r.ar_mse,
+            "network_mse": r.net_mse, "model": output,
             "seconds": r.seconds, "transform": r.transform, "result": r}
 
 
@@ -344,11 +359,14 @@ def cmd_backtest(args, out=None):
         raise CLIError(f"{e}; lower --lr (now {args.lr:g}) and try again") from None
     except ValueError as e:
         raise CLIError(str(e)) from None
-    table = {cell.upper(): [r.mse for r in res], "repeat-last-value": [r.last_mse for r in res],
+    first = cell.upper() if args.combine == "none" else "forecast"
+    table = {first: [r.mse for r in res], "repeat-last-value": [r.last_mse for r in res],
              "AR": [r.ar_mse for r in res]}
+    if args.combine != "none":
+        table[f"{cell.upper()} alone"] = [r.net_mse for r in res]
     summary = ", ".join(f"{k} {np.mean(v):.5g} ± {np.std(v):.2g}" for k, v in table.items())
     wins = sum(r.mse < min(r.last_mse, r.ar_mse) for r in res)
-    print(f"test MSE over {K} folds ({unit}), mean ± std: {summary}; the model beats both "
+    print(f"test MSE over {K} folds ({unit}), mean ± std: {summary}; the {first} beats both "
           f"baselines in {wins} of {K} folds", file=out)
     return {k: float(np.mean(v)) for k, v in table.items()} | {"folds": res}
 
@@ -397,6 +415,14 @@ def cmd_predict(args, out=None):
     if name not in ("none", "diff", "log-diff"):
         raise CLIError(f"{path}: unknown transform {name!r} in its cli.json")
     meta["transform"] = name
+    if meta.get("combine", "none") not in ("ar", "none"):
+        raise CLIError(f"{path}: unknown combine {meta['combine']!r} in its cli.json")
+    if meta.get("combine") == "ar":
+        from .forecasting import ARBaseline
+        try:
+            ARBaseline.from_dict(meta.get("combine_ar") or {})
+        except ValueError as e:
+            raise CLIError(f"{path}: its cli.json's AR model is unusable: {e}") from None
     window = int(meta["window"])
     context = window + (0 if name == "none" else 1)
     column = args.column if args.column is not None else meta.get("column")
@@ -590,6 +616,12 @@ def _model_options(t):
     t.add_argument("--quantiles", type=_quantiles, metavar="Q,Q,...",
                    help="also forecast these quantiles (e.g. 0.1,0.5,0.9; pinball loss; 0.5 is "
                         "added and is the point forecast); reports their coverage on the test part")
+    t.add_argument("--ensemble", type=_positive("--ensemble"), default=3,
+                   help="networks trained from seeds --seed, --seed+1, ...; their forecasts are "
+                        "averaged (saved as one model)")
+    t.add_argument("--combine", choices=("ar", "none"), default="ar",
+                   help="ar: the forecast is the mean of the networks' and the AR baseline's "
+                        "(robust on short and noisy series); none: the networks alone")
     t.add_argument("--batch-size", type=_positive("--batch-size"), default=64, help="windows per update")
     t.add_argument("--lr", type=_positive("--lr", float), default=0.005, help="Adam learning rate")
     t.add_argument("--test-fraction", type=_fraction, default=0.2,

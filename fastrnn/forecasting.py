@@ -19,6 +19,17 @@ its scale multiplicative". The test part is never looked at.
 Baselines, on the same test origins and horizon as the network: repeat-the-last-value, and an
 AR(p) model fitted by Yule-Walker (``lore.AR``) on the transformed training part, p <= window
 chosen by AIC -- the linear model with the network's own view of the past.
+
+The forecast. By default (``ensemble=3, combine="ar"``) it is the equal-weight mean of an
+ensemble of networks (the same architecture from different seeds) and of that AR model. One
+network trained on a short or noisy series fits part of its noise, and which part depends on
+the seed: on 160 quarters of US real GDP single networks range from 0.96x to 1.6x the AR error.
+Averaging seeds removes most of that variance, and averaging with the AR model removes most of
+the rest -- forecast combination with equal weights, which beats estimated weights more often
+than not (Stock & Watson 2004; Smith & Wallis 2009). ``combine="none"`` gives the networks
+alone. The ensemble is saved as one ordinary model: its members are folded into one wider layer
+whose weights are block-diagonal (``merge_members``), so ``fr.load`` and ``predict`` need
+nothing else; the AR coefficients go into ``meta``.
 """
 import time
 
@@ -29,10 +40,11 @@ from .train import losses as _losses
 
 __all__ = ["TRANSFORMS", "apply_transform", "input_windows", "target_windows", "invert",
            "choose_transform", "ARBaseline", "last_value", "PinballLoss", "build_model",
-           "fold_normalisation", "fit_forecaster", "predict", "closed_loop", "backtest",
-           "TrainingDiverged"]
+           "fold_normalisation", "merge_members", "fit_forecaster", "predict", "closed_loop",
+           "backtest", "TrainingDiverged", "COMBINE"]
 
 TRANSFORMS = ("none", "diff", "log-diff")
+COMBINE = ("ar", "none")
 
 
 class TrainingDiverged(RuntimeError):
@@ -156,6 +168,30 @@ class ARBaseline:
         return invert(self.transform, np.asarray(x, np.float64)[origins],
                       _cumulative(self.transform, steps))
 
+    def to_dict(self):
+        """JSON-serialisable state (what ``from_dict`` reads back)."""
+        d = {"transform": self.transform, "max_p": self.max_p, "p": self.p, "mean": self.mean}
+        if self.ar is not None:
+            d.update(ar_mean=self.ar.mean, phi=[float(v) for v in self.ar.phi])
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        """The model ``to_dict`` described; d comes from a model file, so it is checked."""
+        try:
+            self = cls(str(d["transform"]), int(d["max_p"]))
+            offset(self.transform)
+            self.mean = float(d["mean"])
+            if d.get("phi") is not None:
+                phi = np.asarray(d["phi"], np.float64).reshape(-1)
+                if phi.size < 1 or not np.isfinite(phi).all():
+                    raise ValueError("AR coefficients must be finite numbers")
+                self.ar = AR(phi.size)
+                self.ar.phi, self.ar.mean, self.p = phi, float(d["ar_mean"]), phi.size
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not an AR model description: {e!r}") from None
+        return self
+
     def __repr__(self):
         return f"AR({self.p})"
 
@@ -218,6 +254,39 @@ def fold_normalisation(model, mean, std, out_mean=None, out_std=None):
     p["1.bias"][...] = p["1.bias"] * os_ + om
 
 
+def merge_members(models):
+    """One model computing the mean of ``models`` (networks of ``build_model`` with one
+    architecture): its recurrent layers are the members' side by side -- gate block g of the
+    wide layer holds every member's block g, and the recurrent and layer-to-layer weights are
+    block-diagonal, so no member sees another's units -- and its Dense averages their outputs.
+    Exact: the wide model's outputs are the mean of the members' outputs."""
+    if len(models) == 1:
+        return models[0]
+    eng = models[0].layers[0].layer
+    cell = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}[type(eng).__name__]
+    M, H, L = len(models), eng.hidden_size, eng.num_layers
+    ps = [m.parameters() for m in models]
+    wide = build_model(cell, M * H, L, ps[0]["1.bias"].size)
+    pw = wide.parameters()
+    G = pw["0.weight_hh_l0"].shape[0] // (M * H)
+    for name, w in pw.items():
+        if name.startswith("1."):
+            continue
+        w[...] = 0
+        for m, pm in enumerate(ps):
+            src = pm[name]
+            for g in range(G):
+                rows = slice(g * M * H + m * H, g * M * H + (m + 1) * H)
+                part = src[g * H:(g + 1) * H]
+                if w.ndim == 1 or name == "0.weight_ih_l0":
+                    w[rows] = part                       # every member reads the same input
+                else:
+                    w[rows, m * H:(m + 1) * H] = part    # a member sees only its own units
+    pw["1.weight"][...] = np.concatenate([pm["1.weight"] for pm in ps], axis=1) / M
+    pw["1.bias"][...] = np.mean([pm["1.bias"] for pm in ps], axis=0)
+    return wide
+
+
 def _representable(*values):
     a = np.abs(np.concatenate([np.ravel(v) for v in values]))
     return bool(np.isfinite(a).all() and a.max() < 1e30)
@@ -236,13 +305,20 @@ class ForecastResult:
 
 def fit_forecaster(series, n_train, cell="lstm", hidden=64, layers=1, window=40, horizon=1,
                    epochs=30, batch_size=64, lr=0.005, seed=0, transform="auto", quantiles=None,
-                   verbose=0, callbacks=None, validate=True):
+                   ensemble=3, combine="ar", verbose=0, callbacks=None, validate=True):
     """Train a forecaster on ``series[:n_train]`` and test it on the rest (every origin whose
     horizon lies in the test part). ``transform``: "auto" or one of TRANSFORMS. ``quantiles``:
     None (MSE loss, point forecasts) or levels in (0, 1) (pinball loss; 0.5 is added if absent
-    and is the point forecast). Raises ValueError for unusable data or settings and
+    and is the point forecast). ``ensemble``: networks trained from seeds seed, seed+1, ...;
+    ``combine``: "ar" (the forecast is the mean of the ensemble and the AR baseline; quantiles
+    move with it) or "none" (the ensemble alone). ``callbacks``: a list, or a function of the
+    member index returning one. Raises ValueError for unusable data or settings and
     TrainingDiverged."""
     from .train import Adam
+    if combine not in COMBINE:
+        raise ValueError(f"combine must be one of {', '.join(COMBINE)}, got {combine!r}")
+    if isinstance(ensemble, bool) or not isinstance(ensemble, (int, np.integer)) or ensemble < 1:
+        raise ValueError(f"ensemble must be a positive integer, got {ensemble!r}")
     x = np.asarray(series, np.float64)
     n = len(x)
     if transform == "auto":
@@ -290,31 +366,43 @@ def fit_forecaster(series, n_train, cell="lstm", hidden=64, layers=1, window=40,
         return (((X - in_mean) / in_std)[..., None].astype(np.float32),
                 np.repeat(Yn, Q, axis=1).astype(np.float32))
 
-    model = build_model(cell, hidden, layers, horizon * Q, seed)
-    model.compile(loss=PinballLoss(qs) if qs else "mse", optimizer=Adam(lr, clipnorm=1.0))
+    members, histories = [], []
     t0 = time.perf_counter()
-    hist = model.fit(*norm(Xtr, Ytr), epochs=epochs, batch_size=batch_size,
-                     validation_data=norm(Xte, Yte) if validate else None, verbose=verbose,
-                     callbacks=callbacks)
+    for k in range(int(ensemble)):
+        model = build_model(cell, hidden, layers, horizon * Q, seed + k)
+        model.compile(loss=PinballLoss(qs) if qs else "mse", optimizer=Adam(lr, clipnorm=1.0))
+        hist = model.fit(*norm(Xtr, Ytr), epochs=epochs, batch_size=batch_size,
+                         validation_data=norm(Xte, Yte) if validate else None, verbose=verbose,
+                         callbacks=callbacks(k) if callable(callbacks) else callbacks)
+        if not all(np.isfinite(w).all() for w in model.parameters().values()):
+            # A step with a finite loss but a huge learning rate can still overflow the
+            # weights; such a model predicts NaN.
+            raise TrainingDiverged("training diverged: the weights are no longer finite"
+                                   + (f" ({model.stop_reason.split(';')[0]})" if model.stop_reason else ""))
+        members.append(model)
+        histories.append(hist.history)
     seconds = time.perf_counter() - t0
-    if not all(np.isfinite(w).all() for w in model.parameters().values()):
-        # A step with a finite loss but a huge learning rate can still overflow the weights;
-        # such a model predicts NaN.
-        raise TrainingDiverged("training diverged: the weights are no longer finite"
-                               + (f" ({model.stop_reason.split(';')[0]})" if model.stop_reason else ""))
+    model = merge_members(members)
     fold_normalisation(model, in_mean, in_std, np.repeat(out_mean, Q), np.repeat(out_std, Q))
+    ar = ARBaseline(name, window).fit(x[:n_train])
     meta = {"transform": name, "window": int(window), "horizon": int(horizon),
-            "context": int(window + off), "quantiles": qs,
+            "context": int(window + off), "quantiles": qs, "ensemble": int(ensemble),
+            "member_hidden": int(hidden), "combine": combine,
+            "combine_ar": ar.to_dict() if combine == "ar" else None,
             "transform_scores": scores, "transform_reason": reason,
             "train_mean": in_mean, "train_std": in_std,
             "target_mean": [float(v) for v in out_mean], "target_std": [float(v) for v in out_std]}
     pred, quant = predict(model, meta, x, test_origins)
+    net = pred if combine == "none" else predict(model, dict(meta, combine="none"), x, test_origins)[0]
     truth = target_windows(x, "none", horizon, test_origins)
-    ar = ARBaseline(name, window).fit(x[:n_train])
+    # every key of the members' histories, averaged over the members epoch by epoch
+    history = {k: list(np.mean([h[k] for h in histories], axis=0)) for k in histories[0]}
     res = ForecastResult(model=model, meta=meta, origins=test_origins, truth=truth, pred=pred,
-                         quant=quant, history=hist.history, seconds=seconds, transform=name,
-                         transform_scores=scores, transform_reason=reason, ar=ar,
+                         quant=quant, history=history, histories=histories, seconds=seconds,
+                         transform=name, transform_scores=scores, transform_reason=reason, ar=ar,
+                         ensemble=int(ensemble), combine=combine,
                          mse=float(np.mean((pred - truth) ** 2)),
+                         net_mse=float(np.mean((net - truth) ** 2)),
                          last_mse=float(np.mean((last_value(x, test_origins, horizon) - truth) ** 2)),
                          ar_mse=float(np.mean((ar.forecast(x, test_origins, horizon) - truth) ** 2)),
                          coverage=None, interval=None, pinball=None)
@@ -329,7 +417,8 @@ def predict(model, meta, x, origins):
     """Level forecasts of a model made by ``fit_forecaster`` (``meta`` as it returned, or as a
     model file of ``fastrnn train`` stores it; older files: transform "none") from each origin
     of the raw series ``x``: (point (N, horizon), quantiles (N, horizon, Q) or None). Quantile
-    forecasts are sorted, so they never cross."""
+    forecasts are sorted, so they never cross. With ``meta["combine"] == "ar"`` the point
+    forecast is the mean of the network's and the AR model's, and the quantiles move with it."""
     name = meta.get("transform") or "none"
     window = int(meta["window"])
     x = check_series(x, name)
@@ -339,11 +428,19 @@ def predict(model, meta, x, origins):
     qs = meta.get("quantiles")
     last = x[origins]
     if not qs:
-        return invert(name, last, out), None
-    Q = len(qs)
-    quant = np.sort(out.reshape(len(origins), -1, Q), axis=-1)
-    quant = invert(name, last, quant)
-    return quant[..., qs.index(0.5)], quant
+        point = invert(name, last, out)
+    else:
+        Q = len(qs)
+        quant = np.sort(out.reshape(len(origins), -1, Q), axis=-1)
+        quant = invert(name, last, quant)
+        point = quant[..., qs.index(0.5)]
+    if meta.get("combine", "none") == "ar":
+        ar = ARBaseline.from_dict(meta.get("combine_ar") or {})
+        shift = 0.5 * (ar.forecast(x, origins, point.shape[1]) - point)
+        point = point + shift
+        if qs:
+            quant = quant + shift[..., None]      # the band moves with its median
+    return point, (quant if qs else None)
 
 
 def closed_loop(model, meta, context, steps):

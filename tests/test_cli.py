@@ -48,10 +48,16 @@ def test_train_progress_is_one_line_per_epoch_when_stderr_is_no_terminal(tmp_pat
     rc, out, err = run(["train", "--epochs", "2", "--hidden", "4", "--window", "8", "--plot", "none",
                         "-o", str(tmp_path / "m.frnn")], capsys)
     assert rc == 0 and "\r" not in err and "\r" not in out
-    lines = [l for l in err.splitlines() if l.startswith("epoch ")]
-    assert [l.split(":")[0] for l in lines] == ["epoch 1/2", "epoch 2/2"]
+    lines = [l for l in err.splitlines() if "epoch " in l]
+    assert [l.split(":")[0] for l in lines] == [f"network {k}/3, epoch {e}/2" for k in (1, 2, 3)
+                                                for e in (1, 2)]
     assert all("val_loss" in l and "normalised scale" in l for l in lines)
     assert "normalised scale" in out and "test MSE (raw scale" in out
+    # one network: no "network k/K" prefix
+    rc, out, err = run(["train", "--epochs", "2", "--hidden", "4", "--window", "8", "--plot", "none",
+                        "--ensemble", "1", "-o", str(tmp_path / "m.frnn")], capsys)
+    lines = [l for l in err.splitlines() if "epoch " in l]
+    assert rc == 0 and [l.split(":")[0] for l in lines] == ["epoch 1/2", "epoch 2/2"]
 
 
 def test_train_csv_then_predict_csv(tmp_path, capsys, series_csv):
@@ -347,5 +353,38 @@ def test_backtest_reports_folds_and_mean_std(tmp_path, capsys):
                         "--epochs", "3", "--hidden", "8", "--window", "10"], capsys)
     assert rc == 0, err
     assert len(re.findall(r"^fold \d/3: origin \d+", out, re.M)) == 3
-    assert re.search(r"test MSE over 3 folds .*mean ± std: LSTM [\d.]+ ± [\d.e+-]+, repeat-last-value", out)
+    assert re.search(r"test MSE over 3 folds .*mean ± std: forecast [\d.]+ ± [\d.e+-]+, repeat-last-value "
+                     r"[\d.]+ ± [\d.e+-]+, AR [\d.]+ ± [\d.e+-]+, LSTM alone [\d.]+ ± [\d.e+-]+; the "
+                     r"forecast beats", out)
     assert not any(p.suffix == ".frnn" for p in tmp_path.iterdir())
+
+
+def test_predict_reproduces_the_combined_forecast_and_refuses_a_bad_ar_description(tmp_path, capsys):
+    import io
+    import json
+    import zipfile
+    src = os.path.join(FIXTURES, "sunspots_yearly.csv")
+    m = tmp_path / "m.frnn"
+    args = cli.build_parser().parse_args(
+        ["train", "-q", "--csv", src, "--epochs", "2", "--hidden", "4", "--window", "10",
+         "--ensemble", "2", "--plot", "none", "-o", str(m)])
+    r = cli.cmd_train(args, out=io.StringIO())["result"]
+    assert r.combine == "ar" and r.ensemble == 2
+    rc, out, err = run(["predict", "-m", str(m), "--csv", src], capsys)
+    assert rc == 0, err
+    rows = list(csv.DictReader(out.splitlines()))
+    context = r.meta["context"]
+    got = np.array([float(rows[o - (context - 1)]["pred_1"]) for o in r.origins])
+    np.testing.assert_allclose(got, r.pred[:, 0], rtol=2e-6)
+    # the AR half comes from the file's cli.json, which is untrusted: a broken one is refused
+    with zipfile.ZipFile(m) as z:
+        entries = {n: z.read(n) for n in z.namelist()}
+    meta = json.loads(entries[cli.CLI_META])
+    meta["combine_ar"]["phi"] = ["x"]
+    entries[cli.CLI_META] = json.dumps(meta).encode()
+    bad = tmp_path / "bad.frnn"
+    with zipfile.ZipFile(bad, "w") as z:
+        for n, data in entries.items():
+            z.writestr(n, data)
+    rc, out, err = run(["predict", "-m", str(bad), "--csv", src], capsys)
+    assert rc != 0 and "AR model is unusable" in err and "Traceback" not in err

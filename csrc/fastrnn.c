@@ -90,6 +90,12 @@ ptrdiff_t fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int m
                            : units_shared_size_f32(cell, T, H, mid, backward);
 }
 
+void fr_bernoulli(fr_dtype dtype, void *out, ptrdiff_t n, uint64_t seed, double p, double scale)
+{
+    if (dtype == FR_F64) fr_bernoulli_f64(out, n, seed, p, scale);
+    else fr_bernoulli_f32(out, n, seed, p, scale);
+}
+
 void fr_job_run(const fr_job *j)
 {
     switch (j->kind) {

@@ -284,6 +284,9 @@ void fr_recur_units(const fr_units_args *a);
 void fr_recur_backward_units(const fr_units_backward_args *a);
 void fr_cell_units(const fr_cell_units_args *a);
 void fr_job_run(const fr_job *job);
+/* out (n) of dtype: scale with probability p, else 0, element i from a hash of (seed, i): the
+ * variants' masks (a seed per mask drawn from the layer's generator). Any thread, no state. */
+void fr_bernoulli(fr_dtype dtype, void *out, ptrdiff_t n, uint64_t seed, double p, double scale);
 
 /* ---- plan.c: every "does this pay" decision, every threshold, every workspace size ------- */
 

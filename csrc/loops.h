@@ -597,6 +597,41 @@ static void SFX(fr_recur_backward_units)(const fr_units_backward_args *a)
     }
 }
 
+/* ---- random masks --------------------------------------------------------------------- */
+/* out (n) = scale where u_i < p * 2^32, else 0, with u_i a counter-based hash of (seed, i):
+ * the same mask whatever the threads or the order, and 32-bit arithmetic that vectorises
+ * (a T*B*H zoneout mask from the generator's own draws cost about as much as a plain RNN's
+ * training step; this is a few percent of it). */
+static inline uint32_t SFX(mix32)(uint32_t x)
+{
+    /* "lowbias32" (C. Wellons' hash prospector): full avalanche in two multiplies */
+    x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
+    return x;
+}
+
+HOT static void SFX(bernoulli_block)(uint32_t n, uint32_t k0, uint32_t k1, uint32_t thr, REAL scale,
+                                     REAL *RS out)
+{
+    for (uint32_t j = 0; j < n; ++j) {
+        const uint32_t u = SFX(mix32)(SFX(mix32)(j ^ k0) + k1);
+        out[j] = u < thr ? scale : (REAL)0;
+    }
+}
+
+static void SFX(fr_bernoulli)(void *out, ptrdiff_t n, uint64_t seed, double p, double scale)
+{
+    const double t = p * 4294967296.0;
+    const uint32_t thr = t >= 4294967295.0 ? 0xffffffffU : t <= 0 ? 0U : (uint32_t)(t + 0.5);
+    const ptrdiff_t block = (ptrdiff_t)1 << 30; /* indices of a block fit the 32-bit counter */
+    for (ptrdiff_t b0 = 0; b0 < n; b0 += block) {
+        /* each block gets its own key from the seed and its number */
+        const uint64_t key = seed + 0x9E3779B97F4A7C15ULL * (uint64_t)(b0 / block);
+        const ptrdiff_t m = n - b0 < block ? n - b0 : block;
+        SFX(bernoulli_block)((uint32_t)m, SFX(mix32)((uint32_t)key), SFX(mix32)((uint32_t)(key >> 32) ^ 0x85ebca6bU),
+                             thr, (REAL)scale, (REAL *)out + b0);
+    }
+}
+
 /* The next inclusion defines these again for the other dtype. */
 #undef REAL
 #undef SFX

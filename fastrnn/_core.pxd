@@ -1,7 +1,7 @@
 # The C contract (csrc/fastrnn.h, csrc/pool.h) as Cython sees it: one struct of named fields per
 # kernel call, a job as a tagged union of them. Shapes and rules are documented in fastrnn.h.
 from libc.stddef cimport ptrdiff_t
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "fastrnn.h" nogil:
     ctypedef int fr_cell
@@ -196,6 +196,7 @@ cdef extern from "fastrnn.h" nogil:
     int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
     int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
 
+    void fr_bernoulli(fr_dtype dtype, void *out, ptrdiff_t n, uint64_t seed, double p, double scale) nogil
     void fr_set_num_threads(int n)
     int fr_get_num_threads()
 

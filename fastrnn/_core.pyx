@@ -20,7 +20,7 @@ import numpy as np
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.limits cimport INT_MAX
-from libc.stdint cimport INT64_MAX
+from libc.stdint cimport INT64_MAX, uint64_t
 
 cnp.import_array()
 
@@ -668,6 +668,20 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
     backward_params(cell, 0, GH, 0, <Py_ssize_t>T * B, x, w_ih, hprev, dgx, dgh, dx, accumulate_dx,
                     dw_ih, dw_hh, db_ih, db_hh, lengths=lengths)
     return dh0, dc0
+
+
+def bernoulli(out, double p, double scale, uint64_t seed):
+    """Fill out (float32 or float64, C-contiguous) with scale with probability p, else 0;
+    element i is a hash of (seed, i), so a seed gives one mask whatever the threads."""
+    if not (0.0 <= p <= 1.0):
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    dtype = _float_dtype(out, "out")
+    cdef void *o = _ptr(out, "out", tuple(out.shape), dtype, REQUIRED, OUTPUT)
+    cdef ptrdiff_t n = out.size
+    cdef fr_dtype dt = _dtype_of(dtype)
+    with nogil:
+        fr_bernoulli(dt, o, n, seed, p, scale)
+    return out
 
 
 def units_shared_size(int cell, dtype, Py_ssize_t T, Py_ssize_t H, int mid, bint backward):

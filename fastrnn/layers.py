@@ -306,36 +306,40 @@ class _RNNBase(_Module):
         sfx = f"_l{layer}" + ("_reverse" if direction else "")
         return tuple(n + sfx for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
-    def _bernoulli(self, shape, p):
-        """A float mask of `shape`, 1 with probability p (to 2**-32), from the layer's generator:
-        32 random bits per element, compared with p * 2**32 (several times faster than
-        generator.random(), and these masks are drawn every training call)."""
-        n = int(np.prod(shape))
-        bits = self._rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]
-        return (bits < np.uint32(min(round(p * 2.0 ** 32), 2 ** 32 - 1))).astype(self.dtype).reshape(shape)
+    def _bernoulli(self, out, p, scale=1.0):
+        """Fill `out` (of the layer's dtype) with `scale` with probability p and 0 otherwise:
+        one seed from the layer's generator, the elements from a counter-based hash in C
+        (fr_bernoulli). Drawing a T*B*H zoneout mask element by element from the generator
+        cost as much as a plain RNN's whole training step."""
+        return _core.bernoulli(out, p, scale, int(self._rng.bit_generator.random_raw()))
 
-    def _draw_masks(self, T, B):
+    def _draw_masks(self, T, B, shared=False):
         """Per layer and direction (index layer*dirs+dir) the variants' masks for one call, or
         None when no variant is on: hmask (B,H) recurrent dropout (scaled by 1/keep), zh and zc
         (T,B,H) zoneout weights of the previous h and c, wmask (G*H,H) weight dropout (scaled).
         Training draws them from the layer's generator, in this order, before anything else of
-        the call; eval mode is deterministic: no dropout masks, zoneout's expectation p."""
+        the call; eval mode is deterministic: no dropout masks, zoneout's expectation p.
+        The masks live in the layer's buffers (shared: the training cache's, else the calling
+        thread's), valid until its next call."""
         rd, zo, wd = self.recurrent_dropout, self.zoneout, self.weight_dropout
         if not (rd or zo or wd):
             return None
         H, G, lstm = self.hidden_size, self._kind.gates, self._kind.states == 2
         out = []
-        z_eval = np.full((T, B, H), zo, self.dtype) if zo and not self.training else None
-        for _ in range(self.num_layers * self.num_directions):
+        if zo and not self.training:
+            z_eval = self._buffer(("z_eval",), (T, B, H), shared)
+            z_eval.fill(zo)
+        for k in range(self.num_layers * self.num_directions):
             m = {"hmask": None, "zh": None, "zc": None, "wmask": None}
+            buf = functools.partial(self._buffer, shared=shared)
             if self.training:
                 if rd:
-                    m["hmask"] = self._bernoulli((B, H), 1.0 - rd) / self.dtype.type(1.0 - rd)
+                    m["hmask"] = self._bernoulli(buf(("hmask", k), (B, H)), 1.0 - rd, 1.0 / (1.0 - rd))
                 if zo:
-                    m["zh"] = self._bernoulli((T, B, H), zo)
-                    m["zc"] = self._bernoulli((T, B, H), zo) if lstm else None
+                    m["zh"] = self._bernoulli(buf(("zh", k), (T, B, H)), zo)
+                    m["zc"] = self._bernoulli(buf(("zc", k), (T, B, H)), zo) if lstm else None
                 if wd:
-                    m["wmask"] = self._bernoulli((G * H, H), 1.0 - wd) / self.dtype.type(1.0 - wd)
+                    m["wmask"] = self._bernoulli(buf(("wmask", k), (G * H, H)), 1.0 - wd, 1.0 / (1.0 - wd))
             elif zo:
                 m["zh"], m["zc"] = z_eval, z_eval if lstm else None
             out.append(m)
@@ -389,7 +393,7 @@ class _RNNBase(_Module):
         h_n = np.empty(S, self.dtype)
         c_n = np.empty(S, self.dtype) if self._kind.states == 2 else None
         G = self._kind.gates
-        masks = self._draw_masks(T, B)
+        masks = self._draw_masks(T, B, record)
         chunks = _row_ranges(self._cell, T, B, H, dirs)
         # a batch of one: where its steps split by hidden units, or None
         mid = _core.plan_units_mid(self._cell, T, B, H, dirs, lengths is not None,

@@ -339,3 +339,20 @@ def test_zoneout_layers_do_not_convert_and_dropout_variants_do():
     d = fr.Sequential([fr.GRU(2, 3, recurrent_dropout=0.2, weight_dropout=0.2), fr.LastStep(), fr.Dense(1)],
                       seed=0)
     assert set(fr.torch_state_dict(d)) >= {"0.weight_hh_l0"}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bernoulli_masks_have_their_rate_and_depend_only_on_the_seed(dtype):
+    a, b, c = (np.empty((50, 40, 30), dtype) for _ in range(3))
+    _core.bernoulli(a, 0.3, 2.0, 7)
+    _core.bernoulli(b, 0.3, 2.0, 7)
+    _core.bernoulli(c, 0.3, 2.0, 8)
+    np.testing.assert_array_equal(a, b)
+    assert set(np.unique(a)) == {0.0, 2.0}
+    n = a.size  # 60000 draws: the rate within 5 standard deviations
+    assert abs((a == 2).mean() - 0.3) < 5 * np.sqrt(0.3 * 0.7 / n)
+    # another seed, another mask, uncorrelated with the first (and with its own neighbours)
+    assert abs(np.corrcoef(a.ravel(), c.ravel())[0, 1]) < 0.03
+    assert abs(np.corrcoef(a.ravel()[:-1], a.ravel()[1:])[0, 1]) < 0.03
+    with pytest.raises(ValueError, match="p must be"):
+        _core.bernoulli(a, 1.5, 1.0, 0)

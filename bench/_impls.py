@@ -30,8 +30,17 @@ SHAPES = {
     "medium": (100, 64, 32, 128),
     "large": (100, 64, 256, 512),
     "stream": (1000, 1, 16, 128),
+    "medium2bi": (100, 64, 32, 128),
+    "stream2": (1000, 1, 16, 128),
+    "decay": (1000, 1, 16, 128),
     "cell": (1000, 1, 128, 128),
 }
+# name: (num_layers, bidirectional) where not (1, False)
+TOPOLOGY = {"medium2bi": (2, True), "stream2": (2, False)}
+# "decay": the stream shape on inputs of 1e-37 (float32 needs 1.2e-38 for a normal number) and
+# zero biases, so the state is tiny and, in float32, decays into the subnormal range: on x86 every FP operation
+# on a subnormal takes a microcode assist, ~100x the time of a normal one. Compare with "stream".
+INPUT_SCALE = {"decay": 1e-37}
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 REF_MODE = {"rnn": "RNN_TANH", "gru": "GRU", "lstm": "LSTM"}
 IMPLS = ("fastrnn", "torch", "numpy")
@@ -43,12 +52,19 @@ def dims(case):
     return SHAPES["cell" if case["mode"] == "step" else case["shape"]]
 
 
+def topology(case):
+    return (1, False) if case["mode"] == "step" else TOPOLOGY.get(case["shape"], (1, False))
+
+
 def flops(case):
     """2*T*B*G*H*(D+H) for a forward pass (the two GEMMs; pointwise work is not counted);
     a training step counts 3x that: backward does two GEMMs per forward one (dgates @ W for the
     input/state gradient, dgates^T @ [x, h] for the weight gradient)."""
     T, B, D, H = dims(case)
-    fwd = 2.0 * T * B * GATES[case["cell"]] * H * (D + H)
+    L, bi = topology(case)
+    dirs = 2 if bi else 1
+    # per direction: layer 0 reads D features, later layers the dirs * H of the layer below
+    fwd = 2.0 * T * B * GATES[case["cell"]] * H * dirs * ((D + H) + (L - 1) * (dirs * H + H))
     return 3 * fwd if case["mode"] == "train" else fwd
 
 
@@ -136,12 +152,14 @@ class FastRNN:
             h0 = np.zeros((B, H), dt)
             s0 = (h0, h0) if cell == "lstm" else h0
             return lambda: {"h": _step_loop(m, x, s0)}
-        m = {"rnn": self.fr.RNN, "gru": self.fr.GRU, "lstm": self.fr.LSTM}[cell](D, H, dtype=dt)
+        L, bi = topology(case)
+        m = {"rnn": self.fr.RNN, "gru": self.fr.GRU, "lstm": self.fr.LSTM}[cell](
+            D, H, num_layers=L, bidirectional=bi, dtype=dt)
         m.load_state_dict(params)
         if case["mode"] == "infer":
             m.eval()
             return lambda: {"y": m(x)[0]}
-        dy = np.ones((x.shape[0], B, H), dt)  # loss = sum of outputs
+        dy = np.ones((x.shape[0], B, H * (2 if bi else 1)), dt)  # loss = sum of outputs
 
         def train():
             y = m(x)[0]
@@ -170,7 +188,9 @@ class Torch:
         dt = getattr(torch, case["dtype"])
         kind = "Cell" if case["mode"] == "step" else ""
         cls = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}[cell] + kind
-        m = getattr(torch.nn, cls)(D, H).to(dt)
+        L, bi = topology(case)
+        m = (getattr(torch.nn, cls)(D, H) if kind else
+             getattr(torch.nn, cls)(D, H, num_layers=L, bidirectional=bi)).to(dt)
         m.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
         xt = torch.from_numpy(x)
         if case["mode"] != "train":
@@ -218,11 +238,12 @@ class NumPyRef:
                     h, c = out[0], (out[1] if lstm else None)
                 return {"h": h}
             return step
+        L, bi = topology(case)
         if case["mode"] == "infer":
-            return lambda: {"y": ref.forward(mode, params, x)[0]}
+            return lambda: {"y": ref.forward(mode, params, x, num_layers=L, bidirectional=bi)[0]}
 
         def train():
-            y, _, _, cache = ref.forward(mode, params, x)
+            y, _, _, cache = ref.forward(mode, params, x, num_layers=L, bidirectional=bi)
             return {"y": y, "dx": ref.backward(cache, dy=np.ones_like(y))[0]}
         return train
 
@@ -253,8 +274,17 @@ def new_case(case, fr=None):
     if case["mode"] == "step":
         m = {"lstm": fr.LSTMCell, "gru": fr.GRUCell}[case["cell"]](D, H, dtype=dt, seed=0)
     else:
-        m = {"rnn": fr.RNN, "gru": fr.GRU, "lstm": fr.LSTM}[case["cell"]](D, H, dtype=dt, seed=0)
-    return m.state_dict(), np.random.default_rng(1).standard_normal((T, B, D)).astype(dt)
+        L, bi = topology(case)
+        m = {"rnn": fr.RNN, "gru": fr.GRU, "lstm": fr.LSTM}[case["cell"]](
+            D, H, num_layers=L, bidirectional=bi, dtype=dt, seed=0)
+    params = m.state_dict()
+    x = np.random.default_rng(1).standard_normal((T, B, D))
+    if case["shape"] in INPUT_SCALE:
+        x *= INPUT_SCALE[case["shape"]]
+        for k in params:            # no bias to lift the pre-activations out of the tiny range
+            if k.startswith("bias"):
+                params[k] = np.zeros_like(params[k])
+    return params, x.astype(dt)
 
 
 def save_case(path, params, x, ref=None):

@@ -10,14 +10,18 @@
  * entry, describe it in fastrnn/_cells.py (same code), and give the NumPy reference its math.
  *
  * Row arguments (block k of a G-block operand starts at k * its stride):
- *   forward  fwd(nu, leak, g, gs, r, bias, h, c, y, aux, as)
+ *   forward  fwd(nu, leak, g, gs, r, bias, peep, ps, h, c, y, aux, as)
  *     g     (G blocks, stride gs) in: input projection; out: post-activation gates
  *     r     (G blocks, stride nu) the recurrent projection W_hh h
  *     bias  (2G-S blocks, stride nu) as gate_bias lays them out (loops.h)
+ *     peep  (3 blocks, stride ps) LSTM peephole weights p_i, p_f, p_o, or NULL (other kinds:
+ *           always NULL)
  *     h     (nu) in: entering state; out: leaving state.  c (nu) the cell state (2 states)
  *     y     (nu) out: the output.  aux (A blocks, stride as) out: saved for backward
- *   backward bwd(nu, leak, a, gs, aux, as, hp, dh, dc, d, e, es, dhp)
+ *   backward bwd(nu, leak, a, gs, aux, as, peep, dpeep, ps, hp, dh, dc, d, e, es, dhp)
  *     a     (G blocks, stride gs) saved activations;  aux as saved;  hp (nu) entering state
+ *     peep  as in forward; dpeep (3 blocks, stride ps) the peephole gradients, accumulated (+=),
+ *           given whenever peep is
  *     dh    (nu) total gradient w.r.t. the leaving state;  dc (nu) cell-state gradient, updated
  *     d     (G blocks, stride gs) out: gradient w.r.t. the gate pre-activations
  *     e     (G blocks, stride es) out, only for kinds with S < G: the recurrent-side gradients
@@ -68,6 +72,41 @@ HOT static void SFX(lstm_row)(int H, REAL *RS gi, REAL *RS gf, REAL *RS gg, REAL
         tc[j] = t;
         h[j] = go[j] * t;
         y[j] = go[j] * t;
+    }
+}
+
+/* LSTM with peepholes, ONNX's semantics (Gers & Schmidhuber 2000): i and f also see the cell
+ * state entering the step, o the new one: i = sig(. + pi*c), f = sig(. + pf*c),
+ * o = sig(. + po*c'). pi, pf, po (H each); the rest as lstm_row. o must wait for c', so
+ * pass 1 leaves o's pre-activation in go and pass 2 finishes it. */
+HOT static void SFX(lstmp_row)(int H, REAL *RS gi, REAL *RS gf, REAL *RS gg, REAL *RS go,
+                               const REAL *RS ri, const REAL *RS rf, const REAL *RS rg,
+                               const REAL *RS ro, const REAL *RS bi, const REAL *RS bf,
+                               const REAL *RS bg, const REAL *RS bo, const REAL *RS pi,
+                               const REAL *RS pf, const REAL *RS po, REAL *RS h, REAL *RS c,
+                               REAL *RS y, REAL *RS cp, REAL *RS tc)
+{
+    if (STEP_FAST()) { /* float32 with AVX2 + FMA (gates_avx2.h) */
+        GATES_LSTMP_FAST(H, gi, gf, gg, go, ri, rf, rg, ro, bi, bf, bg, bo, pi, pf, po, h, c, y, cp, tc);
+        return;
+    }
+    for (int j = 0; j < H; ++j) {
+        REAL cj = c[j];
+        REAL i = SFX(sigm)(gi[j] + ri[j] + bi[j] + pi[j] * cj);
+        REAL f = SFX(sigm)(gf[j] + rf[j] + bf[j] + pf[j] * cj);
+        REAL g = TANH(gg[j] + rg[j] + bg[j]);
+        cp[j] = cj;
+        gi[j] = i; gf[j] = f; gg[j] = g;
+        go[j] = go[j] + ro[j] + bo[j];
+        c[j] = f * cj + i * g;
+    }
+    for (int j = 0; j < H; ++j) {
+        REAL o = SFX(sigm)(go[j] + po[j] * c[j]);
+        REAL t = TANH(c[j]);
+        go[j] = o;
+        tc[j] = t;
+        h[j] = o * t;
+        y[j] = o * t;
     }
 }
 
@@ -149,6 +188,36 @@ HOT static void SFX(lstm_row_bwd)(int H, const REAL *RS ai, const REAL *RS af, c
     }
 }
 
+/* Peephole LSTM's step gradient. c' = f*c + i*g is recomputed from the saved gates (not
+ * saved: a third aux block would cost every LSTM's forward a store). o's pre-activation
+ * gradient also reaches c' through po; i's and f's reach c through pi and pf. dpi, dpf, dpo
+ * (H each) accumulate the peephole gradients. */
+HOT static void SFX(lstmp_row_bwd)(int H, const REAL *RS ai, const REAL *RS af, const REAL *RS ag,
+                                   const REAL *RS ao, const REAL *RS cp, const REAL *RS tc,
+                                   const REAL *RS pi, const REAL *RS pf, const REAL *RS po,
+                                   REAL *RS dpi, REAL *RS dpf, REAL *RS dpo, const REAL *RS dht,
+                                   REAL *RS dc, REAL *RS di, REAL *RS df, REAL *RS dg,
+                                   REAL *RS dout, REAL *RS dhp)
+{
+    for (int j = 0; j < H; ++j) {
+        REAL i = ai[j], f = af[j], g = ag[j], o = ao[j], t = tc[j], c0 = cp[j];
+        REAL c1 = f * c0 + i * g;
+        REAL dop = dht[j] * t * o * ((REAL)1 - o);
+        REAL dct = dc[j] + dht[j] * o * ((REAL)1 - t * t) + dop * po[j];
+        REAL dip = dct * g * i * ((REAL)1 - i);
+        REAL dfp = dct * c0 * f * ((REAL)1 - f);
+        di[j] = dip;
+        df[j] = dfp;
+        dg[j] = dct * i * ((REAL)1 - g * g);
+        dout[j] = dop;
+        dc[j] = dct * f + dip * pi[j] + dfp * pf[j];
+        dpi[j] += dip * c0;
+        dpf[j] += dfp * c0;
+        dpo[j] += dop * c1;
+        dhp[j] = 0;
+    }
+}
+
 HOT static void SFX(gru_row_bwd)(int H, const REAL *RS ar, const REAL *RS az, const REAL *RS an,
                                  const REAL *RS hn, const REAL *RS hp, const REAL *RS dht,
                                  REAL *RS dr, REAL *RS dz, REAL *RS dn, REAL *RS er, REAL *RS ez,
@@ -186,70 +255,82 @@ HOT static void SFX(rnn_row_bwd)(int H, int relu, REAL leak, const REAL *RS a,
 /* ---- the uniform row signatures the loops call ---------------------------------------------- */
 
 typedef void (*SFX(fr_fwd_row))(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *bias,
-                                REAL *h, REAL *c, REAL *y, REAL *aux, ptrdiff_t as);
+                                const REAL *peep, ptrdiff_t ps, REAL *h, REAL *c, REAL *y, REAL *aux,
+                                ptrdiff_t as);
 typedef void (*SFX(fr_bwd_row))(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
-                                const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es,
-                                REAL *dhp);
+                                const REAL *peep, REAL *dpeep, ptrdiff_t ps, const REAL *hp, const REAL *dh,
+                                REAL *dc, REAL *d, REAL *e, ptrdiff_t es, REAL *dhp);
 
-static void SFX(lstm_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b, REAL *h,
-                          REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
+static void SFX(lstm_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b,
+                          const REAL *peep, ptrdiff_t ps, REAL *h, REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
 {
     (void)leak;
-    SFX(lstm_row)(nu, g, g + gs, g + 2 * gs, g + 3 * gs, r, r + nu, r + 2 * nu, r + 3 * nu, b, b + nu,
-                  b + 2 * nu, b + 3 * nu, h, c, y, aux, aux + as);
+    if (peep)
+        SFX(lstmp_row)(nu, g, g + gs, g + 2 * gs, g + 3 * gs, r, r + nu, r + 2 * nu, r + 3 * nu, b, b + nu,
+                       b + 2 * nu, b + 3 * nu, peep, peep + ps, peep + 2 * ps, h, c, y, aux, aux + as);
+    else
+        SFX(lstm_row)(nu, g, g + gs, g + 2 * gs, g + 3 * gs, r, r + nu, r + 2 * nu, r + 3 * nu, b, b + nu,
+                      b + 2 * nu, b + 3 * nu, h, c, y, aux, aux + as);
 }
 
 static void SFX(lstm_bwd)(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
-                          const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es, REAL *dhp)
+                          const REAL *peep, REAL *dpeep, ptrdiff_t ps, const REAL *hp, const REAL *dh,
+                          REAL *dc, REAL *d, REAL *e, ptrdiff_t es, REAL *dhp)
 {
     (void)leak; (void)hp; (void)e; (void)es;
-    SFX(lstm_row_bwd)(nu, a, a + gs, a + 2 * gs, a + 3 * gs, aux, aux + as, dh, dc, d, d + gs,
-                      d + 2 * gs, d + 3 * gs, dhp);
+    if (peep)
+        SFX(lstmp_row_bwd)(nu, a, a + gs, a + 2 * gs, a + 3 * gs, aux, aux + as, peep, peep + ps,
+                           peep + 2 * ps, dpeep, dpeep + ps, dpeep + 2 * ps, dh, dc, d, d + gs,
+                           d + 2 * gs, d + 3 * gs, dhp);
+    else
+        SFX(lstm_row_bwd)(nu, a, a + gs, a + 2 * gs, a + 3 * gs, aux, aux + as, dh, dc, d, d + gs,
+                          d + 2 * gs, d + 3 * gs, dhp);
 }
 
-static void SFX(gru_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b, REAL *h,
-                         REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
+static void SFX(gru_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b,
+                         const REAL *peep, ptrdiff_t ps, REAL *h, REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
 {
-    (void)leak; (void)c; (void)as;
+    (void)leak; (void)c; (void)as; (void)peep; (void)ps;
     SFX(gru_row)(nu, g, g + gs, g + 2 * gs, r, r + nu, r + 2 * nu, b, b + nu, b + 2 * nu, b + 3 * nu,
                  h, y, aux);
 }
 
 static void SFX(gru_bwd)(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
-                         const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es, REAL *dhp)
+                         const REAL *peep, REAL *dpeep, ptrdiff_t ps, const REAL *hp, const REAL *dh,
+                         REAL *dc, REAL *d, REAL *e, ptrdiff_t es, REAL *dhp)
 {
-    (void)leak; (void)as; (void)dc;
+    (void)leak; (void)as; (void)dc; (void)peep; (void)dpeep; (void)ps;
     SFX(gru_row_bwd)(nu, a, a + gs, a + 2 * gs, aux, hp, dh, d, d + gs, d + 2 * gs, e, e + es,
                      e + 2 * es, dhp);
 }
 
 static void SFX(rnn_tanh_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b,
-                              REAL *h, REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
+                              const REAL *peep, ptrdiff_t ps, REAL *h, REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
 {
-    (void)gs; (void)c; (void)aux; (void)as;
+    (void)gs; (void)c; (void)aux; (void)as; (void)peep; (void)ps;
     SFX(rnn_row)(nu, 0, leak, g, r, b, h, y);
 }
 
 static void SFX(rnn_relu_fwd)(int nu, REAL leak, REAL *g, ptrdiff_t gs, const REAL *r, const REAL *b,
-                              REAL *h, REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
+                              const REAL *peep, ptrdiff_t ps, REAL *h, REAL *c, REAL *y, REAL *aux, ptrdiff_t as)
 {
-    (void)gs; (void)c; (void)aux; (void)as;
+    (void)gs; (void)c; (void)aux; (void)as; (void)peep; (void)ps;
     SFX(rnn_row)(nu, 1, leak, g, r, b, h, y);
 }
 
 static void SFX(rnn_tanh_bwd)(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
-                              const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es,
-                              REAL *dhp)
+                              const REAL *peep, REAL *dpeep, ptrdiff_t ps, const REAL *hp, const REAL *dh,
+                              REAL *dc, REAL *d, REAL *e, ptrdiff_t es, REAL *dhp)
 {
-    (void)gs; (void)aux; (void)as; (void)hp; (void)dc; (void)e; (void)es;
+    (void)gs; (void)aux; (void)as; (void)hp; (void)dc; (void)e; (void)es; (void)peep; (void)dpeep; (void)ps;
     SFX(rnn_row_bwd)(nu, 0, leak, a, dh, d, dhp);
 }
 
 static void SFX(rnn_relu_bwd)(int nu, REAL leak, const REAL *a, ptrdiff_t gs, const REAL *aux, ptrdiff_t as,
-                              const REAL *hp, const REAL *dh, REAL *dc, REAL *d, REAL *e, ptrdiff_t es,
-                              REAL *dhp)
+                              const REAL *peep, REAL *dpeep, ptrdiff_t ps, const REAL *hp, const REAL *dh,
+                              REAL *dc, REAL *d, REAL *e, ptrdiff_t es, REAL *dhp)
 {
-    (void)gs; (void)aux; (void)as; (void)hp; (void)dc; (void)e; (void)es;
+    (void)gs; (void)aux; (void)as; (void)hp; (void)dc; (void)e; (void)es; (void)peep; (void)dpeep; (void)ps;
     SFX(rnn_row_bwd)(nu, 1, leak, a, dh, d, dhp);
 }
 

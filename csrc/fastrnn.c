@@ -40,6 +40,7 @@
 #define STEP_PACK_NN_UNITS fr_pack_nn_units
 #define STEP_GEMV_NT fr_gemv_rows
 #define GATES_LSTM_FAST fr_lstm_row8
+#define GATES_LSTMP_FAST fr_lstmp_row8
 #define GATES_GRU_FAST fr_gru_row8
 #define GATES_RNN_TANH_FAST fr_rnn_tanh_row8
 #include "cells.h"
@@ -59,6 +60,7 @@
 #define STEP_PACK_NN_UNITS(G, H, u0, nu, N, W, P) ((void)(P))
 #define STEP_GEMV_NT(N, K, W, ldw, v, y) ((void)(y))
 #define GATES_LSTM_FAST(...) ((void)0)
+#define GATES_LSTMP_FAST(...) ((void)0)
 #define GATES_GRU_FAST(...) ((void)0)
 #define GATES_RNN_TANH_FAST(...) ((void)0)
 #include "cells.h"

@@ -75,6 +75,10 @@
  *     uses the un-zoned c~ (Krueger et al. 2016). Training passes 0/1 masks, inference p.
  *   Weight dropout needs nothing here: the caller passes W_hh * mask as w_hh.
  *
+ * Peepholes (LSTM, every path): peep (3H) = p_i, p_f, p_o; i = sig(. + p_i*c_{t-1}),
+ * f = sig(. + p_f*c_{t-1}), o = sig(. + p_o*c_t) (ONNX's LSTM; its P input orders them i, o, f).
+ * Their gradient comes out of the reverse loops like the biases': a share per call (dpeep).
+ *
  * Threads: the kernels are reentrant and use whatever threads BLAS is set to (fastrnn keeps BLAS
  * single-threaded). Concurrency comes from jobs over disjoint batch-row ranges (fr_recur,
  * fr_recur_backward), unit tasks of a batch of one (fr_recur_units*), unit halves of a cell step
@@ -145,6 +149,7 @@ typedef struct {
                                position (fr_backward_params' dW_hh operand); else NULL */
     const void *zh, *zc;    /* (T,B,H) zoneout weights of the previous h and c (c: 2 states
                                only, may be NULL); zh NULL: no zoneout */
+    const void *peep;       /* (3H) LSTM peephole weights p_i, p_f, p_o, or NULL */
     void *ws;               /* (fr_forward_ws_size(cell, T, b1-b0, D, H, x != NULL)) scratch */
 } fr_recur_args;
 
@@ -180,6 +185,8 @@ typedef struct {
     void *dx;                /* (T,B,D) out or NULL, see above */
     const void *hmask;       /* (B,H) as given to the forward, or NULL */
     const void *zh, *zc;     /* (T,B,H) as given to the forward, or NULL */
+    const void *peep;        /* (3H) as given to the forward, or NULL */
+    void *dpeep;             /* (3H) out with peep, assigned: these rows' share of its gradient */
     void *ws;                /* (fr_backward_ws_size(cell, T, b1-b0, dx ? D : 0, H)) scratch */
 } fr_recur_backward_args;
 
@@ -220,6 +227,7 @@ typedef struct {
     void *h_n, *c_n, *act;
     void *hprev; int ldh;
     void *aux;
+    const void *peep; /* (3H) LSTM peephole weights, or NULL */
     int *sync;     /* (4) zero before the calls */
     void *shared;  /* (fr_units_shared_size(cell, dtype, T, H, mid, 0)): every task's state
                       and the step-to-step exchange */
@@ -236,6 +244,8 @@ typedef struct {
     const void *dh_n, *dc_n;
     void *dh0, *dc0, *dgx, *dgh, *dhs;
     void *dbias;   /* (2, G*H + (G-S)*H) or NULL: row q assigned task q's share (other units 0) */
+    const void *peep; /* (3H) or NULL */
+    void *dpeep;   /* (2, 3H) with peep: row q assigned task q's share (other units 0) */
     int *sync;     /* (4) zero before the calls */
     void *shared;  /* (fr_units_shared_size(cell, dtype, T, H, mid, 1)) */
 } fr_units_backward_args;
@@ -250,6 +260,7 @@ typedef struct {
     const void *x;          /* (B,D) */
     const void *h, *c;      /* (B,H) the state entering the step; c only with 2 states */
     const void *w_ih, *w_hh, *b_ih, *b_hh;
+    const void *peep;       /* (3H) LSTM peephole weights, or NULL */
     void *h1, *c1;          /* (B,H) out: these units of the new state */
     void *act, *hprev, *aux; /* (1,B,G*H), (1,B,H), (1,B,A*H) out, or NULL */
     void *ws;               /* (fr_cell_units_ws_size(cell, B, nu)) private to the call */

@@ -114,6 +114,37 @@ fr_lstm_row8(int H, float *gi, float *gf, float *gg, float *go, const float *ri,
     FR_ROW8(FR_LSTM_PASS1, FR_LSTM_PASS2);
 }
 
+/* One peephole LSTM row, as lstmp_row in cells.h (same arguments, same two passes). */
+#define FR_LSTMP_PASS1(LD, ST)                                                                    \
+    do {                                                                                          \
+        __m256 cj = LD(c);                                                                        \
+        __m256 i = fr_sigm8(_mm256_fmadd_ps(LD(pi), cj, _mm256_add_ps(_mm256_add_ps(LD(gi), LD(ri)), LD(bi)))); \
+        __m256 f = fr_sigm8(_mm256_fmadd_ps(LD(pf), cj, _mm256_add_ps(_mm256_add_ps(LD(gf), LD(rf)), LD(bf)))); \
+        __m256 g = fr_tanh8(_mm256_add_ps(_mm256_add_ps(LD(gg), LD(rg)), LD(bg)));               \
+        ST(go, _mm256_add_ps(_mm256_add_ps(LD(go), LD(ro)), LD(bo)));                             \
+        ST(cp, cj);                                                                               \
+        ST(gi, i); ST(gf, f); ST(gg, g);                                                          \
+        ST(c, _mm256_fmadd_ps(f, cj, _mm256_mul_ps(i, g)));                                       \
+    } while (0)
+#define FR_LSTMP_PASS2(LD, ST)                                                                    \
+    do {                                                                                          \
+        __m256 cn = LD(c);                                                                        \
+        __m256 o = fr_sigm8(_mm256_fmadd_ps(LD(po), cn, LD(go)));                                 \
+        __m256 t = fr_tanh8(cn);                                                                  \
+        __m256 hj = _mm256_mul_ps(o, t);                                                          \
+        ST(go, o); ST(tc, t); ST(h, hj); ST(y, hj);                                               \
+    } while (0)
+__attribute__((target("avx2,fma"))) static void
+fr_lstmp_row8(int H, float *gi, float *gf, float *gg, float *go, const float *ri, const float *rf,
+              const float *rg, const float *ro, const float *bi, const float *bf, const float *bg,
+              const float *bo, const float *pi, const float *pf, const float *po, float *h, float *c,
+              float *y, float *cp, float *tc)
+{
+    FR_ROW8(FR_LSTMP_PASS1, FR_LSTMP_PASS2);
+}
+#undef FR_LSTMP_PASS1
+#undef FR_LSTMP_PASS2
+
 /* One GRU row, as gru_row in cells.h (same arguments), in the same two passes; the new state
  * is n + z*(h - n), one fused multiply-add. */
 #define FR_GRU_PASS1(LD, ST)                                                                      \
@@ -197,6 +228,16 @@ static void fr_lstm_row8(int H, float *gi, float *gf, float *gg, float *go, cons
 {
     (void)H; (void)gi; (void)gf; (void)gg; (void)go; (void)ri; (void)rf; (void)rg; (void)ro;
     (void)bi; (void)bf; (void)bg; (void)bo; (void)h; (void)c; (void)y; (void)cp; (void)tc;
+}
+static void fr_lstmp_row8(int H, float *gi, float *gf, float *gg, float *go, const float *ri,
+                          const float *rf, const float *rg, const float *ro, const float *bi,
+                          const float *bf, const float *bg, const float *bo, const float *pi,
+                          const float *pf, const float *po, float *h, float *c, float *y, float *cp,
+                          float *tc)
+{
+    (void)H; (void)gi; (void)gf; (void)gg; (void)go; (void)ri; (void)rf; (void)rg; (void)ro;
+    (void)bi; (void)bf; (void)bg; (void)bo; (void)pi; (void)pf; (void)po; (void)h; (void)c;
+    (void)y; (void)cp; (void)tc;
 }
 #endif
 #endif

@@ -191,7 +191,8 @@ static void SFX(fr_recur)(const fr_recur_args *a)
                 memcpy(hold, hb, sizeof(REAL) * H);
                 if (zc) memcpy(cold, cb, sizeof(REAL) * H);
             }
-            k->fwd(H, (REAL)a->leak, gxr, H, gh + (ptrdiff_t)i * GH, bias, hb, cb, y + row * ldy, auxr, H);
+            k->fwd(H, (REAL)a->leak, gxr, H, gh + (ptrdiff_t)i * GH, bias, (const REAL *)a->peep, H, hb, cb,
+                   y + row * ldy, auxr, H);
             if (zh) {
                 SFX(zone)(H, zh + row * H, hold, hb, y + row * ldy);
                 if (zc) SFX(zone)(H, zc + row * H, cold, cb, NULL);
@@ -218,6 +219,9 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
     REAL *dgx = (REAL *)a->dgx, *dgh = (REAL *)a->dgh, *dhs = (REAL *)a->dhs;
     REAL *dbias = (REAL *)a->dbias, *dx = (REAL *)a->dx;
     if (dbias) memset(dbias, 0, sizeof(REAL) * ((size_t)GH + (size_t)RH));
+    const REAL *peep = (const REAL *)a->peep;
+    REAL *dpeep = peep ? (REAL *)a->dpeep : NULL;
+    if (dpeep) memset(dpeep, 0, sizeof(REAL) * 3 * (size_t)H);
     REAL *ws = (REAL *)a->ws;
     REAL *dh = ws;                      /* (nb,H) gradient w.r.t. the state leaving step s */
     REAL *dhp = ws + (ptrdiff_t)nb * H;      /* (nb,H) same for the state entering step s */
@@ -296,7 +300,7 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
                     for (int j = 0; j < H; ++j) { zdc[j] = zr[j] * dcb[j]; dcb[j] *= (REAL)1 - zr[j]; }
                 }
             }
-            k->bwd(H, (REAL)a->leak, act + row * GH, H, A ? aux + row * A * H : NULL, H,
+            k->bwd(H, (REAL)a->leak, act + row * GH, H, A ? aux + row * A * H : NULL, H, peep, dpeep, H,
                    hprev + row * ldh, dhb, dcb, d, e, H, dhpb);
             if (zh) {
                 SFX(add_to)(H, dhpb, zdh);
@@ -446,7 +450,8 @@ static void SFX(fr_cell_units)(const fr_cell_units_args *a)
             cb = (REAL *)a->c1 + (ptrdiff_t)b * H + u0;
             memcpy(cb, c + (ptrdiff_t)b * H + u0, sizeof(REAL) * nu);
         }
-        k->fwd(nu, (REAL)1, gxb + (ptrdiff_t)b * ldg, gstride, gh + (ptrdiff_t)b * GU, bias, hb, cb, y,
+        k->fwd(nu, (REAL)1, gxb + (ptrdiff_t)b * ldg, gstride, gh + (ptrdiff_t)b * GU, bias,
+               a->peep ? (const REAL *)a->peep + u0 : NULL, H, hb, cb, y,
                aux ? aux + (ptrdiff_t)b * A * H + u0 : aux_scratch, aux ? H : nu);
     }
 }
@@ -509,7 +514,8 @@ static void SFX(fr_recur_units)(const fr_units_args *a)
         REAL *auxr = hprev ? aux + row * A * H : NULL;
         if (hprev) memcpy(hprev + row * a->ldh + u0, cur + u0, sizeof(REAL) * nu);
         memcpy(nxt, cur + u0, sizeof(REAL) * nu); /* GRU and leaky units read the old state */
-        k->fwd(nu, (REAL)a->leak, act + row * GH + u0, H, gh, bias, nxt, c,
+        k->fwd(nu, (REAL)a->leak, act + row * GH + u0, H, gh, bias,
+               a->peep ? (const REAL *)a->peep + u0 : NULL, H, nxt, c,
                (REAL *)a->y + row * a->ldy + u0, auxr ? auxr + u0 : aux_scratch, auxr ? H : nu);
         fr_task_done(a->sync);
     }
@@ -548,9 +554,12 @@ static void SFX(fr_recur_backward_units)(const fr_units_backward_args *a)
         REAL *e = dc + nmax;    /* (GU) the task's recurrent-side gate gradients */
         REAL *packed = e + GN;  /* (fr_packed_size(H, GU)) its rows of W_hh, for e W_own */
         REAL *db = dbias ? dbias + (ptrdiff_t)q * DB : NULL;
+        const REAL *peep = a->peep ? (const REAL *)a->peep + u0 : NULL;
+        REAL *dp = a->peep ? (REAL *)a->dpeep + (ptrdiff_t)q * 3 * H : NULL; /* the task's row */
         const int s = T - 1 - idx;
         if (idx == 0) {
             if (db) memset(db, 0, sizeof(REAL) * DB);
+            if (dp) memset(dp, 0, sizeof(REAL) * 3 * (size_t)H);
             if (fast) STEP_PACK_NN_UNITS(G, H, u0, nu, H, w_hh, packed);
             if (a->dh_n) memcpy(dh, (const REAL *)a->dh_n + u0, sizeof(REAL) * nu);
             else memset(dh, 0, sizeof(REAL) * nu);
@@ -567,7 +576,7 @@ static void SFX(fr_recur_backward_units)(const fr_units_backward_args *a)
         if (dy) SFX(add_to)(nu, dh, dy + row * a->ldy + u0);
         if (dhs) memcpy(dhs + row * H + u0, dh, sizeof(REAL) * nu);
         k->bwd(nu, (REAL)a->leak, act + row * GH + u0, H, A ? aux + row * A * H + u0 : NULL, H,
-               hprev + row * a->ldh + u0, dh, dc, d + u0, e, nu, dhp);
+               peep, dp ? dp + u0 : NULL, H, hprev + row * a->ldh + u0, dh, dc, d + u0, e, nu, dhp);
         if (own_e)
             for (int g = S; g < G; ++g)
                 memcpy(dgh + row * RH + (ptrdiff_t)(g - S) * H + u0, e + g * nu, sizeof(REAL) * nu);
@@ -646,6 +655,7 @@ static void SFX(fr_bernoulli)(void *out, ptrdiff_t n, uint64_t seed, double p, d
 #undef STEP_PACK_NT_UNITS
 #undef STEP_PACK_NN_UNITS
 #undef GATES_LSTM_FAST
+#undef GATES_LSTMP_FAST
 #undef GATES_GRU_FAST
 #undef GATES_RNN_TANH_FAST
 #undef STEP_GEMV_NT

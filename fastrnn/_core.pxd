@@ -46,6 +46,7 @@ cdef extern from "fastrnn.h" nogil:
         int ldd
         const void *zh
         const void *zc
+        const void *peep
         void *ws
     ctypedef struct fr_recur_backward_args:
         fr_cell cell
@@ -73,6 +74,8 @@ cdef extern from "fastrnn.h" nogil:
         const void *hmask
         const void *zh
         const void *zc
+        const void *peep
+        void *dpeep
         void *ws
     ctypedef struct fr_params_args:
         fr_cell cell
@@ -112,6 +115,7 @@ cdef extern from "fastrnn.h" nogil:
         void *hprev
         int ldh
         void *aux
+        const void *peep
         int *sync
         void *shared
     ctypedef struct fr_units_backward_args:
@@ -134,6 +138,8 @@ cdef extern from "fastrnn.h" nogil:
         void *dgh
         void *dhs
         void *dbias
+        const void *peep
+        void *dpeep
         int *sync
         void *shared
     ctypedef struct fr_cell_units_args:
@@ -147,6 +153,7 @@ cdef extern from "fastrnn.h" nogil:
         const void *w_hh
         const void *b_ih
         const void *b_hh
+        const void *peep
         void *h1
         void *c1
         void *act

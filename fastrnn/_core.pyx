@@ -429,14 +429,14 @@ def project(int cell, x, w_ih, act, bint defer=False):
 def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b_hh, y,
           Py_ssize_t y_col, h_n, c_n, act, hprev, aux, double leak=1.0, x=None, w_ih=None,
           Py_ssize_t h_col=0, hmask=None, hdrop=None, Py_ssize_t d_col=0, zh=None, zc=None,
-          bint defer=False):
+          peep=None, bint defer=False):
     """Forward time loop for batch rows b0..b1-1; writes only those rows.
 
     Without x, act holds project()'s output. With x (T,B,D) and w_ih ("fused"), each step
     projects its own rows; act is then written in training and may be None in inference.
     hmask (B,H): recurrent dropout (W_hh reads h * hmask); in training hdrop (T,B,W) receives
     h * hmask in columns d_col..d_col+H. zh, zc (T,B,H): zoneout weights of the previous h and c
-    (zc only for LSTM). See fastrnn.h."""
+    (zc only for LSTM). peep (3H): LSTM peephole weights p_i, p_f, p_o. See fastrnn.h."""
     dtype = _float_dtype(y, "y")
     if not isinstance(y, np.ndarray) or y.ndim != 3:
         raise ValueError("y must be a 3-D (T, B, W) numpy array")
@@ -487,10 +487,27 @@ def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0,
     elif hdrop is not None:
         raise ValueError("hdrop is only written in training (hprev given) with hmask")
     a.zh, a.zc = _zone(zh, zc, T, B, H, two, dtype)
+    a.peep = _peep(peep, H, two, dtype)
     ws = _empty(1, fr_forward_ws_size(c, T, b1 - b0, a.D, H, fused), 0, 0, (<cnp.dtype>dtype).type_num)
     a.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     return _finish(&j, (lengths, h0, c0, w_hh, b_ih, b_hh, y, h_n, c_n, act, hprev, aux, x, w_ih, ws,
-                        hmask, hdrop, zh, zc), defer)
+                        hmask, hdrop, zh, zc, peep), defer)
+
+
+cdef const void* _peep(peep, int H, bint two, dtype) except? NULL:
+    """LSTM peephole weights (3H), or NULL for None."""
+    if peep is not None and not two:
+        raise ValueError("peep (peephole weights) needs a cell with a cell state (LSTM)")
+    return _ptr(peep, "peep", (3 * H,), dtype, NULLABLE)
+
+
+cdef void* _dpeep(peep, dpeep, tuple shape, dtype) except? NULL:
+    """The peephole gradient's output: required with peep, refused without."""
+    if peep is None:
+        if dpeep is not None:
+            raise ValueError("dpeep is only written with peep")
+        return NULL
+    return _ptr(dpeep, "dpeep", shape, dtype, REQUIRED, OUTPUT)
 
 
 cdef (const void*, const void*) _zone(zh, zc, int T, int B, int H, bint two, dtype) except *:
@@ -504,12 +521,13 @@ cdef (const void*, const void*) _zone(zh, zc, int T, int B, int H, bint two, dty
 def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, w_hh, act, hprev,
                    aux, dy, Py_ssize_t dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0,
                    dhs=None, dbias=None, Py_ssize_t h_col=0, w_ih=None, dx=None, hmask=None,
-                   zh=None, zc=None, bint defer=False):
+                   zh=None, zc=None, peep=None, dpeep=None, bint defer=False):
     """Reverse time loop for batch rows b0..b1-1; writes their rows of dgx/dgh, dh0, dc0, and
     with dbias (G*H + (G-S)*H) these rows' share of the bias gradients (assigned).
     With dx (T,B,D) and w_ih, also these rows of dx (assigned; see dx_in_loop_pays): only for
     a layer with one direction, and backward_params must then be given dx=None.
-    hmask, zh, zc: as given to recur()."""
+    hmask, zh, zc, peep: as given to recur(); with peep, dpeep (3H) gets these rows' share of
+    the peephole gradient (assigned)."""
     dtype = _float_dtype(act, "act")
     if act.ndim != 3 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("act must be 3-D and w_hh 2-D")
@@ -553,10 +571,12 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
         raise ValueError("w_ih is only used together with dx")
     a.hmask = _ptr(hmask, "hmask", (B, H), dtype, NULLABLE)
     a.zh, a.zc = _zone(zh, zc, T, B, H, two, dtype)
+    a.peep = _peep(peep, H, two, dtype)
+    a.dpeep = _dpeep(peep, dpeep, (3 * H,), dtype)
     ws = _empty(1, fr_backward_ws_size(c, T, b1 - b0, a.D, H), 0, 0, (<cnp.dtype>dtype).type_num)
     a.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     return _finish(&j, (lengths, w_hh, act, hprev, aux, dy, dh_n, dc_n, dh0, dc0, dgx, dgh, dhs,
-                        dbias, ws, w_ih, dx, hmask, zh, zc), defer)
+                        dbias, ws, w_ih, dx, hmask, zh, zc, peep, dpeep), defer)
 
 
 def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ssize_t r1, x, w_ih,
@@ -640,13 +660,14 @@ def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reve
 
 def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
              dy=None, int dy_col=0, dh_n=None, dc_n=None, dx=None, bint accumulate_dx=False,
-             dw_ih=None, dw_hh=None, db_ih=None, db_hh=None, double leak=1.0):
+             dw_ih=None, dw_hh=None, db_ih=None, db_hh=None, double leak=1.0, peep=None, dpeep=None):
     """BPTT of one layer in one direction, from `saved` of a training forward(): recur_backward()
     then backward_params() over everything.
 
     dx (T,B,D) is written (assigned, or accumulated with accumulate_dx) if given; parameter
     gradients accumulate into dw_ih, dw_hh, db_ih, db_hh. Returns (dh0, dc0); dc0 None unless
-    the cell has two states (LSTM).
+    the cell has two states (LSTM). With peep (LSTM peepholes), dpeep (3H) is assigned their
+    gradient.
     """
     if saved is None:
         raise ValueError("saved is None: backward needs a training-mode forward")
@@ -664,7 +685,7 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
     dgx = np.empty((T, B, GH), dtype=dtype)
     dgh = np.empty((T, B, RH), dtype=dtype) if RH else None
     recur_backward(cell, 0, B, reverse, lengths, w_hh, act, hprev, aux, dy, dy_col, dh_n, dc_n,
-                   dh0, dc0, dgx, dgh, leak)
+                   dh0, dc0, dgx, dgh, leak, peep=peep, dpeep=dpeep)
     backward_params(cell, 0, GH, 0, <Py_ssize_t>T * B, x, w_ih, hprev, dgx, dgh, dx, accumulate_dx,
                     dw_ih, dw_hh, db_ih, db_hh, lengths=lengths)
     return dh0, dc0
@@ -693,7 +714,7 @@ def units_shared_size(int cell, dtype, Py_ssize_t T, Py_ssize_t H, int mid, bint
 
 def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b_hh, y,
                 Py_ssize_t y_col, h_n, c_n, act, hprev, aux, double leak, sync, shared, Py_ssize_t h_col=0,
-                bint defer=False):
+                peep=None, bint defer=False):
     """Forward time loop of a batch of one as two unit tasks per step, claimed by two concurrent
     calls (part 0 and 1; fastrnn.h, fr_recur_units); act holds project()'s output."""
     dtype = _float_dtype(act, "act")
@@ -725,16 +746,18 @@ def recur_units(int cell, int mid, int part, bint reverse, h0, c0, w_hh, b_ih, b
     a.ldh = H
     a.hprev = _cols(hprev, "hprev", T, 1, h_col, H, dtype, &a.ldh, NULLABLE, OUTPUT)
     a.aux = _ptr(aux, "aux", (T, 1, A * H), dtype, REQUIRED, OUTPUT) if (A and hprev is not None) else NULL
+    a.peep = _peep(peep, H, two, dtype)
     a.shared = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, False),), dtype, REQUIRED, OUTPUT)
     a.sync = _sync_ptr(sync)
-    return _finish(&j, (h0, c0, w_hh, b_ih, b_hh, y, h_n, c_n, act, hprev, aux, sync, shared), defer)
+    return _finish(&j, (h0, c0, w_hh, b_ih, b_hh, y, h_n, c_n, act, hprev, aux, sync, shared, peep), defer)
 
 
 def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, hprev, aux, dy,
                          Py_ssize_t dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak, dhs, dbias,
-                         sync, shared, Py_ssize_t h_col=0, bint defer=False):
+                         sync, shared, Py_ssize_t h_col=0, peep=None, dpeep=None, bint defer=False):
     """Reverse time loop of a batch of one as two unit tasks per step (fastrnn.h,
-    fr_recur_backward_units); dbias (2, G*H + (G-S)*H) gets each task's share."""
+    fr_recur_backward_units); dbias (2, G*H + (G-S)*H) and, with peep, dpeep (2, 3H) get each
+    task's share."""
     dtype = _float_dtype(act, "act")
     if act.ndim != 3 or act.shape[1] != 1 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("act must be (T, 1, G*H) and w_hh 2-D")
@@ -766,10 +789,12 @@ def recur_backward_units(int cell, int mid, int part, bint reverse, w_hh, act, h
     a.dgh = _ptr(dgh, "dgh", (T, 1, RH), dtype, REQUIRED, OUTPUT) if RH else NULL
     a.dhs = _ptr(dhs, "dhs", (T, 1, H), dtype, NULLABLE, OUTPUT)
     a.dbias = _ptr(dbias, "dbias", (2, <Py_ssize_t>G * H + RH), dtype, NULLABLE, OUTPUT)
+    a.peep = _peep(peep, H, two, dtype)
+    a.dpeep = _dpeep(peep, dpeep, (2, 3 * H), dtype)
     a.shared = _ptr(shared, "shared", (units_shared_size(cell, dtype, T, H, mid, True),), dtype, REQUIRED, OUTPUT)
     a.sync = _sync_ptr(sync)
     return _finish(&j, (w_hh, act, hprev, aux, dy, dh_n, dc_n, dh0, dc0, dgx, dgh, dhs, dbias, sync,
-                        shared), defer)
+                        shared, peep, dpeep), defer)
 
 
 # ---- one cell step: the per-call path of a streaming cell -----------------------------------------
@@ -817,14 +842,15 @@ cdef inline void* _data_if(object a, int typenum, cnp.npy_intp d0, cnp.npy_intp 
     return cnp.PyArray_DATA(arr)
 
 
-def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
+def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None):
     """One step of a cell, x (B,D), h and c (B,H): fr_recur's fused mode with T=1.
 
     The per-call path of a streaming cell, so everything is checked through NumPy's C API and
     allocated with PyArray_EMPTY. Returns (h1, c1, saved): c1 None unless the cell has two
     states (LSTM); saved = (x as (1,B,D), (act, hprev, aux)) in training, for backward(), else
     None. Inputs that are not exactly right (wrong dtype, not contiguous, not an ndarray) raise
-    TypeError/ValueError; the cell classes convert and retry or report."""
+    TypeError/ValueError; the cell classes convert and retry or report. peep (3H): LSTM
+    peephole weights, or None."""
     cdef fr_cell cc = <fr_cell>cell
     if not cnp.PyArray_Check(x) or cnp.PyArray_NDIM(<cnp.ndarray>x) != 2:
         raise ValueError("x must be a 2-D numpy array (B, D)")
@@ -857,8 +883,9 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
     cdef void *pwh = _data_if(w_hh, typenum, G * H, H)
     cdef void *pbi = _data_if(b_ih, typenum, G * H, 0) if b_ih is not None else NULL
     cdef void *pbh = _data_if(b_hh, typenum, G * H, 0) if b_hh is not None else NULL
+    cdef void *ppe = _data_if(peep, typenum, 3 * H, 0) if peep is not None and two else NULL
     if px == NULL or ph == NULL or (two and pc == NULL) or pwi == NULL or pwh == NULL \
-            or (b_ih is not None and (pbi == NULL or pbh == NULL)):
+            or (b_ih is not None and (pbi == NULL or pbh == NULL)) or (peep is not None and ppe == NULL):
         dtype = np.float32 if typenum == cnp.NPY_FLOAT else np.float64
         _ptr(x, "x", (B, D), dtype)
         _ptr(h, "h", (B, H), dtype)
@@ -868,6 +895,7 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
         _ptr(w_hh, "w_hh", (G * H, H), dtype)
         _ptr(b_ih, "b_ih", (G * H,), dtype, True)
         _ptr(b_hh, "b_hh", (G * H,), dtype, True)
+        _peep(peep, H, two, dtype)
         raise AssertionError("cell_step: an argument failed the fast check but passed the full one")
     cdef fr_dtype dt = FR_F64 if typenum == cnp.NPY_DOUBLE else FR_F32
     h1 = _empty(2, B, H, 0, typenum)
@@ -887,6 +915,7 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
         u.cell, u.dtype, u.B, u.D, u.H = cc, dt, B, D, H
         u.x, u.h, u.c, u.w_ih, u.w_hh, u.b_ih, u.b_hh = px, ph, pc, pwi, pwh, pbi, pbh
         u.h1, u.c1, u.act, u.hprev, u.aux = ph1, pc1, pact, php, paux
+        u.peep = ppe
         _cell_units(&u, typenum, mid)
     else:
         y = _empty(3, 1, B, H, typenum)  # fr_recur's output copy of h1
@@ -896,7 +925,7 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train):
         r.x, r.w_ih, r.h0, r.c0, r.w_hh, r.b_ih, r.b_hh = px, pwi, ph, pc, pwh, pbi, pbh
         r.y, r.ldy, r.h_n, r.c_n = cnp.PyArray_DATA(<cnp.ndarray>y), H, ph1, pc1
         r.act, r.hprev, r.ldh, r.aux = pact, php, H, paux
-        r.hmask, r.hdrop, r.ldd, r.zh, r.zc = NULL, NULL, H, NULL, NULL
+        r.hmask, r.hdrop, r.ldd, r.zh, r.zc, r.peep = NULL, NULL, H, NULL, NULL, ppe
         r.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
         with nogil:
             fr_recur(&r)

@@ -56,7 +56,7 @@ def _suffix(layer, direction):
 # Splitting it out lets a whole sequence do its input projection as one GEMM.
 # ---------------------------------------------------------------------------
 
-def _step_forward(mode, gi, w_hh, b_hh, h, c, hm=None):
+def _step_forward(mode, gi, w_hh, b_hh, h, c, hm=None, peep=None):
     # hm: recurrent dropout's (B, H) mask; W_hh sees h * hm, the gates' own h stays unmasked
     hw = h if hm is None else h * hm
     gh = hw @ w_hh.T
@@ -69,14 +69,20 @@ def _step_forward(mode, gi, w_hh, b_hh, h, c, hm=None):
         return h1, None, {"h": h, "hw": hw, "pre": a, "h1": h1}
     if mode == "LSTM":
         a = gi + gh
-        i = _sigmoid(a[:, 0:H])
-        f = _sigmoid(a[:, H:2 * H])
+        # peep: (p_i, p_f, p_o); i and f look at the old cell state, o at the new one (added
+        # only when given: 0 * an infinite c would be NaN)
+        ai, af, ao = a[:, 0:H], a[:, H:2 * H], a[:, 3 * H:4 * H]
+        if peep is not None:
+            ai, af = ai + peep[0:H] * c, af + peep[H:2 * H] * c
+        i = _sigmoid(ai)
+        f = _sigmoid(af)
         g = np.tanh(a[:, 2 * H:3 * H])
-        o = _sigmoid(a[:, 3 * H:4 * H])
         c1 = f * c + i * g
+        o = _sigmoid(ao if peep is None else ao + peep[2 * H:3 * H] * c1)
         tc = np.tanh(c1)
         h1 = o * tc
-        return h1, c1, {"h": h, "hw": hw, "c": c, "i": i, "f": f, "g": g, "o": o, "tc": tc}
+        return h1, c1, {"h": h, "hw": hw, "c": c, "c1": c1, "i": i, "f": f, "g": g, "o": o, "tc": tc,
+                        "peep": peep}
     # GRU
     r = _sigmoid(gi[:, 0:H] + gh[:, 0:H])
     z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
@@ -103,16 +109,23 @@ def _step_backward(mode, sc, w_hh, dh1, dc1, hm=None):
         return dgi, dgh, dh, None
     if mode == "LSTM":
         i, f, g, o, tc = sc["i"], sc["f"], sc["g"], sc["o"], sc["tc"]
+        peep = sc["peep"]
+        H = i.shape[1]
+        dao = dh1 * tc * o * (1 - o)
         dct = dh1 * o * (1 - tc * tc)
         if dc1 is not None:
             dct = dct + dc1
-        do = dh1 * tc
-        di = dct * g
-        dg = dct * i
-        df = dct * sc["c"]
+        if peep is not None:  # o saw the new cell state
+            dct = dct + dao * peep[2 * H:3 * H]
+        dai = dct * g * i * (1 - i)
+        daf = dct * sc["c"] * f * (1 - f)
+        dag = dct * i * (1 - g * g)
         dc = dct * f
-        da = np.concatenate([di * i * (1 - i), df * f * (1 - f),
-                             dg * (1 - g * g), do * o * (1 - o)], axis=1)
+        if peep is not None:  # i and f saw the old one
+            dc = dc + dai * peep[0:H] + daf * peep[H:2 * H]
+            sc["dpeep"] = np.concatenate([(dai * sc["c"]).sum(0), (daf * sc["c"]).sum(0),
+                                          (dao * sc["c1"]).sum(0)])
+        da = np.concatenate([dai, daf, dag, dao], axis=1)
         dh = back(da)
         return da, da, dh, dc
     # GRU
@@ -185,7 +198,7 @@ def cell_backward(cache, dh1, dc1=None):
 # One direction of one layer over a (sub)sequence with no padding in it
 # ---------------------------------------------------------------------------
 
-def _run_dir(mode, w, inp, h0, c0, reverse, m=None):
+def _run_dir(mode, w, inp, h0, c0, reverse, m=None, peep=None):
     """inp (T, B, Din) all valid.  Returns (out (T, B, H), hT, cT, cache).
     m: this run's variant masks (see forward) sliced to its rows, or None."""
     m = m or {}
@@ -202,7 +215,7 @@ def _run_dir(mode, w, inp, h0, c0, reverse, m=None):
     h, c = h0, c0
     steps = [None] * T
     for t in order:
-        hn, cn, steps[t] = _step_forward(mode, gi_all[t], w_hh, b_hh, h, c, hm)
+        hn, cn, steps[t] = _step_forward(mode, gi_all[t], w_hh, b_hh, h, c, hm, peep)
         if zh is not None:
             # zoneout: each unit keeps its previous value with weight zh (c: zc)
             hn = zh[t] * h + (1 - zh[t]) * hn
@@ -232,6 +245,7 @@ def _run_dir_backward(mode, w, cache, dout, dhT, dcT):
     hprev_all = np.empty((T, B, H), dt)
     order = range(T) if cache["reverse"] else range(T - 1, -1, -1)
     zh, zc = cache["zh"], cache["zc"]
+    dpeep = None
     for t in order:
         dh1 = dh if dout is None else dh + dout[t]
         sc = steps[t]
@@ -240,6 +254,8 @@ def _run_dir_backward(mode, w, cache, dout, dhT, dcT):
             if dc is not None:
                 keep_c, dc = zc[t] * dc, (1 - zc[t]) * dc
         dgi_all[t], dgh_all[t], dh, dc = _step_backward(mode, sc, w_hh, dh1, dc, cache["hm"])
+        if "dpeep" in sc:
+            dpeep = sc.pop("dpeep") if dpeep is None else dpeep + sc.pop("dpeep")
         if zh is not None:
             dh = dh + keep_h
             if dc is not None:
@@ -253,7 +269,7 @@ def _run_dir_backward(mode, w, cache, dout, dhT, dcT):
     dw_hh = flat_h.T @ hprev_all.reshape(T * B, H)
     db_ih = None if b_ih is None else flat.sum(axis=0)
     db_hh = None if b_hh is None else flat_h.sum(axis=0)
-    return dinp, dh, dc, (dw_ih, dw_hh, db_ih, db_hh)
+    return dinp, dh, dc, (dw_ih, dw_hh, db_ih, db_hh, dpeep)
 
 
 # ---------------------------------------------------------------------------
@@ -270,6 +286,8 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
       zh, zc (T,B,H)  zoneout: h = zh*h_prev + (1-zh)*h_cell at position (t, b),
                       c likewise with zc (LSTM; h_cell = o*tanh(c_cell))
       wmask (G*H, H)  weight dropout: W_hh * wmask replaces W_hh
+    LSTM peepholes: params weight_ch_l{k}[_reverse] (3H,) = p_i, p_f, p_o give
+    i = sig(. + p_i c_{t-1}), f = sig(. + p_f c_{t-1}), o = sig(. + p_o c_t).
 
     params: dict with PyTorch names; without bias_ih_l0 the network has no bias.
     x (T, B, D); h0/c0 (num_layers*dirs, B, H) or None (zeros);
@@ -300,6 +318,10 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
             )
     H = w[(0, 0)][1].shape[1]
     G = _GATES[mode]
+    peeps = {}
+    if mode == "LSTM" and "weight_ch_l0" in params:
+        peeps = {(k, d): np.asarray(params["weight_ch" + _suffix(k, d)], dtype=dt)
+                 for k in range(L) for d in range(dirs)}
     if w[(0, 0)][0].shape != (G * H, x.shape[2]):
         raise ValueError("weight_ih_l0 shape %s does not match mode %s, H=%d, D=%d"
                          % (w[(0, 0)][0].shape, mode, H, x.shape[2]))
@@ -359,7 +381,7 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
             if lengths is None:
                 whole = {z: np.asarray(masks[idx][z], dtype=dt)
                          for z in ("hmask", "zh", "zc") if masks[idx].get(z) is not None}
-                o, hT, cT, rc = _run_dir(mode, w[(k, d)], inp, h0[idx], cc, rev, whole)
+                o, hT, cT, rc = _run_dir(mode, w[(k, d)], inp, h0[idx], cc, rev, whole, peeps.get((k, d)))
                 out[:, :, d * H:(d + 1) * H] = o
                 h_n[idx] = hT
                 if c_n is not None:
@@ -371,7 +393,7 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
                     n = lengths[b]
                     o, hT, cT, rc = _run_dir(
                         mode, w[(k, d)], inp[:n, b:b + 1], h0[idx, b:b + 1],
-                        None if cc is None else cc[b:b + 1], rev, rows(masks[idx], b, n))
+                        None if cc is None else cc[b:b + 1], rev, rows(masks[idx], b, n), peeps.get((k, d)))
                     out[:n, b:b + 1, d * H:(d + 1) * H] = o
                     h_n[idx, b:b + 1] = hT
                     if c_n is not None:
@@ -382,7 +404,7 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
     y = inp
     cache = {"mode": mode, "num_layers": L, "dirs": dirs, "H": H, "T": T, "B": B,
              "D": x.shape[2], "dtype": dt, "lengths": lengths, "w": w,
-             "has_bias": has_bias, "runs": runs, "wmasks": wmasks}
+             "has_bias": has_bias, "runs": runs, "wmasks": wmasks, "peepholes": bool(peeps)}
     return y, h_n, c_n, cache
 
 
@@ -442,6 +464,8 @@ def backward(cache, dy=None, dh_n=None, dc_n=None):
             if cache["has_bias"]:
                 grads["bias_ih" + s] = gw[2]
                 grads["bias_hh" + s] = gw[3]
+            if cache["peepholes"]:
+                grads["weight_ch" + s] = gw[4]
         dout_all = dinp_all
     return dout_all, dh0, dc0, grads
 

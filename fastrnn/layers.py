@@ -243,8 +243,13 @@ class _RNNBase(_Module):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
-                 recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0):
+                 recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, peepholes=False):
         super().__init__(dtype, seed)
+        if not isinstance(peepholes, (bool, np.bool_)):
+            raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
+        self.peepholes = bool(peepholes)
+        if self.peepholes and self.mode != "LSTM":
+            raise ValueError(f"peepholes need a cell state: an LSTM option, not {type(self).__name__}'s")
         # each a probability p < 1: p = 1 would drop every recurrent input or weight, or freeze
         # the state for ever
         self.recurrent_dropout = in_range(recurrent_dropout, "recurrent_dropout", 0, 1)
@@ -272,13 +277,15 @@ class _RNNBase(_Module):
                 if self.bias:
                     self._add_param("bias_ih" + sfx, (G * H,), bound)
                     self._add_param("bias_hh" + sfx, (G * H,), bound)
+                if self.peepholes:  # p_i, p_f, p_o: ONNX's P, but in our gate order
+                    self._add_param("weight_ch" + sfx, (3 * H,), bound)
         self._cache = None
         self._bufs = {}
 
     def __repr__(self):
         extra = f", nonlinearity={self.nonlinearity!r}" if self.mode.startswith("RNN") else ""
         extra += f", leak={self.leak}" if self.leak != 1.0 else ""
-        for name in ("recurrent_dropout", "zoneout", "weight_dropout"):
+        for name in ("recurrent_dropout", "zoneout", "weight_dropout", "peepholes"):
             extra += f", {name}={getattr(self, name)}" if getattr(self, name) else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
@@ -345,6 +352,11 @@ class _RNNBase(_Module):
             out.append(m)
         return out
 
+    @staticmethod
+    @functools.lru_cache(maxsize=None)
+    def _peep_name(layer, direction):
+        return f"weight_ch_l{layer}" + ("_reverse" if direction else "")
+
     def _state_shape(self, B):
         return (self.num_layers * self.num_directions, B, self.hidden_size)
 
@@ -405,6 +417,7 @@ class _RNNBase(_Module):
             saved, tasks = [], []
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = map(self._params.get, self._names(layer, d))
+                peep = self._params.get(self._peep_name(layer, d))
                 k = layer * dirs + d
                 mk = masks[k] if masks is not None else {}
                 hmask, zh, zc, wmask = mk.get("hmask"), mk.get("zh"), mk.get("zc"), mk.get("wmask")
@@ -436,7 +449,7 @@ class _RNNBase(_Module):
                                                 c0=c0k, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, y=y, y_col=d * H,
                                                 h_n=h_n[k], c_n=c_nk, act=act, hprev=xh, h_col=D,
                                                 aux=aux, leak=self.leak, sync=sync, shared=shared,
-                                                defer=True)
+                                                peep=peep, defer=True)
                               for part in (0, 1)]
                     saved.append((act, xh, aux, None, mk))
                     continue
@@ -447,7 +460,7 @@ class _RNNBase(_Module):
                                       aux=aux, leak=self.leak, x=inp if fused else None,
                                       w_ih=w_ih if fused else None, hmask=hmask,
                                       hdrop=xh if hp is not None else None, d_col=D, zh=zh, zc=zc,
-                                      defer=True)
+                                      peep=peep, defer=True)
                           for b0, b1 in chunks]
                 saved.append((act, xh, aux, hp, mk))
             _run(tasks)
@@ -524,7 +537,10 @@ class _RNNBase(_Module):
                 parts = 2 if mid is not None else len(chunks)
                 dbias = (np.empty((parts, G * H + RH), self.dtype)
                          if self.bias else [None] * parts)
-                grads.append((dgx, dgh, dbias))
+                peep = p.get(self._peep_name(layer, d))
+                # each row range's (or unit task's) share of the peephole gradient
+                dpeep = np.empty((parts, 3 * H), self.dtype) if peep is not None else [None] * parts
+                grads.append((dgx, dgh, dbias, dpeep))
                 if mid is not None:
                     sync = np.zeros(4, np.intc)
                     shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, mid, True),
@@ -534,7 +550,8 @@ class _RNNBase(_Module):
                                   act=act, hprev=xh, h_col=D, aux=aux, dy=dy, dy_col=d * H,
                                   dh_n=dh_nk, dc_n=dc_nk, dh0=dh0[k], dc0=dc0k, dgx=dgx, dgh=dgh,
                                   leak=self.leak, dhs=dhs_all[k], dbias=dbias if self.bias else None,
-                                  sync=sync, shared=shared, defer=True)
+                                  sync=sync, shared=shared, peep=peep,
+                                  dpeep=dpeep if peep is not None else None, defer=True)
                               for part in (0, 1)]
                     continue
                 # one direction: dx in the reverse loop while each step's dgx rows are in cache
@@ -547,12 +564,15 @@ class _RNNBase(_Module):
                               dh_n=dh_nk, dc_n=dc_nk, dh0=dh0[k], dc0=dc0k, dgx=dgx, dgh=dgh,
                               leak=self.leak, dhs=dhs_all[k], dbias=dbias[i],
                               w_ih=None if loop_dx is None else p[w_ih], dx=loop_dx,
-                              hmask=mk.get("hmask"), zh=mk.get("zh"), zc=mk.get("zc"), defer=True)
+                              hmask=mk.get("hmask"), zh=mk.get("zh"), zc=mk.get("zc"), peep=peep,
+                              dpeep=dpeep[i], defer=True)
                           for i, (b0, b1) in enumerate(chunks)]
             _run(tasks)
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = self._names(layer, d)
-                dgx, dgh, dbias = grads[d]
+                dgx, dgh, dbias, dpeep = grads[d]
+                if self.peepholes:
+                    g[self._peep_name(layer, d)] += dpeep.sum(axis=0)
                 wmask = saved[d][4].get("wmask")
                 # weight dropout: the loops' W_hh was W_hh * mask, so its gradient goes back
                 # through the mask (accumulated in a scratch first, as the engine adds)
@@ -628,8 +648,19 @@ class LSTM(_RNNBase):
 
     y, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None)
     dx, (dh0, dc0) = lstm.backward(dy, (dh_n, dc_n)=None)   # either state gradient may be None
+
+    peepholes=True adds weight_ch_l{k}[_reverse] (3*H,): p_i, p_f, p_o (in this order, our gate
+    order; ONNX's P orders them i, o, f) with ONNX's semantics: i = sig(... + p_i * c_{t-1}),
+    f = sig(... + p_f * c_{t-1}), o = sig(... + p_o * c_t) (Gers & Schmidhuber 2000).
     """ + _SHAPES_DOC
     mode = "LSTM"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
+                 recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, peepholes=False):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, seed, recurrent_dropout, zoneout, weight_dropout,
+                         peepholes)
 
     def _split_hx(self, hx):
         if hx is None:
@@ -646,6 +677,7 @@ class LSTM(_RNNBase):
 
 class _CellBase(_Module):
     mode = None
+    peepholes = False
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
         super().__init__(dtype, seed)
@@ -679,7 +711,8 @@ class _CellBase(_Module):
             p = self._params
             try:
                 h1, c1, saved = _core.cell_step(self._cell, x, h, c, p["weight_ih"], p["weight_hh"],
-                                                p.get("bias_ih"), p.get("bias_hh"), self._recording())
+                                                p.get("bias_ih"), p.get("bias_hh"), self._recording(),
+                                                p.get("weight_ch"))
             except (TypeError, ValueError):
                 pass
             else:
@@ -694,7 +727,8 @@ class _CellBase(_Module):
         c = self._state(c, "c", B) if self._kind.states == 2 else None
         p = self._params
         h1, c1, saved = _core.cell_step(self._cell, x, h, c, p["weight_ih"], p["weight_hh"],
-                                        p.get("bias_ih"), p.get("bias_hh"), self._recording())
+                                        p.get("bias_ih"), p.get("bias_hh"), self._recording(),
+                                        p.get("weight_ch"))
         if saved is not None:
             self._push(saved)
         return h1, c1
@@ -724,9 +758,13 @@ class _CellBase(_Module):
         self._tape.pop()
         p, g = self._params, self.grads
         dx = np.empty(x3.shape, self.dtype)
+        peep = p.get("weight_ch")
+        dpeep = np.empty(peep.shape, self.dtype) if peep is not None else None
         dh, dc = _core.backward(self._cell, x3, p["weight_ih"], p["weight_hh"], saved, dh_n=dh1,
                                 dc_n=dc1, dx=dx, dw_ih=g["weight_ih"], dw_hh=g["weight_hh"],
-                                db_ih=g.get("bias_ih"), db_hh=g.get("bias_hh"))
+                                db_ih=g.get("bias_ih"), db_hh=g.get("bias_hh"), peep=peep, dpeep=dpeep)
+        if peep is not None:
+            g["weight_ch"] += dpeep
         return dx[0], dh, dc
 
     def reset_tape(self):
@@ -786,8 +824,21 @@ def _pair(state, name, what):
 
 
 class LSTMCell(_CellBase):
-    __doc__ = """One LSTM step: (h1, c1) = cell(x, (h, c)); dx, (dh, dc) = cell.backward((dh1, dc1)).""" + _CELL_DOC
+    __doc__ = """One LSTM step: (h1, c1) = cell(x, (h, c)); dx, (dh, dc) = cell.backward((dh1, dc1)).
+
+    peepholes=True adds weight_ch (3*H,) = p_i, p_f, p_o, as LSTM(peepholes=True).""" + _CELL_DOC
     mode = "LSTM"
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, peepholes=False):
+        super().__init__(input_size, hidden_size, bias, dtype, seed)
+        if not isinstance(peepholes, (bool, np.bool_)):
+            raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
+        self.peepholes = bool(peepholes)
+        if self.peepholes:
+            self._add_param("weight_ch", (3 * self.hidden_size,), 1.0 / np.sqrt(self.hidden_size))
+
+    def __repr__(self):
+        return super().__repr__()[:-1] + (", peepholes=True)" if self.peepholes else ")")
 
     def forward(self, x, hx=None):
         h, c = _pair(hx, "hx", "(h, c)")

@@ -60,6 +60,9 @@ def _refuse_leaky(model, target):
                              "equivalent; only leak=1 layers convert")
         # zoneout changes the eval-mode recurrence (h = p h_prev + (1-p) h_cell); recurrent and
         # weight dropout do not (their eval mode is the plain layer), so those convert
+        if getattr(l, "peepholes", False):
+            raise ValueError(f"a peephole LSTM has no {target} equivalent; export it to ONNX (its LSTM "
+                             "has peepholes) or use peepholes=False")
         if getattr(l, "zoneout", 0.0):
             raise ValueError(f"a layer with zoneout={l.zoneout} has no {target} equivalent (its "
                              "inference mixes in the previous state); only zoneout=0 layers convert")

@@ -164,6 +164,10 @@ def _export_recurrent(g, i, layer, s):
         W, R, B = _engine_weights(e, l, kind)
         ins = [x, g.const(f"W_{i}_l{l}", W), g.const(f"R_{i}_l{l}", R),
                g.const(f"B_{i}_l{l}", B) if B is not None else "", s.lengths or ""]
+        if getattr(e, "peepholes", False):  # ONNX's P orders them i, o, f; ours i, f, o
+            P = np.stack([_permute_blocks(e.parameters()[f"weight_ch_l{l}" + ("_reverse" if d else "")], (0, 2, 1))
+                          for d in range(dirs)])
+            ins += ["", "", g.const(f"P_{i}_l{l}", P)]
         last = l == e.num_layers - 1
         Y, Y_h = g.node(kind, ins, n_out=2, base=f"{kind}_{i}_l{l}", **attrs)
         if not last or layer.return_sequences:
@@ -1030,8 +1034,6 @@ class _Interpreter:
         if kind == "GRU" and not attrs.get("linear_before_reset", 0):
             self.refuse(node, "linear_before_reset=0 applies the reset gate before the recurrent "
                               "product, which fastrnn's (PyTorch's) GRU cannot represent")
-        if kind == "LSTM" and self.opt(node, 7):
-            self.refuse(node, "peephole weights P have no fastrnn counterpart")
         layout = attrs.get("layout", 0)
         want = ("T", "B") if layout == 0 else ("B", "T")
         if x.half is not None or len(x.axes) != 3 or x.axes[:2] != want or x.axes[2][0] != "F":
@@ -1065,15 +1067,18 @@ class _Interpreter:
                 (isinstance(v, _Const) and not v.value.any())
             if not zero:
                 self.refuse(node, f"{what} is not zero: fastrnn models start from zero states")
-        params = {"W": W, "R": R, "B": B}
+        Pp = self.opt_const(node, 7, "P") if kind == "LSTM" else None
+        if Pp is not None and Pp.shape != (dirs, 3 * H):
+            self.refuse(node, f"peephole weights P {Pp.shape} do not fit {dirs} direction(s) of 3 x {H}")
+        params = {"W": W, "R": R, "B": B, "P": Pp}
         spec = {"kind": "rnn", "cell": kind, "nonlinearity": nonlin, "hidden_size": H,
                 "dirs": dirs, "bias": B is not None, "layers": (params,), "input_size": D,
-                "seq": True, "merge": None, "lengths": x.lengths}
+                "seq": True, "merge": None, "lengths": x.lengths, "peepholes": Pp is not None}
         prev = x.last
         program = x.program
         if prev.get("kind") == "rnn" and prev["seq"] and prev["merge"] in ("concat",) and \
-                all(prev[k] == spec[k] for k in ("cell", "nonlinearity", "hidden_size", "dirs",
-                                                  "bias", "lengths")) and layout == 0:
+                all(prev.get(k) == spec[k] for k in ("cell", "nonlinearity", "hidden_size", "dirs",
+                                                      "bias", "lengths", "peepholes")) and layout == 0:
             spec.update(layers=prev["layers"] + (params,), input_size=prev["input_size"])
             program = program[:-1]
         Dax = ("D", dirs)
@@ -1123,6 +1128,8 @@ def _build_recurrent(spec, dtype):
     if kind == "RNN":
         engine = RNN(spec["input_size"], H, nonlinearity=spec["nonlinearity"], **args)
     else:
+        if spec.get("peepholes"):
+            args["peepholes"] = True
         engine = {"LSTM": LSTM, "GRU": GRU}[kind](spec["input_size"], H, **args)
     order, GH = GATE_FROM_ONNX[kind], engine.kind.gates * H
     sd = {}
@@ -1134,6 +1141,8 @@ def _build_recurrent(spec, dtype):
             if spec["bias"]:
                 sd["bias_ih" + sfx] = _permute_blocks(p["B"][d][:GH], order)
                 sd["bias_hh" + sfx] = _permute_blocks(p["B"][d][GH:], order)
+            if spec.get("peepholes"):
+                sd["weight_ch" + sfx] = _permute_blocks(p["P"][d], (0, 2, 1))  # i, o, f -> i, f, o
     return Recurrent(engine, return_sequences=spec["seq"], merge_mode=spec["merge"] or "concat"), sd
 
 

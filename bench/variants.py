@@ -23,7 +23,9 @@ import fastrnn as fr  # noqa: E402
 SHAPE = (100, 64, 32, 128)  # T, B, D, H: bench/_impls.py's "medium"
 CLASSES = {"rnn": fr.RNN, "gru": fr.GRU, "lstm": fr.LSTM}
 OPTIONS = {"plain": {}, "recurrent_dropout=0.25": {"recurrent_dropout": 0.25},
-           "zoneout=0.1": {"zoneout": 0.1}, "weight_dropout=0.3": {"weight_dropout": 0.3}}
+           "zoneout=0.1": {"zoneout": 0.1}, "weight_dropout=0.3": {"weight_dropout": 0.3},
+           "peepholes": {"peepholes": True}}
+ONLY = {"peepholes": ("lstm",)}  # options of one kind only
 
 
 def cpu_model():
@@ -54,7 +56,8 @@ def main(argv=None):
     print(f"| cell | option | ms / step | vs plain |")
     print(f"|---|---|---:|---:|")
     for cell in args.cells.split(","):
-        layers = {name: CLASSES[cell](D, H, seed=0, **kw) for name, kw in OPTIONS.items()}
+        layers = {name: CLASSES[cell](D, H, seed=0, **kw) for name, kw in OPTIONS.items()
+                  if cell in ONLY.get(name, (cell,))}
         dy = np.ones((T, B, H), np.float32)
         for m in layers.values():
             for _ in range(3):  # warm-up: buffers allocated, pages faulted in

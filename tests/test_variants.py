@@ -356,3 +356,222 @@ def test_bernoulli_masks_have_their_rate_and_depend_only_on_the_seed(dtype):
     assert abs(np.corrcoef(a.ravel()[:-1], a.ravel()[1:])[0, 1]) < 0.03
     with pytest.raises(ValueError, match="p must be"):
         _core.bernoulli(a, 1.5, 1.0, 0)
+
+
+# ---- peepholes (LSTM) ---------------------------------------------------------------------------
+
+def peephole_lstm(D, H, L=1, bi=False, bias=True, dtype=np.float64, seed=0, **opts):
+    m = fr.LSTM(D, H, num_layers=L, bidirectional=bi, bias=bias, dtype=dtype, seed=seed, peepholes=True, **opts)
+    rng = np.random.default_rng(seed + 100)
+    for k, v in m.parameters().items():  # peepholes large enough to matter
+        if k.startswith("weight_ch"):
+            v[...] = rng.uniform(-1, 1, v.shape)
+    return m
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, **CFG_IDS)
+def test_peephole_gradients_match_finite_differences(cfg):
+    T, B, D, H, L, bi, _, bias = cfg
+    m = peephole_lstm(D, H, L, bi, bias)
+    assert sum(k.startswith("weight_ch") for k in m.parameters()) == L * (2 if bi else 1)
+    x, h0, c0, lengths, cot = inputs("LSTM", cfg)
+
+    def loss():
+        y, h, c = run(m, x, h0, c0, lengths)
+        return np.sum(y * cot[0]) + np.sum(h * cot[1]) + np.sum(c * cot[2])
+
+    m.zero_grad()
+    loss()
+    dx, dh0, dc0 = backward(m, cot)
+    checks = [("x", dx, x), ("h0", dh0, h0), ("c0", dc0, c0)]
+    checks += [(k, m.grads[k], v) for k, v in m.parameters().items()]
+    worst = 0.0
+    for name, analytic, arr in checks:
+        numeric = numeric_grad(loss, arr, EPS)
+        worst = max(worst, float(np.max(np.abs(analytic - numeric))))
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=f"peepholes d{name}")
+    print(f"FD max |error| peepholes: {worst:.2e}")
+
+
+def test_peepholes_with_every_other_variant_match_finite_differences():
+    cfg = (4, 3, 2, 3, 2, True, [4, 2, 3], True)
+    m = peephole_lstm(2, 3, 2, True, recurrent_dropout=0.4, zoneout=0.3, weight_dropout=0.3)
+    x, h0, c0, lengths, cot = inputs("LSTM", cfg)
+
+    def loss():
+        fixed(m)
+        y, h, c = run(m, x, h0, c0, lengths)
+        return np.sum(y * cot[0]) + np.sum(h * cot[1]) + np.sum(c * cot[2])
+
+    m.zero_grad()
+    loss()
+    dx, dh0, dc0 = backward(m, cot)
+    for name, analytic, arr in [("x", dx, x), ("h0", dh0, h0), ("c0", dc0, c0)] + \
+            [(k, m.grads[k], v) for k, v in m.parameters().items()]:
+        np.testing.assert_allclose(analytic, numeric_grad(loss, arr, EPS), rtol=1e-6, atol=1e-8, err_msg=name)
+    check_against_reference(m, "LSTM", cfg, np.float64)
+
+
+def test_peephole_engine_equals_reference_float64():
+    cfg = (5, 3, 2, 4, 2, True, [5, 2, 4], True)
+    check_against_reference(peephole_lstm(2, 4, 2, True), "LSTM", cfg, np.float64)
+    # and the peepholes matter: zeroing them changes the outputs
+    m = peephole_lstm(2, 4, 2, True)
+    x = inputs("LSTM", cfg)[0]
+    y = run(m, x)[0]
+    for k, v in m.parameters().items():
+        if k.startswith("weight_ch"):
+            v[...] = 0
+    assert not np.allclose(run(m, x)[0], y)
+
+
+@pytest.mark.parametrize("path", list(PATHS) + ["units"])
+def test_peephole_engine_equals_reference_float32_on_every_path(plan_knobs, path):
+    plan_knobs(**(dict(units=True) if path == "units" else PATHS[path]))
+    threads = fr.get_num_threads()
+    fr.set_num_threads(2)
+    try:
+        if path == "units":  # a batch of one split by hidden units (plan.c allows peepholes there)
+            m = peephole_lstm(3, 16, dtype=np.float32)
+            assert _core.plan_units_mid(m._cell, 8, 1, 16, 1, False, False) is not None
+            check_against_reference(m, "LSTM", (8, 1, 3, 16, 1, False, None, True), np.float32)
+            return
+        for bi, lengths in ((False, None), (True, [9, 3, 7, 9, 1, 5, 8, 2])):
+            m = peephole_lstm(16, 19, 1, bi, dtype=np.float32)  # H % 8 != 0: the masked tail too
+            check_against_reference(m, "LSTM", (9, 8, 16, 19, 1, bi, lengths, True), np.float32)
+    finally:
+        fr.set_num_threads(threads)
+
+
+def test_peepholes_are_an_lstm_option_and_survive_save_load(tmp_path):
+    with pytest.raises(ValueError, match="peepholes"):
+        fr.GRU(2, 3, peepholes=True)
+    with pytest.raises(TypeError, match="peepholes"):
+        fr.LSTM(2, 3, peepholes="yes")
+    m = fr.Sequential([fr.LSTM(2, 5, num_layers=2, peepholes=True), fr.LastStep(), fr.Dense(1)], seed=0)
+    m.compile("mse", fr.Adam(0.01))
+    x = np.random.default_rng(0).standard_normal((6, 4, 2)).astype(np.float32)
+    m.fit(x, x[:, -1, :1], epochs=2, verbose=0)
+    m.save(tmp_path / "p.frnn")
+    m2 = fr.load(tmp_path / "p.frnn")
+    assert m2.layers[0].layer.peepholes and "weight_ch_l1" in m2.layers[0].layer.parameters()
+    np.testing.assert_array_equal(m2.predict(x), m.predict(x))
+    with pytest.raises(ValueError, match="peephole"):
+        fr.torch_state_dict(m)
+
+
+def test_peepholes_equal_onnxruntimes_lstm_on_a_hand_built_graph():
+    """ONNX's LSTM operator with P, built by hand (gate blocks i, o, f, c; P = p_i, p_o, p_f),
+    against the engine layer with the same weights: ONNX's peephole semantics."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+    T, B, D, H = 6, 3, 4, 5
+    m = peephole_lstm(D, H, 1, True, dtype=np.float32)
+    p = m.parameters()
+    to_onnx_order = lambda a: np.concatenate([a[0:H], a[3 * H:4 * H], a[H:2 * H], a[2 * H:3 * H]])  # noqa: E731
+    W, R, Bs, P = [], [], [], []
+    for sfx in ("_l0", "_l0_reverse"):
+        W.append(to_onnx_order(p["weight_ih" + sfx]))
+        R.append(to_onnx_order(p["weight_hh" + sfx]))
+        Bs.append(np.concatenate([to_onnx_order(p["bias_ih" + sfx]), to_onnx_order(p["bias_hh" + sfx])]))
+        pc = p["weight_ch" + sfx]
+        P.append(np.concatenate([pc[0:H], pc[2 * H:3 * H], pc[H:2 * H]]))
+    inits = [numpy_helper.from_array(np.stack(a).astype(np.float32), n) for a, n in
+             ((W, "W"), (R, "R"), (Bs, "B"), (P, "P"))]
+    node = helper.make_node("LSTM", ["X", "W", "R", "B", "", "", "", "P"], ["Y", "Y_h", "Y_c"],
+                            hidden_size=H, direction="bidirectional")
+    graph = helper.make_graph([node], "peep", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, B, D])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in
+                               (("Y", [T, 2, B, H]), ("Y_h", [2, B, H]), ("Y_c", [2, B, H]))],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    onnx.checker.check_model(model)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((T, B, D)).astype(np.float32)
+    Y, Y_h, Y_c = sess.run(None, {"X": x})
+    y, (h, c) = m.eval()(x)
+    np.testing.assert_allclose(y, Y.transpose(0, 2, 1, 3).reshape(T, B, 2 * H), rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(h, Y_h, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(c, Y_c, rtol=1e-5, atol=2e-6)
+
+
+def test_peephole_models_go_to_onnx_and_back():
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    m = fr.Sequential([fr.LSTM(3, 4, num_layers=2, bidirectional=True, peepholes=True), fr.LastStep(),
+                       fr.Dense(2)], seed=0)
+    for k, v in m.layers[0].layer.parameters().items():
+        if k.startswith("weight_ch"):
+            v[...] = np.random.default_rng(1).uniform(-1, 1, v.shape)
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    proto = fr.to_onnx(m)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], m.predict(x),
+                               rtol=1e-5, atol=2e-6)
+    back = fr.from_onnx(proto)
+    assert back.layers[0].layer.peepholes
+    np.testing.assert_allclose(back.predict(x), m.predict(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_peephole_cell_steps_equal_the_layer_and_finite_differences(plan_knobs, split):
+    """LSTMCell(peepholes=True) on both cell-step paths (fr_recur with T=1, and the unit halves
+    of fr_cell_units when split): T steps equal the layer, and BPTT through the tape matches
+    finite differences."""
+    threads = fr.get_num_threads()
+    fr.set_num_threads(2)
+    plan_knobs(cell_split_work=1 if split else 1 << 62)
+    try:
+        T, B, D, H = 4, 2, 3, 5
+        cell = fr.LSTMCell(D, H, dtype=np.float64, seed=1, peepholes=True)
+        layer = fr.LSTM(D, H, dtype=np.float64, seed=1, peepholes=True)
+        rng = np.random.default_rng(2)
+        cell.parameters()["weight_ch"][...] = rng.uniform(-1, 1, 3 * H)
+        layer.load_state_dict({k + "_l0": v for k, v in cell.state_dict().items()})
+        x = rng.standard_normal((T, B, D))
+        h0, c0 = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+        gh, gc = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+
+        def unroll():
+            h, c = h0, c0
+            for t in range(T):
+                h, c = cell(x[t], (h, c))
+            return h, c
+
+        h, c = unroll()
+        _, (hl, cl) = layer(x, (h0[None], c0[None]))
+        np.testing.assert_allclose(h, hl[0], rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(c, cl[0], rtol=1e-13, atol=1e-14)
+        cell.zero_grad()
+        dh, dc = gh, gc
+        for _ in range(T):
+            _, (dh, dc) = cell.backward((dh, dc))
+        cell.eval()
+
+        def f():
+            h, c = unroll()
+            return np.sum(h * gh) + np.sum(c * gc)
+
+        np.testing.assert_allclose(dh, numeric_grad(f, h0, EPS), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(dc, numeric_grad(f, c0, EPS), rtol=1e-6, atol=1e-8)
+        for k, p in cell.parameters().items():
+            np.testing.assert_allclose(cell.grads[k], numeric_grad(f, p, EPS), rtol=1e-6, atol=1e-8, err_msg=k)
+    finally:
+        fr.set_num_threads(threads)
+
+
+def test_a_peephole_lstm_trains_and_its_peepholes_learn():
+    """Greff et al. (2017) found peepholes rarely help, so this checks that they train: the loss
+    of a next-step sine model falls tenfold and the optimizer moves weight_ch (its gradient
+    reaches the model's update)."""
+    rng = np.random.default_rng(0)
+    phase = rng.uniform(0, 2 * np.pi, 64)
+    s = np.sin(phase[:, None] + 0.3 * np.arange(21))[..., None].astype(np.float32)
+    m = fr.Sequential([fr.LSTM(1, 8, peepholes=True), fr.Dense(1)], seed=0)
+    m.compile("mse", fr.Adam(0.02))
+    before = {k: v.copy() for k, v in m.layers[0].layer.parameters().items() if k.startswith("weight_ch")}
+    h = m.fit(s[:, :-1], s[:, 1:], epochs=30, batch_size=16, verbose=0).history["loss"]
+    assert h[-1] < h[0] / 10, h
+    for k, v in before.items():
+        assert np.abs(m.layers[0].layer.parameters()[k] - v).max() > 1e-2

@@ -34,5 +34,10 @@ from .train import *  # noqa: E402,F401,F403
 from . import datasets, lore  # noqa: E402,F401  (importing lore registers SkipRecurrent, JordanRNN for fr.load)
 from . import distributed  # noqa: E402,F401  (fr.distributed.init(): data-parallel fit on MPI)
 from .lore import *  # noqa: E402,F401,F403
+from . import machine  # noqa: E402,F401  (fr.machine.facts(): the CPU, its features and caches)
+from .tuning import tune  # noqa: E402,F401  (fr.tune(): measure this machine's plan, cache it)
+from . import tuning as _tuning  # noqa: E402
+
+_tuning.apply_cached()   # this CPU kind's tuned plan, if fr.tune() / fastrnn tune saved one
 
 __version__ = "0.1.0"

@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent / PKG
 # ============================================================================ check 1: layering
 # Lowest first. A name stands for the module and, for a package, everything inside it.
 LAYERS = [
-    ("base", ["fastrnn._checks", "fastrnn._cells"]),       # argument checks, cell maths: numpy only
+    ("base", ["fastrnn._checks", "fastrnn._cells", "fastrnn.machine"]),  # checks, cell maths, CPU facts
     ("data", ["fastrnn.datasets"]),                        # data generators: numpy and _checks
     ("bridge", ["fastrnn._core"]),                         # the Cython bridge to the C kernels
-    ("engine", ["fastrnn.layers", "fastrnn.reference", "fastrnn._numpy_blas"]),
+    ("engine", ["fastrnn.layers", "fastrnn.reference", "fastrnn._numpy_blas", "fastrnn.tuning"]),
     ("dist", ["fastrnn.distributed"]),                     # MPI data parallelism (mpi4py, lazily)
     ("train", ["fastrnn.train"]),                          # models, losses, optimizers, fit, I/O
     ("lore", ["fastrnn.lore"]),                            # ESN, AR, initialisers, diagnostics

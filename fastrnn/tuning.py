@@ -1,0 +1,311 @@
+"""Per-machine tuning of the plan (csrc/plan.c): ``fr.tune()`` / ``fastrnn tune``.
+
+The plan's thresholds decide when splitting work over the pool's threads pays: a layer's batch
+rows (``min_parallel_work``), a batch of one's hidden units (``unit_min_work``) and a single
+cell step's units (``cell_split_work``). Their defaults were measured on the 2-core AMD machines
+this project was built on; a split's hand-over cost and a step's speed differ between CPUs, so
+``tune()`` measures each crossover on the CPU it runs on -- both sides of every threshold, on
+a ladder of small layers, alternating -- and keeps the result in the user's cache directory, one
+file per CPU kind (``machine.cpu_key``). Importing fastrnn applies the cached plan of this CPU
+kind when there is one (and when ``FASTRNN_NO_TUNE_CACHE`` is not set); without one the
+defaults stay, so an untuned machine runs at least as fast as before.
+
+A cache file is untrusted input: a file that does not parse, names unknown knobs or holds values
+out of range is ignored with a warning, never half-applied. Files are written atomically.
+"""
+import datetime
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+from . import _core
+from .machine import cpu_key, facts
+
+__all__ = ["tune", "cache_path", "cached_plan", "apply_cached", "THRESHOLDS"]
+
+FORMAT = 1
+# the knobs tune() sets: the thread-split thresholds (multiply-adds)
+THRESHOLDS = ("min_parallel_work", "unit_min_work", "cell_split_work")
+NEVER = 1 << 62        # a threshold no work estimate reaches: never split
+_MAX = 1 << 62
+
+
+def cache_dir():
+    """$FASTRNN_CACHE_DIR, else the platform's user cache directory + /fastrnn."""
+    d = os.environ.get("FASTRNN_CACHE_DIR")
+    if d:
+        return d
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~")
+    elif platform.system() == "Darwin":
+        base = os.path.expanduser("~/Library/Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "fastrnn")
+
+
+def cache_path(key=None):
+    """The plan file of a CPU kind (default: this machine's)."""
+    return os.path.join(cache_dir(), f"plan-{key or cpu_key()}.json")
+
+
+def _check_plan(data, path):
+    """The knobs of a parsed plan file, or raises ValueError saying what is wrong."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a fastrnn plan file of format {FORMAT}")
+    knobs = data.get("knobs")
+    if not isinstance(knobs, dict) or not knobs:
+        raise ValueError(f"{path}: 'knobs' must be a non-empty object")
+    unknown = set(knobs) - set(THRESHOLDS)
+    if unknown:
+        raise ValueError(f"{path}: unknown knobs {sorted(unknown)}; known: {list(THRESHOLDS)}")
+    for k, v in knobs.items():
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _MAX:
+            raise ValueError(f"{path}: knob {k} must be an integer in [0, 2**62], got {v!r}")
+    return dict(knobs)
+
+
+def cached_plan(path=None):
+    """The knobs stored for this CPU kind, or None when there is no file. Raises ValueError for
+    a file that exists but is not a valid plan."""
+    path = path or cache_path()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(1 << 20)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{path}: not JSON: {e}") from None
+    return _check_plan(data, path)
+
+
+def apply_cached(path=None):
+    """Apply this CPU kind's cached plan; returns the knobs applied, or None (no file, or
+    FASTRNN_NO_TUNE_CACHE set). A broken file is ignored with a warning."""
+    if os.environ.get("FASTRNN_NO_TUNE_CACHE"):
+        return None
+    try:
+        knobs = cached_plan(path)
+    except ValueError as e:
+        warnings.warn(f"fastrnn: ignoring the tuning cache: {e}", RuntimeWarning, stacklevel=2)
+        return None
+    if knobs:
+        _core.plan_knobs(**knobs)
+    return knobs
+
+
+def _save(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".plan-", suffix=".tmp", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------------------- measuring
+def _median_pair(run_a, run_b, seconds):
+    """Median times of run_a and run_b, called alternately (a b b a a b ...) after a warm-up,
+    for about ``seconds`` (at least 5 and at most 41 calls each)."""
+    run_a(), run_b()
+    ta, tb = [], []
+    end = time.perf_counter() + seconds
+    for r in range(41):
+        for f, t in ((run_a, ta), (run_b, tb)) if r % 2 == 0 else ((run_b, tb), (run_a, ta)):
+            t0 = time.perf_counter()
+            f()
+            t.append(time.perf_counter() - t0)
+        if r >= 4 and time.perf_counter() > end:
+            break
+    return statistics.median(ta), statistics.median(tb)
+
+
+def _busy_ticks(path):
+    """Clock ticks of CPU time: a process (/proc/PID/stat: utime + stime) or the machine
+    (/proc/stat: everything but idle and iowait), or None where /proc is not there."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    if path.endswith("/stat") and path != "/proc/stat":
+        fields = text.rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    v = [int(x) for x in text.splitlines()[0].split()[1:9]]
+    return sum(v[0:3]) + sum(v[5:8])
+
+
+class _OtherLoad:
+    """The share of the machine's CPU time that other processes used between start and stop
+    (None where it cannot be known): splits measured on a busy machine measure the other load."""
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        self.m0, self.p0 = _busy_ticks("/proc/stat"), _busy_ticks("/proc/self/stat")
+        return self
+
+    def __exit__(self, *exc):
+        m1, p1 = _busy_ticks("/proc/stat"), _busy_ticks("/proc/self/stat")
+        if None in (self.m0, self.p0, m1, p1):
+            self.share = None
+            return
+        cap = (time.perf_counter() - self.t0) * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
+        self.share = max(0.0, (m1 - self.m0) - (p1 - self.p0)) / max(cap, 1e-9)
+
+
+def _with_knobs(knobs, fn):
+    def run():
+        old = _core.plan_knobs(**knobs)
+        try:
+            fn()
+        finally:
+            _core.plan_knobs(**old)
+    return run
+
+
+def _crossover(points):
+    """points: (work, split_time / plain_time) in increasing work. The threshold: halfway (in
+    log scale) between the largest work where splitting lost and the next point, provided it
+    wins from there on; NEVER if it never wins at the largest points, 0-ish if it always wins."""
+    wins = [ratio < 0.97 for _, ratio in points]
+    if not wins[-1]:
+        return NEVER
+    k = len(wins) - 1
+    while k > 0 and wins[k - 1]:
+        k -= 1
+    if k == 0:
+        return max(1, points[0][0] // 2)
+    return int(round(np.sqrt(points[k - 1][0] * points[k][0])))
+
+
+def _layer_step(cls, T, B, D, H, rng):
+    m = cls(D, H, seed=0, dtype=np.float32)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    y = m(x)[0]
+    dy = np.ones_like(y)
+
+    def step():
+        m(x)
+        m.backward(dy)
+    return step
+
+
+def _row_split(per_point, log):
+    from .layers import LSTM
+    rng = np.random.default_rng(0)
+    pts = []
+    T, D, G = 16, 16, 4
+    for H, B in ((32, 4), (32, 8), (32, 16), (32, 32), (64, 16), (64, 32), (64, 64), (128, 32)):
+        step = _layer_step(LSTM, T, B, D, H, rng)
+        work = T * B * G * H * H
+        split, plain = _median_pair(_with_knobs({"min_parallel_work": 0}, step),
+                                    _with_knobs({"min_parallel_work": NEVER}, step), per_point)
+        pts.append((work, split / plain))
+        log(f"  rows: LSTM T={T} B={B} H={H} (work {work:.3g}): split / one thread {split / plain:.2f}")
+    return _crossover(pts), pts
+
+
+def _unit_split(per_point, log):
+    from .layers import LSTM
+    rng = np.random.default_rng(1)
+    pts = []
+    for H in (16, 32, 48, 64, 96, 128, 192):
+        step = _layer_step(LSTM, 100, 1, 16, H, rng)
+        work = 4 * H * H
+        split, plain = _median_pair(_with_knobs({"units": True, "unit_min_work": 0}, step),
+                                    _with_knobs({"units": False}, step), per_point)
+        pts.append((work, split / plain))
+        log(f"  units: LSTM B=1 T=100 H={H} (G*H*H {work:.3g}): split / one thread {split / plain:.2f}")
+    return _crossover(pts), pts
+
+
+def _cell_split(per_point, log):
+    from .layers import LSTMCell
+    rng = np.random.default_rng(2)
+    pts = []
+    for H in (32, 64, 96, 128, 192, 256):
+        cell = LSTMCell(H, H, seed=0, dtype=np.float32)
+        cell.eval()
+        x = rng.standard_normal((1, H)).astype(np.float32)
+        s = (np.zeros((1, H), np.float32), np.zeros((1, H), np.float32))
+
+        def steps(cell=cell, x=x, s=s):
+            st = s
+            for _ in range(50):
+                st = cell(x, st)
+        work = 4 * H * 2 * H
+        split, plain = _median_pair(_with_knobs({"cell_split_work": 0}, steps),
+                                    _with_knobs({"cell_split_work": NEVER}, steps), per_point)
+        pts.append((work, split / plain))
+        log(f"  cell: LSTMCell B=1 D=H={H} (work per row {work:.3g}): split / one thread {split / plain:.2f}")
+    return _crossover(pts), pts
+
+
+def tune(seconds=30.0, save=True, apply=True, verbose=False):
+    """Measure this machine's thread-split crossovers (about ``seconds`` in all; run it on an
+    otherwise idle machine) and return {"knobs", "previous", "measured", "other_load", "path",
+    "seconds"}. With ``apply`` the knobs take effect now; with ``save`` they are written to the
+    cache, and every later ``import fastrnn`` on this CPU kind applies them. Nothing is applied
+    or saved when other processes used more than 10% of the machine meanwhile (a warning says
+    so; "other_load" is that share), nor with one thread in the pool (nothing to split).
+    Not thread-safe: it changes the process-wide plan while it measures; run it alone."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < 3600:
+        raise ValueError(f"seconds must be a positive number of seconds below 3600, got {seconds!r}")
+    log = print if verbose else (lambda *a: None)
+    previous = _core.plan_knobs()
+    threads = _core.get_pool_threads()
+    out = {"knobs": {}, "previous": previous, "measured": {}, "other_load": None, "path": None,
+           "seconds": 0.0}
+    if threads < 2:
+        log("one thread in the pool: no split to tune")
+        return out
+    t0 = time.perf_counter()
+    per_point = float(seconds) / 21            # 21 ladder points in all
+    knobs, measured = {}, {}
+    try:
+        with _OtherLoad() as load:
+            for name, fn in (("min_parallel_work", _row_split), ("unit_min_work", _unit_split),
+                             ("cell_split_work", _cell_split)):
+                knobs[name], pts = fn(per_point, log)
+                measured[name] = [[int(w), round(float(r), 4)] for w, r in pts]
+                log(f"{name}: {knobs[name]} (was {previous[name]})")
+    finally:
+        _core.plan_knobs(**previous)           # whatever a measurement left behind
+    elapsed = time.perf_counter() - t0
+    out.update(knobs=knobs, measured=measured, other_load=load.share, seconds=elapsed)
+    if load.share is not None and load.share > 0.1:
+        warnings.warn(f"fastrnn.tune: other processes used {load.share:.0%} of the machine while it "
+                      "measured; nothing applied or saved (run it on an idle machine)",
+                      RuntimeWarning, stacklevel=2)
+        return out
+    if apply:
+        _core.plan_knobs(**knobs)
+    path = None
+    if save:
+        path = cache_path()
+        f = facts()
+        _save(path, {"format": FORMAT, "cpu": {k: f[k] for k in ("model", "family", "model_number",
+                                                                  "machine", "flags", "l1d", "l2", "l3")},
+                     "threads": threads, "seconds": round(elapsed, 2), "knobs": knobs,
+                     "defaults": {k: previous[k] for k in THRESHOLDS}, "measured": measured,
+                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    out["path"] = path
+    return out

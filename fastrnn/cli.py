@@ -474,6 +474,41 @@ def cmd_predict(args, out=None):
     return point
 
 
+# ============================================================================ tune
+def cmd_tune(args, out=None):
+    out = out or sys.stdout
+    import warnings
+
+    import fastrnn as fr
+    from . import machine, tuning
+    if args.threads:
+        fr.set_num_threads(args.threads)
+    f = machine.facts()
+    caches = ", ".join(f"{k.upper()} {f[k] >> 10} KiB" for k in ("l1d", "l2", "l3") if f.get(k))
+    print(f"fastrnn tune: {f['model']} ({f['machine']}, {' '.join(f['flags']) or 'no SIMD flags read'}"
+          f"{', ' + caches if caches else ''}), {fr.get_num_threads()} threads, about "
+          f"{args.seconds:g} s", file=out, flush=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = tuning.tune(seconds=args.seconds, save=not args.no_save, verbose=False)
+    if not r["measured"]:
+        print("one thread: nothing is split, nothing to tune (give --threads 2 or more)", file=out)
+        return r
+    for name, pts in r["measured"].items():
+        ladder = ", ".join(f"{w:.3g}: {ratio:.2f}" for w, ratio in pts)
+        chosen = "never split" if r["knobs"][name] >= tuning.NEVER else f"{r['knobs'][name]:,}"
+        print(f"{name}: {chosen} (default {r['previous'][name]:,}); split time / one thread at each "
+              f"work (multiply-adds): {ladder}", file=out)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    if r["path"]:
+        print(f"saved to {r['path']}; 'import fastrnn' on this CPU kind applies it "
+              "(FASTRNN_NO_TUNE_CACHE=1 to ignore it)", file=out)
+    elif not args.no_save:
+        raise CLIError("nothing saved: the machine was busy while measuring")
+    return r
+
+
 # ============================================================================ bench / demo
 def _bench_script():
     here = os.path.dirname(os.path.abspath(__file__))
@@ -632,7 +667,7 @@ def _model_options(t):
 def build_parser():
     p = _Parser(prog="fastrnn", description="Fast CPU RNN/LSTM/GRU: train, predict, benchmark.",
                 epilog="Start with 'fastrnn train': an LSTM on the built-in sine data, ~10 s on 2 cores.")
-    sub = p.add_subparsers(dest="command", metavar="{train,backtest,predict,bench,demo}")
+    sub = p.add_subparsers(dest="command", metavar="{train,backtest,predict,tune,bench,demo}")
 
     t = sub.add_parser("train", help="train a forecaster; save the model and a plot", formatter_class=_Help,
                        description="Train a many-to-one forecaster: the past --window values "
@@ -676,6 +711,20 @@ def build_parser():
     pr.add_argument("--window", type=_positive("--window"), help="input steps (default: from the model file)")
     pr.add_argument("--output", "-o", metavar="FILE", help="CSV to write (default: stdout)")
 
+    tu = sub.add_parser("tune", help="measure this machine's thread-split thresholds and cache them",
+                        formatter_class=_Help,
+                        description="Measure where splitting work over the threads starts to pay "
+                                    "on this CPU (a layer's batch rows, a batch of one's hidden "
+                                    "units, a single cell step) and save the thresholds to the user "
+                                    "cache directory; every later 'import fastrnn' on this CPU kind "
+                                    "uses them. Run it on an otherwise idle machine: if other "
+                                    "processes use more than 10%% of it meanwhile, nothing is saved.")
+    tu.add_argument("--seconds", type=_positive("--seconds", float), default=30.0,
+                    help="measuring time, about")
+    tu.add_argument("--no-save", action="store_true", help="print the thresholds, do not cache them")
+    tu.add_argument("--threads", type=_positive("--threads"), default=None,
+                    help="threads to tune for (default: the pool's, i.e. OPENBLAS_NUM_THREADS or all CPUs)")
+
     b = sub.add_parser("bench", help="run the benchmark suite (bench/run.py; try --quick)",
                        description="Runs bench/run.py from the source checkout with the given "
                                    "arguments, e.g. 'fastrnn bench --quick'.", add_help=False)
@@ -701,7 +750,7 @@ def main(argv=None):
         parser.print_help()
         return 2
     handler = {"train": cmd_train, "backtest": cmd_backtest, "predict": cmd_predict,
-               "bench": cmd_bench, "demo": cmd_demo}
+               "tune": cmd_tune, "bench": cmd_bench, "demo": cmd_demo}
     try:
         res = handler[args.command](args)
     except KeyboardInterrupt:

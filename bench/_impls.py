@@ -315,8 +315,16 @@ class Worker:
         self.call, self.reps = None, 1
 
     def info(self):
-        return {"version": self.impl.version, "pid": os.getpid(),
-                **{k: getattr(self.impl, k) for k in ("module", "core") if hasattr(self.impl, k)}}
+        out = {"version": self.impl.version, "pid": os.getpid(),
+               **{k: getattr(self.impl, k) for k in ("module", "core") if hasattr(self.impl, k)}}
+        if hasattr(self.impl, "fr"):
+            # the plan this fastrnn runs with: its defaults, or what `fastrnn tune` cached
+            knobs = getattr(self.impl.fr._core, "plan_knobs", None)
+            out["plan"] = knobs() if knobs else None
+            tuning = getattr(self.impl.fr, "_tuning", None)
+            out["plan_source"] = "defaults" if tuning is None or os.environ.get("FASTRNN_NO_TUNE_CACHE") \
+                or not os.path.exists(tuning.cache_path()) else tuning.cache_path()
+        return out
 
     def make(self, case, path):
         save_case(path, *new_case(case))

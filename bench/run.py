@@ -417,6 +417,10 @@ def machine_info(args, workers):
     return {"cpu": f"{get('Model name')} (family {get('CPU family')}, model {get('Model')})",
             "cpus": os.cpu_count(), "cores": get("Core(s) per socket"), "threads": args.threads,
             "simd": " ".join(f for f in ("avx512f", "avx2", "fma") if f in flags),
+            "caches": ", ".join(f"{n} {get(n + ' cache')}" for n in ("L1d", "L2", "L3")
+                                if get(n + " cache") != "?"),
+            "plan": {n: w.info.get("plan") for n, w in workers.items() if w.info.get("plan")},
+            "plan_source": {n: w.info.get("plan_source") for n, w in workers.items() if w.info.get("plan")},
             "hypervisor": get("Hypervisor vendor"), "python": platform.python_version(),
             "versions": {n: w.version for n, w in workers.items()},
             "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True,
@@ -534,10 +538,16 @@ def main(argv=None):
     from_base = "" if not b else (f"; {BASE} from {b['dir']} at {b['describe'] or '(not a git checkout)'}"
                                   + (f" ({b['rev'][:12]})" if b["rev"] else "")
                                   + f", extension built {b['core_built']}")
-    print(f"{info['cpu']}, {info['cpus']} CPUs ({info['cores']} cores, {info['simd']}, {info['hypervisor']} VM), "
+    plan = info["plan"].get("fastrnn")
+    plan_text = "" if not plan else (
+        "; plan: " + ", ".join(f"{k} {v}" for k, v in plan.items() if v is not None)
+        + f" ({info['plan_source']['fastrnn']})")
+    print(f"{info['cpu']}, {info['cpus']} CPUs ({info['cores']} cores, {info['simd']}, {info['caches']}, "
+          f"{info['hypervisor']} VM), "
           f"{args.threads} threads; "
           + ", ".join(f"{n} {v}" for n, v in info["versions"].items())
-          + f"; fastrnn at {info['commit']}, extension built {info['core_built']}{from_base}; run {info['date']}\n")
+          + f"; fastrnn at {info['commit']}, extension built {info['core_built']}{from_base}; run {info['date']}"
+          + plan_text + "\n")
     print(text)
     bad = [r["key"] for r in rows if "impls" in r and _check(r) != "ok"]
     if bad:

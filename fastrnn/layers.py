@@ -471,7 +471,9 @@ class _RNNBase(_Module):
             layers.append((inp, saved if record else None, mask))
             inp = y * mask if mask is not None else y
         if record:
-            self._cache = (layers, lengths, T, B)
+            # the forward's plan goes with its cache: backward must take the same path (a unit
+            # split is refused to the variants, and the thread count may change in between)
+            self._cache = (layers, lengths, T, B, mid)
         out = np.ascontiguousarray(inp.transpose(1, 0, 2)) if self.batch_first else inp
         return out, self._join_state(h_n, c_n)
 
@@ -492,7 +494,7 @@ class _RNNBase(_Module):
         if self._cache is None:
             raise RuntimeError("backward() needs a preceding forward() in training mode "
                                "(eval mode and no_grad() keep no cache)")
-        layers, lengths, T, B = self._cache
+        layers, lengths, T, B, mid = self._cache
         H, dirs = self.hidden_size, self.num_directions
         S = self._state_shape(B)
         if dy is not None:
@@ -510,8 +512,6 @@ class _RNNBase(_Module):
         G, nsum = self._kind.gates, self._kind.shared  # nsum: blocks where b_ih and b_hh add up
         RH = (G - nsum) * H  # recurrent-side gradient columns of the other blocks (GRU: n)
         chunks = _row_ranges(self._cell, T, B, H, dirs)
-        mid = _core.plan_units_mid(self._cell, T, B, H, dirs, lengths is not None,
-                                   bool(self.recurrent_dropout or self.zoneout))
         p, g = self._params, self.grads
         dhs_all = [np.empty((T, B, H), self.dtype) for _ in range(S[0])] if state_grads else [None] * S[0]
         for layer in reversed(range(self.num_layers)):

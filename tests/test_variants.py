@@ -575,3 +575,38 @@ def test_a_peephole_lstm_trains_and_its_peepholes_learn():
     assert h[-1] < h[0] / 10, h
     for k, v in before.items():
         assert np.abs(m.layers[0].layer.parameters()[k] - v).max() > 1e-2
+
+
+def test_keras_configs_carry_recurrent_dropout():
+    """Keras's recurrent_dropout is ours (one mask per sample on h_{t-1}); the exported config
+    says so, and the weights are the plain layer's."""
+    m = fr.Sequential([fr.GRU(2, 3, recurrent_dropout=0.25, bidirectional=True), fr.LastStep(), fr.Dense(1)],
+                      seed=0)
+    plain = fr.Sequential([fr.GRU(2, 3, bidirectional=True), fr.LastStep(), fr.Dense(1)], seed=0)
+    weights, configs = fr.get_keras_weights(m, with_config=True)
+    assert configs[0]["config"]["layer"]["config"]["recurrent_dropout"] == 0.25
+    for a, b in zip(weights, fr.get_keras_weights(plain)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_backward_takes_the_forwards_path_whatever_changes_in_between(plan_knobs):
+    """A batch of one with zoneout runs in the row loop (plan.c); switching zoneout off between
+    forward and backward must not send backward to the unit split."""
+    plan_knobs(units=True)
+    threads = fr.get_num_threads()
+    fr.set_num_threads(2)
+    try:
+        m = build("LSTM", 3, 16, dtype=np.float64, zoneout=0.3)
+        x, h0, c0, lengths, cot = inputs("LSTM", (8, 1, 3, 16, 1, False, None, True))
+        fixed(m)
+        masks = m._draw_masks(8, 1)
+        masks = [{k: (None if v is None else v.copy()) for k, v in mk.items()} for mk in masks]
+        fixed(m)
+        m.zero_grad()
+        run(m, x, h0, c0)
+        m.zoneout = 0.0
+        dx = backward(m, cot)[0]
+        want = reference_run(m, "LSTM", x, h0, c0, None, masks, cot)[1][0]
+        np.testing.assert_allclose(dx, want, **tolerance(np.float64, "grad"))
+    finally:
+        fr.set_num_threads(threads)

@@ -554,6 +554,8 @@ def _slot_config(slot):
     cfg["use_bias"] = eng.bias
     if kind == "GRU":
         cfg["reset_after"] = True
+    if getattr(eng, "recurrent_dropout", 0.0):  # Keras's: one mask per sample on h_{t-1}, as ours
+        cfg["recurrent_dropout"] = eng.recurrent_dropout
     cfg.update(return_sequences=True if rs is None else rs, go_backwards=False)
     shape = [None, None, slot.in_dim()]
     if not eng.bidirectional:

@@ -71,11 +71,55 @@ int fr_num_cells(void) { return FR_NUM_CELLS; }
 fr_cell_sizes fr_cell_info(fr_cell cell) { return cells_f32[cell].n; }
 int fr_gates(fr_cell cell) { return cells_f32[cell].n.gates; }
 
+/* Subnormal numbers (below 1.2e-38 in float32) take a microcode assist on many x86 cores, up to
+ * 100x the time of a normal operation (oneDNN#561), and a decaying state walks right into them.
+ * Every kernel entry runs with flush-to-zero and denormals-are-zero on its thread (the caller's
+ * or a pool worker's; BLAS runs single-threaded on the same thread) and puts the thread's mode
+ * back on return, so Python and NumPy around the call keep IEEE subnormals. Flushing changes a
+ * value by less than 1.2e-38 (2.3e-308 in float64), far below any tolerance promised here. */
+#if defined(__SSE2__) || defined(_M_X64)
+#include <xmmintrin.h>
+typedef unsigned int fr_fpmode;
+#define FR_FTZ_DAZ 0x8040u /* MXCSR bit 15 flush-to-zero, bit 6 denormals-are-zero */
+static inline fr_fpmode fr_ftz_enter(void)
+{
+    const fr_fpmode old = _mm_getcsr();
+    _mm_setcsr(old | FR_FTZ_DAZ);
+    return old;
+}
+static inline void fr_ftz_leave(fr_fpmode old) { _mm_setcsr(old); }
+#elif defined(__aarch64__) && defined(__GNUC__)
+typedef uint64_t fr_fpmode;
+static inline fr_fpmode fr_ftz_enter(void)
+{
+    uint64_t old;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(old));
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(old | ((uint64_t)1 << 24))); /* FPCR.FZ */
+    return old;
+}
+static inline void fr_ftz_leave(fr_fpmode old) { __asm__ __volatile__("msr fpcr, %0" : : "r"(old)); }
+#else
+typedef int fr_fpmode; /* no known switch: IEEE subnormals, correct but possibly slow */
+static inline fr_fpmode fr_ftz_enter(void) { return 0; }
+static inline void fr_ftz_leave(fr_fpmode old) { (void)old; }
+#endif
+
+int fr_flushes_subnormals(void)
+{
+#if defined(__SSE2__) || defined(_M_X64) || (defined(__aarch64__) && defined(__GNUC__))
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 #define FR_DISPATCH(NAME, ARGS)                                                                   \
     void NAME(const ARGS *a)                                                                      \
     {                                                                                             \
+        const fr_fpmode mode = fr_ftz_enter();                                                    \
         if (a->dtype == FR_F64) NAME##_f64(a);                                                    \
         else NAME##_f32(a);                                                                       \
+        fr_ftz_leave(mode);                                                                       \
     }
 FR_DISPATCH(fr_project, fr_project_args)
 FR_DISPATCH(fr_recur, fr_recur_args)

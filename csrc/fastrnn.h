@@ -298,6 +298,9 @@ void fr_job_run(const fr_job *job);
 /* out (n) of dtype: scale with probability p, else 0, element i from a hash of (seed, i): the
  * variants' masks (a seed per mask drawn from the layer's generator). Any thread, no state. */
 void fr_bernoulli(fr_dtype dtype, void *out, ptrdiff_t n, uint64_t seed, double p, double scale);
+/* 1 when every kernel entry above runs with subnormals flushed to zero (x86 SSE2, aarch64) and
+ * restores its thread's floating-point mode on return (fastrnn.c). */
+int fr_flushes_subnormals(void);
 
 /* ---- plan.c: every "does this pay" decision, every threshold, every workspace size ------- */
 

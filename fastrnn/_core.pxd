@@ -204,6 +204,7 @@ cdef extern from "fastrnn.h" nogil:
     int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
 
     void fr_bernoulli(fr_dtype dtype, void *out, ptrdiff_t n, uint64_t seed, double p, double scale) nogil
+    int fr_flushes_subnormals() nogil
     void fr_set_num_threads(int n)
     int fr_get_num_threads()
 

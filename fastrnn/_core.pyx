@@ -115,6 +115,11 @@ cdef inline fr_dtype _dt(object dtype):
     return FR_F64 if np.dtype(dtype).itemsize == 8 else FR_F32
 
 
+def flushes_subnormals():
+    """Whether the kernels flush subnormal numbers to zero (and restore the caller's mode)."""
+    return bool(fr_flushes_subnormals())
+
+
 def plan_knobs(**changes):
     """The plan's thresholds and test overrides (fused, units, dx_in_loop: None for the
     heuristic, True/False to force; min_parallel_work, unit_min_work, cell_split_work).

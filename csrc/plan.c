@@ -108,10 +108,11 @@ int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengt
     return ok ? unit_mid(H) : 0;
 }
 
-int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int nthreads)
+int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int variants, int nthreads)
 {
     (void)B;
-    if (nthreads < 2 || H < 2 || mul_sat((int64_t)fr_gates(cell) * H, (int64_t)D + H) < knobs.cell_split_work)
+    /* zoneout lives in fr_recur's rows only: such a step runs there, whole */
+    if (variants || nthreads < 2 || H < 2 || mul_sat((int64_t)fr_gates(cell) * H, (int64_t)D + H) < knobs.cell_split_work)
         return 0;
     return unit_mid(H);
 }

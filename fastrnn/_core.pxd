@@ -199,7 +199,7 @@ cdef extern from "fastrnn.h" nogil:
     enum: FR_UNITS_MAX_STEPS
     int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int variants,
                           int nthreads)
-    int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int nthreads)
+    int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int variants, int nthreads)
     int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
     int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
 

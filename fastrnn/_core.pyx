@@ -665,14 +665,15 @@ def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reve
 
 def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
              dy=None, int dy_col=0, dh_n=None, dc_n=None, dx=None, bint accumulate_dx=False,
-             dw_ih=None, dw_hh=None, db_ih=None, db_hh=None, double leak=1.0, peep=None, dpeep=None):
+             dw_ih=None, dw_hh=None, db_ih=None, db_hh=None, double leak=1.0, peep=None, dpeep=None,
+             zh=None, zc=None):
     """BPTT of one layer in one direction, from `saved` of a training forward(): recur_backward()
     then backward_params() over everything.
 
     dx (T,B,D) is written (assigned, or accumulated with accumulate_dx) if given; parameter
     gradients accumulate into dw_ih, dw_hh, db_ih, db_hh. Returns (dh0, dc0); dc0 None unless
     the cell has two states (LSTM). With peep (LSTM peepholes), dpeep (3H) is assigned their
-    gradient.
+    gradient. zh, zc (T,B,H): the zoneout weights the forward used, or None.
     """
     if saved is None:
         raise ValueError("saved is None: backward needs a training-mode forward")
@@ -690,7 +691,7 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
     dgx = np.empty((T, B, GH), dtype=dtype)
     dgh = np.empty((T, B, RH), dtype=dtype) if RH else None
     recur_backward(cell, 0, B, reverse, lengths, w_hh, act, hprev, aux, dy, dy_col, dh_n, dc_n,
-                   dh0, dc0, dgx, dgh, leak, peep=peep, dpeep=dpeep)
+                   dh0, dc0, dgx, dgh, leak, peep=peep, dpeep=dpeep, zh=zh, zc=zc)
     backward_params(cell, 0, GH, 0, <Py_ssize_t>T * B, x, w_ih, hprev, dgx, dgh, dx, accumulate_dx,
                     dw_ih, dw_hh, db_ih, db_hh, lengths=lengths)
     return dh0, dc0
@@ -847,7 +848,7 @@ cdef inline void* _data_if(object a, int typenum, cnp.npy_intp d0, cnp.npy_intp 
     return cnp.PyArray_DATA(arr)
 
 
-def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None):
+def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None, zh=None, zc=None):
     """One step of a cell, x (B,D), h and c (B,H): fr_recur's fused mode with T=1.
 
     The per-call path of a streaming cell, so everything is checked through NumPy's C API and
@@ -855,7 +856,8 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None):
     states (LSTM); saved = (x as (1,B,D), (act, hprev, aux)) in training, for backward(), else
     None. Inputs that are not exactly right (wrong dtype, not contiguous, not an ndarray) raise
     TypeError/ValueError; the cell classes convert and retry or report. peep (3H): LSTM
-    peephole weights, or None."""
+    peephole weights, or None. zh, zc (B,H): zoneout weights of the previous h and c (zc only
+    with zh, LSTM), or None; a step with them is never split."""
     cdef fr_cell cc = <fr_cell>cell
     if not cnp.PyArray_Check(x) or cnp.PyArray_NDIM(<cnp.ndarray>x) != 2:
         raise ValueError("x must be a 2-D numpy array (B, D)")
@@ -889,8 +891,11 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None):
     cdef void *pbi = _data_if(b_ih, typenum, G * H, 0) if b_ih is not None else NULL
     cdef void *pbh = _data_if(b_hh, typenum, G * H, 0) if b_hh is not None else NULL
     cdef void *ppe = _data_if(peep, typenum, 3 * H, 0) if peep is not None and two else NULL
+    cdef void *pzh = _data_if(zh, typenum, B, H) if zh is not None else NULL
+    cdef void *pzc = _data_if(zc, typenum, B, H) if zc is not None and zh is not None and two else NULL
     if px == NULL or ph == NULL or (two and pc == NULL) or pwi == NULL or pwh == NULL \
-            or (b_ih is not None and (pbi == NULL or pbh == NULL)) or (peep is not None and ppe == NULL):
+            or (b_ih is not None and (pbi == NULL or pbh == NULL)) or (peep is not None and ppe == NULL) \
+            or (zh is not None and pzh == NULL) or (zc is not None and pzc == NULL):
         dtype = np.float32 if typenum == cnp.NPY_FLOAT else np.float64
         _ptr(x, "x", (B, D), dtype)
         _ptr(h, "h", (B, H), dtype)
@@ -901,6 +906,10 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None):
         _ptr(b_ih, "b_ih", (G * H,), dtype, True)
         _ptr(b_hh, "b_hh", (G * H,), dtype, True)
         _peep(peep, H, two, dtype)
+        if zc is not None and (not two or zh is None):
+            raise ValueError("zc (zoneout of the cell state) needs zh and a cell with two states (LSTM)")
+        _ptr(zh, "zh", (B, H), dtype, NULLABLE)
+        _ptr(zc, "zc", (B, H), dtype, NULLABLE)
         raise AssertionError("cell_step: an argument failed the fast check but passed the full one")
     cdef fr_dtype dt = FR_F64 if typenum == cnp.NPY_DOUBLE else FR_F32
     h1 = _empty(2, B, H, 0, typenum)
@@ -913,7 +922,7 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None):
     cdef void *pact = cnp.PyArray_DATA(<cnp.ndarray>act) if train else NULL
     cdef void *php = cnp.PyArray_DATA(<cnp.ndarray>hprev) if train else NULL
     cdef void *paux = cnp.PyArray_DATA(<cnp.ndarray>aux) if (train and A) else NULL
-    cdef int mid = fr_plan_cell_mid(cc, B, D, H, _pool_threads)
+    cdef int mid = fr_plan_cell_mid(cc, B, D, H, pzh != NULL, _pool_threads)
     cdef fr_cell_units_args u
     cdef fr_recur_args r
     if mid:
@@ -930,7 +939,7 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None):
         r.x, r.w_ih, r.h0, r.c0, r.w_hh, r.b_ih, r.b_hh = px, pwi, ph, pc, pwh, pbi, pbh
         r.y, r.ldy, r.h_n, r.c_n = cnp.PyArray_DATA(<cnp.ndarray>y), H, ph1, pc1
         r.act, r.hprev, r.ldh, r.aux = pact, php, H, paux
-        r.hmask, r.hdrop, r.ldd, r.zh, r.zc, r.peep = NULL, NULL, H, NULL, NULL, ppe
+        r.hmask, r.hdrop, r.ldd, r.zh, r.zc, r.peep = NULL, NULL, H, pzh, pzc, ppe
         r.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
         with nogil:
             fr_recur(&r)

@@ -197,6 +197,13 @@ class _Module:
         finally:
             self._busy.release()
 
+    def _bernoulli(self, out, p, scale=1.0):
+        """Fill `out` (of the layer's dtype) with `scale` with probability p and 0 otherwise:
+        one seed from the layer's generator, the elements from a counter-based hash in C
+        (fr_bernoulli). Drawing a T*B*H zoneout mask element by element from the generator
+        cost as much as a plain RNN's whole training step."""
+        return _core.bernoulli(out, p, scale, int(self._rng.bit_generator.random_raw()))
+
     def _add_param(self, name, shape, bound):
         self._params[name] = self._rng.uniform(-bound, bound, size=shape).astype(self.dtype)
         self.grads[name] = np.zeros(shape, dtype=self.dtype)
@@ -312,13 +319,6 @@ class _RNNBase(_Module):
     def _names(layer, direction):
         sfx = f"_l{layer}" + ("_reverse" if direction else "")
         return tuple(n + sfx for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-
-    def _bernoulli(self, out, p, scale=1.0):
-        """Fill `out` (of the layer's dtype) with `scale` with probability p and 0 otherwise:
-        one seed from the layer's generator, the elements from a counter-based hash in C
-        (fr_bernoulli). Drawing a T*B*H zoneout mask element by element from the generator
-        cost as much as a plain RNN's whole training step."""
-        return _core.bernoulli(out, p, scale, int(self._rng.bit_generator.random_raw()))
 
     def _draw_masks(self, T, B, shared=False):
         """Per layer and direction (index layer*dirs+dir) the variants' masks for one call, or
@@ -611,6 +611,14 @@ _SHAPES_DOC = """
     bias_hh_l0, ..._reverse), initialised U(-1/sqrt(H), 1/sqrt(H)) from `seed`.
     backward() returns input and initial-state gradients (assigned) and accumulates parameter
     gradients into `grads` (same keys as state_dict()); call zero_grad() between steps.
+
+    Variants (each p in [0, 1); masks drawn once per training call from the layer's generator,
+    eval mode deterministic):
+      recurrent_dropout=p  one mask per sequence, layer and direction on h_{t-1} where it
+                           enters W_hh, scaled by 1/(1-p) (Gal & Ghahramani); eval: none
+      zoneout=p            each unit keeps its previous h (LSTM: and c, own mask) with
+                           probability p per step (Krueger et al.); eval: p*h_prev + (1-p)*h_new
+      weight_dropout=p     one DropConnect mask on each W_hh per call, scaled (AWD-LSTM); eval: none
 """
 
 
@@ -679,8 +687,9 @@ class _CellBase(_Module):
     mode = None
     peepholes = False
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, zoneout=0.0):
         super().__init__(dtype, seed)
+        self.zoneout = in_range(zoneout, "zoneout", 0, 1)
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.bias = bool(bias)
@@ -696,7 +705,21 @@ class _CellBase(_Module):
         self._tape = []
 
     def __repr__(self):
-        return f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}, dtype={self.dtype.name})"
+        zo = f", zoneout={self.zoneout}" if self.zoneout else ""
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}{zo}, "
+                f"dtype={self.dtype.name})")
+
+    def _zone_masks(self, B):
+        """This step's zoneout weights (zh, zc) of shape (B,H), or (None, None): 0/1 masks
+        drawn from the cell's generator in training, p in eval mode."""
+        if not self.zoneout:
+            return None, None
+        H, two = self.hidden_size, self._kind.states == 2
+        if not self.training:
+            z = np.full((B, H), self.zoneout, self.dtype)
+            return z, (z if two else None)
+        zh = self._bernoulli(np.empty((B, H), self.dtype), self.zoneout)
+        return zh, (self._bernoulli(np.empty((B, H), self.dtype), self.zoneout) if two else None)
 
     def _state(self, h, name, B):
         if h is None:
@@ -704,7 +727,7 @@ class _CellBase(_Module):
         return _as_array(h, name, self.dtype, shape=(B, self.hidden_size))
 
     def _step(self, x, h, c):
-        if h is not None and (c is not None or self._kind.states == 1):
+        if h is not None and (c is not None or self._kind.states == 1) and not self.zoneout:
             # The per-step path: arrays already of the right dtype, shape and layout go straight
             # to C (every check is repeated there); anything else is converted below, and errors
             # are reported with the cell's names and shapes.
@@ -717,7 +740,7 @@ class _CellBase(_Module):
                 pass
             else:
                 if saved is not None:
-                    self._push(saved)
+                    self._push(saved + ((None, None),))
                 return h1, c1
         x = _as_array(x, "x", self.dtype, ndim=2, layout="(batch, features)", features=self.input_size)
         B = x.shape[0]
@@ -726,11 +749,12 @@ class _CellBase(_Module):
         h = self._state(h, "h", B)
         c = self._state(c, "c", B) if self._kind.states == 2 else None
         p = self._params
+        zh, zc = self._zone_masks(B)
         h1, c1, saved = _core.cell_step(self._cell, x, h, c, p["weight_ih"], p["weight_hh"],
                                         p.get("bias_ih"), p.get("bias_hh"), self._recording(),
-                                        p.get("weight_ch"))
+                                        p.get("weight_ch"), zh, zc)
         if saved is not None:
-            self._push(saved)
+            self._push(saved + ((zh, zc),))
         return h1, c1
 
     _TAPE_WARN = 4096  # steps kept for backward before the first warning (then at each doubling)
@@ -740,7 +764,7 @@ class _CellBase(_Module):
         tape.append(saved)
         n = len(tape)
         if n >= self._TAPE_WARN and n & (n - 1) == 0:
-            x3, arrays = saved
+            x3, arrays = saved[:2]
             mib = n * (x3.nbytes + sum(a.nbytes for a in arrays if a is not None)) / 2 ** 20
             warnings.warn(
                 f"{type(self).__name__} in training mode has kept {n} steps (~{mib:.0f} MiB) for "
@@ -751,7 +775,7 @@ class _CellBase(_Module):
     def _unstep(self, dh1, dc1):
         if not self._tape:
             raise RuntimeError("backward() called more times than training-mode forward()")
-        x3, saved = self._tape[-1]
+        x3, saved, (zh, zc) = self._tape[-1]
         B, H = x3.shape[1], self.hidden_size
         dh1 = None if dh1 is None else _as_array(dh1, "dh", self.dtype, shape=(B, H))
         dc1 = None if dc1 is None else _as_array(dc1, "dc", self.dtype, shape=(B, H))
@@ -762,7 +786,8 @@ class _CellBase(_Module):
         dpeep = np.empty(peep.shape, self.dtype) if peep is not None else None
         dh, dc = _core.backward(self._cell, x3, p["weight_ih"], p["weight_hh"], saved, dh_n=dh1,
                                 dc_n=dc1, dx=dx, dw_ih=g["weight_ih"], dw_hh=g["weight_hh"],
-                                db_ih=g.get("bias_ih"), db_hh=g.get("bias_hh"), peep=peep, dpeep=dpeep)
+                                db_ih=g.get("bias_ih"), db_hh=g.get("bias_hh"), peep=peep, dpeep=dpeep,
+                                zh=None if zh is None else zh[None], zc=None if zc is None else zc[None])
         if peep is not None:
             g["weight_ch"] += dpeep
         return dx[0], dh, dc
@@ -780,18 +805,22 @@ _CELL_DOC = """
     and call reset_tape() after truncated BPTT (a warning is given at 4096 kept steps).
     Parameters weight_ih, weight_hh, bias_ih, bias_hh
     (PyTorch layout); gradients accumulate into `grads`.
+    zoneout=p: each call keeps every unit's previous h (LSTM: and, with its own mask, c) with
+    probability p in training (masks from the cell's generator); eval mode uses the expectation
+    p*h + (1-p)*h_new (Krueger et al. 2016), as the layers' zoneout.
 """
 
 
 class RNNCell(_CellBase):
     __doc__ = """One Elman step: h1 = cell(x, h); dx, dh = cell.backward(dh1).""" + _CELL_DOC
 
-    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=np.float32, seed=None):
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=np.float32, seed=None,
+                 zoneout=0.0):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
-        super().__init__(input_size, hidden_size, bias, dtype, seed)
+        super().__init__(input_size, hidden_size, bias, dtype, seed, zoneout)
 
     def forward(self, x, h=None):
         return self._step(x, h, None)[0]
@@ -807,9 +836,9 @@ class RNNCell(_CellBase):
 class GRUCell(RNNCell):
     __doc__ = """One GRU step: h1 = cell(x, h); dx, dh = cell.backward(dh1).""" + _CELL_DOC
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, zoneout=0.0):
         self.mode = "GRU"
-        _CellBase.__init__(self, input_size, hidden_size, bias, dtype, seed)
+        _CellBase.__init__(self, input_size, hidden_size, bias, dtype, seed, zoneout)
 
 
 def _pair(state, name, what):
@@ -829,8 +858,9 @@ class LSTMCell(_CellBase):
     peepholes=True adds weight_ch (3*H,) = p_i, p_f, p_o, as LSTM(peepholes=True).""" + _CELL_DOC
     mode = "LSTM"
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, peepholes=False):
-        super().__init__(input_size, hidden_size, bias, dtype, seed)
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, peepholes=False,
+                 zoneout=0.0):
+        super().__init__(input_size, hidden_size, bias, dtype, seed, zoneout)
         if not isinstance(peepholes, (bool, np.bool_)):
             raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
         self.peepholes = bool(peepholes)

@@ -610,3 +610,69 @@ def test_backward_takes_the_forwards_path_whatever_changes_in_between(plan_knobs
         np.testing.assert_allclose(dx, want, **tolerance(np.float64, "grad"))
     finally:
         fr.set_num_threads(threads)
+
+
+CELL_CLASSES = {"RNN_TANH": fr.RNNCell, "LSTM": fr.LSTMCell, "GRU": fr.GRUCell}
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("mode", list(CELL_CLASSES))
+def test_cell_zoneout_equals_the_reference_and_finite_differences(plan_knobs, mode, split):
+    """Cells draw a zoneout mask per call (a step); fr_recur applies it, and plan.c keeps such a
+    step off the unit halves (split=True would take them without zoneout)."""
+    threads = fr.get_num_threads()
+    fr.set_num_threads(2)
+    plan_knobs(cell_split_work=1 if split else 1 << 62)
+    try:
+        T, B, D, H = 4, 3, 2, 5
+        cell = CELL_CLASSES[mode](D, H, dtype=np.float64, seed=1, zoneout=0.5)
+        lstm = mode == "LSTM"
+        rng = np.random.default_rng(2)
+        x = rng.standard_normal((T, B, D))
+        h0, c0 = rng.standard_normal((B, H)), rng.standard_normal((B, H)) if lstm else None
+        gh, gc = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+
+        def unroll():
+            cell._rng = np.random.default_rng(MASK_SEED)
+            h, c = h0, c0
+            for t in range(T):
+                h, c = cell(x[t], (h, c)) if lstm else (cell(x[t], h), None)
+            return h, c
+
+        h, c = unroll()
+        zh = np.stack([z for _, _, (z, _) in cell._tape])
+        zc = np.stack([z for _, _, (_, z) in cell._tape]) if lstm else None
+        assert (zh == 0).any() and (zh == 1).any()
+        sd = {k + "_l0": v for k, v in cell.state_dict().items()}
+        want_y, want_h, want_c, _ = reference.forward(mode, sd, x, h0[None], None if c0 is None else c0[None],
+                                                      masks=[{"zh": zh, "zc": zc}])
+        np.testing.assert_allclose(h, want_h[0], rtol=1e-13, atol=1e-14)
+        if lstm:
+            np.testing.assert_allclose(c, want_c[0], rtol=1e-13, atol=1e-14)
+        cell.zero_grad()
+        dh, dc = gh, gc
+        for _ in range(T):
+            if lstm:
+                _, (dh, dc) = cell.backward((dh, dc))
+            else:
+                _, dh = cell.backward(dh)
+
+        def f():
+            h, c = unroll()
+            return np.sum(h * gh) + (np.sum(c * gc) if lstm else 0.0)
+
+        cell._push = lambda saved: None  # the FD calls must not grow the tape
+        np.testing.assert_allclose(dh, numeric_grad(f, h0, EPS), rtol=1e-6, atol=1e-8)
+        for k, p in cell.parameters().items():
+            np.testing.assert_allclose(cell.grads[k], numeric_grad(f, p, EPS), rtol=1e-6, atol=1e-8, err_msg=k)
+        # eval mode: the expectation, deterministic
+        cell.eval()
+        a = cell(x[0], (h0, c0)) if lstm else cell(x[0], h0)
+        z = np.full((1, B, H), 0.5)
+        y, _, _, _ = reference.forward(mode, sd, x[:1], h0[None], None if c0 is None else c0[None],
+                                       masks=[{"zh": z, "zc": z if lstm else None}])
+        np.testing.assert_allclose(a[0] if lstm else a, y[0], rtol=1e-13, atol=1e-14)
+    finally:
+        fr.set_num_threads(threads)
+    with pytest.raises(ValueError, match="zoneout"):
+        CELL_CLASSES[mode](2, 3, zoneout=1.0)

@@ -676,3 +676,27 @@ def test_cell_zoneout_equals_the_reference_and_finite_differences(plan_knobs, mo
         fr.set_num_threads(threads)
     with pytest.raises(ValueError, match="zoneout"):
         CELL_CLASSES[mode](2, 3, zoneout=1.0)
+
+
+def test_decoder_cells_take_zoneout_and_peepholes_through_save_load(tmp_path):
+    rng = np.random.default_rng(0)
+    phase = rng.uniform(0, 2 * np.pi, 32)
+    s = np.sin(phase[:, None] + 0.4 * np.arange(12))[..., None].astype(np.float32)
+    d = fr.Decoder("LSTM", 8, output_size=1, zoneout=0.2, peepholes=True, seed=0)
+    assert all(c.zoneout == 0.2 and c.peepholes for c in d.cells)
+    d.compile("mse", fr.Adam(0.02))
+    h = d.fit(s[:, :6], s[:, 6:], epochs=8, batch_size=8, verbose=0).history["loss"]
+    assert h[-1] < h[0]
+    np.testing.assert_array_equal(d.predict(s[:, :6], steps=6), d.predict(s[:, :6], steps=6))  # eval
+    d.save(tmp_path / "d.frnn")
+    d2 = fr.load(tmp_path / "d.frnn")
+    assert d2.get_config() == d.get_config() and d2.cells[0].zoneout == 0.2 and d2.cells[0].peepholes
+    np.testing.assert_array_equal(d2.predict(s[:, :6], steps=6), d.predict(s[:, :6], steps=6))
+    with pytest.raises(ValueError, match="no PyTorch equivalent"):  # neither option converts
+        fr.torch_state_dict(d)
+    with pytest.raises(ValueError, match="zoneout"):
+        fr.torch_state_dict(fr.Decoder("GRU", 4, zoneout=0.1))
+    with pytest.raises(ValueError, match="peepholes"):
+        fr.Decoder("GRU", 4, peepholes=True)
+    with pytest.raises(ValueError, match="zoneout"):
+        fr.Decoder("GRU", 4, zoneout=1.0)

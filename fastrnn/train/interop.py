@@ -54,6 +54,7 @@ def _refuse_leaky(model, target):
     Keras layers can: their weights alone would silently give another model."""
     layers = [model] if isinstance(model, RNN) else [
         getattr(l, "layer", l) for l in getattr(model, "layers", []) if isinstance(l, Recurrent)]
+    layers += list(getattr(model, "cells", None) or [])  # a Decoder's cells (zoneout, peepholes)
     for l in layers:
         if isinstance(l, RNN) and getattr(l, "leak", 1.0) != 1.0:
             raise ValueError(f"an RNN with leak={l.leak} (leaky-integrator units) has no {target} "

@@ -97,9 +97,11 @@ class Decoder(Model):
 
     def __init__(self, cell="LSTM", hidden_size=32, output_size=1, num_layers=1, vocab_size=None,
                  embedding_dim=16, teacher_forcing=1.0, sampling="greedy", nonlinearity="tanh",
-                 dtype=np.float32, seed=None):
+                 dtype=np.float32, seed=None, zoneout=0.0, peepholes=False):
         super().__init__(seed)
         cell_class = _checks.lookup(_CELLS, cell, "cell")
+        if peepholes and cell != "LSTM":
+            raise ValueError(f"peepholes need a cell state: an LSTM option, not {cell}'s")
         hidden_size, output_size = _checks.count(hidden_size, "hidden_size"), _checks.count(output_size, "output_size")
         num_layers = _checks.count(num_layers, "num_layers")
         _checks.one_of(sampling, "sampling", ("greedy", "sample"))
@@ -112,8 +114,12 @@ class Decoder(Model):
         self.embedding = Embedding(self.vocab_size, self.embedding_dim) if self.vocab_size else None
         d_in = self.embedding_dim if self.vocab_size else self.output_size
         kw = {"nonlinearity": nonlinearity} if cell == "RNN" else {}
+        if peepholes:
+            kw["peepholes"] = True
+        # the cells check zoneout and peepholes (ValueError / TypeError)
         self.cells = [cell_class(d_in if l == 0 else self.hidden_size, self.hidden_size,
-                                   dtype=self.dtype, **kw) for l in range(self.num_layers)]
+                                   dtype=self.dtype, zoneout=zoneout, **kw) for l in range(self.num_layers)]
+        self.zoneout, self.peepholes = self.cells[0].zoneout, self.cells[0].peepholes
         self.head = Dense(self.output_size)
         self._init_params(self._init_rng())
         self.output_steps = None
@@ -299,7 +305,9 @@ class Decoder(Model):
                 "vocab_size": self.vocab_size, "embedding_dim": self.embedding_dim or 16,
                 "teacher_forcing": self.teacher_forcing.get_config(), "sampling": self.sampling,
                 "nonlinearity": self.nonlinearity, "dtype": self.dtype.name, "seed": self.seed,
-                "output_steps": self.output_steps}
+                "output_steps": self.output_steps,
+                **({"zoneout": self.zoneout} if self.zoneout else {}),
+                **({"peepholes": True} if self.peepholes else {})}
 
     @classmethod
     def from_config(cls, cfg):

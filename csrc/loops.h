@@ -618,6 +618,7 @@ static inline uint32_t SFX(mix32)(uint32_t x)
     return x;
 }
 
+/* out (n): one block of fr_bernoulli, keyed by (k0, k1); 32-bit counters so the loop vectorises */
 HOT static void SFX(bernoulli_block)(uint32_t n, uint32_t k0, uint32_t k1, uint32_t thr, REAL scale,
                                      REAL *RS out)
 {

@@ -317,6 +317,9 @@ typedef struct {
     int64_t min_parallel_work; /* multiply-adds below which a split costs more than it saves */
     int64_t unit_min_work;     /* G*H*H from which a batch of one splits its steps by units */
     int64_t cell_split_work;   /* G*H*(D+H) per row from which a cell step splits by units */
+    int64_t fused_max_bytes;   /* packed W_ih + W_hh up to which the projection fuses into the loop */
+    int64_t dx_loop_max_bytes; /* packed W_hh^T + W_ih^T up to which dx is computed in the loop */
+    int64_t gemv_max_elems;    /* N*K up to which a B=1 product uses fr_gemv_rows, not BLAS */
 } fr_plan_knobs;
 fr_plan_knobs fr_plan_get_knobs(void);
 void fr_plan_set_knobs(const fr_plan_knobs *k);

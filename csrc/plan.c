@@ -23,13 +23,13 @@
  * never makes a round trip through memory (measured 5-20% faster from tiny to large shapes).
  * With few rows and a wide input, a step reuses its slice of W_ih too little to beat one big
  * GEMM (4 rows, D = 8H: 4% slower), so that case keeps the whole-sequence projection. */
-#define FR_FUSED_MAX_BYTES ((int64_t)8 << 20)
+#define FR_FUSED_MAX_BYTES ((int64_t)8 << 20) /* the default; the knob fused_max_bytes */
 /* dx in the reverse loop: each step streams the packed W_hh and W_ih; beyond a few MB (LSTM and
  * GRU at the large benchmark shape, 4.5-6 MB) measured 0-5% slower, while 1.5 MB (RNN there)
  * and less (the medium shape) gained 2-4%. */
-#define FR_DX_LOOP_MAX_BYTES ((int64_t)2 << 20)
+#define FR_DX_LOOP_MAX_BYTES ((int64_t)2 << 20) /* the default; the knob dx_loop_max_bytes */
 /* Beyond 1 MB of W a B=1 product is memory-bound: BLAS may thread it, fr_gemv_rows does not. */
-#define FR_GEMV_MAX_ELEMS ((int64_t)1 << 18)
+#define FR_GEMV_MAX_ELEMS ((int64_t)1 << 18) /* the default; the knob gemv_max_elems */
 
 /* A worker polls for the next dispatch, and the caller for completion, this long before
  * sleeping: about the Python time between the hand-offs of a forward and backward pass. */
@@ -48,6 +48,9 @@ static fr_plan_knobs knobs = {
     /* A cell step of at least this many multiply-adds per row is split over two threads by
      * hidden units; below it the hand-over costs more than half the step. */
     (int64_t)1 << 16,
+    /* The cache-size thresholds above, until fastrnn/tuning.py derives them from this CPU's
+     * caches (at import) or a tuning cache sets them. */
+    FR_FUSED_MAX_BYTES, FR_DX_LOOP_MAX_BYTES, FR_GEMV_MAX_ELEMS,
 };
 
 /* a * b for non-negative a, b, saturating at INT64_MAX: work estimates multiply several
@@ -67,7 +70,7 @@ int fr_pack_pays(int steps, int rows)
     return steps >= FR_PACK_MIN_STEPS && (rows == 1 || rows >= FR_PACK_MIN_ROWS);
 }
 
-int fr_gemv_rows_pays(int N, int K) { return (int64_t)N * K <= FR_GEMV_MAX_ELEMS; }
+int fr_gemv_rows_pays(int N, int K) { return (int64_t)N * K <= knobs.gemv_max_elems; }
 
 int fr_plan_parts(int64_t work, int64_t limit, int nthreads)
 {
@@ -123,7 +126,7 @@ int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
     const int GH = fr_gates(cell) * H;
     const int64_t bytes = mul_sat(fr_packed_size(GH, H) + fr_packed_size(GH, D), 4);
     return dtype == FR_F32 && fr_smallgemm_ok() && T >= FR_PACK_MIN_STEPS && B >= FR_PACK_MIN_ROWS
-           && (B >= 8 || D <= H) && bytes <= FR_FUSED_MAX_BYTES;
+           && (B >= 8 || D <= H) && bytes <= knobs.fused_max_bytes;
 }
 
 int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
@@ -135,7 +138,7 @@ int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
     const int GH = fr_gates(cell) * H;
     const int64_t bytes = mul_sat(fr_packed_size(H, GH) + fr_packed_size(D, GH), 4);
     return dtype == FR_F32 && fr_smallgemm_ok() && fr_pack_pays(T, B) && D >= FR_NR
-           && bytes <= FR_DX_LOOP_MAX_BYTES;
+           && bytes <= knobs.dx_loop_max_bytes;
 }
 
 /* ---- workspace sizes (elements): each mirrors the layout at the top of its loop ------------ */

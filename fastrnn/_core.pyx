@@ -14,6 +14,7 @@ float64. With defer=True an entry point returns the job instead of running it, a
 runs a list of them concurrently on the C worker pool (csrc/pool.c) without the GIL. A job
 keeps references to every array it points into, so nothing it writes can be freed while it runs.
 """
+import operator
 import os
 
 import numpy as np
@@ -120,19 +121,36 @@ def flushes_subnormals():
     return bool(fr_flushes_subnormals())
 
 
+_THRESHOLD_KNOBS = ("min_parallel_work", "unit_min_work", "cell_split_work", "fused_max_bytes",
+                    "dx_loop_max_bytes", "gemv_max_elems")
+
+
 def plan_knobs(**changes):
     """The plan's thresholds and test overrides (fused, units, dx_in_loop: None for the
-    heuristic, True/False to force; min_parallel_work, unit_min_work, cell_split_work).
-    With keyword arguments, sets those and returns the previous values of all, for restoring."""
+    heuristic, True/False to force; the thread-split thresholds min_parallel_work, unit_min_work,
+    cell_split_work; the cache-size thresholds fused_max_bytes, dx_loop_max_bytes,
+    gemv_max_elems). With keyword arguments, sets those (all or nothing: every value is checked
+    first) and returns the previous values of all, for restoring."""
     cdef fr_plan_knobs k = fr_plan_get_knobs()
     old = {"fused": None if k.fused < 0 else bool(k.fused),
            "units": None if k.units < 0 else bool(k.units),
            "dx_in_loop": None if k.dx_in_loop < 0 else bool(k.dx_in_loop),
            "min_parallel_work": k.min_parallel_work, "unit_min_work": k.unit_min_work,
-           "cell_split_work": k.cell_split_work}
+           "cell_split_work": k.cell_split_work, "fused_max_bytes": k.fused_max_bytes,
+           "dx_loop_max_bytes": k.dx_loop_max_bytes, "gemv_max_elems": k.gemv_max_elems}
     unknown = set(changes) - set(old)
     if unknown:
         raise TypeError(f"unknown plan knobs {sorted(unknown)}; known: {sorted(old)}")
+    for name in _THRESHOLD_KNOBS:
+        if name in changes:
+            v = changes[name]
+            try:
+                iv = None if isinstance(v, bool) else operator.index(v)
+            except TypeError:
+                iv = None
+            if iv is None or not 0 <= iv <= INT64_MAX:
+                raise ValueError(f"plan knob {name} must be an integer in [0, 2**63 - 1], got {v!r}")
+            changes[name] = iv
     # the three overrides: -1 for the heuristic, 0 or 1 to force
     cdef int force[3]
     force[0], force[1], force[2] = k.fused, k.units, k.dx_in_loop
@@ -146,6 +164,12 @@ def plan_knobs(**changes):
         k.unit_min_work = changes["unit_min_work"]
     if "cell_split_work" in changes:
         k.cell_split_work = changes["cell_split_work"]
+    if "fused_max_bytes" in changes:
+        k.fused_max_bytes = changes["fused_max_bytes"]
+    if "dx_loop_max_bytes" in changes:
+        k.dx_loop_max_bytes = changes["dx_loop_max_bytes"]
+    if "gemv_max_elems" in changes:
+        k.gemv_max_elems = changes["gemv_max_elems"]
     fr_plan_set_knobs(&k)
     return old
 

@@ -38,6 +38,7 @@ from . import machine  # noqa: E402,F401  (fr.machine.facts(): the CPU, its feat
 from .tuning import tune  # noqa: E402,F401  (fr.tune(): measure this machine's plan, cache it)
 from . import tuning as _tuning  # noqa: E402
 
+_tuning.apply_derived()  # cache-size thresholds from this CPU's caches
 _tuning.apply_cached()   # this CPU kind's tuned plan, if fr.tune() / fastrnn tune saved one
 
 __version__ = "0.1.0"

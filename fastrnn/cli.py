@@ -491,14 +491,18 @@ def cmd_tune(args, out=None):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         r = tuning.tune(seconds=args.seconds, save=not args.no_save, verbose=False)
-    if not r["measured"]:
-        print("one thread: nothing is split, nothing to tune (give --threads 2 or more)", file=out)
-        return r
+    if r["threads"] < 2:
+        print("one thread: nothing is split; only the cache-size thresholds are measured", file=out)
+    what = {"min_parallel_work": "split / one thread, by multiply-adds",
+            "unit_min_work": "split / one thread, by G*H*H",
+            "cell_split_work": "split / one thread, by multiply-adds per row",
+            "fused_max_bytes": "fused / hoisted projection, by packed weight bytes",
+            "dx_loop_max_bytes": "dx in the loop / after it, by packed weight bytes"}
     for name, pts in r["measured"].items():
         ladder = ", ".join(f"{w:.3g}: {ratio:.2f}" for w, ratio in pts)
-        chosen = "never split" if r["knobs"][name] >= tuning.NEVER else f"{r['knobs'][name]:,}"
-        print(f"{name}: {chosen} (default {r['previous'][name]:,}); split time / one thread at each "
-              f"work (multiply-adds): {ladder}", file=out)
+        v = r["knobs"][name]
+        chosen = "never split" if v >= tuning.NEVER else f"{v:,}"
+        print(f"{name}: {chosen} (before: {r['previous'][name]:,}); {what[name]}: {ladder}", file=out)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if r["path"]:

@@ -1,14 +1,18 @@
 """Per-machine tuning of the plan (csrc/plan.c): ``fr.tune()`` / ``fastrnn tune``.
 
-The plan's thresholds decide when splitting work over the pool's threads pays: a layer's batch
-rows (``min_parallel_work``), a batch of one's hidden units (``unit_min_work``) and a single
-cell step's units (``cell_split_work``). Their defaults were measured on the 2-core AMD machines
-this project was built on; a split's hand-over cost and a step's speed differ between CPUs, so
-``tune()`` measures each crossover on the CPU it runs on -- both sides of every threshold, on
-a ladder of small layers, alternating -- and keeps the result in the user's cache directory, one
-file per CPU kind (``machine.cpu_key``). Importing fastrnn applies the cached plan of this CPU
-kind when there is one (and when ``FASTRNN_NO_TUNE_CACHE`` is not set); without one the
-defaults stay, so an untuned machine runs at least as fast as before.
+The plan's thresholds decide when splitting work over the pool's threads pays -- a layer's
+batch rows (``min_parallel_work``), a batch of one's hidden units (``unit_min_work``), a single
+cell step's units (``cell_split_work``) -- and up to which weight sizes the input projection
+runs inside the time loop (``fused_max_bytes``) and the input gradient inside the reverse loop
+(``dx_loop_max_bytes``), and when a batch of one's product skips BLAS (``gemv_max_elems``).
+
+Without tuning, importing fastrnn derives the cache-size thresholds from this CPU's caches
+(``derived_knobs``; on the machine plan.c's constants were measured on they are those
+constants) and keeps the measured split thresholds. ``tune()`` measures the crossovers on the
+CPU it runs on -- both sides of every threshold, on a ladder of layer sizes, alternating -- and
+keeps the result in the user's cache directory, one file per CPU kind (``machine.cpu_key``),
+which every later import applies (unless ``FASTRNN_NO_TUNE_CACHE`` is set). The micro-kernel's
+blocking is fixed at compile time (csrc/smallgemm.h) and is not tuned.
 
 A cache file is untrusted input: a file that does not parse, names unknown knobs or holds values
 out of range is ignored with a warning, never half-applied. Files are written atomically.
@@ -27,11 +31,14 @@ import numpy as np
 from . import _core
 from .machine import cpu_key, facts
 
-__all__ = ["tune", "cache_path", "cached_plan", "apply_cached", "THRESHOLDS"]
+__all__ = ["tune", "cache_path", "cached_plan", "apply_cached", "derived_knobs", "apply_derived",
+           "THRESHOLDS"]
 
 FORMAT = 1
-# the knobs tune() sets: the thread-split thresholds (multiply-adds)
-THRESHOLDS = ("min_parallel_work", "unit_min_work", "cell_split_work")
+# the knobs tune() sets: the thread-split thresholds (multiply-adds) and the cache-size ones
+# (bytes of packed weights; elements of a matrix)
+SPLITS = ("min_parallel_work", "unit_min_work", "cell_split_work")
+THRESHOLDS = SPLITS + ("fused_max_bytes", "dx_loop_max_bytes", "gemv_max_elems")
 NEVER = 1 << 62        # a threshold no work estimate reaches: never split
 _MAX = 1 << 62
 
@@ -53,6 +60,34 @@ def cache_dir():
 def cache_path(key=None):
     """The plan file of a CPU kind (default: this machine's)."""
     return os.path.join(cache_dir(), f"plan-{key or cpu_key()}.json")
+
+
+def derived_knobs(f=None):
+    """The cache-size thresholds from this CPU's caches ({} where sizes are unknown):
+    fused_max_bytes  a quarter of L3: the packed W_ih and W_hh that each step of the fused loop
+                     reuses stay in cache beside the activations and the other core's share;
+    dx_loop_max_bytes  twice L2: the reverse loop streams packed W_hh^T and W_ih^T every step;
+    gemv_max_elems  a quarter of L2 in elements: a B=1 product whose matrix fits in L2 is
+                     compute-bound and fr_gemv_rows' four panels at once beat BLAS's GEMV.
+    On the machine the constants in plan.c were measured on (AMD EPYC family 25: 1 MiB L2,
+    32 MiB L3) these give exactly those constants."""
+    f = f or facts()
+    out = {}
+    if f.get("l3"):
+        out["fused_max_bytes"] = int(f["l3"]) // 4
+    if f.get("l2"):
+        out["dx_loop_max_bytes"] = 2 * int(f["l2"])
+        out["gemv_max_elems"] = int(f["l2"]) // 4
+    return out
+
+
+def apply_derived():
+    """Set the cache-size thresholds from this CPU's caches (import does this before applying
+    a tuning cache); returns what was set."""
+    knobs = derived_knobs()
+    if knobs:
+        _core.plan_knobs(**knobs)
+    return knobs
 
 
 def _check_plan(data, path):
@@ -181,19 +216,26 @@ def _with_knobs(knobs, fn):
     return run
 
 
-def _crossover(points):
-    """points: (work, split_time / plain_time) in increasing work. The threshold: halfway (in
-    log scale) between the largest work where splitting lost and the next point, provided it
-    wins from there on; NEVER if it never wins at the largest points, 0-ish if it always wins."""
-    wins = [ratio < 0.97 for _, ratio in points]
-    if not wins[-1]:
-        return NEVER
-    k = len(wins) - 1
-    while k > 0 and wins[k - 1]:
-        k -= 1
-    if k == 0:
-        return max(1, points[0][0] // 2)
-    return int(round(np.sqrt(points[k - 1][0] * points[k][0])))
+def _choose(points, current, above):
+    """The threshold that minimises the summed relative time over a measured ladder.
+
+    points: (size, option_time / plain_time) in increasing size. above=True: the option (a
+    split) is used for sizes >= the threshold; above=False: for sizes <= it (fusing). Candidates
+    sit between neighbouring sizes (geometric mean), below all and above all; the current
+    threshold is kept unless a candidate saves more than 2% of one point's time per point
+    (ratios within noise of 1 move nothing). Above all sizes is NEVER for a split."""
+    sizes = [w for w, _ in points]
+    ratios = [r for _, r in points]
+    n = len(points)
+    cands = [max(1, sizes[0] // 2)] + [int(round(np.sqrt(sizes[k - 1] * sizes[k]))) for k in range(1, n)] \
+        + [NEVER if above else 2 * sizes[-1]]
+
+    def cost(t):
+        use = [(w >= t) if above else (w <= t) for w in sizes]
+        return sum(r if u else 1.0 for r, u in zip(ratios, use))
+
+    best = min(cands, key=cost)
+    return best if cost(best) < cost(current) - 0.02 * n else current
 
 
 def _layer_step(cls, T, B, D, H, rng):
@@ -208,7 +250,7 @@ def _layer_step(cls, T, B, D, H, rng):
     return step
 
 
-def _row_split(per_point, log):
+def _row_split(per_point, log, knob="min_parallel_work"):
     from .layers import LSTM
     rng = np.random.default_rng(0)
     pts = []
@@ -220,10 +262,10 @@ def _row_split(per_point, log):
                                     _with_knobs({"min_parallel_work": NEVER}, step), per_point)
         pts.append((work, split / plain))
         log(f"  rows: LSTM T={T} B={B} H={H} (work {work:.3g}): split / one thread {split / plain:.2f}")
-    return _crossover(pts), pts
+    return _choose(pts, _core.plan_knobs()[knob], above=True), pts
 
 
-def _unit_split(per_point, log):
+def _unit_split(per_point, log, knob="unit_min_work"):
     from .layers import LSTM
     rng = np.random.default_rng(1)
     pts = []
@@ -234,10 +276,10 @@ def _unit_split(per_point, log):
                                     _with_knobs({"units": False}, step), per_point)
         pts.append((work, split / plain))
         log(f"  units: LSTM B=1 T=100 H={H} (G*H*H {work:.3g}): split / one thread {split / plain:.2f}")
-    return _crossover(pts), pts
+    return _choose(pts, _core.plan_knobs()[knob], above=True), pts
 
 
-def _cell_split(per_point, log):
+def _cell_split(per_point, log, knob="cell_split_work"):
     from .layers import LSTMCell
     rng = np.random.default_rng(2)
     pts = []
@@ -256,7 +298,45 @@ def _cell_split(per_point, log):
                                     _with_knobs({"cell_split_work": NEVER}, steps), per_point)
         pts.append((work, split / plain))
         log(f"  cell: LSTMCell B=1 D=H={H} (work per row {work:.3g}): split / one thread {split / plain:.2f}")
-    return _crossover(pts), pts
+    return _choose(pts, _core.plan_knobs()[knob], above=True), pts
+
+
+def _packed_bytes(rows, cols):
+    """Bytes of a (rows, cols) float32 matrix packed for the micro-kernel (panels of 16 rows)."""
+    return 4 * (-(-rows // 16) * 16) * cols
+
+
+def _fused(per_point, log, knob="fused_max_bytes"):
+    from .layers import LSTM
+    rng = np.random.default_rng(3)
+    pts = []
+    for H in (128, 192, 256, 384, 512, 640):
+        m = LSTM(H, H, seed=0, dtype=np.float32)
+        m.eval()
+        x = rng.standard_normal((32, 16, H)).astype(np.float32)
+        run = lambda m=m, x=x: m(x)  # noqa: E731
+        size = _packed_bytes(4 * H, H) * 2
+        on, off = _median_pair(_with_knobs({"fused": True}, run), _with_knobs({"fused": False}, run), per_point)
+        pts.append((size, on / off))
+        log(f"  fused: LSTM inference T=32 B=16 D=H={H} (packed W {size / 2**20:.2f} MiB): "
+            f"fused / hoisted {on / off:.2f}")
+    return _choose(pts, _core.plan_knobs()[knob], above=False), pts
+
+
+def _dx_loop(per_point, log, knob="dx_loop_max_bytes"):
+    from .layers import LSTM
+    rng = np.random.default_rng(4)
+    pts = []
+    for H in (128, 192, 256, 384, 512):
+        D = H // 2
+        step = _layer_step(LSTM, 24, 16, D, H, rng)
+        size = _packed_bytes(H, 4 * H) + _packed_bytes(D, 4 * H)
+        on, off = _median_pair(_with_knobs({"dx_in_loop": True}, step),
+                               _with_knobs({"dx_in_loop": False}, step), per_point)
+        pts.append((size, on / off))
+        log(f"  dx in loop: LSTM training T=24 B=16 D={D} H={H} (packed W^T {size / 2**20:.2f} MiB): "
+            f"in loop / after {on / off:.2f}")
+    return _choose(pts, _core.plan_knobs()[knob], above=False), pts
 
 
 def tune(seconds=30.0, save=True, apply=True, verbose=False):
@@ -265,25 +345,27 @@ def tune(seconds=30.0, save=True, apply=True, verbose=False):
     "seconds"}. With ``apply`` the knobs take effect now; with ``save`` they are written to the
     cache, and every later ``import fastrnn`` on this CPU kind applies them. Nothing is applied
     or saved when other processes used more than 10% of the machine meanwhile (a warning says
-    so; "other_load" is that share), nor with one thread in the pool (nothing to split).
-    Not thread-safe: it changes the process-wide plan while it measures; run it alone."""
+    so; "other_load" is that share). With one thread in the pool only the cache-size
+    thresholds are measured (nothing is split). Not thread-safe: it changes the process-wide plan while it measures; run it alone."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < 3600:
         raise ValueError(f"seconds must be a positive number of seconds below 3600, got {seconds!r}")
     log = print if verbose else (lambda *a: None)
     previous = _core.plan_knobs()
     threads = _core.get_pool_threads()
     out = {"knobs": {}, "previous": previous, "measured": {}, "other_load": None, "path": None,
-           "seconds": 0.0}
-    if threads < 2:
+           "seconds": 0.0, "threads": threads}
+    steps = [("fused_max_bytes", _fused, 6), ("dx_loop_max_bytes", _dx_loop, 5)]
+    if threads >= 2:
+        steps = [("min_parallel_work", _row_split, 8), ("unit_min_work", _unit_split, 7),
+                 ("cell_split_work", _cell_split, 6)] + steps
+    else:
         log("one thread in the pool: no split to tune")
-        return out
     t0 = time.perf_counter()
-    per_point = float(seconds) / 21            # 21 ladder points in all
+    per_point = float(seconds) / sum(n for _, _, n in steps)
     knobs, measured = {}, {}
     try:
         with _OtherLoad() as load:
-            for name, fn in (("min_parallel_work", _row_split), ("unit_min_work", _unit_split),
-                             ("cell_split_work", _cell_split)):
+            for name, fn, _ in steps:
                 knobs[name], pts = fn(per_point, log)
                 measured[name] = [[int(w), round(float(r), 4)] for w, r in pts]
                 log(f"{name}: {knobs[name]} (was {previous[name]})")
@@ -305,7 +387,7 @@ def tune(seconds=30.0, save=True, apply=True, verbose=False):
         _save(path, {"format": FORMAT, "cpu": {k: f[k] for k in ("model", "family", "model_number",
                                                                   "machine", "flags", "l1d", "l2", "l3")},
                      "threads": threads, "seconds": round(elapsed, 2), "knobs": knobs,
-                     "defaults": {k: previous[k] for k in THRESHOLDS}, "measured": measured,
+                     "defaults": {k: previous[k] for k in knobs}, "measured": measured,
                      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     out["path"] = path
     return out

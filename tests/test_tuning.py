@@ -46,14 +46,24 @@ def test_cache_sizes_parse():
     assert machine._size("lots") is None and machine._size(None) is None
 
 
-@pytest.mark.parametrize("points,want", [
-    ([(1, 1.5), (10, 1.2), (100, 0.9), (1000, 0.8)], 32),       # wins from 100 on: between 10 and 100
-    ([(1, 1.5), (10, 0.9), (100, 1.1), (1000, 0.8)], 316),      # a win that does not last is noise
-    ([(1, 1.5), (10, 1.2), (100, 1.0)], tuning.NEVER),          # never clearly wins
-    ([(8, 0.9), (16, 0.8)], 4),                                 # always wins
+@pytest.mark.parametrize("points,current,above,want", [
+    ([(1, 1.5), (10, 1.2), (100, 0.9), (1000, 0.8)], tuning.NEVER, True, 32),   # split pays from 100
+    ([(1, 1.01), (10, 0.99), (100, 1.0)], 5, True, 5),                          # noise moves nothing
+    ([(1, 1.5), (10, 1.2), (100, 1.05)], 2, True, tuning.NEVER),                # a split never pays
+    ([(1, 0.8), (2, 0.9), (4, 1.2), (8, 1.5)], 8, False, 3),                    # fusing pays up to 2
+    ([(1, 0.8), (2, 0.9)], 1, False, 4),                                        # ... or everywhere
 ])
-def test_crossover(points, want):
-    assert tuning._crossover(points) == want
+def test_the_threshold_minimises_the_measured_time(points, current, above, want):
+    assert tuning._choose(points, current, above) == want
+
+
+def test_derived_thresholds_follow_the_caches():
+    f = dict(machine.facts(), l2=1 << 20, l3=32 << 20)
+    assert tuning.derived_knobs(f) == {"fused_max_bytes": 8 << 20, "dx_loop_max_bytes": 2 << 20,
+                                       "gemv_max_elems": 1 << 18}
+    small = tuning.derived_knobs(dict(f, l2=512 << 10, l3=8 << 20))
+    assert small == {"fused_max_bytes": 2 << 20, "dx_loop_max_bytes": 1 << 20, "gemv_max_elems": 1 << 17}
+    assert tuning.derived_knobs(dict(f, l2=None, l3=None)) == {}
 
 
 def _plan_file(path, knobs):
@@ -101,15 +111,15 @@ def test_tune_measures_saves_atomically_and_applies(cache, knobs_restored, monke
         pytest.skip("one thread: nothing to tune")
     monkeypatch.setattr(tuning._OtherLoad, "__exit__", lambda self, *e: setattr(self, "share", 0.0))
     r = tuning.tune(seconds=0.5)
-    assert set(r["knobs"]) == set(tuning.THRESHOLDS)
-    assert all(len(r["measured"][k]) >= 5 for k in tuning.THRESHOLDS)
+    assert set(r["knobs"]) == set(tuning.THRESHOLDS) - {"gemv_max_elems"}
+    assert all(len(r["measured"][k]) >= 5 for k in r["knobs"])
     assert all(0 < ratio < 100 for pts in r["measured"].values() for _, ratio in pts)
     assert r["path"] == tuning.cache_path() and tuning.cached_plan() == r["knobs"]
     assert {k: _core.plan_knobs()[k] for k in r["knobs"]} == r["knobs"]
     assert sorted(os.listdir(cache)) == [os.path.basename(r["path"])]      # no temporary debris
     saved = json.loads(open(r["path"]).read())
     assert saved["cpu"]["model"] == machine.facts()["model"] and saved["defaults"] == {
-        k: knobs_restored[k] for k in tuning.THRESHOLDS}
+        k: knobs_restored[k] for k in r["knobs"]}
 
 
 def test_tune_on_a_busy_machine_applies_and_saves_nothing(cache, knobs_restored, monkeypatch):

@@ -33,8 +33,12 @@ SHAPES = {
     "medium2bi": (100, 64, 32, 128),
     "stream2": (1000, 1, 16, 128),
     "decay": (1000, 1, 16, 128),
+    "ragged": (100, 64, 32, 128),
     "cell": (1000, 1, 128, 128),
 }
+# "ragged": the medium shape with lengths uniform in 1..T (case_lengths); PyTorch runs it as a
+# packed sequence (pack_padded_sequence, enforce_sorted=False), the way its users do.
+RAGGED = ("ragged",)
 # name: (num_layers, bidirectional) where not (1, False)
 TOPOLOGY = {"medium2bi": (2, True), "stream2": (2, False)}
 # "decay": the stream shape on inputs of 1e-37 (float32 needs 1.2e-38 for a normal number) and
@@ -54,6 +58,14 @@ def dims(case):
 
 def topology(case):
     return (1, False) if case["mode"] == "step" else TOPOLOGY.get(case["shape"], (1, False))
+
+
+def case_lengths(case):
+    """The sequence lengths (B,) of a ragged case, else None (every sequence has T steps)."""
+    if case["mode"] == "step" or case["shape"] not in RAGGED:
+        return None
+    T, B, _, _ = dims(case)
+    return np.random.default_rng(2).integers(1, T + 1, B)
 
 
 def flops(case):
@@ -156,13 +168,14 @@ class FastRNN:
         m = {"rnn": self.fr.RNN, "gru": self.fr.GRU, "lstm": self.fr.LSTM}[cell](
             D, H, num_layers=L, bidirectional=bi, dtype=dt)
         m.load_state_dict(params)
+        lengths = case_lengths(case)
         if case["mode"] == "infer":
             m.eval()
-            return lambda: {"y": m(x)[0]}
+            return lambda: {"y": m(x, lengths=lengths)[0]}
         dy = np.ones((x.shape[0], B, H * (2 if bi else 1)), dt)  # loss = sum of outputs
 
         def train():
-            y = m(x)[0]
+            y = m(x, lengths=lengths)[0]
             return {"y": y, "dx": m.backward(dy)[0]}
         return train
 
@@ -193,10 +206,20 @@ class Torch:
              getattr(torch.nn, cls)(D, H, num_layers=L, bidirectional=bi)).to(dt)
         m.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
         xt = torch.from_numpy(x)
+        lengths = case_lengths(case)
+        if lengths is not None:
+            from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+            lt = torch.from_numpy(lengths)
+            inner = m
+
+            def m_packed(inp):
+                packed = pack_padded_sequence(inp, lt, enforce_sorted=False)
+                out, hn = inner(packed)
+                return pad_packed_sequence(out, total_length=T)[0], hn
         if case["mode"] != "train":
             m.eval()
             if case["mode"] == "infer":
-                fn = lambda: {"y": m(xt)[0]}  # noqa: E731
+                fn = lambda: {"y": (m_packed if lengths is not None else m)(xt)[0]}  # noqa: E731
             else:
                 h0 = torch.zeros(B, H, dtype=dt)
                 s0 = (h0, h0) if cell == "lstm" else h0
@@ -213,7 +236,7 @@ class Torch:
 
         def train():
             xt.grad = None  # fastrnn returns a fresh dx; don't time an accumulation it doesn't do
-            y = m(xt)[0]
+            y = (m_packed if lengths is not None else m)(xt)[0]
             y.sum().backward()
             return {"y": y, "dx": xt.grad}
         return train
@@ -239,11 +262,12 @@ class NumPyRef:
                 return {"h": h}
             return step
         L, bi = topology(case)
+        lengths = case_lengths(case)
         if case["mode"] == "infer":
-            return lambda: {"y": ref.forward(mode, params, x, num_layers=L, bidirectional=bi)[0]}
+            return lambda: {"y": ref.forward(mode, params, x, num_layers=L, bidirectional=bi, lengths=lengths)[0]}
 
         def train():
-            y, _, _, cache = ref.forward(mode, params, x, num_layers=L, bidirectional=bi)
+            y, _, _, cache = ref.forward(mode, params, x, num_layers=L, bidirectional=bi, lengths=lengths)
             return {"y": y, "dx": ref.backward(cache, dy=np.ones_like(y))[0]}
         return train
 

@@ -472,8 +472,8 @@ def main(argv=None):
     p.add_argument("--cells", default="rnn,gru,lstm")
     p.add_argument("--shapes", default=None,
                    help="comma list of tiny,medium,large,stream,medium2bi (2-layer bidirectional),"
-                        "stream2 (2 layers),decay (stream on 1e-37 inputs: subnormal states) "
-                        "(default all)")
+                        "stream2 (2 layers),decay (stream on 1e-37 inputs: subnormal states),"
+                        "ragged (medium, lengths 1..T; PyTorch: packed sequences) (default all)")
     p.add_argument("--modes", default="train,infer,step", help="train, infer, step (cell latency)")
     p.add_argument("--impls", default=None,
                    help=f"implementations to time, from {','.join(ALL_IMPLS)} (default: {','.join(IMPLS)}, "

@@ -302,6 +302,42 @@ void fr_bernoulli(fr_dtype dtype, void *out, ptrdiff_t n, uint64_t seed, double 
  * restores its thread's floating-point mode on return (fastrnn.c). */
 int fr_flushes_subnormals(void);
 
+/* ---- optim.c: one optimizer update over all of a model's parameters ----------------------- */
+
+/* One parameter: its value, gradient and optimizer slots, all of n elements of the call's
+ * dtype. The slots a kind does not use are NULL. */
+typedef struct {
+    void *param;              /* (n) in-out */
+    void *grad;               /* (n) in-out: clamped (clipvalue) and scaled (grad_scale) in place */
+    void *s0, *s1, *s2;       /* (n) in-out: SGD momentum | Adam m, v | RMSprop sq, mom, mg */
+    ptrdiff_t n;
+} fr_tensor;
+
+typedef enum { FR_OPT_SGD, FR_OPT_ADAM, FR_OPT_RMSPROP } fr_opt_kind;
+
+/* The update of fastrnn/train/optim.py, element for element in the same order of operations
+ * and with the hyper-parameters rounded to the dtype as NumPy rounds a Python float: the same
+ * bits as the NumPy path. */
+typedef struct {
+    fr_dtype dtype; fr_opt_kind kind;
+    int ntensors;
+    const fr_tensor *t;         /* (ntensors) */
+    double clipvalue;           /* > 0: clamp every gradient entry to [-clipvalue, clipvalue] */
+    double grad_scale;          /* global-norm clipping: gradients *= grad_scale, unless 1 */
+    double lr, weight_decay;
+    int decoupled;              /* AdamW: p -= lr*wd*p; else g + wd*p (the gradient itself kept) */
+    double momentum; int nesterov; /* SGD; momentum also RMSprop's */
+    double beta1, beta2, eps;   /* Adam (eps also RMSprop's) */
+    double bc1, bc2;            /* Adam: 1 - beta1^t, 1 - beta2^t */
+    double rho; int centered;   /* RMSprop */
+} fr_optim_args;
+
+/* Clamps the gradients in place when clipvalue > 0 and returns the sum of their squares
+ * (accumulated in double): the caller's global norm. */
+double fr_optim_sumsq(const fr_optim_args *a);
+/* Scales the gradients by grad_scale (when not 1), then updates parameters and slots. */
+void fr_optim_step(const fr_optim_args *a);
+
 /* ---- plan.c: every "does this pay" decision, every threshold, every workspace size ------- */
 
 /* Scratch sizes in elements (of the dtype) for T steps of B rows per call. */

@@ -206,6 +206,29 @@ cdef extern from "fastrnn.h" nogil:
 
     void fr_bernoulli(fr_dtype dtype, void *out, ptrdiff_t n, uint64_t seed, double p, double scale) nogil
     int fr_flushes_subnormals() nogil
+
+    ctypedef struct fr_tensor:
+        void *param
+        void *grad
+        void *s0
+        void *s1
+        void *s2
+        ptrdiff_t n
+    ctypedef enum fr_opt_kind:
+        FR_OPT_SGD, FR_OPT_ADAM, FR_OPT_RMSPROP
+    ctypedef struct fr_optim_args:
+        fr_dtype dtype
+        fr_opt_kind kind
+        int ntensors
+        const fr_tensor *t
+        double clipvalue, grad_scale, lr, weight_decay
+        int decoupled
+        double momentum
+        int nesterov
+        double beta1, beta2, eps, bc1, bc2, rho
+        int centered
+    double fr_optim_sumsq(const fr_optim_args *a) nogil
+    void fr_optim_step(const fr_optim_args *a) nogil
     void fr_set_num_threads(int n)
     int fr_get_num_threads()
 

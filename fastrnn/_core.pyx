@@ -116,6 +116,85 @@ cdef inline fr_dtype _dt(object dtype):
     return FR_F64 if np.dtype(dtype).itemsize == 8 else FR_F32
 
 
+OPT_KINDS = {"sgd": FR_OPT_SGD, "adam": FR_OPT_ADAM, "rmsprop": FR_OPT_RMSPROP}
+
+
+def optim_step(str kind, list params, list grads, list slots, *, double clipvalue=0,
+               double clipnorm=0, double lr, double weight_decay=0, bint decoupled=False,
+               double momentum=0, bint nesterov=False, double beta1=0.9, double beta2=0.999,
+               double eps=1e-8, double bc1=1, double bc2=1, double rho=0.9, bint centered=False):
+    """One optimizer update of every parameter in one C call (csrc/optim.c): params, grads
+    (clamped to clipvalue and scaled for clipnorm in place) and slots[k] = (s0, s1, s2) with
+    None for the slots ``kind`` does not use. All arrays: C-contiguous, writeable, one float
+    dtype, each slot and gradient the size of its parameter. Returns the gradients' global norm
+    before the clipnorm scaling (after clamping), or None without clipping."""
+    if kind not in OPT_KINDS:
+        raise ValueError(f"kind must be one of {sorted(OPT_KINDS)}, got {kind!r}")
+    cdef Py_ssize_t n = len(params), k, j
+    if len(grads) != n or len(slots) != n:
+        raise ValueError(f"params, grads and slots must have one entry per parameter "
+                         f"({n}, {len(grads)}, {len(slots)})")
+    if n > INT_MAX:
+        raise ValueError("too many parameters")
+    if not (lr > 0 and clipvalue >= 0 and clipnorm >= 0 and bc1 > 0 and bc2 > 0):
+        raise ValueError("lr, bc1, bc2 must be > 0 and clipvalue, clipnorm >= 0")
+    if n == 0:
+        return None
+    dtype = np.asarray(params[0]).dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise TypeError(f"parameters must be float32 or float64, got {dtype}")
+    buf = np.empty(max(1, n) * sizeof(fr_tensor), np.uint8)
+    cdef fr_tensor *t = <fr_tensor *>cnp.PyArray_DATA(buf)
+    keep = []                       # the arrays the pointers point into, alive until we return
+    for k in range(n):
+        p, g, sl = params[k], grads[k], slots[k]
+        if len(sl) != 3:
+            raise ValueError(f"slots[{int(k)}] must be (s0, s1, s2), got {len(sl)} entries")
+        arrs = [p, g] + list(sl)
+        for j in range(5):
+            arr = arrs[j]
+            if arr is None and j >= 2:
+                continue
+            if not isinstance(arr, np.ndarray) or arr.dtype != dtype or not arr.flags.c_contiguous \
+                    or not arr.flags.writeable or arr.size != p.size:
+                what = ("param", "grad", "s0", "s1", "s2")[int(j)]
+                raise ValueError(f"{what} of parameter {int(k)} must be a writeable C-contiguous {dtype} "
+                                 f"array of {np.asarray(p).size} elements")
+        keep.append(arrs)
+        t[k].param = cnp.PyArray_DATA(p)
+        t[k].grad = cnp.PyArray_DATA(g)
+        t[k].s0 = NULL if sl[0] is None else cnp.PyArray_DATA(sl[0])
+        t[k].s1 = NULL if sl[1] is None else cnp.PyArray_DATA(sl[1])
+        t[k].s2 = NULL if sl[2] is None else cnp.PyArray_DATA(sl[2])
+        t[k].n = p.size
+    needs = {"sgd": (momentum != 0, False, False), "adam": (True, True, False),
+             "rmsprop": (True, momentum != 0, centered)}[kind]
+    for k in range(n):
+        for j in range(3):
+            if needs[j] and slots[k][j] is None:
+                raise ValueError(f"{kind} needs slot s{int(j)} of parameter {int(k)}")
+    cdef fr_optim_args a
+    a.dtype = _dt(dtype)
+    a.kind = OPT_KINDS[kind]
+    a.ntensors = <int>n
+    a.t = t
+    a.clipvalue, a.grad_scale, a.lr, a.weight_decay = clipvalue, 1.0, lr, weight_decay
+    a.decoupled, a.momentum, a.nesterov = decoupled, momentum, nesterov
+    a.beta1, a.beta2, a.eps, a.bc1, a.bc2, a.rho, a.centered = beta1, beta2, eps, bc1, bc2, rho, centered
+    cdef double sumsq = 0
+    norm = None
+    if clipvalue > 0 or clipnorm > 0:
+        with nogil:
+            sumsq = fr_optim_sumsq(&a)
+        if clipnorm > 0:
+            norm = sumsq ** 0.5
+            if norm > clipnorm:
+                a.grad_scale = clipnorm / (norm + 1e-12)
+    with nogil:
+        fr_optim_step(&a)
+    return norm
+
+
 def flushes_subnormals():
     """Whether the kernels flush subnormal numbers to zero (and restore the caller's mode)."""
     return bool(fr_flushes_subnormals())

@@ -7,7 +7,12 @@ import math
 
 import numpy as np
 
+from .. import _core
 from .._checks import in_range, lookup, non_negative, positive
+
+# One C call per update over every parameter (csrc/optim.c) where the arrays allow it; False
+# forces the NumPy path (tests compare the two).
+FUSED = True
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "get_optimizer",
            "Schedule", "ExponentialDecay", "StepDecay", "CosineDecay", "get_schedule",
@@ -137,6 +142,8 @@ class Optimizer:
 
     def step(self, params, grads):
         """One update of ``params`` (in place) from ``grads``; grads are clipped in place."""
+        if self._step_fused(params, grads):
+            return
         if self.clipvalue is not None:
             clip_grad_value(grads, self.clipvalue)
         if self.clipnorm is not None:
@@ -150,6 +157,55 @@ class Optimizer:
             self._update(name, p, g, lr)
 
     _decoupled = False
+    _fused_kind = None      # "sgd", "adam", "rmsprop": the C update equals this class's _update
+
+    def _fused_hyper(self):
+        return {}
+
+    def _step_fused(self, params, grads):
+        """The whole update in one C call (same results as the loop below, the global norm of
+        clipnorm aside, which C sums in double); False where it does not apply: a subclass with
+        its own _update, arrays that are not C-contiguous float32/float64 of one dtype."""
+        kind = self._fused_kind
+        if not FUSED or kind is None or type(self)._update is not _FUSED_UPDATES.get(kind):
+            return False
+        names = list(params)
+        ps = [params[n] for n in names]
+        try:
+            gs = [grads[n] for n in names]
+        except KeyError:
+            return False
+        if not ps:
+            return False
+        dt = ps[0].dtype if isinstance(ps[0], np.ndarray) else None
+        if dt not in (np.float32, np.float64):
+            return False
+        for a in ps + gs:
+            if not isinstance(a, np.ndarray) or a.dtype != dt or not a.flags.c_contiguous \
+                    or not a.flags.writeable:
+                return False
+        if any(g.shape != p.shape for p, g in zip(ps, gs)):
+            return False
+        hyper = self._fused_hyper()
+        used = hyper.pop("_slots")
+        slots = []
+        for n, p in zip(names, ps):
+            row = [None, None, None]          # slot j of _slot_names is the C update's s<j>
+            for j, s in enumerate(self._slot_names):
+                if s in used:
+                    a = self._slot(s, n, p)
+                    if a.dtype != dt or not a.flags.c_contiguous or a.shape != p.shape:
+                        return False
+                    row[j] = a
+            slots.append(tuple(row))
+        lr = self.lr
+        t = self.iterations + 1
+        _core.optim_step(kind, ps, gs, slots, clipvalue=self.clipvalue or 0.0,
+                         clipnorm=self.clipnorm or 0.0, lr=lr, weight_decay=self.weight_decay,
+                         decoupled=self._decoupled, bc1=1 - getattr(self, "beta_1", 0.0) ** t,
+                         bc2=1 - getattr(self, "beta_2", 0.0) ** t, **hyper)
+        self.iterations = t
+        return True
 
     def _update(self, name, p, g, lr):
         raise NotImplementedError
@@ -198,6 +254,12 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs momentum > 0")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
+    _fused_kind = "sgd"
+
+    def _fused_hyper(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov,
+                "_slots": ("momentum",) if self.momentum else ()}
+
     def _update(self, name, p, g, lr):
         if self.momentum:
             v = self._slot("momentum", name, p)
@@ -216,6 +278,11 @@ class Adam(Optimizer):
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8, **kw):
         super().__init__(learning_rate, **kw)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    _fused_kind = "adam"
+
+    def _fused_hyper(self):
+        return {"beta1": self.beta_1, "beta2": self.beta_2, "eps": self.epsilon, "_slots": ("m", "v")}
 
     def _update(self, name, p, g, lr):
         m, v = self._slot("m", name, p), self._slot("v", name, p)
@@ -249,6 +316,13 @@ class RMSprop(Optimizer):
         in_range(rho, "rho", 0, 1)
         self.rho, self.momentum, self.epsilon, self.centered = float(rho), float(momentum), float(epsilon), bool(centered)
 
+    _fused_kind = "rmsprop"
+
+    def _fused_hyper(self):
+        used = ("sq",) + (("mom",) if self.momentum else ()) + (("mg",) if self.centered else ())
+        return {"rho": self.rho, "momentum": self.momentum, "eps": self.epsilon,
+                "centered": self.centered, "_slots": used}
+
     def _update(self, name, p, g, lr):
         sq = self._slot("sq", name, p)
         sq *= self.rho
@@ -273,6 +347,8 @@ class RMSprop(Optimizer):
 
 
 _OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+# the _update each C kind reproduces: a subclass that overrides _update keeps its own
+_FUSED_UPDATES = {"sgd": SGD._update, "adam": Adam._update, "rmsprop": RMSprop._update}
 
 
 def get_optimizer(opt):

@@ -7,11 +7,12 @@ runs inside the time loop (``fused_max_bytes``) and the input gradient inside th
 (``dx_loop_max_bytes``), and when a batch of one's product skips BLAS (``gemv_max_elems``).
 
 Without tuning, importing fastrnn derives the cache-size thresholds from this CPU's caches
-(``derived_knobs``; on the machine plan.c's constants were measured on they are those
+(``derived_knobs``; on the Zen 3 machine plan.c's constants were measured on they are those
 constants) and keeps the measured split thresholds. ``tune()`` measures the crossovers on the
 CPU it runs on -- both sides of every threshold, on a ladder of layer sizes, alternating -- and
 keeps the result in the user's cache directory, one file per CPU kind (``machine.cpu_key``),
-which every later import applies (unless ``FASTRNN_NO_TUNE_CACHE`` is set). The micro-kernel's
+which every later import applies (unless ``FASTRNN_NO_TUNE_CACHE`` is set;
+``FASTRNN_DEFAULT_PLAN`` keeps plan.c's built-in constants, derived and cached ones alike). The micro-kernel's
 blocking is fixed at compile time (csrc/smallgemm.h) and is not tuned.
 
 A cache file is untrusted input: a file that does not parse, names unknown knobs or holds values
@@ -64,26 +65,30 @@ def cache_path(key=None):
 
 def derived_knobs(f=None):
     """The cache-size thresholds from this CPU's caches ({} where sizes are unknown):
-    fused_max_bytes  a quarter of L3: the packed W_ih and W_hh that each step of the fused loop
-                     reuses stay in cache beside the activations and the other core's share;
-    dx_loop_max_bytes  twice L2: the reverse loop streams packed W_hh^T and W_ih^T every step;
-    gemv_max_elems  a quarter of L2 in elements: a B=1 product whose matrix fits in L2 is
-                     compute-bound and fr_gemv_rows' four panels at once beat BLAS's GEMV.
-    On the machine the constants in plan.c were measured on (AMD EPYC family 25: 1 MiB L2,
-    32 MiB L3) these give exactly those constants."""
+    fused_max_bytes    a quarter of L3: the packed W_ih and W_hh that each step of the fused
+                       loop reuses stay in cache beside the activations and the other core's;
+    dx_loop_max_bytes  four times L2: the reverse loop streams packed W_hh^T and W_ih^T every
+                       step, from L2 and the nearest part of L3;
+    gemv_max_elems     half of L2's bytes in elements: a B=1 product whose float32 matrix fits
+                       in half of L2 is compute-bound, and fr_gemv_rows' four panels at once
+                       beat BLAS's GEMV.
+    plan.c's constants were measured on a Zen 3 EPYC (512 KiB L2, 32 MiB L3), for which these
+    rules give exactly those constants."""
     f = f or facts()
     out = {}
     if f.get("l3"):
         out["fused_max_bytes"] = int(f["l3"]) // 4
     if f.get("l2"):
-        out["dx_loop_max_bytes"] = 2 * int(f["l2"])
-        out["gemv_max_elems"] = int(f["l2"]) // 4
+        out["dx_loop_max_bytes"] = 4 * int(f["l2"])
+        out["gemv_max_elems"] = int(f["l2"]) // 2
     return out
 
 
 def apply_derived():
     """Set the cache-size thresholds from this CPU's caches (import does this before applying
-    a tuning cache); returns what was set."""
+    a tuning cache, unless FASTRNN_DEFAULT_PLAN is set); returns what was set."""
+    if os.environ.get("FASTRNN_DEFAULT_PLAN"):
+        return {}
     knobs = derived_knobs()
     if knobs:
         _core.plan_knobs(**knobs)
@@ -126,8 +131,8 @@ def cached_plan(path=None):
 
 def apply_cached(path=None):
     """Apply this CPU kind's cached plan; returns the knobs applied, or None (no file, or
-    FASTRNN_NO_TUNE_CACHE set). A broken file is ignored with a warning."""
-    if os.environ.get("FASTRNN_NO_TUNE_CACHE"):
+    FASTRNN_NO_TUNE_CACHE or FASTRNN_DEFAULT_PLAN set). A broken file is ignored with a warning."""
+    if os.environ.get("FASTRNN_NO_TUNE_CACHE") or os.environ.get("FASTRNN_DEFAULT_PLAN"):
         return None
     try:
         knobs = cached_plan(path)

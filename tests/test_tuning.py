@@ -23,6 +23,7 @@ def knobs_restored():
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTRNN_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("FASTRNN_NO_TUNE_CACHE", raising=False)
+    monkeypatch.delenv("FASTRNN_DEFAULT_PLAN", raising=False)
     return tmp_path
 
 
@@ -58,11 +59,13 @@ def test_the_threshold_minimises_the_measured_time(points, current, above, want)
 
 
 def test_derived_thresholds_follow_the_caches():
-    f = dict(machine.facts(), l2=1 << 20, l3=32 << 20)
-    assert tuning.derived_knobs(f) == {"fused_max_bytes": 8 << 20, "dx_loop_max_bytes": 2 << 20,
-                                       "gemv_max_elems": 1 << 18}
-    small = tuning.derived_knobs(dict(f, l2=512 << 10, l3=8 << 20))
+    # the Zen 3 EPYC plan.c's constants were measured on: 512 KiB L2, 32 MiB L3
+    zen3 = dict(machine.facts(), l2=512 << 10, l3=32 << 20)
+    assert tuning.derived_knobs(zen3) == {"fused_max_bytes": 8 << 20, "dx_loop_max_bytes": 2 << 20,
+                                          "gemv_max_elems": 1 << 18}
+    small = tuning.derived_knobs(dict(zen3, l2=256 << 10, l3=8 << 20))
     assert small == {"fused_max_bytes": 2 << 20, "dx_loop_max_bytes": 1 << 20, "gemv_max_elems": 1 << 17}
+    f = zen3
     assert tuning.derived_knobs(dict(f, l2=None, l3=None)) == {}
 
 
@@ -90,6 +93,19 @@ def test_a_cached_plan_is_applied_and_a_broken_one_ignored(cache, knobs_restored
         with pytest.warns(RuntimeWarning, match="ignoring the tuning cache"):
             assert tuning.apply_cached() is None
         assert _core.plan_knobs() == knobs_restored          # nothing half-applied
+
+
+def test_import_derives_the_cache_thresholds_unless_told_not_to(cache):
+    code = "import fastrnn, json; print(json.dumps(fastrnn._core.plan_knobs()))"
+    env = dict(os.environ, FASTRNN_CACHE_DIR=str(cache))
+    got = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                    check=True).stdout)
+    want = tuning.derived_knobs()
+    assert {k: got[k] for k in want} == want
+    env["FASTRNN_DEFAULT_PLAN"] = "1"
+    got = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                    check=True).stdout)
+    assert (got["fused_max_bytes"], got["dx_loop_max_bytes"], got["gemv_max_elems"]) == (8 << 20, 2 << 20, 1 << 18)
 
 
 def test_import_applies_the_cached_plan_unless_told_not_to(cache):

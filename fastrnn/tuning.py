@@ -243,7 +243,7 @@ def _choose(points, current, above):
     return best if cost(best) < cost(current) - 0.02 * n else current
 
 
-def _layer_step(cls, T, B, D, H, rng):
+def _train_step(cls, T, B, D, H, rng):
     m = cls(D, H, seed=0, dtype=np.float32)
     x = rng.standard_normal((T, B, D)).astype(np.float32)
     y = m(x)[0]
@@ -255,55 +255,25 @@ def _layer_step(cls, T, B, D, H, rng):
     return step
 
 
-def _row_split(per_point, log, knob="min_parallel_work"):
-    from .layers import LSTM
-    rng = np.random.default_rng(0)
-    pts = []
-    T, D, G = 16, 16, 4
-    for H, B in ((32, 4), (32, 8), (32, 16), (32, 32), (64, 16), (64, 32), (64, 64), (128, 32)):
-        step = _layer_step(LSTM, T, B, D, H, rng)
-        work = T * B * G * H * H
-        split, plain = _median_pair(_with_knobs({"min_parallel_work": 0}, step),
-                                    _with_knobs({"min_parallel_work": NEVER}, step), per_point)
-        pts.append((work, split / plain))
-        log(f"  rows: LSTM T={T} B={B} H={H} (work {work:.3g}): split / one thread {split / plain:.2f}")
-    return _choose(pts, _core.plan_knobs()[knob], above=True), pts
+def _inference(cls, T, B, D, H, rng):
+    m = cls(D, H, seed=0, dtype=np.float32)
+    m.eval()
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    return lambda: m(x)
 
 
-def _unit_split(per_point, log, knob="unit_min_work"):
-    from .layers import LSTM
-    rng = np.random.default_rng(1)
-    pts = []
-    for H in (16, 32, 48, 64, 96, 128, 192):
-        step = _layer_step(LSTM, 100, 1, 16, H, rng)
-        work = 4 * H * H
-        split, plain = _median_pair(_with_knobs({"units": True, "unit_min_work": 0}, step),
-                                    _with_knobs({"units": False}, step), per_point)
-        pts.append((work, split / plain))
-        log(f"  units: LSTM B=1 T=100 H={H} (G*H*H {work:.3g}): split / one thread {split / plain:.2f}")
-    return _choose(pts, _core.plan_knobs()[knob], above=True), pts
-
-
-def _cell_split(per_point, log, knob="cell_split_work"):
+def _cell_steps(H, rng):
     from .layers import LSTMCell
-    rng = np.random.default_rng(2)
-    pts = []
-    for H in (32, 64, 96, 128, 192, 256):
-        cell = LSTMCell(H, H, seed=0, dtype=np.float32)
-        cell.eval()
-        x = rng.standard_normal((1, H)).astype(np.float32)
-        s = (np.zeros((1, H), np.float32), np.zeros((1, H), np.float32))
+    cell = LSTMCell(H, H, seed=0, dtype=np.float32)
+    cell.eval()
+    x = rng.standard_normal((1, H)).astype(np.float32)
+    s0 = (np.zeros((1, H), np.float32), np.zeros((1, H), np.float32))
 
-        def steps(cell=cell, x=x, s=s):
-            st = s
-            for _ in range(50):
-                st = cell(x, st)
-        work = 4 * H * 2 * H
-        split, plain = _median_pair(_with_knobs({"cell_split_work": 0}, steps),
-                                    _with_knobs({"cell_split_work": NEVER}, steps), per_point)
-        pts.append((work, split / plain))
-        log(f"  cell: LSTMCell B=1 D=H={H} (work per row {work:.3g}): split / one thread {split / plain:.2f}")
-    return _choose(pts, _core.plan_knobs()[knob], above=True), pts
+    def steps():
+        st = s0
+        for _ in range(50):
+            st = cell(x, st)
+    return steps
 
 
 def _packed_bytes(rows, cols):
@@ -311,37 +281,45 @@ def _packed_bytes(rows, cols):
     return 4 * (-(-rows // 16) * 16) * cols
 
 
-def _fused(per_point, log, knob="fused_max_bytes"):
+def _ladders():
+    """knob -> (the option's knobs, the plain knobs, above, [(size, label, make(rng))]):
+    above=True: the option (a split) pays from a size up; False: up to a size (fusing)."""
     from .layers import LSTM
-    rng = np.random.default_rng(3)
-    pts = []
-    for H in (128, 192, 256, 384, 512, 640):
-        m = LSTM(H, H, seed=0, dtype=np.float32)
-        m.eval()
-        x = rng.standard_normal((32, 16, H)).astype(np.float32)
-        run = lambda m=m, x=x: m(x)  # noqa: E731
-        size = _packed_bytes(4 * H, H) * 2
-        on, off = _median_pair(_with_knobs({"fused": True}, run), _with_knobs({"fused": False}, run), per_point)
-        pts.append((size, on / off))
-        log(f"  fused: LSTM inference T=32 B=16 D=H={H} (packed W {size / 2**20:.2f} MiB): "
-            f"fused / hoisted {on / off:.2f}")
-    return _choose(pts, _core.plan_knobs()[knob], above=False), pts
+    G = 4
+    return {
+        "min_parallel_work": ({"min_parallel_work": 0}, {"min_parallel_work": NEVER}, True, [
+            (16 * B * G * H * H, f"LSTM training T=16 B={B} D=16 H={H}",
+             lambda rng, B=B, H=H: _train_step(LSTM, 16, B, 16, H, rng))
+            for H, B in ((32, 4), (32, 8), (32, 16), (32, 32), (64, 16), (64, 32), (64, 64), (128, 32))]),
+        "unit_min_work": ({"units": True, "unit_min_work": 0}, {"units": False}, True, [
+            (G * H * H, f"LSTM training B=1 T=100 D=16 H={H}",
+             lambda rng, H=H: _train_step(LSTM, 100, 1, 16, H, rng))
+            for H in (16, 32, 48, 64, 96, 128, 192)]),
+        "cell_split_work": ({"cell_split_work": 0}, {"cell_split_work": NEVER}, True, [
+            (G * H * 2 * H, f"LSTMCell B=1 D=H={H}, 50 steps", lambda rng, H=H: _cell_steps(H, rng))
+            for H in (32, 64, 96, 128, 192, 256)]),
+        "fused_max_bytes": ({"fused": True}, {"fused": False}, False, [
+            (2 * _packed_bytes(G * H, H), f"LSTM inference T=32 B=16 D=H={H}",
+             lambda rng, H=H: _inference(LSTM, 32, 16, H, H, rng))
+            for H in (128, 192, 256, 384, 512, 640)]),
+        "dx_loop_max_bytes": ({"dx_in_loop": True}, {"dx_in_loop": False}, False, [
+            (_packed_bytes(H, G * H) + _packed_bytes(H // 2, G * H), f"LSTM training T=24 B=16 D={H // 2} H={H}",
+             lambda rng, H=H: _train_step(LSTM, 24, 16, H // 2, H, rng))
+            for H in (128, 192, 256, 384, 512)]),
+    }
 
 
-def _dx_loop(per_point, log, knob="dx_loop_max_bytes"):
-    from .layers import LSTM
-    rng = np.random.default_rng(4)
+def _measure(knob, per_point, log):
+    """(threshold, [(size, option time / plain time)]) of one knob's ladder."""
+    option, plain, above, cases = _ladders()[knob]
+    rng = np.random.default_rng(0)
     pts = []
-    for H in (128, 192, 256, 384, 512):
-        D = H // 2
-        step = _layer_step(LSTM, 24, 16, D, H, rng)
-        size = _packed_bytes(H, 4 * H) + _packed_bytes(D, 4 * H)
-        on, off = _median_pair(_with_knobs({"dx_in_loop": True}, step),
-                               _with_knobs({"dx_in_loop": False}, step), per_point)
-        pts.append((size, on / off))
-        log(f"  dx in loop: LSTM training T=24 B=16 D={D} H={H} (packed W^T {size / 2**20:.2f} MiB): "
-            f"in loop / after {on / off:.2f}")
-    return _choose(pts, _core.plan_knobs()[knob], above=False), pts
+    for size, label, make in cases:
+        run = make(rng)
+        t_opt, t_plain = _median_pair(_with_knobs(option, run), _with_knobs(plain, run), per_point)
+        pts.append((size, t_opt / t_plain))
+        log(f"  {knob}: {label} (size {size:.3g}): with / without {t_opt / t_plain:.2f}")
+    return _choose(pts, _core.plan_knobs()[knob], above), pts
 
 
 def tune(seconds=30.0, save=True, apply=True, verbose=False):
@@ -359,19 +337,19 @@ def tune(seconds=30.0, save=True, apply=True, verbose=False):
     threads = _core.get_pool_threads()
     out = {"knobs": {}, "previous": previous, "measured": {}, "other_load": None, "path": None,
            "seconds": 0.0, "threads": threads}
-    steps = [("fused_max_bytes", _fused, 6), ("dx_loop_max_bytes", _dx_loop, 5)]
+    names = ["fused_max_bytes", "dx_loop_max_bytes"]
     if threads >= 2:
-        steps = [("min_parallel_work", _row_split, 8), ("unit_min_work", _unit_split, 7),
-                 ("cell_split_work", _cell_split, 6)] + steps
+        names = list(SPLITS) + names
     else:
         log("one thread in the pool: no split to tune")
+    ladders = _ladders()
     t0 = time.perf_counter()
-    per_point = float(seconds) / sum(n for _, _, n in steps)
+    per_point = float(seconds) / sum(len(ladders[n][3]) for n in names)
     knobs, measured = {}, {}
     try:
         with _OtherLoad() as load:
-            for name, fn, _ in steps:
-                knobs[name], pts = fn(per_point, log)
+            for name in names:
+                knobs[name], pts = _measure(name, per_point, log)
                 measured[name] = [[int(w), round(float(r), 4)] for w, r in pts]
                 log(f"{name}: {knobs[name]} (was {previous[name]})")
     finally:

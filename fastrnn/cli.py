@@ -670,15 +670,17 @@ def _model_options(t):
 
 def build_parser():
     p = _Parser(prog="fastrnn", description="Fast CPU RNN/LSTM/GRU: train, predict, benchmark.",
-                epilog="Start with 'fastrnn train': an LSTM on the built-in sine data, ~10 s on 2 cores.")
+                epilog="Start with 'fastrnn train': three LSTMs on the built-in sine data, ~15 s on 2 cores.")
     sub = p.add_subparsers(dest="command", metavar="{train,backtest,predict,tune,bench,demo}")
 
     t = sub.add_parser("train", help="train a forecaster; save the model and a plot", formatter_class=_Help,
                        description="Train a many-to-one forecaster: the past --window values "
                                    "(transformed, see --transform) predict the next --horizon "
-                                   "ones. The last --test-fraction of the series is the test part: "
-                                   "its MSE is printed beside repeat-the-last-value and an AR(p) "
-                                   "model (p <= --window by AIC, on the same transform). "
+                                   "ones. The forecast is the mean of --ensemble networks and of "
+                                   "an AR(p) model (p <= --window by AIC, on the same transform; "
+                                   "--combine none: the networks alone). The last --test-fraction "
+                                   "of the series is the test part: its MSE is printed beside "
+                                   "repeat-the-last-value, the AR model and the networks alone. "
                                    "Progress: loss/val_loss (training/test part) are on the "
                                    "normalised scale; a progress bar on a terminal, else one line "
                                    "per epoch on stderr. The final errors are raw-scale MSE, in the "

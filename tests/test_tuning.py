@@ -99,12 +99,12 @@ def test_import_derives_the_cache_thresholds_unless_told_not_to(cache):
     code = "import fastrnn, json; print(json.dumps(fastrnn._core.plan_knobs()))"
     env = dict(os.environ, FASTRNN_CACHE_DIR=str(cache))
     got = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                    check=True).stdout)
+                                    check=True, cwd=str(cache)).stdout)
     want = tuning.derived_knobs()
     assert {k: got[k] for k in want} == want
     env["FASTRNN_DEFAULT_PLAN"] = "1"
     got = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                    check=True).stdout)
+                                    check=True, cwd=str(cache)).stdout)
     assert (got["fused_max_bytes"], got["dx_loop_max_bytes"], got["gemv_max_elems"]) == (8 << 20, 2 << 20, 1 << 18)
 
 
@@ -114,11 +114,11 @@ def test_import_applies_the_cached_plan_unless_told_not_to(cache):
     code = "import fastrnn, json; print(json.dumps(fastrnn._core.plan_knobs()))"
     env = dict(os.environ, FASTRNN_CACHE_DIR=str(cache))
     got = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                    check=True).stdout)
+                                    check=True, cwd=str(cache)).stdout)
     assert {k: got[k] for k in want} == want
     env["FASTRNN_NO_TUNE_CACHE"] = "1"
     got = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                    check=True).stdout)
+                                    check=True, cwd=str(cache)).stdout)
     assert got["min_parallel_work"] != 31337
 
 

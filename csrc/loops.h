@@ -92,6 +92,7 @@ static int SFX(max_length)(int T, int b0, int b1, const int *lengths)
 /* Sums in 8 partial accumulators: the loops vectorise without reassociation flags. */
 HOT static REAL SFX(sum8)(int n, const REAL *RS v)
 {
+    if (STEP_FAST()) return (REAL)LN_SUM_FAST(n, v); /* float32, AVX2 (gates_avx2.h) */
     REAL p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int j = 0;
     for (; j + 8 <= n; j += 8)
@@ -104,6 +105,7 @@ HOT static REAL SFX(sum8)(int n, const REAL *RS v)
 /* sum of (v - m)^2 (n) */
 HOT static REAL SFX(sqdev8)(int n, const REAL *RS v, REAL m)
 {
+    if (STEP_FAST()) return (REAL)LN_SQDEV_FAST(n, v, m); /* float32, AVX2 (gates_avx2.h) */
     REAL p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int j = 0;
     for (; j + 8 <= n; j += 8)
@@ -116,6 +118,7 @@ HOT static REAL SFX(sqdev8)(int n, const REAL *RS v, REAL m)
 /* sum of u * v (n) */
 HOT static REAL SFX(dot8)(int n, const REAL *RS u, const REAL *RS v)
 {
+    if (STEP_FAST()) return (REAL)LN_DOT_FAST(n, u, v); /* float32, AVX2 (gates_avx2.h) */
     REAL p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int j = 0;
     for (; j + 8 <= n; j += 8)
@@ -804,4 +807,7 @@ static void SFX(fr_bernoulli)(void *out, ptrdiff_t n, uint64_t seed, double p, d
 #undef GATES_LSTMP_FAST
 #undef GATES_GRU_FAST
 #undef GATES_RNN_TANH_FAST
+#undef LN_SUM_FAST
+#undef LN_SQDEV_FAST
+#undef LN_DOT_FAST
 #undef STEP_GEMV_NT

@@ -703,10 +703,11 @@ class GRU(_RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
-                 recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, layer_norm=False):
+                 recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, layer_norm=False,
+                 peepholes=False):  # peepholes: accepted to be refused with the base's error
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, seed, recurrent_dropout, zoneout, weight_dropout,
-                         layer_norm=layer_norm)
+                         peepholes, layer_norm)
 
 
 class LSTM(_RNNBase):

@@ -151,13 +151,19 @@ HOT static void SFX(ln_fwd)(int n, REAL *RS v, const REAL *RS gam, const REAL *R
     if (rs) *rs = r;
 }
 
-/* g (n): in, the gradient w.r.t. LN's output; out, w.r.t. its input. dgam, dbet (n) += */
-HOT static void SFX(ln_bwd)(int n, REAL *RS g, const REAL *RS xh, REAL r, const REAL *RS gam,
-                            REAL *RS dgam, REAL *RS dbet)
+/* gout (n) = the gradient w.r.t. LN's input from gin (n), the gradient w.r.t. its output
+ * (gout may be gin: in place; no other overlap); dgam, dbet (n) += */
+static void SFX(ln_bwd)(int n, const REAL *gin, REAL *gout, const REAL *RS xh, REAL r, const REAL *RS gam,
+                        REAL *RS dgam, REAL *RS dbet)
 {
-    for (int j = 0; j < n; ++j) { dgam[j] += g[j] * xh[j]; dbet[j] += g[j]; g[j] *= gam[j]; }
-    const REAL m1 = SFX(sum8)(n, g) / (REAL)n, m2 = SFX(dot8)(n, g, xh) / (REAL)n;
-    for (int j = 0; j < n; ++j) g[j] = r * (g[j] - m1 - xh[j] * m2);
+    if (STEP_FAST()) { /* float32, AVX2: two passes (gates_avx2.h) */
+        LN_BWD_FAST(n, (const float *)gin, (float *)gout, (const float *)xh, (float)r, (const float *)gam,
+                    (float *)dgam, (float *)dbet);
+        return;
+    }
+    for (int j = 0; j < n; ++j) { REAL g = gin[j]; dgam[j] += g * xh[j]; dbet[j] += g; gout[j] = g * gam[j]; }
+    const REAL m1 = SFX(sum8)(n, gout) / (REAL)n, m2 = SFX(dot8)(n, gout, xh) / (REAL)n;
+    for (int j = 0; j < n; ++j) gout[j] = r * (gout[j] - m1 - xh[j] * m2);
 }
 
 /* LSTM's output through LN_c, after its row: tc (H) = tanh(LN_c(c)), h = y = o * tc; sv (2)
@@ -362,7 +368,7 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
      * lengths) or differ from dgx (blocks past S, e.g. GRU's n block, scaled by r): then they
      * are gathered in step. */
     const int own_e = S < G;
-    const int gathered = (reverse && lengths != NULL) || own_e || ln;
+    const int gathered = (reverse && lengths != NULL) || (own_e && !ln);
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
     const int fast = STEP_FAST() && fr_pack_pays(maxlen, nb);
 
@@ -440,17 +446,17 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
             }
             if (ln) {
                 /* the biases sit after both normalisations: they take the gate gradients; then
-                 * each side goes back through its LN (the recurrent side: d's first S blocks,
-                 * e's others) */
-                if (!own_e) memcpy(e, d, sizeof(REAL) * GH);
-                else memcpy(e, d, sizeof(REAL) * (size_t)S * H);
+                 * each side goes back through its LN, the recurrent side (d's blocks, or e's
+                 * where the row wrote its own: GRU, all blocks) into dgh, first (it may read d) */
+                const REAL *rs = own_e ? e : d;
+                REAL *ghr = dgh + row * GH;
                 if (dbias) {
                     SFX(add_to)(GH, dbias, d);
                     if (own_e) SFX(add_to)(RH, dbias + GH, e + (ptrdiff_t)S * H);
                 }
-                SFX(ln_bwd)(GH, d, sv, sv[2 * GH], ln, dln, dln + GH);
-                SFX(ln_bwd)(GH, e, sv + GH, sv[2 * GH + 1], ln + 2 * GH, dln + 2 * GH, dln + 3 * GH);
-                memcpy(dgh + row * GH, e, sizeof(REAL) * GH);
+                SFX(ln_bwd)(GH, rs, ghr, sv + GH, sv[2 * GH + 1], ln + 2 * GH, dln + 2 * GH, dln + 3 * GH);
+                SFX(ln_bwd)(GH, d, d, sv, sv[2 * GH], ln, dln, dln + GH);
+                if (gathered) memcpy(e, ghr, sizeof(REAL) * GH);
             } else {
                 if (own_e) memcpy(dgh + row * RH, e + (ptrdiff_t)S * H, sizeof(REAL) * RH);
                 else if (gathered) memcpy(e, d, sizeof(REAL) * GH);
@@ -462,8 +468,9 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
                 }
             }
         }
+        /* not gathered: the step's rows sit together in dgx, or with layer norm in dgh */
         const REAL *dstep = gathered
-            ? step : dgx + ((ptrdiff_t)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
+            ? step : (ln ? dgh : dgx) + ((ptrdiff_t)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
         if (hmask) {
             /* W_hh read h * hmask: its gradient reaches h through the mask */
             if (fast) STEP_MM(nb, H, GH, dstep, GH, packed, 0, prod, H);
@@ -810,4 +817,5 @@ static void SFX(fr_bernoulli)(void *out, ptrdiff_t n, uint64_t seed, double p, d
 #undef LN_SUM_FAST
 #undef LN_SQDEV_FAST
 #undef LN_DOT_FAST
+#undef LN_BWD_FAST
 #undef STEP_GEMV_NT

@@ -5,7 +5,7 @@ bench/run.py's train mode times it) at the medium shape, each option alone.
 
 The layers of one cell kind are timed in alternating rounds (plain, option 1, option 2, ...,
 then the next round), and each column is the median round; the ratio is option / plain (the
-issue's target: <= 1.15). Weights are the same for every layer of a kind.
+issue's target: <= 1.15; layer_norm <= 1.35). Weights are the same for every layer of a kind.
 """
 import argparse
 import os
@@ -24,7 +24,7 @@ SHAPE = (100, 64, 32, 128)  # T, B, D, H: bench/_impls.py's "medium"
 CLASSES = {"rnn": fr.RNN, "gru": fr.GRU, "lstm": fr.LSTM}
 OPTIONS = {"plain": {}, "recurrent_dropout=0.25": {"recurrent_dropout": 0.25},
            "zoneout=0.1": {"zoneout": 0.1}, "weight_dropout=0.3": {"weight_dropout": 0.3},
-           "peepholes": {"peepholes": True}}
+           "peepholes": {"peepholes": True}, "layer_norm": {"layer_norm": True}}
 ONLY = {"peepholes": ("lstm",)}  # options of one kind only
 
 

@@ -218,6 +218,27 @@ HOT static void SFX(lstmp_row_bwd)(int H, const REAL *RS ai, const REAL *RS af, 
     }
 }
 
+/* Layer-normalised LSTM's step gradient (layer_norm: h = o*tanh(LN_c(c'))): as lstm_row_bwd,
+ * with tc = tanh(LN_c(c')) saved and dcn (H) the gradient that reaches c' through LN_c (the
+ * loop computes it: it needs the whole row). */
+HOT static void SFX(lstmln_row_bwd)(int H, const REAL *RS ai, const REAL *RS af, const REAL *RS ag,
+                                    const REAL *RS ao, const REAL *RS cp, const REAL *RS tc,
+                                    const REAL *RS dcn, const REAL *RS dht, REAL *RS dc,
+                                    REAL *RS di, REAL *RS df, REAL *RS dg, REAL *RS dout,
+                                    REAL *RS dhp)
+{
+    for (int j = 0; j < H; ++j) {
+        REAL i = ai[j], f = af[j], g = ag[j], o = ao[j], t = tc[j];
+        REAL dct = dc[j] + dcn[j];
+        di[j] = dct * g * i * ((REAL)1 - i);
+        df[j] = dct * cp[j] * f * ((REAL)1 - f);
+        dg[j] = dct * i * ((REAL)1 - g * g);
+        dout[j] = dht[j] * t * o * ((REAL)1 - o);
+        dc[j] = dct * f;
+        dhp[j] = 0;
+    }
+}
+
 HOT static void SFX(gru_row_bwd)(int H, const REAL *RS ar, const REAL *RS az, const REAL *RS an,
                                  const REAL *RS hn, const REAL *RS hp, const REAL *RS dht,
                                  REAL *RS dr, REAL *RS dz, REAL *RS dn, REAL *RS er, REAL *RS ez,

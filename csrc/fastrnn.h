@@ -79,6 +79,19 @@
  * f = sig(. + p_f*c_{t-1}), o = sig(. + p_o*c_t) (ONNX's LSTM; its P input orders them i, o, f).
  * Their gradient comes out of the reverse loops like the biases': a share per call (dpeep).
  *
+ * Layer normalisation (fr_recur / fr_recur_backward row loops only; plan.c keeps it off the unit
+ * paths, which see only part of a row's units; haste's LayerNormLSTM, eps = FR_LN_EPS):
+ *   LN_k(v) = gamma_k * (v - mean(v)) / sqrt(var(v) + eps) + beta_k over the G*H pre-activations
+ *   of one row (var: biased). Gates = LN_x(W_ih x) + LN_h(W_hh h) + (b_ih + b_hh) (GRU's n:
+ *   LN_x(.)_n + b_in + r*(LN_h(.)_n + b_hn), the row unchanged); LSTM: h = o*tanh(LN_c(c')),
+ *   gamma_c, beta_c (H), the state carried is the un-normalised c'.
+ *   ln (4*G*H [+ 2*H with 2 states]): gamma_x, beta_x, gamma_h, beta_h [, gamma_c, beta_c].
+ *   lnsave (T,B,FR_LN_SAVE(G*H)) training only: xhat_x (G*H), xhat_h (G*H), rstd_x, rstd_h,
+ *   mean_c, rstd_c. dln (as ln) assigned: this call's share of the ln gradient.
+ *   With ln the recurrent-side gradient differs from dgx in every block: dgh is (T,B,G*H) (S
+ *   counts as 0 for dgh and fr_backward_params, given ln = 1 there); dbias keeps its layout
+ *   (the biases sit after the normalisation: they take the un-normalised gate gradients).
+ *
  * Threads: the kernels are reentrant and use whatever threads BLAS is set to (fastrnn keeps BLAS
  * single-threaded). Concurrency comes from jobs over disjoint batch-row ranges (fr_recur,
  * fr_recur_backward), unit tasks of a batch of one (fr_recur_units*), unit halves of a cell step
@@ -99,6 +112,9 @@ extern "C" {
 /* A cell kind: its index in the cell table (cells.h, which names the kinds), the code that
  * fastrnn/_cells.py gives it. */
 typedef int fr_cell;
+/* Layer normalisation's epsilon, and its saved columns per position for G*H gate units. */
+#define FR_LN_EPS 1e-5
+#define FR_LN_SAVE(GH) (2 * (ptrdiff_t)(GH) + 4)
 typedef enum { FR_F32 = 0, FR_F64 = 1 } fr_dtype;
 
 /* The cell table's sizes for one kind (cells.h). */
@@ -150,6 +166,8 @@ typedef struct {
     const void *zh, *zc;    /* (T,B,H) zoneout weights of the previous h and c (c: 2 states
                                only, may be NULL); zh NULL: no zoneout */
     const void *peep;       /* (3H) LSTM peephole weights p_i, p_f, p_o, or NULL */
+    const void *ln;         /* layer norm gains and biases (see above), or NULL: off */
+    void *lnsave;           /* (T,B,FR_LN_SAVE(G*H)) out in training with ln, else NULL */
     void *ws;               /* (fr_forward_ws_size(cell, T, b1-b0, D, H, x != NULL)) scratch */
 } fr_recur_args;
 
@@ -187,6 +205,9 @@ typedef struct {
     const void *zh, *zc;     /* (T,B,H) as given to the forward, or NULL */
     const void *peep;        /* (3H) as given to the forward, or NULL */
     void *dpeep;             /* (3H) out with peep, assigned: these rows' share of its gradient */
+    const void *ln;          /* as given to the forward, or NULL */
+    const void *lnsave;      /* (T,B,FR_LN_SAVE(G*H)) saved by the forward, with ln */
+    void *dln;               /* (as ln) out with ln, assigned: these rows' share of its gradient */
     void *ws;                /* (fr_backward_ws_size(cell, T, b1-b0, dx ? D : 0, H)) scratch */
 } fr_recur_backward_args;
 
@@ -210,6 +231,7 @@ typedef struct {
     void *dw_ih, *dw_hh;        /* (G*H,D), (G*H,H) accumulated */
     void *db_ih, *db_hh;        /* (G*H) accumulated, or both NULL */
     void *ws;                   /* (G*H, D+H) scratch for the [x | hprev] GEMM, or NULL */
+    int ln;                     /* 1: a layer-normalised layer's dgh (T,B,G*H), biases NULL */
 } fr_params_args;
 
 /* A batch of one (B = 1, no lengths), split by hidden units instead of rows: each step is two
@@ -366,7 +388,7 @@ int fr_plan_parts(int64_t work, int64_t limit, int nthreads);
 /* Row ranges per direction for a layer's time loops (directions first occupy the threads). */
 int fr_plan_row_ranges(fr_cell cell, int T, int B, int H, int dirs, int nthreads);
 /* The unit where the two tasks of a batch-of-one step meet, or 0 for no split (always 0 with
- * variants != 0: recurrent dropout and zoneout run in the row loops only). The unit tasks
+ * variants != 0: recurrent dropout, zoneout and layer norm run in the row loops only). The unit tasks
  * count 2*T completed tasks in an int (pool.h, fr_claim): T <= FR_UNITS_MAX_STEPS. */
 #define FR_UNITS_MAX_STEPS (0x7fffffff / 2)
 int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int variants,

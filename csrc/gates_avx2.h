@@ -197,6 +197,84 @@ fr_rnn_tanh_row8(int H, float leak, float *gx, const float *gh, const float *bia
 }
 #undef FR_RNN_PASS
 #undef FR_RNN_LEAK_PASS
+/* ---- layer norm's row reductions (loops.h), 8 lanes, a scalar tail --------------------------- */
+/* GCC leaves loops.h's portable 8-accumulator sums scalar and shuffled; these are them in
+ * vector form (same association: lane l sums elements l, l+8, ...; then the lanes pairwise). */
+__attribute__((target("avx2,fma"), always_inline)) static inline float fr_hsum8(__m256 a)
+{
+    float p[8];
+    _mm256_storeu_ps(p, a);
+    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+}
+
+__attribute__((target("avx2,fma"))) static float fr_ln_sum8(int n, const float *v)
+{
+    __m256 a = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) a = _mm256_add_ps(a, _mm256_loadu_ps(v + j));
+    float s = fr_hsum8(a);
+    for (; j < n; ++j) s += v[j];
+    return s;
+}
+
+__attribute__((target("avx2,fma"))) static float fr_ln_sqdev8(int n, const float *v, float m)
+{
+    __m256 a = _mm256_setzero_ps(), mv = _mm256_set1_ps(m);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(v + j), mv);
+        a = _mm256_add_ps(a, _mm256_mul_ps(d, d));
+    }
+    float s = fr_hsum8(a);
+    for (; j < n; ++j) { float d = v[j] - m; s += d * d; }
+    return s;
+}
+
+__attribute__((target("avx2,fma"))) static float fr_ln_dot8(int n, const float *u, const float *v)
+{
+    __m256 a = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_loadu_ps(u + j), _mm256_loadu_ps(v + j)));
+    float s = fr_hsum8(a);
+    for (; j < n; ++j) s += u[j] * v[j];
+    return s;
+}
+
+/* loops.h's ln_bwd in two passes: gout (n) = r * (gg - mean(gg) - xh * mean(gg * xh)) with
+ * gg = gin * gam; dgam += gin * xh, dbet += gin. gout may be gin (in place), no other overlap. */
+__attribute__((target("avx2,fma"))) static void fr_ln_bwd8(int n, const float *gin, float *gout, const float *xh,
+                                                           float r, const float *gam, float *dgam, float *dbet)
+{
+    __m256 a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 g = _mm256_loadu_ps(gin + j), x = _mm256_loadu_ps(xh + j);
+        _mm256_storeu_ps(dgam + j, _mm256_add_ps(_mm256_loadu_ps(dgam + j), _mm256_mul_ps(g, x)));
+        _mm256_storeu_ps(dbet + j, _mm256_add_ps(_mm256_loadu_ps(dbet + j), g));
+        __m256 gg = _mm256_mul_ps(g, _mm256_loadu_ps(gam + j));
+        a1 = _mm256_add_ps(a1, gg);
+        a2 = _mm256_add_ps(a2, _mm256_mul_ps(gg, x));
+        _mm256_storeu_ps(gout + j, gg);
+    }
+    float s1 = fr_hsum8(a1), s2 = fr_hsum8(a2);
+    for (int k = j; k < n; ++k) {
+        float g = gin[k], gg = g * gam[k];
+        dgam[k] += g * xh[k];
+        dbet[k] += g;
+        s1 += gg;
+        s2 += gg * xh[k];
+        gout[k] = gg;
+    }
+    const float m1 = s1 / (float)n, m2 = s2 / (float)n;
+    const __m256 vm1 = _mm256_set1_ps(m1), vm2 = _mm256_set1_ps(m2), vr = _mm256_set1_ps(r);
+    for (j = 0; j + 8 <= n; j += 8) {
+        __m256 t = _mm256_sub_ps(_mm256_loadu_ps(gout + j), vm1);
+        t = _mm256_sub_ps(t, _mm256_mul_ps(_mm256_loadu_ps(xh + j), vm2));
+        _mm256_storeu_ps(gout + j, _mm256_mul_ps(vr, t));
+    }
+    for (; j < n; ++j) gout[j] = r * (gout[j] - m1 - xh[j] * m2);
+}
+
 #undef FR_NO_PASS
 #undef FR_GRU_PASS1
 #undef FR_GRU_PASS2
@@ -209,6 +287,14 @@ fr_rnn_tanh_row8(int H, float leak, float *gx, const float *gh, const float *bia
 #undef FR_STM
 
 #else
+static float fr_ln_sum8(int n, const float *v) { (void)n; (void)v; return 0; }
+static float fr_ln_sqdev8(int n, const float *v, float m) { (void)n; (void)v; (void)m; return 0; }
+static float fr_ln_dot8(int n, const float *u, const float *v) { (void)n; (void)u; (void)v; return 0; }
+static void fr_ln_bwd8(int n, const float *gin, float *gout, const float *xh, float r, const float *gam,
+                       float *dgam, float *dbet)
+{
+    (void)n; (void)gin; (void)gout; (void)xh; (void)r; (void)gam; (void)dgam; (void)dbet;
+}
 static void fr_gru_row8(int H, float *gr, float *gz, float *gn, const float *rr, const float *rz,
                         const float *rn, const float *br, const float *bz, const float *bn,
                         const float *bhn, float *h, float *y, float *hn)

@@ -88,6 +88,111 @@ static int SFX(max_length)(int T, int b0, int b1, const int *lengths)
     return m;
 }
 
+/* ---- layer normalisation (fastrnn.h, "Layer normalisation") ------------------------------- */
+/* Sums in 8 partial accumulators: the loops vectorise without reassociation flags. */
+HOT static REAL SFX(sum8)(int n, const REAL *RS v)
+{
+    if (STEP_FAST()) return (REAL)LN_SUM_FAST(n, v); /* float32, AVX2 (gates_avx2.h) */
+    REAL p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; ++l) p[l] += v[j + l];
+    REAL s = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+    for (; j < n; ++j) s += v[j];
+    return s;
+}
+
+/* sum of (v - m)^2 (n) */
+HOT static REAL SFX(sqdev8)(int n, const REAL *RS v, REAL m)
+{
+    if (STEP_FAST()) return (REAL)LN_SQDEV_FAST(n, v, m); /* float32, AVX2 (gates_avx2.h) */
+    REAL p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; ++l) { REAL d = v[j + l] - m; p[l] += d * d; }
+    REAL s = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+    for (; j < n; ++j) { REAL d = v[j] - m; s += d * d; }
+    return s;
+}
+
+/* sum of u * v (n) */
+HOT static REAL SFX(dot8)(int n, const REAL *RS u, const REAL *RS v)
+{
+    if (STEP_FAST()) return (REAL)LN_DOT_FAST(n, u, v); /* float32, AVX2 (gates_avx2.h) */
+    REAL p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; ++l) p[l] += u[j + l] * v[j + l];
+    REAL s = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+    for (; j < n; ++j) s += u[j] * v[j];
+    return s;
+}
+
+/* mean and 1/sqrt(var + eps) of v (n), var biased */
+static inline void SFX(ln_stats)(int n, const REAL *v, REAL *mean, REAL *rstd)
+{
+    const REAL m = SFX(sum8)(n, v) / (REAL)n;
+    const REAL var = SFX(sqdev8)(n, v, m) / (REAL)n;
+    *mean = m;
+    *rstd = (REAL)(1.0 / sqrt((double)var + FR_LN_EPS));
+}
+
+/* v (n) = gam * (v - mean) * rstd + bet in place; xh (n) gets (v - mean) * rstd and *rs rstd
+ * when given (training) */
+HOT static void SFX(ln_fwd)(int n, REAL *RS v, const REAL *RS gam, const REAL *RS bet, REAL *RS xh,
+                            REAL *rs)
+{
+    REAL m, r;
+    SFX(ln_stats)(n, v, &m, &r);
+    if (xh)
+        for (int j = 0; j < n; ++j) { REAL u = (v[j] - m) * r; xh[j] = u; v[j] = gam[j] * u + bet[j]; }
+    else
+        for (int j = 0; j < n; ++j) v[j] = gam[j] * ((v[j] - m) * r) + bet[j];
+    if (rs) *rs = r;
+}
+
+/* gout (n) = the gradient w.r.t. LN's input from gin (n), the gradient w.r.t. its output
+ * (gout may be gin: in place; no other overlap); dgam, dbet (n) += */
+static void SFX(ln_bwd)(int n, const REAL *gin, REAL *gout, const REAL *RS xh, REAL r, const REAL *RS gam,
+                        REAL *RS dgam, REAL *RS dbet)
+{
+    if (STEP_FAST()) { /* float32, AVX2: two passes (gates_avx2.h) */
+        LN_BWD_FAST(n, (const float *)gin, (float *)gout, (const float *)xh, (float)r, (const float *)gam,
+                    (float *)dgam, (float *)dbet);
+        return;
+    }
+    for (int j = 0; j < n; ++j) { REAL g = gin[j]; dgam[j] += g * xh[j]; dbet[j] += g; gout[j] = g * gam[j]; }
+    const REAL m1 = SFX(sum8)(n, gout) / (REAL)n, m2 = SFX(dot8)(n, gout, xh) / (REAL)n;
+    for (int j = 0; j < n; ++j) gout[j] = r * (gout[j] - m1 - xh[j] * m2);
+}
+
+/* LSTM's output through LN_c, after its row: tc (H) = tanh(LN_c(c)), h = y = o * tc; sv (2)
+ * gets c's mean and rstd in training. */
+HOT static void SFX(ln_cell)(int H, const REAL *RS c, const REAL *RS o, const REAL *RS gam,
+                             const REAL *RS bet, REAL *RS tc, REAL *RS h, REAL *RS y, REAL *sv)
+{
+    REAL m, r;
+    SFX(ln_stats)(H, c, &m, &r);
+    for (int j = 0; j < H; ++j) tc[j] = TANH(gam[j] * ((c[j] - m) * r) + bet[j]);
+    for (int j = 0; j < H; ++j) { REAL v = o[j] * tc[j]; h[j] = v; y[j] = v; }
+    if (sv) { sv[0] = m; sv[1] = r; }
+}
+
+/* The gradient reaching c' = f*cp + i*g through h = o*tanh(LN_c(c')): dcn (H) out; a (4 blocks
+ * of H: i, f, g, o), cp, tc (H) saved; m, r c''s saved mean and rstd; dh (H); ch (H) scratch:
+ * c' normalised, recomputed; then LN's backward with the gradient w.r.t. LN_c's output. */
+HOT static void SFX(ln_cell_bwd)(int H, const REAL *RS a, const REAL *RS cp, const REAL *RS tc,
+                                 REAL m, REAL r, const REAL *RS dh, const REAL *RS gam,
+                                 REAL *RS dgam, REAL *RS dbet, REAL *RS ch, REAL *RS dcn)
+{
+    const REAL *ai = a, *af = a + H, *ag = a + 2 * H, *ao = a + 3 * H;
+    for (int j = 0; j < H; ++j) {
+        ch[j] = (af[j] * cp[j] + ai[j] * ag[j] - m) * r;
+        dcn[j] = dh[j] * ao[j] * ((REAL)1 - tc[j] * tc[j]);
+    }
+    SFX(ln_bwd)(H, dcn, dcn, ch, r, gam, dgam, dbet);
+}
+
 /* ---- forward ---------------------------------------------------------------------------- */
 
 static void SFX(fr_project)(const fr_project_args *a)
@@ -127,6 +232,9 @@ static void SFX(fr_recur)(const fr_recur_args *a)
     const REAL *hmask = (const REAL *)a->hmask, *zh = (const REAL *)a->zh, *zc = (const REAL *)a->zc;
     REAL *hdrop = hprev ? (REAL *)a->hdrop : NULL;
     const int ldd = a->ldd;
+    const REAL *ln = (const REAL *)a->ln;
+    REAL *lnsave = hprev && ln ? (REAL *)a->lnsave : NULL;
+    const ptrdiff_t LS = FR_LN_SAVE(GH);
     /* the state the recurrent product reads: h itself, or its masked copy */
     const REAL *hin = hmask ? hm : h;
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
@@ -191,8 +299,17 @@ static void SFX(fr_recur)(const fr_recur_args *a)
                 memcpy(hold, hb, sizeof(REAL) * H);
                 if (zc) memcpy(cold, cb, sizeof(REAL) * H);
             }
+            REAL *sv = lnsave ? lnsave + row * LS : NULL;
+            if (ln) { /* both projections normalised over the row's G*H units, then the row */
+                SFX(ln_fwd)(GH, gxr, ln, ln + GH, sv, sv ? sv + 2 * GH : NULL);
+                SFX(ln_fwd)(GH, gh + (ptrdiff_t)i * GH, ln + 2 * GH, ln + 3 * GH, sv ? sv + GH : NULL,
+                            sv ? sv + 2 * GH + 1 : NULL);
+            }
             k->fwd(H, (REAL)a->leak, gxr, H, gh + (ptrdiff_t)i * GH, bias, (const REAL *)a->peep, H, hb, cb,
                    y + row * ldy, auxr, H);
+            if (ln && k->n.states == 2) /* h = o * tanh(LN_c(c)): the row's h, tanh(c) replaced */
+                SFX(ln_cell)(H, cb, gxr + 3 * (ptrdiff_t)H, ln + 4 * GH, ln + 4 * GH + H, auxr + H, hb,
+                             y + row * ldy, sv ? sv + 2 * GH + 2 : NULL);
             if (zh) {
                 SFX(zone)(H, zh + row * H, hold, hb, y + row * ldy);
                 if (zc) SFX(zone)(H, zc + row * H, cold, cb, NULL);
@@ -222,6 +339,12 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
     const REAL *peep = (const REAL *)a->peep;
     REAL *dpeep = peep ? (REAL *)a->dpeep : NULL;
     if (dpeep) memset(dpeep, 0, sizeof(REAL) * 3 * (size_t)H);
+    const REAL *ln = (const REAL *)a->ln, *lnsave = (const REAL *)a->lnsave;
+    REAL *dln = ln ? (REAL *)a->dln : NULL;
+    const ptrdiff_t LS = FR_LN_SAVE(GH);
+    if (dln) memset(dln, 0, sizeof(REAL) * (4 * (size_t)GH + (k->n.states == 2 ? 2 * (size_t)H : 0)));
+    /* dgh's columns: blocks S..G-1, or all G with layer norm (its recurrent side is its own) */
+    const int RD = ln ? GH : RH;
     REAL *ws = (REAL *)a->ws;
     REAL *dh = ws;                      /* (nb,H) gradient w.r.t. the state leaving step s */
     REAL *dhp = ws + (ptrdiff_t)nb * H;      /* (nb,H) same for the state entering step s */
@@ -231,7 +354,9 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
     REAL *prod = step + (ptrdiff_t)nb * GH; /* (nb,H) the step's product with W_hh before hmask */
     REAL *zdh = prod + (ptrdiff_t)nb * H;  /* (H) the part of a row's dh that zoneout passes to h_prev */
     REAL *zdc = zdh + H;                   /* (H) the same for dc */
-    REAL *packed = zdc + H;                /* (fr_packed_size(H, GH)) W_hh for STEP_MM */
+    REAL *lch = zdc + H;                   /* (H) layer norm: LSTM's normalised c' */
+    REAL *ldc = lch + H;                   /* (H) layer norm: the gradient reaching c' through LN_c */
+    REAL *packed = ldc + H;                /* (fr_packed_size(H, GH)) W_hh for STEP_MM */
     REAL *packed_ih = packed + fr_packed_size(H, GH); /* (fr_packed_size(D, GH)) W_ih, with dx */
     const REAL *hmask = (const REAL *)a->hmask, *zh = (const REAL *)a->zh, *zc = (const REAL *)a->zc;
     /* Each step's recurrent-side gate gradients feed one product with W_hh. They are read
@@ -239,7 +364,7 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
      * lengths) or differ from dgx (blocks past S, e.g. GRU's n block, scaled by r): then they
      * are gathered in step. */
     const int own_e = S < G;
-    const int gathered = (reverse && lengths != NULL) || own_e;
+    const int gathered = (reverse && lengths != NULL) || (own_e && !ln);
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
     const int fast = STEP_FAST() && fr_pack_pays(maxlen, nb);
 
@@ -247,7 +372,7 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
         /* Padded positions must contribute nothing to the whole-sequence GEMMs. */
         for (int t = 0; t < T; ++t) {
             memset(dgx + ((ptrdiff_t)t * B + b0) * GH, 0, sizeof(REAL) * nb * GH);
-            if (dgh) memset(dgh + ((ptrdiff_t)t * B + b0) * RH, 0, sizeof(REAL) * nb * RH);
+            if (dgh) memset(dgh + ((ptrdiff_t)t * B + b0) * RD, 0, sizeof(REAL) * nb * RD);
             if (dhs) memset(dhs + ((ptrdiff_t)t * B + b0) * H, 0, sizeof(REAL) * nb * H);
         }
     }
@@ -300,23 +425,48 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
                     for (int j = 0; j < H; ++j) { zdc[j] = zr[j] * dcb[j]; dcb[j] *= (REAL)1 - zr[j]; }
                 }
             }
-            k->bwd(H, (REAL)a->leak, act + row * GH, H, A ? aux + row * A * H : NULL, H, peep, dpeep, H,
-                   hprev + row * ldh, dhb, dcb, d, e, H, dhpb);
+            const REAL *sv = ln ? lnsave + row * LS : NULL;
+            if (ln && k->n.states == 2) {
+                /* h = o * tanh(LN_c(c')): the gradient reaching c' through LN_c needs the row */
+                const REAL *ar = act + row * GH, *auxr = aux + row * A * H;
+                SFX(ln_cell_bwd)(H, ar, auxr, auxr + H, sv[2 * GH + 2], sv[2 * GH + 3], dhb, ln + 4 * GH,
+                                 dln + 4 * GH, dln + 4 * GH + H, lch, ldc);
+                SFX(lstmln_row_bwd)(H, ar, ar + H, ar + 2 * H, ar + 3 * H, auxr, auxr + H, ldc, dhb, dcb,
+                                    d, d + H, d + 2 * H, d + 3 * H, dhpb);
+            } else
+                k->bwd(H, (REAL)a->leak, act + row * GH, H, A ? aux + row * A * H : NULL, H, peep, dpeep, H,
+                       hprev + row * ldh, dhb, dcb, d, e, H, dhpb);
             if (zh) {
                 SFX(add_to)(H, dhpb, zdh);
                 if (zc) SFX(add_to)(H, dcb, zdc);
             }
-            if (own_e) memcpy(dgh + row * RH, e + (ptrdiff_t)S * H, sizeof(REAL) * RH);
-            else if (gathered) memcpy(e, d, sizeof(REAL) * GH);
-            if (dbias) {
-                /* bias gradients while the row is in L1: a separate pass over dgx after the
-                 * loop re-read the whole (T,B,G*H) buffer from memory */
-                SFX(add_to)(GH, dbias, d);
-                if (own_e) SFX(add_to)(RH, dbias + GH, dgh + row * RH);
+            if (ln) {
+                /* the biases sit after both normalisations: they take the gate gradients; then
+                 * each side goes back through its LN, the recurrent side (d's blocks, or e's
+                 * where the row wrote its own: GRU, all blocks) into dgh, first (it may read d) */
+                const REAL *rs = own_e ? e : d;
+                REAL *ghr = dgh + row * GH;
+                if (dbias) {
+                    SFX(add_to)(GH, dbias, d);
+                    if (own_e) SFX(add_to)(RH, dbias + GH, e + (ptrdiff_t)S * H);
+                }
+                SFX(ln_bwd)(GH, rs, ghr, sv + GH, sv[2 * GH + 1], ln + 2 * GH, dln + 2 * GH, dln + 3 * GH);
+                SFX(ln_bwd)(GH, d, d, sv, sv[2 * GH], ln, dln, dln + GH);
+                if (gathered) memcpy(e, ghr, sizeof(REAL) * GH);
+            } else {
+                if (own_e) memcpy(dgh + row * RH, e + (ptrdiff_t)S * H, sizeof(REAL) * RH);
+                else if (gathered) memcpy(e, d, sizeof(REAL) * GH);
+                if (dbias) {
+                    /* bias gradients while the row is in L1: a separate pass over dgx after the
+                     * loop re-read the whole (T,B,G*H) buffer from memory */
+                    SFX(add_to)(GH, dbias, d);
+                    if (own_e) SFX(add_to)(RH, dbias + GH, dgh + row * RH);
+                }
             }
         }
+        /* not gathered: the step's rows sit together in dgx, or with layer norm in dgh */
         const REAL *dstep = gathered
-            ? step : dgx + ((ptrdiff_t)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
+            ? step : (ln ? dgh : dgx) + ((ptrdiff_t)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
         if (hmask) {
             /* W_hh read h * hmask: its gradient reaches h through the mask */
             if (fast) STEP_MM(nb, H, GH, dstep, GH, packed, 0, prod, H);
@@ -351,7 +501,8 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
 static void SFX(fr_backward_params)(const fr_params_args *a)
 {
     const fr_cell_sizes n = SFX(cells)[a->cell].n;
-    const int D = a->D, H = a->H, GH = n.gates * H, RH = (n.gates - n.shared) * H;
+    /* layer norm: dgh holds every block's recurrent side (S counts as 0) */
+    const int D = a->D, H = a->H, GH = n.gates * H, RH = a->ln ? GH : (n.gates - n.shared) * H;
     const int g0 = a->g0, g1 = a->g1, ldx = a->ldx, ldh = a->ldh;
     const ptrdiff_t TB = (ptrdiff_t)a->T * a->B, r0 = a->r0, r1 = a->r1, DH = (ptrdiff_t)D + H;
     const REAL *x = (const REAL *)a->x, *w_ih = (const REAL *)a->w_ih;
@@ -365,7 +516,7 @@ static void SFX(fr_backward_params)(const fr_params_args *a)
      * recurrent side equals dgx in the first S blocks; the rows past them come from dgh
      * (leading dimension (G-S)*H). */
     if (g1 > g0) {
-        const int split = n.shared * H; /* rows below read dgx, rows above dgh */
+        const int split = a->ln ? 0 : n.shared * H; /* rows below read dgx, rows above dgh */
         const int a1 = g1 < split ? g1 : split, n0 = g0 > split ? g0 : split;
         /* x and hprev side by side in one buffer: rows below split take both weight gradients
          * from one GEMM, so dgx's column block is packed once instead of once per weight (the
@@ -659,4 +810,8 @@ static void SFX(fr_bernoulli)(void *out, ptrdiff_t n, uint64_t seed, double p, d
 #undef GATES_LSTMP_FAST
 #undef GATES_GRU_FAST
 #undef GATES_RNN_TANH_FAST
+#undef LN_SUM_FAST
+#undef LN_SQDEV_FAST
+#undef LN_DOT_FAST
+#undef LN_BWD_FAST
 #undef STEP_GEMV_NT

@@ -103,7 +103,8 @@ int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengt
     /* T <= FR_UNITS_MAX_STEPS: the unit tasks count 2*T completed tasks in an int (pool.c).
      * Recurrent dropout and zoneout live in the row loops only: a batch of one with them runs
      * there as one row range (the split gains only on batches of one, which such training
-     * rarely uses). */
+     * rarely uses). Layer norm too: it normalises over a whole row's G*H units, which no unit
+     * task sees. `variants` is non-zero when any of them is on. */
     int ok = B == 1 && dirs == 1 && !has_lengths && !variants && H >= 2 && nthreads >= 2
              && T <= FR_UNITS_MAX_STEPS;
     if (knobs.units >= 0) ok = ok && knobs.units;
@@ -158,7 +159,8 @@ ptrdiff_t fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused
 ptrdiff_t fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H)
 {
     const int GH = fr_gates(cell) * H;
-    return (ptrdiff_t)4 * B * H + (ptrdiff_t)2 * H + (ptrdiff_t)B * GH
+    /* 4H: zoneout's two rows, then layer norm's two (LSTM's c) */
+    return (ptrdiff_t)4 * B * H + (ptrdiff_t)4 * H + (ptrdiff_t)B * GH
            + (T >= FR_PACK_MIN_STEPS ? fr_packed_size(H, GH) + fr_packed_size(D, GH) : 0);
 }
 

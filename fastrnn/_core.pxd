@@ -47,6 +47,8 @@ cdef extern from "fastrnn.h" nogil:
         const void *zh
         const void *zc
         const void *peep
+        const void *ln
+        void *lnsave
         void *ws
     ctypedef struct fr_recur_backward_args:
         fr_cell cell
@@ -76,6 +78,9 @@ cdef extern from "fastrnn.h" nogil:
         const void *zc
         const void *peep
         void *dpeep
+        const void *ln
+        const void *lnsave
+        void *dln
         void *ws
     ctypedef struct fr_params_args:
         fr_cell cell
@@ -97,6 +102,7 @@ cdef extern from "fastrnn.h" nogil:
         void *db_ih
         void *db_hh
         void *ws
+        int ln
     ctypedef struct fr_units_args:
         fr_cell cell
         fr_dtype dtype

@@ -537,14 +537,16 @@ def project(int cell, x, w_ih, act, bint defer=False):
 def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b_hh, y,
           Py_ssize_t y_col, h_n, c_n, act, hprev, aux, double leak=1.0, x=None, w_ih=None,
           Py_ssize_t h_col=0, hmask=None, hdrop=None, Py_ssize_t d_col=0, zh=None, zc=None,
-          peep=None, bint defer=False):
+          peep=None, ln=None, lnsave=None, bint defer=False):
     """Forward time loop for batch rows b0..b1-1; writes only those rows.
 
     Without x, act holds project()'s output. With x (T,B,D) and w_ih ("fused"), each step
     projects its own rows; act is then written in training and may be None in inference.
     hmask (B,H): recurrent dropout (W_hh reads h * hmask); in training hdrop (T,B,W) receives
     h * hmask in columns d_col..d_col+H. zh, zc (T,B,H): zoneout weights of the previous h and c
-    (zc only for LSTM). peep (3H): LSTM peephole weights p_i, p_f, p_o. See fastrnn.h."""
+    (zc only for LSTM). peep (3H): LSTM peephole weights p_i, p_f, p_o. ln (4GH [+ 2H for
+    LSTM]): layer norm gains and biases; in training (hprev given) lnsave (T,B,2GH+4) receives
+    what its backward needs. See fastrnn.h."""
     dtype = _float_dtype(y, "y")
     if not isinstance(y, np.ndarray) or y.ndim != 3:
         raise ValueError("y must be a 3-D (T, B, W) numpy array")
@@ -596,10 +598,27 @@ def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0,
         raise ValueError("hdrop is only written in training (hprev given) with hmask")
     a.zh, a.zc = _zone(zh, zc, T, B, H, two, dtype)
     a.peep = _peep(peep, H, two, dtype)
+    a.ln = _ln(ln, peep, G, H, two, dtype)
+    a.lnsave = NULL
+    if ln is not None and hprev is not None:
+        a.lnsave = _ptr(lnsave, "lnsave", (T, B, 2 * G * H + 4), dtype, REQUIRED, OUTPUT)
+    elif lnsave is not None:
+        raise ValueError("lnsave is only written in training (hprev given) with ln")
     ws = _empty(1, fr_forward_ws_size(c, T, b1 - b0, a.D, H, fused), 0, 0, (<cnp.dtype>dtype).type_num)
     a.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     return _finish(&j, (lengths, h0, c0, w_hh, b_ih, b_hh, y, h_n, c_n, act, hprev, aux, x, w_ih, ws,
-                        hmask, hdrop, zh, zc, peep), defer)
+                        hmask, hdrop, zh, zc, peep, ln, lnsave), defer)
+
+
+cdef Py_ssize_t _ln_size(int G, int H, bint two):
+    return 4 * <Py_ssize_t>G * H + (2 * <Py_ssize_t>H if two else 0)
+
+
+cdef const void* _ln(ln, peep, int G, int H, bint two, dtype) except? NULL:
+    """Layer norm gains and biases (4GH [+ 2H with a cell state]), or NULL for None."""
+    if ln is not None and peep is not None:
+        raise ValueError("ln (layer norm) and peep (peepholes) cannot be combined")
+    return _ptr(ln, "ln", (_ln_size(G, H, two),), dtype, NULLABLE)
 
 
 cdef const void* _peep(peep, int H, bint two, dtype) except? NULL:
@@ -629,13 +648,15 @@ cdef (const void*, const void*) _zone(zh, zc, int T, int B, int H, bint two, dty
 def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, w_hh, act, hprev,
                    aux, dy, Py_ssize_t dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0,
                    dhs=None, dbias=None, Py_ssize_t h_col=0, w_ih=None, dx=None, hmask=None,
-                   zh=None, zc=None, peep=None, dpeep=None, bint defer=False):
+                   zh=None, zc=None, peep=None, dpeep=None, ln=None, lnsave=None, dln=None,
+                   bint defer=False):
     """Reverse time loop for batch rows b0..b1-1; writes their rows of dgx/dgh, dh0, dc0, and
     with dbias (G*H + (G-S)*H) these rows' share of the bias gradients (assigned).
     With dx (T,B,D) and w_ih, also these rows of dx (assigned; see dx_in_loop_pays): only for
     a layer with one direction, and backward_params must then be given dx=None.
     hmask, zh, zc, peep: as given to recur(); with peep, dpeep (3H) gets these rows' share of
-    the peephole gradient (assigned)."""
+    the peephole gradient (assigned). With ln (and the forward's lnsave), dln (as ln) gets these
+    rows' share of its gradient (assigned) and dgh is (T,B,G*H)."""
     dtype = _float_dtype(act, "act")
     if act.ndim != 3 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("act must be 3-D and w_hh 2-D")
@@ -645,6 +666,7 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
     cdef int H = _dim(w_hh.shape[1], "w_hh's columns H"), G = n.gates, A = n.aux
     _gh(G, H, "w_hh's columns H")
     cdef int RH = (n.gates - n.shared) * H
+    cdef int RD = G * H if ln is not None else RH  # dgh's columns
     cdef bint two = n.states == 2
     _check_rows(b0, b1, B)
     cdef fr_job j
@@ -665,7 +687,7 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
     a.dh0 = _ptr(dh0, "dh0", (B, H), dtype, REQUIRED, OUTPUT)
     a.dc0 = _ptr(dc0, "dc0", (B, H), dtype, REQUIRED, OUTPUT) if two else NULL
     a.dgx = _ptr(dgx, "dgx", (T, B, G * H), dtype, REQUIRED, OUTPUT)
-    a.dgh = _ptr(dgh, "dgh", (T, B, RH), dtype, REQUIRED, OUTPUT) if RH else NULL
+    a.dgh = _ptr(dgh, "dgh", (T, B, RD), dtype, REQUIRED, OUTPUT) if RD else NULL
     a.dhs = _ptr(dhs, "dhs", (T, B, H), dtype, NULLABLE, OUTPUT)
     a.dbias = _ptr(dbias, "dbias", (<Py_ssize_t>G * H + RH,), dtype, NULLABLE, OUTPUT)
     a.D, a.w_ih, a.dx = 0, NULL, NULL
@@ -681,22 +703,31 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
     a.zh, a.zc = _zone(zh, zc, T, B, H, two, dtype)
     a.peep = _peep(peep, H, two, dtype)
     a.dpeep = _dpeep(peep, dpeep, (3 * H,), dtype)
+    a.ln = _ln(ln, peep, G, H, two, dtype)
+    a.lnsave, a.dln = NULL, NULL
+    if ln is not None:
+        a.lnsave = _ptr(lnsave, "lnsave", (T, B, 2 * G * H + 4), dtype)
+        a.dln = _ptr(dln, "dln", (_ln_size(G, H, two),), dtype, REQUIRED, OUTPUT)
+    elif lnsave is not None or dln is not None:
+        raise ValueError("lnsave and dln are only used with ln")
     ws = _empty(1, fr_backward_ws_size(c, T, b1 - b0, a.D, H), 0, 0, (<cnp.dtype>dtype).type_num)
     a.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     return _finish(&j, (lengths, w_hh, act, hprev, aux, dy, dh_n, dc_n, dh0, dc0, dgx, dgh, dhs,
-                        dbias, ws, w_ih, dx, hmask, zh, zc, peep, dpeep), defer)
+                        dbias, ws, w_ih, dx, hmask, zh, zc, peep, dpeep, ln, lnsave, dln), defer)
 
 
 def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ssize_t r1, x, w_ih,
                     hprev, dgx, dgh, dx, bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh,
-                    Py_ssize_t h_col=0, dwc=None, lengths=None, bint defer=False):
+                    Py_ssize_t h_col=0, dwc=None, lengths=None, bint ln=False, bint defer=False):
     """Whole-sequence GEMMs after recur_backward(): rows g0..g1 of the parameter grads +=,
     rows r0..r1 (of T*B) of dx assigned/accumulated.
 
     x (T,B,W) holds the input in columns 0..D-1 (D = w_ih's columns) and hprev (T,B,W') the
     states in columns h_col..h_col+H-1. Passing the layer's [x | hprev] buffer as both, with
     h_col = D, and dwc (G*H, D+H) scratch lets one GEMM produce both weight gradients.
-    With lengths (as given to the forward), dx is zero at padded positions whatever W_ih holds."""
+    With lengths (as given to the forward), dx is zero at padded positions whatever W_ih holds.
+    ln=True: a layer-normalised layer's dgh (T,B,G*H) from recur_backward(ln=...); the bias
+    gradients then come from recur_backward's dbias only (db_ih, db_hh must be None)."""
     dtype = _float_dtype(x, "x")
     if x.ndim != 3 or not isinstance(w_ih, np.ndarray) or w_ih.ndim != 2 \
             or not isinstance(dw_hh, np.ndarray) or dw_hh.ndim != 2:
@@ -709,7 +740,9 @@ def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ss
     cdef int D = _dim(w_ih.shape[1], "w_ih's columns D"), H = _dim(dw_hh.shape[1], "dw_hh's columns H")
     cdef int G = n.gates
     _gh(G, H, "dw_hh's columns H")
-    cdef int RH = (n.gates - n.shared) * H
+    cdef int RH = G * H if ln else (n.gates - n.shared) * H
+    if ln and (db_ih is not None or db_hh is not None):
+        raise ValueError("with ln the bias gradients come from recur_backward's dbias: db_ih and db_hh must be None")
     if not (0 <= g0 <= g1 <= G * H and 0 <= r0 <= r1 <= <Py_ssize_t>T * B):
         raise ValueError(f"ranges [{g0}, {g1}) and [{r0}, {r1}) must lie within [0, {G * H}) and [0, {T * B})")
     cdef fr_job j
@@ -729,6 +762,7 @@ def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ss
     a.db_ih = _ptr(db_ih, "db_ih", (G * H,), dtype, NULLABLE, OUTPUT)
     a.db_hh = _ptr(db_hh, "db_hh", (G * H,), dtype, NULLABLE, OUTPUT)
     a.ws = _ptr(dwc, "dwc", (G * H, <Py_ssize_t>D + H), dtype, NULLABLE, OUTPUT)
+    a.ln = ln
     return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh, dwc, lengths), defer)
 
 
@@ -1043,6 +1077,7 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None, 
         r.y, r.ldy, r.h_n, r.c_n = cnp.PyArray_DATA(<cnp.ndarray>y), H, ph1, pc1
         r.act, r.hprev, r.ldh, r.aux = pact, php, H, paux
         r.hmask, r.hdrop, r.ldd, r.zh, r.zc, r.peep = NULL, NULL, H, pzh, pzc, ppe
+        r.ln, r.lnsave = NULL, NULL
         r.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
         with nogil:
             fr_recur(&r)

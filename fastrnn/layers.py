@@ -79,7 +79,7 @@ def _min_rows(chunks):
     return min(b1 - b0 for b0, b1 in chunks)
 
 
-def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc, lengths=None):
+def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc, lengths=None, ln=False):
     """Whole-sequence weight and input gradients (grads: dw_ih, dw_hh), split over weight rows
     and input rows (the bias gradients are summed inside the reverse loops).
     xh (T,B,D+H) is the forward's [x | hprev] buffer; dwc (G*H, D+H) scratch."""
@@ -90,7 +90,8 @@ def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc, lengths=
     dw_ih, dw_hh = grads
     _run([_core.backward_params(cell, g0=g0, g1=g1, r0=r0, r1=r1, x=xh, w_ih=w_ih, hprev=xh, h_col=D,
                                 dgx=dgx, dgh=dgh, dx=dx, accumulate_dx=accumulate, dw_ih=dw_ih,
-                                dw_hh=dw_hh, db_ih=None, db_hh=None, dwc=dwc, lengths=lengths, defer=True)
+                                dw_hh=dw_hh, db_ih=None, db_hh=None, dwc=dwc, lengths=lengths, ln=ln,
+                                defer=True)
           for (g0, g1), (r0, r1) in zip(_chunks(GH, parts), _chunks(T * B, parts))])
 
 
@@ -250,11 +251,18 @@ class _RNNBase(_Module):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
-                 recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, peepholes=False):
+                 recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, peepholes=False,
+                 layer_norm=False):
         super().__init__(dtype, seed)
         if not isinstance(peepholes, (bool, np.bool_)):
             raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
         self.peepholes = bool(peepholes)
+        if not isinstance(layer_norm, (bool, np.bool_)):
+            raise TypeError(f"layer_norm must be True or False, got {layer_norm!r}")
+        self.layer_norm = bool(layer_norm)
+        if self.layer_norm and self.peepholes:
+            raise ValueError("layer_norm and peepholes cannot be combined (haste's LayerNormLSTM has no "
+                             "peepholes; LN_c would change what the output gate peeks at)")
         if self.peepholes and self.mode != "LSTM":
             raise ValueError(f"peepholes need a cell state: an LSTM option, not {type(self).__name__}'s")
         # each a probability p < 1: p = 1 would drop every recurrent input or weight, or freeze
@@ -286,13 +294,18 @@ class _RNNBase(_Module):
                     self._add_param("bias_hh" + sfx, (G * H,), bound)
                 if self.peepholes:  # p_i, p_f, p_o: ONNX's P, but in our gate order
                     self._add_param("weight_ch" + sfx, (3 * H,), bound)
+                if self.layer_norm:  # gains 1, biases 0 (haste's LayerNormLSTM)
+                    for name in self._ln_names(layer, direction):
+                        n = G * H if "_ih_" in name or "_hh_" in name else H
+                        self._params[name] = (np.ones if "_weight" in name else np.zeros)(n, self.dtype)
+                        self.grads[name] = np.zeros(n, self.dtype)
         self._cache = None
         self._bufs = {}
 
     def __repr__(self):
         extra = f", nonlinearity={self.nonlinearity!r}" if self.mode.startswith("RNN") else ""
         extra += f", leak={self.leak}" if self.leak != 1.0 else ""
-        for name in ("recurrent_dropout", "zoneout", "weight_dropout", "peepholes"):
+        for name in ("recurrent_dropout", "zoneout", "weight_dropout", "peepholes", "layer_norm"):
             extra += f", {name}={getattr(self, name)}" if getattr(self, name) else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
@@ -357,6 +370,18 @@ class _RNNBase(_Module):
     def _peep_name(layer, direction):
         return f"weight_ch_l{layer}" + ("_reverse" if direction else "")
 
+    def _ln_names(self, layer, direction):
+        """Layer norm's parameters of one layer and direction, in the engine's packing order:
+        layer_norm_ih_weight/bias (G*H,), layer_norm_hh_weight/bias (G*H,), LSTM also
+        layer_norm_c_weight/bias (H,); suffix _l{layer}[_reverse] as PyTorch's names."""
+        sfx = f"_l{layer}" + ("_reverse" if direction else "")
+        parts = ("ih", "hh", "c") if self._kind.states == 2 else ("ih", "hh")
+        return tuple(f"layer_norm_{p}_{k}{sfx}" for p in parts for k in ("weight", "bias"))
+
+    def _ln_packed(self, layer, direction):
+        """The engine's ln operand: the layer-norm parameters in one array (per call)."""
+        return np.concatenate([self._params[n] for n in self._ln_names(layer, direction)])
+
     def _state_shape(self, B):
         return (self.num_layers * self.num_directions, B, self.hidden_size)
 
@@ -409,7 +434,7 @@ class _RNNBase(_Module):
         chunks = _row_ranges(self._cell, T, B, H, dirs)
         # a batch of one: where its steps split by hidden units, or None
         mid = _core.plan_units_mid(self._cell, T, B, H, dirs, lengths is not None,
-                                   bool(self.recurrent_dropout or self.zoneout))
+                                   bool(self.recurrent_dropout or self.zoneout or self.layer_norm))
         layers = []
         inp = x
         for layer in range(self.num_layers):
@@ -418,6 +443,7 @@ class _RNNBase(_Module):
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = map(self._params.get, self._names(layer, d))
                 peep = self._params.get(self._peep_name(layer, d))
+                ln = self._ln_packed(layer, d) if self.layer_norm else None
                 k = layer * dirs + d
                 mk = masks[k] if masks is not None else {}
                 hmask, zh, zc, wmask = mk.get("hmask"), mk.get("zh"), mk.get("zc"), mk.get("wmask")
@@ -439,6 +465,8 @@ class _RNNBase(_Module):
                 # Recurrent dropout: [x | h * mask] is what the weights saw (both weight gradients
                 # still come from one GEMM); the rows' unmasked h is kept beside it.
                 hp = self._buffer(("hp", k), (T, B, H)) if record and hmask is not None else None
+                # layer norm: each position's normalised projections and statistics
+                lnsave = self._buffer(("lnsave", k), (T, B, 2 * G * H + 4)) if record and ln is not None else None
                 if not fused:
                     _project(self._cell, inp, w_ih, act)
                 if mid is not None:
@@ -460,8 +488,10 @@ class _RNNBase(_Module):
                                       aux=aux, leak=self.leak, x=inp if fused else None,
                                       w_ih=w_ih if fused else None, hmask=hmask,
                                       hdrop=xh if hp is not None else None, d_col=D, zh=zh, zc=zc,
-                                      peep=peep, defer=True)
+                                      peep=peep, ln=ln, lnsave=lnsave, defer=True)
                           for b0, b1 in chunks]
+                if ln is not None:
+                    mk = dict(mk, ln=ln, lnsave=lnsave)
                 saved.append((act, xh, aux, hp, mk))
             _run(tasks)
             mask = None
@@ -511,6 +541,7 @@ class _RNNBase(_Module):
         dc0 = np.empty(S, self.dtype) if self._kind.states == 2 else None
         G, nsum = self._kind.gates, self._kind.shared  # nsum: blocks where b_ih and b_hh add up
         RH = (G - nsum) * H  # recurrent-side gradient columns of the other blocks (GRU: n)
+        RD = G * H if self.layer_norm else RH  # dgh's columns (layer norm: every block's own)
         chunks = _row_ranges(self._cell, T, B, H, dirs)
         p, g = self._params, self.grads
         dhs_all = [np.empty((T, B, H), self.dtype) for _ in range(S[0])] if state_grads else [None] * S[0]
@@ -532,7 +563,7 @@ class _RNNBase(_Module):
                 D = inp.shape[2]
                 # scratch shared by all layers: every layer's gate gradients have one shape
                 dgx = self._buffer(("dgx", d), (T, B, G * H))
-                dgh = self._buffer(("dgh", d), (T, B, RH)) if RH else None
+                dgh = self._buffer(("dgh", d), (T, B, RD)) if RD else None
                 # each row range's (or unit task's) share of the bias gradients, summed in the loop
                 parts = 2 if mid is not None else len(chunks)
                 dbias = (np.empty((parts, G * H + RH), self.dtype)
@@ -540,7 +571,10 @@ class _RNNBase(_Module):
                 peep = p.get(self._peep_name(layer, d))
                 # each row range's (or unit task's) share of the peephole gradient
                 dpeep = np.empty((parts, 3 * H), self.dtype) if peep is not None else [None] * parts
-                grads.append((dgx, dgh, dbias, dpeep))
+                ln, lnsave = mk.get("ln"), mk.get("lnsave")
+                # each row range's share of the layer-norm gradient
+                dln = np.empty((parts, ln.size), self.dtype) if ln is not None else [None] * parts
+                grads.append((dgx, dgh, dbias, dpeep, dln))
                 if mid is not None:
                     sync = np.zeros(4, np.intc)
                     shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, mid, True),
@@ -565,14 +599,20 @@ class _RNNBase(_Module):
                               leak=self.leak, dhs=dhs_all[k], dbias=dbias[i],
                               w_ih=None if loop_dx is None else p[w_ih], dx=loop_dx,
                               hmask=mk.get("hmask"), zh=mk.get("zh"), zc=mk.get("zc"), peep=peep,
-                              dpeep=dpeep[i], defer=True)
+                              dpeep=dpeep[i], ln=ln, lnsave=lnsave, dln=dln[i], defer=True)
                           for i, (b0, b1) in enumerate(chunks)]
             _run(tasks)
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = self._names(layer, d)
-                dgx, dgh, dbias, dpeep = grads[d]
+                dgx, dgh, dbias, dpeep, dln = grads[d]
                 if self.peepholes:
                     g[self._peep_name(layer, d)] += dpeep.sum(axis=0)
+                if self.layer_norm:
+                    dl, o = dln.sum(axis=0), 0
+                    for name in self._ln_names(layer, d):
+                        n = g[name].size
+                        g[name] += dl[o:o + n]
+                        o += n
                 wmask = saved[d][4].get("wmask")
                 # weight dropout: the loops' W_hh was W_hh * mask, so its gradient goes back
                 # through the mask (accumulated in a scratch first, as the engine adds)
@@ -582,7 +622,8 @@ class _RNNBase(_Module):
                 _params_grads(self._cell, saved[d][1], p[w_ih], dgx, dgh,
                               dx if loop_dx is None else None, d > 0,
                               (g[w_ih], dw_hh),
-                              self._buffer(("dwc", layer, d), (G * H, inp.shape[2] + H)), lengths)
+                              self._buffer(("dwc", layer, d), (G * H, inp.shape[2] + H)), lengths,
+                              self.layer_norm)
                 if wmask is not None:
                     g[w_hh] += dw_hh * wmask
                 if self.bias:
@@ -619,6 +660,15 @@ _SHAPES_DOC = """
       zoneout=p            each unit keeps its previous h (LSTM: and c, own mask) with
                            probability p per step (Krueger et al.); eval: p*h_prev + (1-p)*h_new
       weight_dropout=p     one DropConnect mask on each W_hh per call, scaled (AWD-LSTM); eval: none
+      layer_norm=True      layer normalisation (haste's LayerNormLSTM, eps 1e-5, biased variance):
+                           gates = LN_ih(W_ih x) + LN_hh(W_hh h) + b_ih + b_hh, each LN over the
+                           G*H pre-activations of a row with its own gain and bias; GRU:
+                           n = tanh(LN_ih(.)_n + b_in + r*(LN_hh(.)_n + b_hn)); LSTM also
+                           h = o*tanh(LN_c(c)) (the carried state is the un-normalised c).
+                           Parameters layer_norm_{ih,hh}_{weight,bias}_l{k}[_reverse] (G*H,),
+                           LSTM layer_norm_c_{weight,bias}_l{k}[_reverse] (H,); gains start at
+                           1, biases at 0. Not with peepholes; the PyTorch, Keras and ONNX
+                           converters refuse it (none of them has it).
 """
 
 
@@ -633,14 +683,15 @@ class RNN(_RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
-                 leak=1.0, recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0):
+                 leak=1.0, recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, layer_norm=False):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.leak = in_range(leak, "leak", 0, 1, "(]")
         self.nonlinearity = nonlinearity
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed, recurrent_dropout, zoneout, weight_dropout)
+                         bidirectional, dtype, seed, recurrent_dropout, zoneout, weight_dropout,
+                         layer_norm=layer_norm)
 
 
 class GRU(_RNNBase):
@@ -649,6 +700,14 @@ class GRU(_RNNBase):
     y, h_n = gru(x, h0=None, lengths=None);  dx, dh0 = gru.backward(dy, dh_n=None)
     """ + _SHAPES_DOC
     mode = "GRU"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
+                 recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, layer_norm=False,
+                 peepholes=False):  # peepholes: accepted to be refused with the base's error
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, seed, recurrent_dropout, zoneout, weight_dropout,
+                         peepholes, layer_norm)
 
 
 class LSTM(_RNNBase):
@@ -665,10 +724,11 @@ class LSTM(_RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
-                 recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, peepholes=False):
+                 recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, peepholes=False,
+                 layer_norm=False):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, seed, recurrent_dropout, zoneout, weight_dropout,
-                         peepholes)
+                         peepholes, layer_norm)
 
     def _split_hx(self, hx):
         if hx is None:
@@ -686,6 +746,7 @@ class LSTM(_RNNBase):
 class _CellBase(_Module):
     mode = None
     peepholes = False
+    layer_norm = False  # a layer option only (it normalises over whole rows of a sequence's steps)
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, zoneout=0.0):
         super().__init__(dtype, seed)

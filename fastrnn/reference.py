@@ -142,6 +142,115 @@ def _step_backward(mode, sc, w_hh, dh1, dc1, hm=None):
 
 
 # ---------------------------------------------------------------------------
+# Layer normalisation (haste's LayerNormLSTM; layer_norm=True)
+#   gates = LN_ih(x W_ih^T) + LN_hh(h W_hh^T) + b_ih + b_hh, each LN over the G*H
+#   pre-activations of one row with its own gain and bias; GRU's n gate:
+#   n = tanh(LN_ih(.)_n + b_in + r * (LN_hh(.)_n + b_hn)); LSTM: h = o * tanh(LN_c(c')),
+#   the carried state is c'. eps = LN_EPS, biased variance.
+# ---------------------------------------------------------------------------
+
+LN_EPS = 1e-5
+LN_PARTS = ("ih", "hh", "c")
+
+
+def ln_names(layer, direction, mode):
+    """The layer-norm parameter names of one layer and direction, in the order
+    (ih weight, ih bias, hh weight, hh bias[, c weight, c bias])."""
+    s = _suffix(layer, direction)
+    parts = LN_PARTS if mode == "LSTM" else LN_PARTS[:2]
+    return [f"layer_norm_{p}_{kind}{s}" for p in parts for kind in ("weight", "bias")]
+
+
+def _layer_norm(v, gain, shift):
+    """Row-wise LN of v (B, n); returns (out, (normalised v, std))."""
+    centred = v - v.mean(axis=1, keepdims=True)
+    std = np.sqrt((centred * centred).mean(axis=1, keepdims=True) + LN_EPS)
+    vhat = centred / std
+    return vhat * gain + shift, (vhat, std)
+
+
+def _layer_norm_backward(dout, gain, saved):
+    """Gradient of _layer_norm: (dv, dgain, dshift) for dout (B, n)."""
+    vhat, std = saved
+    n = vhat.shape[1]
+    dvhat = dout * gain
+    dv = (dvhat - dvhat.mean(axis=1, keepdims=True)
+          - vhat * (dvhat * vhat).mean(axis=1, keepdims=True)) / std
+    return dv, (dout * vhat).sum(axis=0), dout.sum(axis=0)
+
+
+def _ln_step_forward(mode, gi, w_hh, b_ih, b_hh, h, c, hm, ln):
+    """One layer-normalised step; gi = x W_ih^T without bias; ln: dict part -> (gain, bias)."""
+    hw = h if hm is None else h * hm
+    H = h.shape[1]
+    xi, st_i = _layer_norm(gi, *ln["ih"])
+    xh, st_h = _layer_norm(hw @ w_hh.T, *ln["hh"])
+    if b_ih is not None:
+        xi = xi + b_ih
+        xh = xh + b_hh
+    sc = {"h": h, "hw": hw, "st_i": st_i, "st_h": st_h, "ln": ln}
+    if mode in ("RNN_TANH", "RNN_RELU"):
+        pre = xi + xh
+        h1 = np.tanh(pre) if mode == "RNN_TANH" else np.maximum(pre, 0)
+        sc.update(pre=pre, h1=h1)
+        return h1, None, sc
+    if mode == "LSTM":
+        pre = xi + xh
+        i = _sigmoid(pre[:, :H])
+        f = _sigmoid(pre[:, H:2 * H])
+        g = np.tanh(pre[:, 2 * H:3 * H])
+        o = _sigmoid(pre[:, 3 * H:])
+        c1 = f * c + i * g
+        cl, st_c = _layer_norm(c1, *ln["c"])
+        tc = np.tanh(cl)
+        sc.update(c=c, i=i, f=f, g=g, o=o, tc=tc, st_c=st_c)
+        return o * tc, c1, sc
+    r = _sigmoid(xi[:, :H] + xh[:, :H])
+    z = _sigmoid(xi[:, H:2 * H] + xh[:, H:2 * H])
+    hn = xh[:, 2 * H:]  # LN_hh(.)_n + b_hn, inside r*(.)
+    n = np.tanh(xi[:, 2 * H:] + r * hn)
+    sc.update(r=r, z=z, n=n, hn=hn)
+    return (1 - z) * n + z * h, None, sc
+
+
+def _ln_step_backward(mode, sc, w_hh, dh1, dc1, hm=None):
+    """Returns (dgi, dgh, dh, dc) w.r.t. the raw projections x W_ih^T and h W_hh^T; the bias
+    and layer-norm gradients of the step go to sc["dln"] = (db_ih, db_hh, {name: grad})."""
+    ln = sc["ln"]
+    extra = {}
+    direct = 0
+    if mode in ("RNN_TANH", "RNN_RELU"):
+        if mode == "RNN_TANH":
+            dpre = dh1 * (1 - sc["h1"] ** 2)
+        else:
+            dpre = dh1 * (sc["pre"] > 0)
+        d_i = d_h = dpre
+    elif mode == "LSTM":
+        i, f, g, o, tc = sc["i"], sc["f"], sc["g"], sc["o"], sc["tc"]
+        dcl = dh1 * o * (1 - tc * tc)
+        dc_ln, extra["c_weight"], extra["c_bias"] = _layer_norm_backward(dcl, ln["c"][0], sc["st_c"])
+        dct = dc_ln if dc1 is None else dc_ln + dc1
+        d_i = d_h = np.concatenate([dct * g * i * (1 - i), dct * sc["c"] * f * (1 - f),
+                                    dct * i * (1 - g * g), dh1 * tc * o * (1 - o)], axis=1)
+        dc = dct * f
+    else:
+        r, z, n = sc["r"], sc["z"], sc["n"]
+        dpn = dh1 * (1 - z) * (1 - n * n)
+        dpr = dpn * sc["hn"] * r * (1 - r)
+        dpz = dh1 * (sc["h"] - n) * z * (1 - z)
+        d_i = np.concatenate([dpr, dpz, dpn], axis=1)
+        d_h = np.concatenate([dpr, dpz, dpn * r], axis=1)
+        direct = dh1 * z
+    dgi, extra["ih_weight"], extra["ih_bias"] = _layer_norm_backward(d_i, ln["ih"][0], sc["st_i"])
+    dgh, extra["hh_weight"], extra["hh_bias"] = _layer_norm_backward(d_h, ln["hh"][0], sc["st_h"])
+    back = dgh @ w_hh
+    if hm is not None:
+        back = back * hm
+    sc["dln"] = (d_i.sum(axis=0), d_h.sum(axis=0), extra)
+    return dgi, dgh, direct + back, (dc if mode == "LSTM" else None)
+
+
+# ---------------------------------------------------------------------------
 # Single cell (one step, full input projection included)
 # ---------------------------------------------------------------------------
 
@@ -198,7 +307,7 @@ def cell_backward(cache, dh1, dc1=None):
 # One direction of one layer over a (sub)sequence with no padding in it
 # ---------------------------------------------------------------------------
 
-def _run_dir(mode, w, inp, h0, c0, reverse, m=None, peep=None):
+def _run_dir(mode, w, inp, h0, c0, reverse, m=None, peep=None, ln=None):
     """inp (T, B, Din) all valid.  Returns (out (T, B, H), hT, cT, cache).
     m: this run's variant masks (see forward) sliced to its rows, or None."""
     m = m or {}
@@ -208,14 +317,17 @@ def _run_dir(mode, w, inp, h0, c0, reverse, m=None, peep=None):
     H = w_hh.shape[1]
     # one GEMM for the input projection of every (t, b) row
     gi_all = (inp.reshape(T * B, Din) @ w_ih.T).reshape(T, B, -1)
-    if b_ih is not None:
+    if b_ih is not None and ln is None:  # layer norm adds the biases after normalising
         gi_all = gi_all + b_ih
     out = np.empty((T, B, H), dtype=inp.dtype)
     order = range(T - 1, -1, -1) if reverse else range(T)
     h, c = h0, c0
     steps = [None] * T
     for t in order:
-        hn, cn, steps[t] = _step_forward(mode, gi_all[t], w_hh, b_hh, h, c, hm, peep)
+        if ln is None:
+            hn, cn, steps[t] = _step_forward(mode, gi_all[t], w_hh, b_hh, h, c, hm, peep)
+        else:
+            hn, cn, steps[t] = _ln_step_forward(mode, gi_all[t], w_hh, b_ih, b_hh, h, c, hm, ln)
         if zh is not None:
             # zoneout: each unit keeps its previous value with weight zh (c: zc)
             hn = zh[t] * h + (1 - zh[t]) * hn
@@ -223,7 +335,8 @@ def _run_dir(mode, w, inp, h0, c0, reverse, m=None, peep=None):
                 cn = zc[t] * c + (1 - zc[t]) * cn
         h, c = hn, cn
         out[t] = h
-    cache = {"inp": inp, "steps": steps, "reverse": reverse, "hm": hm, "zh": zh, "zc": zc}
+    cache = {"inp": inp, "steps": steps, "reverse": reverse, "hm": hm, "zh": zh, "zc": zc,
+             "ln": ln is not None}
     return out, h, c, cache
 
 
@@ -246,6 +359,8 @@ def _run_dir_backward(mode, w, cache, dout, dhT, dcT):
     order = range(T) if cache["reverse"] else range(T - 1, -1, -1)
     zh, zc = cache["zh"], cache["zc"]
     dpeep = None
+    dln = None  # layer norm: (db_ih, db_hh, {name: grad}) summed over the steps
+    step_backward = _ln_step_backward if cache["ln"] else _step_backward
     for t in order:
         dh1 = dh if dout is None else dh + dout[t]
         sc = steps[t]
@@ -253,7 +368,11 @@ def _run_dir_backward(mode, w, cache, dout, dhT, dcT):
             keep_h, dh1 = zh[t] * dh1, (1 - zh[t]) * dh1
             if dc is not None:
                 keep_c, dc = zc[t] * dc, (1 - zc[t]) * dc
-        dgi_all[t], dgh_all[t], dh, dc = _step_backward(mode, sc, w_hh, dh1, dc, cache["hm"])
+        dgi_all[t], dgh_all[t], dh, dc = step_backward(mode, sc, w_hh, dh1, dc, cache["hm"])
+        if "dln" in sc:
+            bi, bh, ex = sc.pop("dln")
+            dln = (bi, bh, ex) if dln is None else (dln[0] + bi, dln[1] + bh,
+                                                     {q: dln[2][q] + ex[q] for q in ex})
         if "dpeep" in sc:
             dpeep = sc.pop("dpeep") if dpeep is None else dpeep + sc.pop("dpeep")
         if zh is not None:
@@ -269,7 +388,12 @@ def _run_dir_backward(mode, w, cache, dout, dhT, dcT):
     dw_hh = flat_h.T @ hprev_all.reshape(T * B, H)
     db_ih = None if b_ih is None else flat.sum(axis=0)
     db_hh = None if b_hh is None else flat_h.sum(axis=0)
-    return dinp, dh, dc, (dw_ih, dw_hh, db_ih, db_hh, dpeep)
+    extra = dpeep
+    if cache["ln"]:  # the biases sit after the normalisations: their own sums
+        db_ih = None if b_ih is None else dln[0]
+        db_hh = None if b_hh is None else dln[1]
+        extra = dln[2]
+    return dinp, dh, dc, (dw_ih, dw_hh, db_ih, db_hh, extra)
 
 
 # ---------------------------------------------------------------------------
@@ -288,6 +412,8 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
       wmask (G*H, H)  weight dropout: W_hh * wmask replaces W_hh
     LSTM peepholes: params weight_ch_l{k}[_reverse] (3H,) = p_i, p_f, p_o give
     i = sig(. + p_i c_{t-1}), f = sig(. + p_f c_{t-1}), o = sig(. + p_o c_t).
+    Layer norm (see _ln_step_forward): params layer_norm_{ih,hh}_{weight,bias}_l{k}[_reverse]
+    (G*H,) and, LSTM, layer_norm_c_{weight,bias}_l{k}[_reverse] (H,) (names: ln_names).
 
     params: dict with PyTorch names; without bias_ih_l0 the network has no bias.
     x (T, B, D); h0/c0 (num_layers*dirs, B, H) or None (zeros);
@@ -322,6 +448,16 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
     if mode == "LSTM" and "weight_ch_l0" in params:
         peeps = {(k, d): np.asarray(params["weight_ch" + _suffix(k, d)], dtype=dt)
                  for k in range(L) for d in range(dirs)}
+    lns = {}
+    if "layer_norm_ih_weight_l0" in params:
+        if peeps:
+            raise ValueError("layer norm and peepholes cannot be combined")
+        for k in range(L):
+            for d in range(dirs):
+                names = ln_names(k, d, mode)
+                arrs = [np.asarray(params[nm], dtype=dt) for nm in names]
+                lns[(k, d)] = {p: (arrs[2 * j], arrs[2 * j + 1])
+                               for j, p in enumerate(LN_PARTS[:len(arrs) // 2])}
     if w[(0, 0)][0].shape != (G * H, x.shape[2]):
         raise ValueError("weight_ih_l0 shape %s does not match mode %s, H=%d, D=%d"
                          % (w[(0, 0)][0].shape, mode, H, x.shape[2]))
@@ -381,7 +517,8 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
             if lengths is None:
                 whole = {z: np.asarray(masks[idx][z], dtype=dt)
                          for z in ("hmask", "zh", "zc") if masks[idx].get(z) is not None}
-                o, hT, cT, rc = _run_dir(mode, w[(k, d)], inp, h0[idx], cc, rev, whole, peeps.get((k, d)))
+                o, hT, cT, rc = _run_dir(mode, w[(k, d)], inp, h0[idx], cc, rev, whole, peeps.get((k, d)),
+                                         lns.get((k, d)))
                 out[:, :, d * H:(d + 1) * H] = o
                 h_n[idx] = hT
                 if c_n is not None:
@@ -393,7 +530,8 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
                     n = lengths[b]
                     o, hT, cT, rc = _run_dir(
                         mode, w[(k, d)], inp[:n, b:b + 1], h0[idx, b:b + 1],
-                        None if cc is None else cc[b:b + 1], rev, rows(masks[idx], b, n), peeps.get((k, d)))
+                        None if cc is None else cc[b:b + 1], rev, rows(masks[idx], b, n), peeps.get((k, d)),
+                        lns.get((k, d)))
                     out[:n, b:b + 1, d * H:(d + 1) * H] = o
                     h_n[idx, b:b + 1] = hT
                     if c_n is not None:
@@ -404,7 +542,8 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
     y = inp
     cache = {"mode": mode, "num_layers": L, "dirs": dirs, "H": H, "T": T, "B": B,
              "D": x.shape[2], "dtype": dt, "lengths": lengths, "w": w,
-             "has_bias": has_bias, "runs": runs, "wmasks": wmasks, "peepholes": bool(peeps)}
+             "has_bias": has_bias, "runs": runs, "wmasks": wmasks, "peepholes": bool(peeps),
+             "layer_norm": bool(lns)}
     return y, h_n, c_n, cache
 
 
@@ -455,7 +594,8 @@ def backward(cache, dy=None, dh_n=None, dc_n=None):
                     if lstm:
                         dc0[idx, b:b + 1] = dc
                     gw = gwb if gw is None else tuple(
-                        None if a is None else a + bb for a, bb in zip(gw, gwb))
+                        None if a is None else {q: a[q] + bb[q] for q in a} if isinstance(a, dict)
+                        else a + bb for a, bb in zip(gw, gwb))
             s = _suffix(k, d)
             grads["weight_ih" + s] = gw[0]
             # weight dropout: the gradient of W_hh reaches it through its mask
@@ -466,6 +606,9 @@ def backward(cache, dy=None, dh_n=None, dc_n=None):
                 grads["bias_hh" + s] = gw[3]
             if cache["peepholes"]:
                 grads["weight_ch" + s] = gw[4]
+            if cache["layer_norm"]:
+                for q, v in gw[4].items():  # q: "ih_weight", ...
+                    grads[f"layer_norm_{q}" + s] = v
         dout_all = dinp_all
     return dout_all, dh0, dc0, grads
 

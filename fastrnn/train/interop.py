@@ -64,6 +64,10 @@ def _refuse_leaky(model, target):
         if getattr(l, "peepholes", False):
             raise ValueError(f"a peephole LSTM has no {target} equivalent; export it to ONNX (its LSTM "
                              "has peepholes) or use peepholes=False")
+        if getattr(l, "layer_norm", False):
+            raise ValueError(f"a layer with layer_norm=True has no {target} equivalent ({target}'s "
+                             "recurrent layers have no layer normalisation); its weights alone would "
+                             "give another model. Save it with fastrnn (Model.save) instead")
         if getattr(l, "zoneout", 0.0):
             raise ValueError(f"a layer with zoneout={l.zoneout} has no {target} equivalent (its "
                              "inference mixes in the previous state); only zoneout=0 layers convert")
@@ -97,6 +101,9 @@ def load_torch_state_dict(model, state_dict, mapping=None):
     Values are cast to the model's dtype; shapes must match exactly.
     """
     params = _model_params(model)
+    if any(k.rpartition(".")[2].startswith("layer_norm_") for k in params):
+        raise ValueError("a layer with layer_norm=True has no PyTorch equivalent (PyTorch's RNN/LSTM/GRU "
+                         "have no layer normalisation): a PyTorch state dict cannot fill it")
     sd = {k: to_numpy(v) for k, v in state_dict.items()}
     if any(k.rpartition(".")[2].startswith("weight_hr") for k in sd):
         raise ValueError("LSTM projections (proj_size > 0, weight_hr_l*) cannot be represented in fastrnn")

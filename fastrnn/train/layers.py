@@ -45,7 +45,7 @@ def engine_config(layer):
         cfg["nonlinearity"] = layer.nonlinearity
         if getattr(layer, "leak", 1.0) != 1.0:      # leaky-integrator units
             cfg["leak"] = layer.leak
-    for name in ("recurrent_dropout", "zoneout", "weight_dropout", "peepholes"):  # variants, when on
+    for name in ("recurrent_dropout", "zoneout", "weight_dropout", "peepholes", "layer_norm"):  # variants, when on
         if getattr(layer, name, 0.0):
             cfg[name] = getattr(layer, name)
     return cfg

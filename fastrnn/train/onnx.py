@@ -150,6 +150,9 @@ def _export_recurrent(g, i, layer, s):
     if kind == "RNN" and getattr(e, "leak", 1.0) != 1.0:
         raise ValueError(f"layer {i}: an RNN with leak={e.leak} (leaky-integrator units) has no "
                          "ONNX operator")
+    if getattr(e, "layer_norm", False):
+        raise ValueError(f"layer {i}: a layer with layer_norm=True has no ONNX operator (ONNX's "
+                         "LSTM/GRU/RNN have no layer normalisation); save it with fastrnn instead")
     if getattr(e, "zoneout", 0.0):  # dropout variants are the plain layer at inference; zoneout is not
         raise ValueError(f"layer {i}: a layer with zoneout={e.zoneout} has no ONNX operator (its "
                          "inference mixes in the previous state)")

@@ -197,6 +197,8 @@ HOT static void SFX(ln_cell_bwd)(int H, const REAL *RS a, const REAL *RS cp, con
     for (int j = 0; j < H; ++j) dcn[j] = r * (dcn[j] - m1 - ch[j] * m2);
 }
 
+#include "proj.h" /* LSTM projections: fr_recur_proj, fr_recur_backward_proj */
+
 /* ---- forward ---------------------------------------------------------------------------- */
 
 static void SFX(fr_project)(const fr_project_args *a)
@@ -209,6 +211,7 @@ static void SFX(fr_project)(const fr_project_args *a)
 
 static void SFX(fr_recur)(const fr_recur_args *a)
 {
+    if (a->P) { SFX(fr_recur_proj)(a); return; }
     const SFX(fr_cell_kind) *k = &SFX(cells)[a->cell];
     const int G = k->n.gates, A = k->n.aux, H = a->H, D = a->D, T = a->T, B = a->B;
     const int GH = G * H, b0 = a->b0, b1 = a->b1, nb = b1 - b0, reverse = a->reverse;
@@ -329,6 +332,7 @@ static void SFX(fr_recur)(const fr_recur_args *a)
 
 static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
 {
+    if (a->P) { SFX(fr_recur_backward_proj)(a); return; }
     const SFX(fr_cell_kind) *k = &SFX(cells)[a->cell];
     const int G = k->n.gates, A = k->n.aux, S = k->n.shared, H = a->H, D = a->D, T = a->T;
     const int B = a->B, GH = G * H, RH = (G - S) * H, b0 = a->b0, b1 = a->b1, nb = b1 - b0;
@@ -506,7 +510,8 @@ static void SFX(fr_backward_params)(const fr_params_args *a)
 {
     const fr_cell_sizes n = SFX(cells)[a->cell].n;
     /* layer norm: dgh holds every block's recurrent side (S counts as 0) */
-    const int D = a->D, H = a->H, GH = n.gates * H, RH = a->ln ? GH : (n.gates - n.shared) * H;
+    const int D = a->D, GH = n.gates * a->H, RH = a->ln ? GH : (n.gates - n.shared) * a->H;
+    const int H = a->P ? a->P : a->H; /* hprev's and dw_hh's columns (projection: P) */
     const int g0 = a->g0, g1 = a->g1, ldx = a->ldx, ldh = a->ldh;
     const ptrdiff_t TB = (ptrdiff_t)a->T * a->B, r0 = a->r0, r1 = a->r1, DH = (ptrdiff_t)D + H;
     const REAL *x = (const REAL *)a->x, *w_ih = (const REAL *)a->w_ih;
@@ -520,7 +525,7 @@ static void SFX(fr_backward_params)(const fr_params_args *a)
      * recurrent side equals dgx in the first S blocks; the rows past them come from dgh
      * (leading dimension (G-S)*H). */
     if (g1 > g0) {
-        const int split = a->ln ? 0 : n.shared * H; /* rows below read dgx, rows above dgh */
+        const int split = a->ln ? 0 : n.shared * a->H; /* rows below read dgx, rows above dgh */
         const int a1 = g1 < split ? g1 : split, n0 = g0 > split ? g0 : split;
         /* x and hprev side by side in one buffer: rows below split take both weight gradients
          * from one GEMM, so dgx's column block is packed once instead of once per weight (the

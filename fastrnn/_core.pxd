@@ -50,6 +50,10 @@ cdef extern from "fastrnn.h" nogil:
         const void *ln
         void *lnsave
         void *ws
+        int P
+        const void *w_hr
+        void *hcell
+        void *pws
     ctypedef struct fr_recur_backward_args:
         fr_cell cell
         fr_dtype dtype
@@ -82,6 +86,9 @@ cdef extern from "fastrnn.h" nogil:
         const void *lnsave
         void *dln
         void *ws
+        int P
+        const void *w_hr
+        void *pws
     ctypedef struct fr_params_args:
         fr_cell cell
         fr_dtype dtype
@@ -103,6 +110,7 @@ cdef extern from "fastrnn.h" nogil:
         void *db_hh
         void *ws
         int ln
+        int P
     ctypedef struct fr_units_args:
         fr_cell cell
         fr_dtype dtype

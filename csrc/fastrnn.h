@@ -181,7 +181,7 @@ typedef struct {
     const void *w_hr;       /* (P,H) */
     void *hcell;            /* (T,B,H) out in training: o*tanh(c) of each position (0 past each
                                length), fr_backward_params' dW_hr operand; else NULL */
-    void *pws;              /* (2H) scratch with P */
+    void *pws;              /* (fr_proj_ws_size(b1-b0, H, P)) scratch with P */
 } fr_recur_args;
 
 /* The reverse time loop of batch rows [b0, b1), from a training forward: writes these rows of
@@ -224,7 +224,7 @@ typedef struct {
     void *ws;                /* (fr_backward_ws_size(cell, T, b1-b0, dx ? D : 0, H)) scratch */
     int P;                   /* projection: as given to the forward (0: off); dhs then required */
     const void *w_hr;        /* (P,H) */
-    void *pws;               /* (2H) scratch with P */
+    void *pws;               /* (fr_proj_ws_size(b1-b0, H, P)) scratch with P */
 } fr_recur_backward_args;
 
 /* Whole-sequence GEMMs after fr_recur_backward: rows g0..g1-1 of dw_ih, dw_hh, db_ih, db_hh
@@ -249,6 +249,8 @@ typedef struct {
     void *ws;                   /* (G*H, D+H) scratch for the [x | hprev] GEMM, or NULL */
     int ln;                     /* 1: a layer-normalised layer's dgh (T,B,G*H), biases NULL */
     int P;                      /* projection: hprev, dw_hh (and ws) have P columns, not H */
+    const void *dhs, *hcell;    /* with P: (T,B,P) from fr_recur_backward, (T,B,H) from fr_recur */
+    void *dw_hr;                /* with P: (P,H) accumulated: its rows g0*P/(G*H) .. g1*P/(G*H) */
 } fr_params_args;
 
 /* A batch of one (B = 1, no lengths), split by hidden units instead of rows: each step is two
@@ -348,6 +350,8 @@ ptrdiff_t fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused
 ptrdiff_t fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H);
 ptrdiff_t fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int mid, int backward);
 ptrdiff_t fr_cell_units_ws_size(fr_cell cell, int B, int nu);
+/* fr_recur_args.pws / fr_recur_backward_args.pws of an LSTM projection, B rows per call */
+ptrdiff_t fr_proj_ws_size(int B, int H, int P);
 
 /* Thresholds and test overrides. fused, units, dx_in_loop: -1 for the heuristic, 0 or 1 to
  * force. Set from Python with the GIL held, read when a layer is planned. */

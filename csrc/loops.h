@@ -566,6 +566,12 @@ static void SFX(fr_backward_params)(const fr_params_args *a)
                 }
         }
     }
+    if (a->P && a->dw_hr && g1 > g0) { /* projection: dW_hr += dhs^T hcell, this call's rows */
+        const int P = a->P, p0 = (int)((int64_t)g0 * P / GH), p1 = (int)((int64_t)g1 * P / GH);
+        if (p1 > p0)
+            SFX(gemm)(1, 0, p1 - p0, a->H, (int)TB, (const REAL *)a->dhs + p0, P, (const REAL *)a->hcell, a->H,
+                      (REAL)1, (REAL *)a->dw_hr + (ptrdiff_t)p0 * a->H, a->H);
+    }
     if (dx && r1 > r0) {
         SFX(gemm)(0, 0, (int)(r1 - r0), D, GH, dgx + r0 * GH, GH, w_ih, D,
                   a->accumulate_dx ? (REAL)1 : (REAL)0, dx + r0 * D, D);

@@ -2,8 +2,8 @@
  * LSTM with projections (PyTorch's proj_size, Sak et al. 2014): the row loops of fr_recur and
  * fr_recur_backward when P > 0 (fastrnn.h, "Projections"). Included by loops.h inside each dtype's
  * instance (REAL, SFX and the step macros as there). The cell's row is the table's, unchanged:
- * it writes o*tanh(c) (H) into a scratch row, and each row's new state is h = W_hr (o*tanh(c))
- * (P), one small product per row and step. Recurrent dropout works on the P-sized h; zoneout,
+ * it writes o*tanh(c) (H) into a scratch row, and the step's new states are h = W_hr (o*tanh(c))
+ * (P), one small product (nb,H) x (H,P) per step after the rows. Recurrent dropout works on the P-sized h; zoneout,
  * peepholes and layer norm are refused by the bridge.
  */
 
@@ -31,8 +31,10 @@ static void SFX(fr_recur_proj)(const fr_recur_args *a)
     REAL *hm = xs + (fused ? (ptrdiff_t)nb * D : 0);       /* (nb,P) h * hmask */
     REAL *packed = hm + (ptrdiff_t)nb * H + 2 * (ptrdiff_t)H; /* (fr_packed_size(GH, P)) W_hh */
     REAL *packed_ih = packed + fr_packed_size(GH, H);      /* fused: W_ih */
-    REAL *hc = (REAL *)a->pws;                  /* (H) o*tanh(c) of a row in inference */
-    REAL *yc = hc + H;                          /* (H) the row's output copy (unused) */
+    REAL *hcs = (REAL *)a->pws;                 /* (nb,H) o*tanh(c) of the step's rows */
+    REAL *hps = hcs + (ptrdiff_t)nb * H;        /* (nb,P) their projections */
+    REAL *yc = hps + (ptrdiff_t)nb * P;         /* (H) a row's output copy (unused) */
+    REAL *packed_hr = yc + H;                   /* W_hr for STEP_MM */
     const REAL *hmask = (const REAL *)a->hmask;
     REAL *hdrop = hprev ? (REAL *)a->hdrop : NULL;
     const int ldd = a->ldd;
@@ -53,6 +55,8 @@ static void SFX(fr_recur_proj)(const fr_recur_args *a)
     SFX(gate_bias)(k->n, H, 0, H, (const REAL *)a->b_ih, (const REAL *)a->b_hh, bias);
     if (fast) STEP_PACK_NT(GH, P, w_hh, packed);
     if (fast && fused) STEP_PACK_NT(GH, D, w_ih, packed_ih);
+    if (fast) STEP_PACK_NT(P, H, w_hr, packed_hr);
+    memset(hcs, 0, sizeof(REAL) * nb * H); /* inactive rows' (never used) products stay finite */
     memcpy(h, (const REAL *)a->h0 + (ptrdiff_t)b0 * P, sizeof(REAL) * nb * P);
     memcpy(c, (const REAL *)a->c0 + (ptrdiff_t)b0 * H, sizeof(REAL) * nb * H);
 
@@ -85,14 +89,22 @@ static void SFX(fr_recur_proj)(const fr_recur_args *a)
             REAL *hb = h + (ptrdiff_t)i * P, *cb = c + (ptrdiff_t)i * H;
             REAL *gxr = fused && !direct ? gx + (ptrdiff_t)i * GH : act + row * GH;
             REAL *auxr = hprev ? aux + row * A * H : aux_scratch;
-            REAL *hcr = hcell ? hcell + row * H : hc;
             if (hprev) memcpy(hprev + row * ldh, hb, sizeof(REAL) * P);
             if (hdrop) memcpy(hdrop + row * ldd, hm + (ptrdiff_t)i * P, sizeof(REAL) * P);
-            k->fwd(H, (REAL)a->leak, gxr, H, gh + (ptrdiff_t)i * GH, bias, NULL, H, hcr, cb, yc, auxr, H);
-            /* h = W_hr (o*tanh(c)) */
-            SFX(gemm)(0, 1, 1, P, H, hcr, H, w_hr, H, (REAL)0, hb, P);
-            memcpy(y + row * ldy, hb, sizeof(REAL) * P);
+            k->fwd(H, (REAL)a->leak, gxr, H, gh + (ptrdiff_t)i * GH, bias, NULL, H, hcs + (ptrdiff_t)i * H, cb,
+                   yc, auxr, H);
             if (fused && hprev && !direct) memcpy(act + row * GH, gxr, sizeof(REAL) * GH);
+        }
+        /* h = W_hr (o*tanh(c)) for the step's rows at once */
+        if (fast) STEP_MM(nb, P, H, hcs, H, packed_hr, 0, hps, P);
+        else SFX(gemm)(0, 1, nb, P, H, hcs, H, w_hr, H, (REAL)0, hps, P);
+        for (int i = 0; i < nb; ++i) {
+            const int b = b0 + i;
+            if (lengths && s >= lengths[b]) continue;
+            const ptrdiff_t row = (ptrdiff_t)SFX(pos)(s, b, T, reverse, lengths) * B + b;
+            memcpy(h + (ptrdiff_t)i * P, hps + (ptrdiff_t)i * P, sizeof(REAL) * P);
+            memcpy(y + row * ldy, hps + (ptrdiff_t)i * P, sizeof(REAL) * P);
+            if (hcell) memcpy(hcell + row * H, hcs + (ptrdiff_t)i * H, sizeof(REAL) * H);
         }
     }
     memcpy((REAL *)a->h_n + (ptrdiff_t)b0 * P, h, sizeof(REAL) * nb * P);
@@ -121,8 +133,9 @@ static void SFX(fr_recur_backward_proj)(const fr_recur_backward_args *a)
     REAL *prod = step + (ptrdiff_t)nb * GH;    /* (nb,P) the product with W_hh before hmask */
     REAL *packed = prod + (ptrdiff_t)nb * H + 4 * (ptrdiff_t)H; /* (fr_packed_size(P, GH)) W_hh */
     REAL *packed_ih = packed + fr_packed_size(H, GH); /* with dx: W_ih */
-    REAL *dhc = (REAL *)a->pws;                /* (H) W_hr^T dh of a row */
-    REAL *dz = dhc + H;                        /* (H) the row's direct dh_prev part (0 for LSTM) */
+    REAL *dhcs = (REAL *)a->pws;               /* (nb,H) W_hr^T dh of the step's rows */
+    REAL *dz = dhcs + (ptrdiff_t)nb * H + (ptrdiff_t)nb * P; /* (H) a row's direct dh_prev part (0) */
+    REAL *packed_hr = dz + H;                  /* W_hr for STEP_MM */
     const REAL *hmask = (const REAL *)a->hmask;
     const int gathered = reverse && lengths != NULL;
     const int maxlen = SFX(max_length)(T, b0, b1, lengths);
@@ -134,6 +147,7 @@ static void SFX(fr_recur_backward_proj)(const fr_recur_backward_args *a)
             memset(dhs + ((ptrdiff_t)t * B + b0) * P, 0, sizeof(REAL) * nb * P);
         }
     if (fast) STEP_PACK_NN(P, GH, w_hh, packed);
+    if (fast) STEP_PACK_NN(H, P, w_hr, packed_hr);
     const int dx_rows = dx && !(reverse && lengths);
     if (dx && fast) STEP_PACK_NN(D, GH, w_ih, packed_ih);
     if (dx && lengths)
@@ -148,6 +162,18 @@ static void SFX(fr_recur_backward_proj)(const fr_recur_backward_args *a)
     for (int s = maxlen - 1; s >= 0; --s) {
         for (int i = 0; i < nb; ++i) {
             const int b = b0 + i;
+            if (lengths && s >= lengths[b]) continue;
+            const ptrdiff_t row = (ptrdiff_t)SFX(pos)(s, b, T, reverse, lengths) * B + b;
+            REAL *dhb = dh + (ptrdiff_t)i * P;
+            if (dy) SFX(add_to)(P, dhb, dy + row * ldy);
+            memcpy(dhs + row * P, dhb, sizeof(REAL) * P);
+        }
+        /* h = W_hr (o*tanh(c)): the rows see W_hr^T dh, for the step's rows at once (an inactive
+         * row's product is never read) */
+        if (fast) STEP_MM(nb, H, P, dh, P, packed_hr, 0, dhcs, H);
+        else SFX(gemm)(0, 0, nb, H, P, dh, P, w_hr, H, (REAL)0, dhcs, H);
+        for (int i = 0; i < nb; ++i) {
+            const int b = b0 + i;
             REAL *dhb = dh + (ptrdiff_t)i * P, *dhpb = dhp + (ptrdiff_t)i * P;
             if (lengths && s >= lengths[b]) {
                 memcpy(dhpb, dhb, sizeof(REAL) * P);
@@ -156,12 +182,8 @@ static void SFX(fr_recur_backward_proj)(const fr_recur_backward_args *a)
             }
             const ptrdiff_t row = (ptrdiff_t)SFX(pos)(s, b, T, reverse, lengths) * B + b;
             REAL *d = dgx + row * GH;
-            if (dy) SFX(add_to)(P, dhb, dy + row * ldy);
-            memcpy(dhs + row * P, dhb, sizeof(REAL) * P);
-            /* h = W_hr (o*tanh(c)): the row sees W_hr^T dh */
-            SFX(gemm)(0, 0, 1, H, P, dhb, P, w_hr, H, (REAL)0, dhc, H);
             k->bwd(H, (REAL)a->leak, act + row * GH, H, A ? aux + row * A * H : NULL, H, NULL, NULL, H,
-                   NULL, dhc, dc + (ptrdiff_t)i * H, d, NULL, H, dz);
+                   NULL, dhcs + (ptrdiff_t)i * H, dc + (ptrdiff_t)i * H, d, NULL, H, dz);
             memset(dhpb, 0, sizeof(REAL) * P); /* an LSTM's state reaches the step only via W_hh */
             if (gathered) memcpy(step + (ptrdiff_t)i * GH, d, sizeof(REAL) * GH);
             if (dbias) SFX(add_to)(GH, dbias, d);

@@ -111,6 +111,9 @@ cdef extern from "fastrnn.h" nogil:
         void *ws
         int ln
         int P
+        const void *dhs
+        const void *hcell
+        void *dw_hr
     ctypedef struct fr_units_args:
         fr_cell cell
         fr_dtype dtype
@@ -202,6 +205,7 @@ cdef extern from "fastrnn.h" nogil:
     ptrdiff_t fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H)
     ptrdiff_t fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int mid, int backward)
     ptrdiff_t fr_cell_units_ws_size(fr_cell cell, int B, int nu)
+    ptrdiff_t fr_proj_ws_size(int B, int H, int P)
 
     ctypedef struct fr_plan_knobs:
         int fused, units, dx_in_loop

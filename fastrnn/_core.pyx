@@ -532,7 +532,7 @@ def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0,
     elif lnsave is not None:
         raise ValueError("lnsave is only written in training (hprev given) with ln")
     cdef Py_ssize_t wsn = fr_forward_ws_size(c, T, b1 - b0, a.D, H, fused)
-    ws = _empty(1, wsn + (2 * <Py_ssize_t>H if P else 0), 0, 0, (<cnp.dtype>dtype).type_num)
+    ws = _empty(1, wsn + (fr_proj_ws_size(b1 - b0, H, P) if P else 0), 0, 0, (<cnp.dtype>dtype).type_num)
     a.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     a.P, a.w_hr, a.hcell, a.pws = P, NULL, NULL, NULL
     if P:
@@ -668,7 +668,7 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
     elif lnsave is not None or dln is not None:
         raise ValueError("lnsave and dln are only used with ln")
     cdef Py_ssize_t wsn = fr_backward_ws_size(c, T, b1 - b0, a.D, H)
-    ws = _empty(1, wsn + (2 * <Py_ssize_t>H if P else 0), 0, 0, (<cnp.dtype>dtype).type_num)
+    ws = _empty(1, wsn + (fr_proj_ws_size(b1 - b0, H, P) if P else 0), 0, 0, (<cnp.dtype>dtype).type_num)
     a.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
     a.P, a.w_hr, a.pws = P, NULL, NULL
     if P:
@@ -681,7 +681,7 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
 def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ssize_t r1, x, w_ih,
                     hprev, dgx, dgh, dx, bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh,
                     Py_ssize_t h_col=0, dwc=None, lengths=None, bint ln=False, bint proj=False,
-                    bint defer=False):
+                    dhs=None, hcell=None, dw_hr=None, bint defer=False):
     """Whole-sequence GEMMs after recur_backward(): rows g0..g1 of the parameter grads +=,
     rows r0..r1 (of T*B) of dx assigned/accumulated.
 
@@ -692,7 +692,8 @@ def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ss
     ln=True: a layer-normalised layer's dgh (T,B,G*H) from recur_backward(ln=...); the bias
     gradients then come from recur_backward's dbias only (db_ih, db_hh must be None).
     proj=True: an LSTM projection's layer: hprev and dw_hh (and dwc) have P = dw_hh's columns,
-    the cell's H is dgx's columns / G."""
+    the cell's H is dgx's columns / G; with dw_hr (P,H), dhs (T,B,P) from recur_backward and
+    hcell (T,B,H) from recur, its rows g0*P/(G*H)..g1*P/(G*H) += dhs^T hcell."""
     dtype = _float_dtype(x, "x")
     if x.ndim != 3 or not isinstance(w_ih, np.ndarray) or w_ih.ndim != 2 \
             or not isinstance(dw_hh, np.ndarray) or dw_hh.ndim != 2:
@@ -734,7 +735,15 @@ def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ss
     a.ws = _ptr(dwc, "dwc", (G * H, <Py_ssize_t>D + R), dtype, NULLABLE, OUTPUT)
     a.ln = ln
     a.P = R if proj else 0
-    return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh, dwc, lengths), defer)
+    a.dhs, a.hcell, a.dw_hr = NULL, NULL, NULL
+    if proj and dw_hr is not None:
+        a.dw_hr = _ptr(dw_hr, "dw_hr", (R, H), dtype, REQUIRED, OUTPUT)
+        a.dhs = _ptr(dhs, "dhs", (T, B, R), dtype)
+        a.hcell = _ptr(hcell, "hcell", (T, B, H), dtype)
+    elif dw_hr is not None or dhs is not None or hcell is not None:
+        raise ValueError("dw_hr, dhs and hcell are only used with proj")
+    return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh, dwc, lengths, dhs, hcell,
+                        dw_hr), defer)
 
 
 def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reverse=False,

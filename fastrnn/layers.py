@@ -79,10 +79,11 @@ def _min_rows(chunks):
     return min(b1 - b0 for b0, b1 in chunks)
 
 
-def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc, lengths=None, ln=False, proj=False):
+def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc, lengths=None, ln=False, proj=None):
     """Whole-sequence weight and input gradients (grads: dw_ih, dw_hh), split over weight rows
     and input rows (the bias gradients are summed inside the reverse loops).
-    xh (T,B,D+H) is the forward's [x | hprev] buffer; dwc (G*H, D+H) scratch."""
+    xh (T,B,D+H) is the forward's [x | hprev] buffer; dwc (G*H, D+H) scratch.
+    proj: an LSTM projection's (dhs, hcell, dw_hr), dW_hr's rows split with the gate rows."""
     T, B, W = xh.shape
     D = w_ih.shape[1]
     GH = dgx.shape[2]
@@ -91,7 +92,8 @@ def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc, lengths=
     _run([_core.backward_params(cell, g0=g0, g1=g1, r0=r0, r1=r1, x=xh, w_ih=w_ih, hprev=xh, h_col=D,
                                 dgx=dgx, dgh=dgh, dx=dx, accumulate_dx=accumulate, dw_ih=dw_ih,
                                 dw_hh=dw_hh, db_ih=None, db_hh=None, dwc=dwc, lengths=lengths, ln=ln,
-                                proj=proj, defer=True)
+                                proj=proj is not None, dhs=proj and proj[0], hcell=proj and proj[1],
+                                dw_hr=proj and proj[2], defer=True)
           for (g0, g1), (r0, r1) in zip(_chunks(GH, parts), _chunks(T * B, parts))])
 
 
@@ -664,11 +666,10 @@ class _RNNBase(_Module):
                               dx if loop_dx is None else None, d > 0,
                               (g[w_ih], dw_hh),
                               self._buffer(("dwc", layer, d), (G * H, inp.shape[2] + R)), lengths,
-                              self.layer_norm, bool(self.proj_size))
-                if self.proj_size:  # dW_hr (P,H) += dhs^T hcell: one GEMM over all T*B rows
-                    hcell = saved[d][4]["hcell"]
-                    g[self._hr_name(layer, d)] += dhs_all[layer * dirs + d].reshape(T * B, R).T @ \
-                        hcell.reshape(T * B, H)
+                              self.layer_norm,
+                              # dW_hr (P,H) += dhs^T hcell over all T*B rows, in the same jobs
+                              (dhs_all[layer * dirs + d], saved[d][4]["hcell"], g[self._hr_name(layer, d)])
+                              if self.proj_size else None)
                 if wmask is not None:
                     g[w_hh] += dw_hh * wmask
                 if self.bias:

@@ -179,22 +179,18 @@ HOT static void SFX(ln_cell)(int H, const REAL *RS c, const REAL *RS o, const RE
 }
 
 /* The gradient reaching c' = f*cp + i*g through h = o*tanh(LN_c(c')): dcn (H) out; a (4 blocks
- * of H: i, f, g, o), cp, tc (H) saved; m, r c''s saved mean and rstd; dh (H); ch (H) scratch. */
+ * of H: i, f, g, o), cp, tc (H) saved; m, r c''s saved mean and rstd; dh (H); ch (H) scratch:
+ * c' normalised, recomputed; then LN's backward with the gradient w.r.t. LN_c's output. */
 HOT static void SFX(ln_cell_bwd)(int H, const REAL *RS a, const REAL *RS cp, const REAL *RS tc,
                                  REAL m, REAL r, const REAL *RS dh, const REAL *RS gam,
                                  REAL *RS dgam, REAL *RS dbet, REAL *RS ch, REAL *RS dcn)
 {
     const REAL *ai = a, *af = a + H, *ag = a + 2 * H, *ao = a + 3 * H;
     for (int j = 0; j < H; ++j) {
-        REAL u = (af[j] * cp[j] + ai[j] * ag[j] - m) * r;
-        REAL d = dh[j] * ao[j] * ((REAL)1 - tc[j] * tc[j]);
-        ch[j] = u;
-        dgam[j] += d * u;
-        dbet[j] += d;
-        dcn[j] = d * gam[j];
+        ch[j] = (af[j] * cp[j] + ai[j] * ag[j] - m) * r;
+        dcn[j] = dh[j] * ao[j] * ((REAL)1 - tc[j] * tc[j]);
     }
-    const REAL m1 = SFX(sum8)(H, dcn) / (REAL)H, m2 = SFX(dot8)(H, dcn, ch) / (REAL)H;
-    for (int j = 0; j < H; ++j) dcn[j] = r * (dcn[j] - m1 - ch[j] * m2);
+    SFX(ln_bwd)(H, dcn, dcn, ch, r, gam, dgam, dbet);
 }
 
 #include "proj.h" /* LSTM projections: fr_recur_proj, fr_recur_backward_proj */

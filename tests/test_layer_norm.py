@@ -285,3 +285,59 @@ def test_a_layer_norm_gru_trains_comparably():
     for h in ln:
         assert h[-1] < h[0] / 20, h
     assert ln_end < plain_end + 0.06, (ln_end, plain_end)
+
+
+# ---- PyTorch's layer_norm and autograd, where torch is installed ------------------------------
+
+def _torch_ln_layer(torch, mode, p, x, h0, c0):
+    """The same recurrence written with torch.nn.functional.layer_norm (eps 1e-5, biased
+    variance) and left to autograd: an implementation that shares nothing with ours."""
+    F = torch.nn.functional
+    GH = p["weight_ih_l0"].shape[0]
+    H = GH // {"LSTM": 4, "GRU": 3, "RNN_TANH": 1}[mode]
+    xw = F.layer_norm(x @ p["weight_ih_l0"].T, (GH,), p["layer_norm_ih_weight_l0"], p["layer_norm_ih_bias_l0"],
+                      1e-5) + p["bias_ih_l0"]
+    h, c, out = h0, c0, []
+    for t in range(x.shape[0]):
+        hw = F.layer_norm(h @ p["weight_hh_l0"].T, (GH,), p["layer_norm_hh_weight_l0"],
+                          p["layer_norm_hh_bias_l0"], 1e-5) + p["bias_hh_l0"]
+        if mode == "LSTM":
+            i, f, g, o = (xw[t] + hw).split(H, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, (H,), p["layer_norm_c_weight_l0"],
+                                                           p["layer_norm_c_bias_l0"], 1e-5))
+        elif mode == "GRU":
+            xr, xz, xn = xw[t].split(H, 1)
+            hr, hz, hn = hw.split(H, 1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            h = (1 - z) * torch.tanh(xn + r * hn) + z * h
+        else:
+            h = torch.tanh(xw[t] + hw)
+        out.append(h)
+    return torch.stack(out), h, c
+
+
+@pytest.mark.parametrize("mode", list(CLASSES))
+def test_equals_pytorch_layer_norm_and_autograd(mode):
+    torch = pytest.importorskip("torch")
+    T, B, D, H = 6, 3, 4, 5
+    m = ln_layer(mode, D, H)
+    x, h0, c0, _, cot = inputs(mode, (T, B, D, H, 1, False, None, True))
+    y, h, c = run(m, x, h0, c0)
+    m.zero_grad()
+    dx, dh0, dc0 = backward(m, cot)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in m.parameters().items()}
+    tx, th0 = torch.tensor(x, requires_grad=True), torch.tensor(h0[0], requires_grad=True)
+    tc0 = torch.tensor(c0[0], requires_grad=True) if c0 is not None else None
+    ty, tyh, tyc = _torch_ln_layer(torch, mode, tp, tx, th0, tc0)
+    loss = (ty * torch.tensor(cot[0])).sum() + (tyh * torch.tensor(cot[1][0])).sum()
+    if tyc is not None:
+        loss = loss + (tyc * torch.tensor(cot[2][0])).sum()
+    loss.backward()
+    worst = max(float(np.abs(y - ty.detach().numpy()).max()), float(np.abs(h[0] - tyh.detach().numpy()).max()))
+    pairs = [(dx, tx.grad), (dh0[0], th0.grad)] + ([(dc0[0], tc0.grad)] if tc0 is not None else [])
+    pairs += [(m.grads[k], tp[k].grad) for k in tp]
+    for got, want in pairs:
+        worst = max(worst, float(np.abs(got - want.numpy()).max()))
+    print(f"layer_norm {mode} vs PyTorch float64: max |diff| {worst:.2e}")
+    assert worst < 1e-12

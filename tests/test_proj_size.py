@@ -356,3 +356,28 @@ def test_keras_and_onnx_refuse_projections():
     pytest.importorskip("onnx")
     with pytest.raises(ValueError, match="proj_size=3 has no ONNX operator"):
         fr.to_onnx(m)
+
+
+def test_state_grads_have_the_projected_size():
+    cfg = (5, 2, 3, 6, 2, 2, True, [5, 3], True)
+    x, h0, c0, lengths, cot = inputs(cfg)
+    m = build(cfg)
+    m.zero_grad()
+    m(x, (h0, c0), lengths=lengths)
+    m.backward(cot[0], (cot[1], cot[2]), state_grads=True)
+    g = {k: v.copy() for k, v in m.grads.items()}
+    assert [s.shape for s in m.state_grads] == [(5, 2, 2)] * 4
+    m.zero_grad()  # the weight_hr gradient does not depend on where dL/dh_t is kept
+    m(x, (h0, c0), lengths=lengths)
+    m.backward(cot[0], (cot[1], cot[2]))
+    for k in g:
+        np.testing.assert_array_equal(m.grads[k], g[k], err_msg=k)
+
+
+def test_backward_params_refuses_projection_operands_without_proj():
+    T, B, D, H = 2, 1, 3, 4
+    z = lambda *s: np.zeros(s)  # noqa: E731
+    with pytest.raises(ValueError, match="only used with proj"):
+        _core.backward_params(_core.LSTM, 0, 4 * H, 0, T * B, z(T, B, D + H), z(4 * H, D), z(T, B, D + H),
+                              z(T, B, 4 * H), None, None, False, z(4 * H, D), z(4 * H, H), None, None, h_col=D,
+                              dw_hr=z(2, H))

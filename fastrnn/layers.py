@@ -766,6 +766,11 @@ class LSTM(_RNNBase):
     peepholes=True adds weight_ch_l{k}[_reverse] (3*H,): p_i, p_f, p_o (in this order, our gate
     order; ONNX's P orders them i, o, f) with ONNX's semantics: i = sig(... + p_i * c_{t-1}),
     f = sig(... + p_f * c_{t-1}), o = sig(... + p_o * c_t) (Gers & Schmidhuber 2000).
+
+    proj_size=P (0 < P < H, PyTorch's) projects the output: h_t = W_hr (o_t * tanh(c_t)) with
+    weight_hr_l{k}[_reverse] (P, H); h0, h_n and each direction's y have P units, c keeps H,
+    weight_hh is (4H, P) and layers after the first read P * dirs inputs. Not with zoneout,
+    peepholes or layer_norm.
     """ + _SHAPES_DOC
     mode = "LSTM"
 

@@ -33,8 +33,8 @@ else:
 ext = Extension(
     "fastrnn._core",
     sources=["fastrnn/_core.pyx", "csrc/fastrnn.c", "csrc/plan.c", "csrc/pool.c", "csrc/optim.c"],
-    depends=["fastrnn/_core.pxd", "csrc/fastrnn.h", "csrc/cells.h", "csrc/loops.h", "csrc/vmath.h",
-             "csrc/smallgemm.h", "csrc/gates_avx2.h", "csrc/pool.h"],
+    depends=["fastrnn/_core.pxd", "csrc/fastrnn.h", "csrc/cells.h", "csrc/loops.h", "csrc/proj.h",
+             "csrc/vmath.h", "csrc/smallgemm.h", "csrc/gates_avx2.h", "csrc/pool.h"],
     include_dirs=["csrc", np.get_include(), scipy_openblas32.get_include_dir()],
     library_dirs=[scipy_openblas32.get_lib_dir()],
     libraries=[scipy_openblas32.get_library()],

@@ -24,8 +24,9 @@ SHAPE = (100, 64, 32, 128)  # T, B, D, H: bench/_impls.py's "medium"
 CLASSES = {"rnn": fr.RNN, "gru": fr.GRU, "lstm": fr.LSTM}
 OPTIONS = {"plain": {}, "recurrent_dropout=0.25": {"recurrent_dropout": 0.25},
            "zoneout=0.1": {"zoneout": 0.1}, "weight_dropout=0.3": {"weight_dropout": 0.3},
-           "peepholes": {"peepholes": True}, "layer_norm": {"layer_norm": True}}
-ONLY = {"peepholes": ("lstm",)}  # options of one kind only
+           "peepholes": {"peepholes": True}, "layer_norm": {"layer_norm": True},
+           "proj_size=64": {"proj_size": 64}}
+ONLY = {"peepholes": ("lstm",), "proj_size=64": ("lstm",)}  # options of one kind only
 
 
 def cpu_model():
@@ -58,15 +59,16 @@ def main(argv=None):
     for cell in args.cells.split(","):
         layers = {name: CLASSES[cell](D, H, seed=0, **kw) for name, kw in OPTIONS.items()
                   if cell in ONLY.get(name, (cell,))}
-        dy = np.ones((T, B, H), np.float32)
-        for m in layers.values():
+        # y has proj_size features per step with a projection
+        dys = {name: np.ones((T, B, getattr(m, "proj_size", 0) or H), np.float32) for name, m in layers.items()}
+        for name, m in layers.items():
             for _ in range(3):  # warm-up: buffers allocated, pages faulted in
-                step(m, x, dy)
+                step(m, x, dys[name])
         times = {name: [] for name in layers}
         for _ in range(args.rounds):
             for name, m in layers.items():
                 t0 = time.perf_counter()
-                step(m, x, dy)
+                step(m, x, dys[name])
                 times[name].append(time.perf_counter() - t0)
         base = statistics.median(times["plain"])
         for name in layers:

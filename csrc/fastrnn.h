@@ -92,6 +92,13 @@
  *   counts as 0 for dgh and fr_backward_params, given ln = 1 there); dbias keeps its layout
  *   (the biases sit after the normalisation: they take the un-normalised gate gradients).
  *
+ * Projections (LSTM, PyTorch's proj_size; fr_recur / fr_recur_backward row loops only, plan.c
+ * keeps them off the unit paths): with P > 0 the carried and output state is h = W_hr (o*tanh(c))
+ * of P units (c keeps H): h0, h_n, dh0, dh_n, hmask (B,P); y, dy, hprev, hdrop, dhs (T,B,P,ld);
+ * w_hh (G*H,P). Not with zoneout, peepholes or layer norm (the bridge refuses them). The
+ * forward saves hcell = o*tanh(c) (T,B,H); the backward needs dhs, and the caller forms
+ * dW_hr (P,H) += dhs^T hcell over all T*B rows (one GEMM).
+ *
  * Threads: the kernels are reentrant and use whatever threads BLAS is set to (fastrnn keeps BLAS
  * single-threaded). Concurrency comes from jobs over disjoint batch-row ranges (fr_recur,
  * fr_recur_backward), unit tasks of a batch of one (fr_recur_units*), unit halves of a cell step
@@ -169,6 +176,12 @@ typedef struct {
     const void *ln;         /* layer norm gains and biases (see above), or NULL: off */
     void *lnsave;           /* (T,B,FR_LN_SAVE(G*H)) out in training with ln, else NULL */
     void *ws;               /* (fr_forward_ws_size(cell, T, b1-b0, D, H, x != NULL)) scratch */
+    /* LSTM projection (PyTorch's proj_size; see "Projections" above), P = 0: off */
+    int P;
+    const void *w_hr;       /* (P,H) */
+    void *hcell;            /* (T,B,H) out in training: o*tanh(c) of each position (0 past each
+                               length), fr_backward_params' dW_hr operand; else NULL */
+    void *pws;              /* (fr_proj_ws_size(b1-b0, H, P)) scratch with P */
 } fr_recur_args;
 
 /* The reverse time loop of batch rows [b0, b1), from a training forward: writes these rows of
@@ -209,6 +222,9 @@ typedef struct {
     const void *lnsave;      /* (T,B,FR_LN_SAVE(G*H)) saved by the forward, with ln */
     void *dln;               /* (as ln) out with ln, assigned: these rows' share of its gradient */
     void *ws;                /* (fr_backward_ws_size(cell, T, b1-b0, dx ? D : 0, H)) scratch */
+    int P;                   /* projection: as given to the forward (0: off); dhs then required */
+    const void *w_hr;        /* (P,H) */
+    void *pws;               /* (fr_proj_ws_size(b1-b0, H, P)) scratch with P */
 } fr_recur_backward_args;
 
 /* Whole-sequence GEMMs after fr_recur_backward: rows g0..g1-1 of dw_ih, dw_hh, db_ih, db_hh
@@ -232,6 +248,9 @@ typedef struct {
     void *db_ih, *db_hh;        /* (G*H) accumulated, or both NULL */
     void *ws;                   /* (G*H, D+H) scratch for the [x | hprev] GEMM, or NULL */
     int ln;                     /* 1: a layer-normalised layer's dgh (T,B,G*H), biases NULL */
+    int P;                      /* projection: hprev, dw_hh (and ws) have P columns, not H */
+    const void *dhs, *hcell;    /* with P: (T,B,P) from fr_recur_backward, (T,B,H) from fr_recur */
+    void *dw_hr;                /* with P: (P,H) accumulated: its rows g0*P/(G*H) .. g1*P/(G*H) */
 } fr_params_args;
 
 /* A batch of one (B = 1, no lengths), split by hidden units instead of rows: each step is two
@@ -367,6 +386,8 @@ ptrdiff_t fr_forward_ws_size(fr_cell cell, int T, int B, int D, int H, int fused
 ptrdiff_t fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H);
 ptrdiff_t fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int mid, int backward);
 ptrdiff_t fr_cell_units_ws_size(fr_cell cell, int B, int nu);
+/* fr_recur_args.pws / fr_recur_backward_args.pws of an LSTM projection, B rows per call */
+ptrdiff_t fr_proj_ws_size(int B, int H, int P);
 
 /* Thresholds and test overrides. fused, units, dx_in_loop: -1 for the heuristic, 0 or 1 to
  * force. Set from Python with the GIL held, read when a layer is planned. */

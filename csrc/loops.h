@@ -193,6 +193,8 @@ HOT static void SFX(ln_cell_bwd)(int H, const REAL *RS a, const REAL *RS cp, con
     SFX(ln_bwd)(H, dcn, dcn, ch, r, gam, dgam, dbet);
 }
 
+#include "proj.h" /* LSTM projections: fr_recur_proj, fr_recur_backward_proj */
+
 /* ---- forward ---------------------------------------------------------------------------- */
 
 static void SFX(fr_project)(const fr_project_args *a)
@@ -205,6 +207,7 @@ static void SFX(fr_project)(const fr_project_args *a)
 
 static void SFX(fr_recur)(const fr_recur_args *a)
 {
+    if (a->P) { SFX(fr_recur_proj)(a); return; }
     const SFX(fr_cell_kind) *k = &SFX(cells)[a->cell];
     const int G = k->n.gates, A = k->n.aux, H = a->H, D = a->D, T = a->T, B = a->B;
     const int GH = G * H, b0 = a->b0, b1 = a->b1, nb = b1 - b0, reverse = a->reverse;
@@ -325,6 +328,7 @@ static void SFX(fr_recur)(const fr_recur_args *a)
 
 static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
 {
+    if (a->P) { SFX(fr_recur_backward_proj)(a); return; }
     const SFX(fr_cell_kind) *k = &SFX(cells)[a->cell];
     const int G = k->n.gates, A = k->n.aux, S = k->n.shared, H = a->H, D = a->D, T = a->T;
     const int B = a->B, GH = G * H, RH = (G - S) * H, b0 = a->b0, b1 = a->b1, nb = b1 - b0;
@@ -502,7 +506,8 @@ static void SFX(fr_backward_params)(const fr_params_args *a)
 {
     const fr_cell_sizes n = SFX(cells)[a->cell].n;
     /* layer norm: dgh holds every block's recurrent side (S counts as 0) */
-    const int D = a->D, H = a->H, GH = n.gates * H, RH = a->ln ? GH : (n.gates - n.shared) * H;
+    const int D = a->D, GH = n.gates * a->H, RH = a->ln ? GH : (n.gates - n.shared) * a->H;
+    const int H = a->P ? a->P : a->H; /* hprev's and dw_hh's columns (projection: P) */
     const int g0 = a->g0, g1 = a->g1, ldx = a->ldx, ldh = a->ldh;
     const ptrdiff_t TB = (ptrdiff_t)a->T * a->B, r0 = a->r0, r1 = a->r1, DH = (ptrdiff_t)D + H;
     const REAL *x = (const REAL *)a->x, *w_ih = (const REAL *)a->w_ih;
@@ -516,7 +521,7 @@ static void SFX(fr_backward_params)(const fr_params_args *a)
      * recurrent side equals dgx in the first S blocks; the rows past them come from dgh
      * (leading dimension (G-S)*H). */
     if (g1 > g0) {
-        const int split = a->ln ? 0 : n.shared * H; /* rows below read dgx, rows above dgh */
+        const int split = a->ln ? 0 : n.shared * a->H; /* rows below read dgx, rows above dgh */
         const int a1 = g1 < split ? g1 : split, n0 = g0 > split ? g0 : split;
         /* x and hprev side by side in one buffer: rows below split take both weight gradients
          * from one GEMM, so dgx's column block is packed once instead of once per weight (the
@@ -556,6 +561,12 @@ static void SFX(fr_backward_params)(const fr_params_args *a)
                     db_hh[k] += dgh[m * RH + k - split];
                 }
         }
+    }
+    if (a->P && a->dw_hr && g1 > g0) { /* projection: dW_hr += dhs^T hcell, this call's rows */
+        const int P = a->P, p0 = (int)((int64_t)g0 * P / GH), p1 = (int)((int64_t)g1 * P / GH);
+        if (p1 > p0)
+            SFX(gemm)(1, 0, p1 - p0, a->H, (int)TB, (const REAL *)a->dhs + p0, P, (const REAL *)a->hcell, a->H,
+                      (REAL)1, (REAL *)a->dw_hr + (ptrdiff_t)p0 * a->H, a->H);
     }
     if (dx && r1 > r0) {
         SFX(gemm)(0, 0, (int)(r1 - r0), D, GH, dgx + r0 * GH, GH, w_ih, D,

@@ -164,6 +164,14 @@ ptrdiff_t fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H)
            + (T >= FR_PACK_MIN_STEPS ? fr_packed_size(H, GH) + fr_packed_size(D, GH) : 0);
 }
 
+ptrdiff_t fr_proj_ws_size(int B, int H, int P)
+{
+    /* the step's rows of o*tanh(c) (B,H) and their projections (B,P), a row's unused output
+     * copy (H), W_hr packed for the step's product in either orientation */
+    const ptrdiff_t nt = fr_packed_size(P, H), nn = fr_packed_size(H, P);
+    return (ptrdiff_t)B * H + (ptrdiff_t)B * P + H + (nt > nn ? nt : nn);
+}
+
 ptrdiff_t fr_cell_units_ws_size(fr_cell cell, int B, int nu)
 {
     const fr_cell_sizes n = fr_cell_info(cell);

@@ -50,6 +50,10 @@ cdef extern from "fastrnn.h" nogil:
         const void *ln
         void *lnsave
         void *ws
+        int P
+        const void *w_hr
+        void *hcell
+        void *pws
     ctypedef struct fr_recur_backward_args:
         fr_cell cell
         fr_dtype dtype
@@ -82,6 +86,9 @@ cdef extern from "fastrnn.h" nogil:
         const void *lnsave
         void *dln
         void *ws
+        int P
+        const void *w_hr
+        void *pws
     ctypedef struct fr_params_args:
         fr_cell cell
         fr_dtype dtype
@@ -103,6 +110,10 @@ cdef extern from "fastrnn.h" nogil:
         void *db_hh
         void *ws
         int ln
+        int P
+        const void *dhs
+        const void *hcell
+        void *dw_hr
     ctypedef struct fr_units_args:
         fr_cell cell
         fr_dtype dtype
@@ -194,6 +205,7 @@ cdef extern from "fastrnn.h" nogil:
     ptrdiff_t fr_backward_ws_size(fr_cell cell, int T, int B, int D, int H)
     ptrdiff_t fr_units_shared_size(fr_cell cell, fr_dtype dtype, int T, int H, int mid, int backward)
     ptrdiff_t fr_cell_units_ws_size(fr_cell cell, int B, int nu)
+    ptrdiff_t fr_proj_ws_size(int B, int H, int P)
 
     ctypedef struct fr_plan_knobs:
         int fused, units, dx_in_loop

@@ -537,7 +537,7 @@ def project(int cell, x, w_ih, act, bint defer=False):
 def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0, w_hh, b_ih, b_hh, y,
           Py_ssize_t y_col, h_n, c_n, act, hprev, aux, double leak=1.0, x=None, w_ih=None,
           Py_ssize_t h_col=0, hmask=None, hdrop=None, Py_ssize_t d_col=0, zh=None, zc=None,
-          peep=None, ln=None, lnsave=None, bint defer=False):
+          peep=None, ln=None, lnsave=None, w_hr=None, hcell=None, bint defer=False):
     """Forward time loop for batch rows b0..b1-1; writes only those rows.
 
     Without x, act holds project()'s output. With x (T,B,D) and w_ih ("fused"), each step
@@ -546,7 +546,9 @@ def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0,
     h * hmask in columns d_col..d_col+H. zh, zc (T,B,H): zoneout weights of the previous h and c
     (zc only for LSTM). peep (3H): LSTM peephole weights p_i, p_f, p_o. ln (4GH [+ 2H for
     LSTM]): layer norm gains and biases; in training (hprev given) lnsave (T,B,2GH+4) receives
-    what its backward needs. See fastrnn.h."""
+    what its backward needs. w_hr (P,H): LSTM projection (proj_size): h0, hmask (B,P), w_hh
+    (G*H,P), y and hprev P columns, h_n (B,P); in training hcell (T,B,H) receives o*tanh(c).
+    See fastrnn.h."""
     dtype = _float_dtype(y, "y")
     if not isinstance(y, np.ndarray) or y.ndim != 3:
         raise ValueError("y must be a 3-D (T, B, W) numpy array")
@@ -556,6 +558,9 @@ def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0,
     cdef fr_cell_sizes n = _sizes(cell)
     cdef int T = _dim(y.shape[0], "y's time steps T"), B = _dim(y.shape[1], "y's batch size B")
     cdef int H = _dim(w_hh.shape[1], "w_hh's columns H"), G = n.gates, A = n.aux
+    cdef int P = _proj(w_hr, n, zh, peep, ln, "w_hr")
+    if P:
+        H = _dim(w_hr.shape[1], "w_hr's columns H")
     _gh(G, H, "w_hh's columns H")
     cdef bint two = n.states == 2
     cdef bint fused = x is not None
@@ -575,25 +580,26 @@ def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0,
         a.w_ih = _ptr(w_ih, "w_ih", (G * H, a.D), dtype)
     elif w_ih is not None:
         raise ValueError("w_ih is only used together with x (fused mode)")
-    a.h0 = _ptr(h0, "h0", (B, H), dtype)
+    cdef int R = P if P else H  # the state h's size
+    a.h0 = _ptr(h0, "h0", (B, R), dtype)
     a.c0 = _ptr(c0, "c0", (B, H), dtype) if two else NULL
-    a.w_hh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
+    a.w_hh = _ptr(w_hh, "w_hh", (G * H, R), dtype)
     if (b_ih is None) != (b_hh is None):
         raise ValueError("b_ih and b_hh must both be given or both be None")
     a.b_ih = _ptr(b_ih, "b_ih", (G * H,), dtype, True)
     a.b_hh = _ptr(b_hh, "b_hh", (G * H,), dtype, True)
-    a.y = _cols(y, "y", T, B, y_col, H, dtype, &a.ldy, REQUIRED, OUTPUT)
-    a.h_n = _ptr(h_n, "h_n", (B, H), dtype, REQUIRED, OUTPUT)
+    a.y = _cols(y, "y", T, B, y_col, R, dtype, &a.ldy, REQUIRED, OUTPUT)
+    a.h_n = _ptr(h_n, "h_n", (B, R), dtype, REQUIRED, OUTPUT)
     a.c_n = _ptr(c_n, "c_n", (B, H), dtype, REQUIRED, OUTPUT) if two else NULL
     a.act = _ptr(act, "act", (T, B, G * H), dtype, fused and hprev is None, OUTPUT)
-    a.ldh = H
-    a.hprev = _cols(hprev, "hprev", T, B, h_col, H, dtype, &a.ldh, NULLABLE, OUTPUT)
+    a.ldh = R
+    a.hprev = _cols(hprev, "hprev", T, B, h_col, R, dtype, &a.ldh, NULLABLE, OUTPUT)
     a.aux = _ptr(aux, "aux", (T, B, A * H), dtype, REQUIRED, OUTPUT) if (A and hprev is not None) else NULL
-    a.hmask = _ptr(hmask, "hmask", (B, H), dtype, NULLABLE)
-    a.ldd = H
+    a.hmask = _ptr(hmask, "hmask", (B, R), dtype, NULLABLE)
+    a.ldd = R
     a.hdrop = NULL
     if hmask is not None and hprev is not None:
-        a.hdrop = _cols(hdrop, "hdrop", T, B, d_col, H, dtype, &a.ldd, REQUIRED, OUTPUT)
+        a.hdrop = _cols(hdrop, "hdrop", T, B, d_col, R, dtype, &a.ldd, REQUIRED, OUTPUT)
     elif hdrop is not None:
         raise ValueError("hdrop is only written in training (hprev given) with hmask")
     a.zh, a.zc = _zone(zh, zc, T, B, H, two, dtype)
@@ -604,10 +610,35 @@ def recur(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths, h0, c0,
         a.lnsave = _ptr(lnsave, "lnsave", (T, B, 2 * G * H + 4), dtype, REQUIRED, OUTPUT)
     elif lnsave is not None:
         raise ValueError("lnsave is only written in training (hprev given) with ln")
-    ws = _empty(1, fr_forward_ws_size(c, T, b1 - b0, a.D, H, fused), 0, 0, (<cnp.dtype>dtype).type_num)
+    cdef Py_ssize_t wsn = fr_forward_ws_size(c, T, b1 - b0, a.D, H, fused)
+    ws = _empty(1, wsn + (fr_proj_ws_size(b1 - b0, H, P) if P else 0), 0, 0, (<cnp.dtype>dtype).type_num)
     a.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
+    a.P, a.w_hr, a.hcell, a.pws = P, NULL, NULL, NULL
+    if P:
+        a.w_hr = _ptr(w_hr, "w_hr", (P, H), dtype)
+        a.pws = <char*>a.ws + wsn * <Py_ssize_t>(<cnp.dtype>dtype).itemsize
+        if hprev is not None:
+            a.hcell = _ptr(hcell, "hcell", (T, B, H), dtype, REQUIRED, OUTPUT)
+    if hcell is not None and a.hcell == NULL:
+        raise ValueError("hcell is only written in training (hprev given) with w_hr")
     return _finish(&j, (lengths, h0, c0, w_hh, b_ih, b_hh, y, h_n, c_n, act, hprev, aux, x, w_ih, ws,
-                        hmask, hdrop, zh, zc, peep, ln, lnsave), defer)
+                        hmask, hdrop, zh, zc, peep, ln, lnsave, w_hr, hcell), defer)
+
+
+cdef int _proj(w_hr, fr_cell_sizes n, zh, peep, ln, str name) except -1:
+    """P of an LSTM projection w_hr (P,H), 0 for None; refuses what the projected loops lack."""
+    if w_hr is None:
+        return 0
+    if n.states != 2:
+        raise ValueError(f"{name} (projection) is an LSTM option")
+    if not isinstance(w_hr, np.ndarray) or w_hr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D numpy array (P, H)")
+    if zh is not None or peep is not None or ln is not None:
+        raise ValueError(f"{name} (projection) cannot be combined with zoneout, peepholes or layer norm")
+    cdef int P = _dim(w_hr.shape[0], f"{name}'s rows P")
+    if P < 1:
+        raise ValueError(f"{name} must have at least one row")
+    return P
 
 
 cdef Py_ssize_t _ln_size(int G, int H, bint two):
@@ -649,14 +680,15 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
                    aux, dy, Py_ssize_t dy_col, dh_n, dc_n, dh0, dc0, dgx, dgh, double leak=1.0,
                    dhs=None, dbias=None, Py_ssize_t h_col=0, w_ih=None, dx=None, hmask=None,
                    zh=None, zc=None, peep=None, dpeep=None, ln=None, lnsave=None, dln=None,
-                   bint defer=False):
+                   w_hr=None, bint defer=False):
     """Reverse time loop for batch rows b0..b1-1; writes their rows of dgx/dgh, dh0, dc0, and
     with dbias (G*H + (G-S)*H) these rows' share of the bias gradients (assigned).
     With dx (T,B,D) and w_ih, also these rows of dx (assigned; see dx_in_loop_pays): only for
     a layer with one direction, and backward_params must then be given dx=None.
     hmask, zh, zc, peep: as given to recur(); with peep, dpeep (3H) gets these rows' share of
     the peephole gradient (assigned). With ln (and the forward's lnsave), dln (as ln) gets these
-    rows' share of its gradient (assigned) and dgh is (T,B,G*H)."""
+    rows' share of its gradient (assigned) and dgh is (T,B,G*H). w_hr (P,H): the projection as
+    given to recur(); dy, hprev, dhs (required) then have P columns, dh_n, dh0, hmask (B,P)."""
     dtype = _float_dtype(act, "act")
     if act.ndim != 3 or not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError("act must be 3-D and w_hh 2-D")
@@ -664,6 +696,10 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
     cdef fr_cell_sizes n = _sizes(cell)
     cdef int T = _dim(act.shape[0], "act's time steps T"), B = _dim(act.shape[1], "act's batch size B")
     cdef int H = _dim(w_hh.shape[1], "w_hh's columns H"), G = n.gates, A = n.aux
+    cdef int P = _proj(w_hr, n, zh, peep, ln, "w_hr")
+    if P:
+        H = _dim(w_hr.shape[1], "w_hr's columns H")
+    cdef int R = P if P else H  # the state h's size
     _gh(G, H, "w_hh's columns H")
     cdef int RH = (n.gates - n.shared) * H
     cdef int RD = G * H if ln is not None else RH  # dgh's columns
@@ -676,19 +712,19 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
     a.b0, a.b1, a.reverse, a.leak = b0, b1, reverse, leak
     a.lengths = _lengths(lengths, T, B)
     a.ldy = 0
-    a.dy = _cols(dy, "dy", T, B, dy_col, H, dtype, &a.ldy, True)
-    a.w_hh = _ptr(w_hh, "w_hh", (G * H, H), dtype)
+    a.dy = _cols(dy, "dy", T, B, dy_col, R, dtype, &a.ldy, True)
+    a.w_hh = _ptr(w_hh, "w_hh", (G * H, R), dtype)
     a.act = _ptr(act, "act", (T, B, G * H), dtype)
-    a.ldh = H
-    a.hprev = _cols(hprev, "hprev", T, B, h_col, H, dtype, &a.ldh)
+    a.ldh = R
+    a.hprev = _cols(hprev, "hprev", T, B, h_col, R, dtype, &a.ldh)
     a.aux = _ptr(aux, "aux", (T, B, A * H), dtype) if A else NULL
-    a.dh_n = _ptr(dh_n, "dh_n", (B, H), dtype, True)
+    a.dh_n = _ptr(dh_n, "dh_n", (B, R), dtype, True)
     a.dc_n = _ptr(dc_n, "dc_n", (B, H), dtype, True) if two else NULL
-    a.dh0 = _ptr(dh0, "dh0", (B, H), dtype, REQUIRED, OUTPUT)
+    a.dh0 = _ptr(dh0, "dh0", (B, R), dtype, REQUIRED, OUTPUT)
     a.dc0 = _ptr(dc0, "dc0", (B, H), dtype, REQUIRED, OUTPUT) if two else NULL
     a.dgx = _ptr(dgx, "dgx", (T, B, G * H), dtype, REQUIRED, OUTPUT)
     a.dgh = _ptr(dgh, "dgh", (T, B, RD), dtype, REQUIRED, OUTPUT) if RD else NULL
-    a.dhs = _ptr(dhs, "dhs", (T, B, H), dtype, NULLABLE, OUTPUT)
+    a.dhs = _ptr(dhs, "dhs", (T, B, R), dtype, not P, OUTPUT)
     a.dbias = _ptr(dbias, "dbias", (<Py_ssize_t>G * H + RH,), dtype, NULLABLE, OUTPUT)
     a.D, a.w_ih, a.dx = 0, NULL, NULL
     if dx is not None:
@@ -699,7 +735,7 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
         a.dx = _ptr(dx, "dx", (T, B, a.D), dtype, REQUIRED, OUTPUT)
     elif w_ih is not None:
         raise ValueError("w_ih is only used together with dx")
-    a.hmask = _ptr(hmask, "hmask", (B, H), dtype, NULLABLE)
+    a.hmask = _ptr(hmask, "hmask", (B, R), dtype, NULLABLE)
     a.zh, a.zc = _zone(zh, zc, T, B, H, two, dtype)
     a.peep = _peep(peep, H, two, dtype)
     a.dpeep = _dpeep(peep, dpeep, (3 * H,), dtype)
@@ -710,15 +746,21 @@ def recur_backward(int cell, Py_ssize_t b0, Py_ssize_t b1, bint reverse, lengths
         a.dln = _ptr(dln, "dln", (_ln_size(G, H, two),), dtype, REQUIRED, OUTPUT)
     elif lnsave is not None or dln is not None:
         raise ValueError("lnsave and dln are only used with ln")
-    ws = _empty(1, fr_backward_ws_size(c, T, b1 - b0, a.D, H), 0, 0, (<cnp.dtype>dtype).type_num)
+    cdef Py_ssize_t wsn = fr_backward_ws_size(c, T, b1 - b0, a.D, H)
+    ws = _empty(1, wsn + (fr_proj_ws_size(b1 - b0, H, P) if P else 0), 0, 0, (<cnp.dtype>dtype).type_num)
     a.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
+    a.P, a.w_hr, a.pws = P, NULL, NULL
+    if P:
+        a.w_hr = _ptr(w_hr, "w_hr", (P, H), dtype)
+        a.pws = <char*>a.ws + wsn * <Py_ssize_t>(<cnp.dtype>dtype).itemsize
     return _finish(&j, (lengths, w_hh, act, hprev, aux, dy, dh_n, dc_n, dh0, dc0, dgx, dgh, dhs,
-                        dbias, ws, w_ih, dx, hmask, zh, zc, peep, dpeep, ln, lnsave, dln), defer)
+                        dbias, ws, w_ih, dx, hmask, zh, zc, peep, dpeep, ln, lnsave, dln, w_hr), defer)
 
 
 def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ssize_t r1, x, w_ih,
                     hprev, dgx, dgh, dx, bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh,
-                    Py_ssize_t h_col=0, dwc=None, lengths=None, bint ln=False, bint defer=False):
+                    Py_ssize_t h_col=0, dwc=None, lengths=None, bint ln=False, bint proj=False,
+                    dhs=None, hcell=None, dw_hr=None, bint defer=False):
     """Whole-sequence GEMMs after recur_backward(): rows g0..g1 of the parameter grads +=,
     rows r0..r1 (of T*B) of dx assigned/accumulated.
 
@@ -727,7 +769,10 @@ def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ss
     h_col = D, and dwc (G*H, D+H) scratch lets one GEMM produce both weight gradients.
     With lengths (as given to the forward), dx is zero at padded positions whatever W_ih holds.
     ln=True: a layer-normalised layer's dgh (T,B,G*H) from recur_backward(ln=...); the bias
-    gradients then come from recur_backward's dbias only (db_ih, db_hh must be None)."""
+    gradients then come from recur_backward's dbias only (db_ih, db_hh must be None).
+    proj=True: an LSTM projection's layer: hprev and dw_hh (and dwc) have P = dw_hh's columns,
+    the cell's H is dgx's columns / G; with dw_hr (P,H), dhs (T,B,P) from recur_backward and
+    hcell (T,B,H) from recur, its rows g0*P/(G*H)..g1*P/(G*H) += dhs^T hcell."""
     dtype = _float_dtype(x, "x")
     if x.ndim != 3 or not isinstance(w_ih, np.ndarray) or w_ih.ndim != 2 \
             or not isinstance(dw_hh, np.ndarray) or dw_hh.ndim != 2:
@@ -739,6 +784,11 @@ def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ss
     _dim(<Py_ssize_t>T * B, "x's rows T*B")
     cdef int D = _dim(w_ih.shape[1], "w_ih's columns D"), H = _dim(dw_hh.shape[1], "dw_hh's columns H")
     cdef int G = n.gates
+    cdef int R = H  # hprev's and dw_hh's columns
+    if proj:
+        if n.states != 2 or ln or not isinstance(dgx, np.ndarray) or dgx.ndim != 3:
+            raise ValueError("proj needs an LSTM's dgx (T,B,4H) and no ln")
+        H = _dim(dgx.shape[2] // G, "dgx's columns / G")
     _gh(G, H, "dw_hh's columns H")
     cdef int RH = G * H if ln else (n.gates - n.shared) * H
     if ln and (db_ih is not None or db_hh is not None):
@@ -753,17 +803,26 @@ def backward_params(int cell, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t r0, Py_ss
     a.lengths = _lengths(lengths, T, B)
     a.x = _cols(x, "x", T, B, 0, D, dtype, &a.ldx)
     a.w_ih = _ptr(w_ih, "w_ih", (G * H, D), dtype)
-    a.hprev = _cols(hprev, "hprev", T, B, h_col, H, dtype, &a.ldh)
+    a.hprev = _cols(hprev, "hprev", T, B, h_col, R, dtype, &a.ldh)
     a.dgx = _ptr(dgx, "dgx", (T, B, G * H), dtype)
     a.dgh = _ptr(dgh, "dgh", (T, B, RH), dtype) if RH else NULL
     a.dx = _ptr(dx, "dx", (T, B, D), dtype, NULLABLE, OUTPUT)
     a.dw_ih = _ptr(dw_ih, "dw_ih", (G * H, D), dtype, REQUIRED, OUTPUT)
-    a.dw_hh = _ptr(dw_hh, "dw_hh", (G * H, H), dtype, REQUIRED, OUTPUT)
+    a.dw_hh = _ptr(dw_hh, "dw_hh", (G * H, R), dtype, REQUIRED, OUTPUT)
     a.db_ih = _ptr(db_ih, "db_ih", (G * H,), dtype, NULLABLE, OUTPUT)
     a.db_hh = _ptr(db_hh, "db_hh", (G * H,), dtype, NULLABLE, OUTPUT)
-    a.ws = _ptr(dwc, "dwc", (G * H, <Py_ssize_t>D + H), dtype, NULLABLE, OUTPUT)
+    a.ws = _ptr(dwc, "dwc", (G * H, <Py_ssize_t>D + R), dtype, NULLABLE, OUTPUT)
     a.ln = ln
-    return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh, dwc, lengths), defer)
+    a.P = R if proj else 0
+    a.dhs, a.hcell, a.dw_hr = NULL, NULL, NULL
+    if proj and dw_hr is not None:
+        a.dw_hr = _ptr(dw_hr, "dw_hr", (R, H), dtype, REQUIRED, OUTPUT)
+        a.dhs = _ptr(dhs, "dhs", (T, B, R), dtype)
+        a.hcell = _ptr(hcell, "hcell", (T, B, H), dtype)
+    elif dw_hr is not None or dhs is not None or hcell is not None:
+        raise ValueError("dw_hr, dhs and hcell are only used with proj")
+    return _finish(&j, (x, w_ih, hprev, dgx, dgh, dx, dw_ih, dw_hh, db_ih, db_hh, dwc, lengths, dhs, hcell,
+                        dw_hr), defer)
 
 
 def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reverse=False,
@@ -1078,6 +1137,7 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None, 
         r.act, r.hprev, r.ldh, r.aux = pact, php, H, paux
         r.hmask, r.hdrop, r.ldd, r.zh, r.zc, r.peep = NULL, NULL, H, pzh, pzc, ppe
         r.ln, r.lnsave = NULL, NULL
+        r.P, r.w_hr, r.hcell, r.pws = 0, NULL, NULL, NULL
         r.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
         with nogil:
             fr_recur(&r)

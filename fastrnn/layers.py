@@ -79,10 +79,11 @@ def _min_rows(chunks):
     return min(b1 - b0 for b0, b1 in chunks)
 
 
-def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc, lengths=None, ln=False):
+def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc, lengths=None, ln=False, proj=None):
     """Whole-sequence weight and input gradients (grads: dw_ih, dw_hh), split over weight rows
     and input rows (the bias gradients are summed inside the reverse loops).
-    xh (T,B,D+H) is the forward's [x | hprev] buffer; dwc (G*H, D+H) scratch."""
+    xh (T,B,D+H) is the forward's [x | hprev] buffer; dwc (G*H, D+H) scratch.
+    proj: an LSTM projection's (dhs, hcell, dw_hr), dW_hr's rows split with the gate rows."""
     T, B, W = xh.shape
     D = w_ih.shape[1]
     GH = dgx.shape[2]
@@ -91,7 +92,8 @@ def _params_grads(cell, xh, w_ih, dgx, dgh, dx, accumulate, grads, dwc, lengths=
     _run([_core.backward_params(cell, g0=g0, g1=g1, r0=r0, r1=r1, x=xh, w_ih=w_ih, hprev=xh, h_col=D,
                                 dgx=dgx, dgh=dgh, dx=dx, accumulate_dx=accumulate, dw_ih=dw_ih,
                                 dw_hh=dw_hh, db_ih=None, db_hh=None, dwc=dwc, lengths=lengths, ln=ln,
-                                defer=True)
+                                proj=proj is not None, dhs=proj and proj[0], hcell=proj and proj[1],
+                                dw_hr=proj and proj[2], defer=True)
           for (g0, g1), (r0, r1) in zip(_chunks(GH, parts), _chunks(T * B, parts))])
 
 
@@ -252,7 +254,7 @@ class _RNNBase(_Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
                  recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, peepholes=False,
-                 layer_norm=False):
+                 layer_norm=False, proj_size=0):
         super().__init__(dtype, seed)
         if not isinstance(peepholes, (bool, np.bool_)):
             raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
@@ -272,6 +274,8 @@ class _RNNBase(_Module):
         self.weight_dropout = in_range(weight_dropout, "weight_dropout", 0, 1)
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
+        self.proj_size = self._check_proj(proj_size)
+        self._R = self.proj_size or self.hidden_size  # the size of h (and of y per direction)
         self.num_layers = positive_int(num_layers, "num_layers")
         dropout = in_range(dropout, "dropout", 0, 1)
         self.bias = bool(bias)
@@ -281,17 +285,19 @@ class _RNNBase(_Module):
         self.num_directions = 2 if bidirectional else 1
         self._kind = CELLS[self.mode]  # the cell kind's sizes (see the `kind` property)
         self._cell = self._kind.code
-        H, G = self.hidden_size, self._kind.gates
+        H, G, R = self.hidden_size, self._kind.gates, self._R
         bound = 1.0 / np.sqrt(H)
         for layer in range(self.num_layers):
-            d_in = self.input_size if layer == 0 else H * self.num_directions
+            d_in = self.input_size if layer == 0 else R * self.num_directions
             for direction in range(self.num_directions):
                 sfx = f"_l{layer}" + ("_reverse" if direction else "")
                 self._add_param("weight_ih" + sfx, (G * H, d_in), bound)
-                self._add_param("weight_hh" + sfx, (G * H, H), bound)
+                self._add_param("weight_hh" + sfx, (G * H, R), bound)
                 if self.bias:
                     self._add_param("bias_ih" + sfx, (G * H,), bound)
                     self._add_param("bias_hh" + sfx, (G * H,), bound)
+                if self.proj_size:  # PyTorch's name, shape and place (after the biases)
+                    self._add_param("weight_hr" + sfx, (self.proj_size, H), bound)
                 if self.peepholes:  # p_i, p_f, p_o: ONNX's P, but in our gate order
                     self._add_param("weight_ch" + sfx, (3 * H,), bound)
                 if self.layer_norm:  # gains 1, biases 0 (haste's LayerNormLSTM)
@@ -302,10 +308,33 @@ class _RNNBase(_Module):
         self._cache = None
         self._bufs = {}
 
+    def _check_proj(self, proj_size):
+        """proj_size: 0 (off) or PyTorch's 0 < P < hidden_size, an LSTM option; refused with
+        the variants the projected loops do not have."""
+        if isinstance(proj_size, (bool, np.bool_)) or not isinstance(proj_size, (int, np.integer)):
+            raise TypeError(f"proj_size must be an int, got {proj_size!r}")
+        P = int(proj_size)
+        if P == 0:
+            return 0
+        if P < 0 or P >= self.hidden_size:
+            raise ValueError(f"proj_size must be 0 (off) or in 1..hidden_size-1 = {self.hidden_size - 1}, "
+                             f"got {P} (PyTorch's rule)")
+        if self.mode != "LSTM":
+            raise ValueError(f"proj_size is an LSTM option (h = W_hr (o * tanh(c))), not {type(self).__name__}'s")
+        for name in ("peepholes", "layer_norm", "zoneout"):
+            if getattr(self, name):
+                raise ValueError(f"proj_size cannot be combined with {name} (the projected LSTM loops "
+                                 "have recurrent_dropout and weight_dropout only)")
+        return P
+
+    @staticmethod
+    def _hr_name(layer, direction):
+        return f"weight_hr_l{layer}" + ("_reverse" if direction else "")
+
     def __repr__(self):
         extra = f", nonlinearity={self.nonlinearity!r}" if self.mode.startswith("RNN") else ""
         extra += f", leak={self.leak}" if self.leak != 1.0 else ""
-        for name in ("recurrent_dropout", "zoneout", "weight_dropout", "peepholes", "layer_norm"):
+        for name in ("recurrent_dropout", "zoneout", "weight_dropout", "peepholes", "layer_norm", "proj_size"):
             extra += f", {name}={getattr(self, name)}" if getattr(self, name) else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
@@ -344,7 +373,7 @@ class _RNNBase(_Module):
         rd, zo, wd = self.recurrent_dropout, self.zoneout, self.weight_dropout
         if not (rd or zo or wd):
             return None
-        H, G, lstm = self.hidden_size, self._kind.gates, self._kind.states == 2
+        H, G, lstm, R = self.hidden_size, self._kind.gates, self._kind.states == 2, self._R
         out = []
         if zo and not self.training:
             z_eval = self._buffer(("z_eval",), (T, B, H), shared)
@@ -354,12 +383,12 @@ class _RNNBase(_Module):
             buf = functools.partial(self._buffer, shared=shared)
             if self.training:
                 if rd:
-                    m["hmask"] = self._bernoulli(buf(("hmask", k), (B, H)), 1.0 - rd, 1.0 / (1.0 - rd))
+                    m["hmask"] = self._bernoulli(buf(("hmask", k), (B, R)), 1.0 - rd, 1.0 / (1.0 - rd))
                 if zo:
                     m["zh"] = self._bernoulli(buf(("zh", k), (T, B, H)), zo)
                     m["zc"] = self._bernoulli(buf(("zc", k), (T, B, H)), zo) if lstm else None
                 if wd:
-                    m["wmask"] = self._bernoulli(buf(("wmask", k), (G * H, H)), 1.0 - wd, 1.0 / (1.0 - wd))
+                    m["wmask"] = self._bernoulli(buf(("wmask", k), (G * H, R)), 1.0 - wd, 1.0 / (1.0 - wd))
             elif zo:
                 m["zh"], m["zc"] = z_eval, z_eval if lstm else None
             out.append(m)
@@ -383,6 +412,9 @@ class _RNNBase(_Module):
         return np.concatenate([self._params[n] for n in self._ln_names(layer, direction)])
 
     def _state_shape(self, B):
+        return (self.num_layers * self.num_directions, B, self._R)
+
+    def _cell_state_shape(self, B):
         return (self.num_layers * self.num_directions, B, self.hidden_size)
 
     def _split_hx(self, hx):
@@ -413,8 +445,9 @@ class _RNNBase(_Module):
         S = self._state_shape(B)
         h0, c0 = self._split_hx(hx)
         h0 = np.zeros(S, self.dtype) if h0 is None else _as_array(h0, "h0", self.dtype, shape=S)
+        Sc = self._cell_state_shape(B)
         if self._kind.states == 2:
-            c0 = np.zeros(S, self.dtype) if c0 is None else _as_array(c0, "c0", self.dtype, shape=S)
+            c0 = np.zeros(Sc, self.dtype) if c0 is None else _as_array(c0, "c0", self.dtype, shape=Sc)
         if lengths is not None:
             lengths = _as_lengths(lengths, T, B)
             if lengths.min() < T:
@@ -426,24 +459,26 @@ class _RNNBase(_Module):
         # A training cache is dropped by any later forward (its buffers are about to be reused
         # by a training one; after an inference one, backward would not match the last call).
         self._cache = None
-        H, dirs = self.hidden_size, self.num_directions
+        H, dirs, R = self.hidden_size, self.num_directions, self._R
         h_n = np.empty(S, self.dtype)
-        c_n = np.empty(S, self.dtype) if self._kind.states == 2 else None
+        c_n = np.empty(Sc, self.dtype) if self._kind.states == 2 else None
         G = self._kind.gates
         masks = self._draw_masks(T, B, record)
         chunks = _row_ranges(self._cell, T, B, H, dirs)
         # a batch of one: where its steps split by hidden units, or None
         mid = _core.plan_units_mid(self._cell, T, B, H, dirs, lengths is not None,
-                                   bool(self.recurrent_dropout or self.zoneout or self.layer_norm))
+                                   bool(self.recurrent_dropout or self.zoneout or self.layer_norm
+                                        or self.proj_size))
         layers = []
         inp = x
         for layer in range(self.num_layers):
-            y = np.empty((T, B, dirs * H), self.dtype)
+            y = np.empty((T, B, dirs * R), self.dtype)
             saved, tasks = [], []
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = map(self._params.get, self._names(layer, d))
                 peep = self._params.get(self._peep_name(layer, d))
                 ln = self._ln_packed(layer, d) if self.layer_norm else None
+                w_hr = self._params[self._hr_name(layer, d)] if self.proj_size else None
                 k = layer * dirs + d
                 mk = masks[k] if masks is not None else {}
                 hmask, zh, zc, wmask = mk.get("hmask"), mk.get("zh"), mk.get("zc"), mk.get("wmask")
@@ -458,13 +493,15 @@ class _RNNBase(_Module):
                 # The input beside the states entering each step, [x | hprev]: backward takes
                 # both weight gradients from one GEMM over it (fr_backward_params).
                 D = inp.shape[2]
-                xh = self._buffer(("xh", k), (T, B, D + H)) if record else None
+                xh = self._buffer(("xh", k), (T, B, D + R)) if record else None
                 if record:
                     xh[..., :D] = inp
                 aux = self._buffer(("aux", k), (T, B, self._kind.aux * H)) if record else None
                 # Recurrent dropout: [x | h * mask] is what the weights saw (both weight gradients
                 # still come from one GEMM); the rows' unmasked h is kept beside it.
-                hp = self._buffer(("hp", k), (T, B, H)) if record and hmask is not None else None
+                hp = self._buffer(("hp", k), (T, B, R)) if record and hmask is not None else None
+                # projection: o*tanh(c) of each position, dW_hr's operand
+                hcell = self._buffer(("hcell", k), (T, B, H)) if record and w_hr is not None else None
                 # layer norm: each position's normalised projections and statistics
                 lnsave = self._buffer(("lnsave", k), (T, B, 2 * G * H + 4)) if record and ln is not None else None
                 if not fused:
@@ -483,15 +520,18 @@ class _RNNBase(_Module):
                     continue
                 tasks += [_core.recur(self._cell, b0=b0, b1=b1, reverse=bool(d), lengths=lengths,
                                       h0=h0[k], c0=c0k, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, y=y,
-                                      y_col=d * H, h_n=h_n[k], c_n=c_nk, act=act,
+                                      y_col=d * R, h_n=h_n[k], c_n=c_nk, act=act,
                                       hprev=xh if hp is None else hp, h_col=D if hp is None else 0,
                                       aux=aux, leak=self.leak, x=inp if fused else None,
                                       w_ih=w_ih if fused else None, hmask=hmask,
                                       hdrop=xh if hp is not None else None, d_col=D, zh=zh, zc=zc,
-                                      peep=peep, ln=ln, lnsave=lnsave, defer=True)
+                                      peep=peep, ln=ln, lnsave=lnsave, w_hr=w_hr, hcell=hcell,
+                                      defer=True)
                           for b0, b1 in chunks]
                 if ln is not None:
                     mk = dict(mk, ln=ln, lnsave=lnsave)
+                if w_hr is not None:
+                    mk = dict(mk, w_hr=w_hr, hcell=hcell)
                 saved.append((act, xh, aux, hp, mk))
             _run(tasks)
             mask = None
@@ -525,10 +565,10 @@ class _RNNBase(_Module):
             raise RuntimeError("backward() needs a preceding forward() in training mode "
                                "(eval mode and no_grad() keep no cache)")
         layers, lengths, T, B, mid = self._cache
-        H, dirs = self.hidden_size, self.num_directions
-        S = self._state_shape(B)
+        H, dirs, R = self.hidden_size, self.num_directions, self._R
+        S, Sc = self._state_shape(B), self._cell_state_shape(B)
         if dy is not None:
-            want = (B, T, dirs * H) if self.batch_first else (T, B, dirs * H)
+            want = (B, T, dirs * R) if self.batch_first else (T, B, dirs * R)
             dy = _as_array(dy, "dy", self.dtype, shape=want)
             if self.batch_first:
                 dy = np.ascontiguousarray(dy.transpose(1, 0, 2))
@@ -536,15 +576,17 @@ class _RNNBase(_Module):
         if dh_n is not None:
             dh_n = _as_array(dh_n, "dh_n", self.dtype, shape=S)
         if dc_n is not None:
-            dc_n = _as_array(dc_n, "dc_n", self.dtype, shape=S)
+            dc_n = _as_array(dc_n, "dc_n", self.dtype, shape=Sc)
         dh0 = np.empty(S, self.dtype)
-        dc0 = np.empty(S, self.dtype) if self._kind.states == 2 else None
+        dc0 = np.empty(Sc, self.dtype) if self._kind.states == 2 else None
         G, nsum = self._kind.gates, self._kind.shared  # nsum: blocks where b_ih and b_hh add up
         RH = (G - nsum) * H  # recurrent-side gradient columns of the other blocks (GRU: n)
         RD = G * H if self.layer_norm else RH  # dgh's columns (layer norm: every block's own)
         chunks = _row_ranges(self._cell, T, B, H, dirs)
         p, g = self._params, self.grads
-        dhs_all = [np.empty((T, B, H), self.dtype) for _ in range(S[0])] if state_grads else [None] * S[0]
+        dhs_all = [np.empty((T, B, R), self.dtype) for _ in range(S[0])] if state_grads else [None] * S[0]
+        if self.proj_size and not state_grads:  # dW_hr's operand: dL/dh_t of every position
+            dhs_all = [self._buffer(("dhs", d), (T, B, R)) for _ in range(self.num_layers) for d in range(dirs)]
         for layer in reversed(range(self.num_layers)):
             inp, saved, mask = layers[layer]
             if mask is not None and dy is not None:
@@ -594,12 +636,13 @@ class _RNNBase(_Module):
                 tasks += [_core.recur_backward(
                               self._cell, b0=b0, b1=b1, reverse=bool(d), lengths=lengths,
                               w_hh=w_hh_used, act=act, hprev=xh if hp is None else hp,
-                              h_col=D if hp is None else 0, aux=aux, dy=dy, dy_col=d * H,
+                              h_col=D if hp is None else 0, aux=aux, dy=dy, dy_col=d * R,
                               dh_n=dh_nk, dc_n=dc_nk, dh0=dh0[k], dc0=dc0k, dgx=dgx, dgh=dgh,
                               leak=self.leak, dhs=dhs_all[k], dbias=dbias[i],
                               w_ih=None if loop_dx is None else p[w_ih], dx=loop_dx,
                               hmask=mk.get("hmask"), zh=mk.get("zh"), zc=mk.get("zc"), peep=peep,
-                              dpeep=dpeep[i], ln=ln, lnsave=lnsave, dln=dln[i], defer=True)
+                              dpeep=dpeep[i], ln=ln, lnsave=lnsave, dln=dln[i], w_hr=mk.get("w_hr"),
+                              defer=True)
                           for i, (b0, b1) in enumerate(chunks)]
             _run(tasks)
             for d in range(dirs):
@@ -616,14 +659,17 @@ class _RNNBase(_Module):
                 wmask = saved[d][4].get("wmask")
                 # weight dropout: the loops' W_hh was W_hh * mask, so its gradient goes back
                 # through the mask (accumulated in a scratch first, as the engine adds)
-                dw_hh = g[w_hh] if wmask is None else self._buffer(("dwm", layer, d), (G * H, H))
+                dw_hh = g[w_hh] if wmask is None else self._buffer(("dwm", layer, d), (G * H, R))
                 if wmask is not None:
                     dw_hh.fill(0)
                 _params_grads(self._cell, saved[d][1], p[w_ih], dgx, dgh,
                               dx if loop_dx is None else None, d > 0,
                               (g[w_ih], dw_hh),
-                              self._buffer(("dwc", layer, d), (G * H, inp.shape[2] + H)), lengths,
-                              self.layer_norm)
+                              self._buffer(("dwc", layer, d), (G * H, inp.shape[2] + R)), lengths,
+                              self.layer_norm,
+                              # dW_hr (P,H) += dhs^T hcell over all T*B rows, in the same jobs
+                              (dhs_all[layer * dirs + d], saved[d][4]["hcell"], g[self._hr_name(layer, d)])
+                              if self.proj_size else None)
                 if wmask is not None:
                     g[w_hh] += dw_hh * wmask
                 if self.bias:
@@ -683,7 +729,8 @@ class RNN(_RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
-                 leak=1.0, recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, layer_norm=False):
+                 leak=1.0, recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, layer_norm=False,
+                 proj_size=0):  # proj_size: accepted to be refused with the base's error
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.leak = in_range(leak, "leak", 0, 1, "(]")
@@ -691,7 +738,7 @@ class RNN(_RNNBase):
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, seed, recurrent_dropout, zoneout, weight_dropout,
-                         layer_norm=layer_norm)
+                         layer_norm=layer_norm, proj_size=proj_size)
 
 
 class GRU(_RNNBase):
@@ -704,10 +751,10 @@ class GRU(_RNNBase):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
                  recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, layer_norm=False,
-                 peepholes=False):  # peepholes: accepted to be refused with the base's error
+                 peepholes=False, proj_size=0):  # peepholes, proj_size: refused by the base
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, seed, recurrent_dropout, zoneout, weight_dropout,
-                         peepholes, layer_norm)
+                         peepholes, layer_norm, proj_size)
 
 
 class LSTM(_RNNBase):
@@ -719,16 +766,21 @@ class LSTM(_RNNBase):
     peepholes=True adds weight_ch_l{k}[_reverse] (3*H,): p_i, p_f, p_o (in this order, our gate
     order; ONNX's P orders them i, o, f) with ONNX's semantics: i = sig(... + p_i * c_{t-1}),
     f = sig(... + p_f * c_{t-1}), o = sig(... + p_o * c_t) (Gers & Schmidhuber 2000).
+
+    proj_size=P (0 < P < H, PyTorch's) projects the output: h_t = W_hr (o_t * tanh(c_t)) with
+    weight_hr_l{k}[_reverse] (P, H); h0, h_n and each direction's y have P units, c keeps H,
+    weight_hh is (4H, P) and layers after the first read P * dirs inputs. Not with zoneout,
+    peepholes or layer_norm.
     """ + _SHAPES_DOC
     mode = "LSTM"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
                  recurrent_dropout=0.0, zoneout=0.0, weight_dropout=0.0, peepholes=False,
-                 layer_norm=False):
+                 layer_norm=False, proj_size=0):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, seed, recurrent_dropout, zoneout, weight_dropout,
-                         peepholes, layer_norm)
+                         peepholes, layer_norm, proj_size)
 
     def _split_hx(self, hx):
         if hx is None:
@@ -920,7 +972,10 @@ class LSTMCell(_CellBase):
     mode = "LSTM"
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, peepholes=False,
-                 zoneout=0.0):
+                 zoneout=0.0, proj_size=0):
+        if proj_size:  # PyTorch's LSTMCell has none either
+            raise ValueError("proj_size is an option of the LSTM layer, not of LSTMCell (use "
+                             "LSTM(..., proj_size=P) on a sequence)")
         super().__init__(input_size, hidden_size, bias, dtype, seed, zoneout)
         if not isinstance(peepholes, (bool, np.bool_)):
             raise TypeError(f"peepholes must be True or False, got {peepholes!r}")

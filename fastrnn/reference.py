@@ -62,7 +62,7 @@ def _step_forward(mode, gi, w_hh, b_hh, h, c, hm=None, peep=None):
     gh = hw @ w_hh.T
     if b_hh is not None:
         gh = gh + b_hh
-    H = h.shape[1]
+    H = gi.shape[1] // _GATES[mode]  # the cell's units (h has fewer with a projection)
     if mode in ("RNN_TANH", "RNN_RELU"):
         a = gi + gh
         h1 = np.tanh(a) if mode == "RNN_TANH" else np.maximum(a, 0)
@@ -307,9 +307,10 @@ def cell_backward(cache, dh1, dc1=None):
 # One direction of one layer over a (sub)sequence with no padding in it
 # ---------------------------------------------------------------------------
 
-def _run_dir(mode, w, inp, h0, c0, reverse, m=None, peep=None, ln=None):
+def _run_dir(mode, w, inp, h0, c0, reverse, m=None, peep=None, ln=None, hr=None):
     """inp (T, B, Din) all valid.  Returns (out (T, B, H), hT, cT, cache).
-    m: this run's variant masks (see forward) sliced to its rows, or None."""
+    m: this run's variant masks (see forward) sliced to its rows, or None.
+    hr: LSTM projection weight_hr (P, H): the state and output become o*tanh(c) @ hr.T."""
     m = m or {}
     hm, zh, zc = m.get("hmask"), m.get("zh"), m.get("zc")
     w_ih, w_hh, b_ih, b_hh = w
@@ -328,6 +329,9 @@ def _run_dir(mode, w, inp, h0, c0, reverse, m=None, peep=None, ln=None):
             hn, cn, steps[t] = _step_forward(mode, gi_all[t], w_hh, b_hh, h, c, hm, peep)
         else:
             hn, cn, steps[t] = _ln_step_forward(mode, gi_all[t], w_hh, b_ih, b_hh, h, c, hm, ln)
+        if hr is not None:  # projection (LSTMP): h = W_hr (o * tanh(c))
+            steps[t]["hc"] = hn
+            hn = hn @ hr.T
         if zh is not None:
             # zoneout: each unit keeps its previous value with weight zh (c: zc)
             hn = zh[t] * h + (1 - zh[t]) * hn
@@ -336,7 +340,7 @@ def _run_dir(mode, w, inp, h0, c0, reverse, m=None, peep=None, ln=None):
         h, c = hn, cn
         out[t] = h
     cache = {"inp": inp, "steps": steps, "reverse": reverse, "hm": hm, "zh": zh, "zc": zc,
-             "ln": ln is not None}
+             "ln": ln is not None, "hr": hr}
     return out, h, c, cache
 
 
@@ -348,11 +352,13 @@ def _run_dir_backward(mode, w, cache, dout, dhT, dcT):
     T, B, Din = inp.shape
     H = w_hh.shape[1]
     dt = inp.dtype
+    GH = w_ih.shape[0]
+    hr = cache.get("hr")
     dh = np.zeros((B, H), dt) if dhT is None else dhT
     dc = None
     if mode == "LSTM":
-        dc = np.zeros((B, H), dt) if dcT is None else dcT
-    GH = w_ih.shape[0]
+        dc = np.zeros((B, GH // 4), dt) if dcT is None else dcT
+    dhr = None if hr is None else np.zeros(hr.shape, dt)
     dgi_all = np.zeros((T, B, GH), dt)
     dgh_all = np.zeros((T, B, GH), dt)
     hprev_all = np.empty((T, B, H), dt)
@@ -364,6 +370,9 @@ def _run_dir_backward(mode, w, cache, dout, dhT, dcT):
     for t in order:
         dh1 = dh if dout is None else dh + dout[t]
         sc = steps[t]
+        if hr is not None:  # h = hc @ hr.T
+            dhr += dh1.T @ sc["hc"]
+            dh1 = dh1 @ hr
         if zh is not None:
             keep_h, dh1 = zh[t] * dh1, (1 - zh[t]) * dh1
             if dc is not None:
@@ -393,7 +402,7 @@ def _run_dir_backward(mode, w, cache, dout, dhT, dcT):
         db_ih = None if b_ih is None else dln[0]
         db_hh = None if b_hh is None else dln[1]
         extra = dln[2]
-    return dinp, dh, dc, (dw_ih, dw_hh, db_ih, db_hh, extra)
+    return dinp, dh, dc, (dw_ih, dw_hh, db_ih, db_hh, extra, dhr)
 
 
 # ---------------------------------------------------------------------------
@@ -442,12 +451,19 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
                 np.asarray(params["bias_ih" + s], dtype=dt) if has_bias else None,
                 np.asarray(params["bias_hh" + s], dtype=dt) if has_bias else None,
             )
-    H = w[(0, 0)][1].shape[1]
+    H = w[(0, 0)][1].shape[1]  # the size of h: the cell's units, or P with a projection
     G = _GATES[mode]
+    Hc = w[(0, 0)][0].shape[0] // G  # the cell's units (c's size)
+    hrs = {}
+    if mode == "LSTM" and "weight_hr_l0" in params:  # PyTorch's proj_size
+        hrs = {(k, d): np.asarray(params["weight_hr" + _suffix(k, d)], dtype=dt)
+               for k in range(L) for d in range(dirs)}
     peeps = {}
     if mode == "LSTM" and "weight_ch_l0" in params:
         peeps = {(k, d): np.asarray(params["weight_ch" + _suffix(k, d)], dtype=dt)
                  for k in range(L) for d in range(dirs)}
+    if hrs and (peeps or "layer_norm_ih_weight_l0" in params):
+        raise ValueError("projections combine with neither peepholes nor layer norm here")
     lns = {}
     if "layer_norm_ih_weight_l0" in params:
         if peeps:
@@ -458,7 +474,7 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
                 arrs = [np.asarray(params[nm], dtype=dt) for nm in names]
                 lns[(k, d)] = {p: (arrs[2 * j], arrs[2 * j + 1])
                                for j, p in enumerate(LN_PARTS[:len(arrs) // 2])}
-    if w[(0, 0)][0].shape != (G * H, x.shape[2]):
+    if w[(0, 0)][0].shape != (G * Hc, x.shape[2]) or (not hrs and Hc != H):
         raise ValueError("weight_ih_l0 shape %s does not match mode %s, H=%d, D=%d"
                          % (w[(0, 0)][0].shape, mode, H, x.shape[2]))
     if h0 is None:
@@ -468,10 +484,10 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
         raise ValueError("h0 must be %s, got %s" % ((L * dirs, B, H), h0.shape))
     if mode == "LSTM":
         if c0 is None:
-            c0 = np.zeros((L * dirs, B, H), dt)
+            c0 = np.zeros((L * dirs, B, Hc), dt)
         c0 = np.asarray(c0, dtype=dt)
-        if c0.shape != (L * dirs, B, H):
-            raise ValueError("c0 must be %s, got %s" % ((L * dirs, B, H), c0.shape))
+        if c0.shape != (L * dirs, B, Hc):
+            raise ValueError("c0 must be %s, got %s" % ((L * dirs, B, Hc), c0.shape))
     else:
         c0 = None
     if lengths is not None:
@@ -505,7 +521,7 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
         return out
 
     h_n = np.zeros((L * dirs, B, H), dt)
-    c_n = np.zeros((L * dirs, B, H), dt) if mode == "LSTM" else None
+    c_n = np.zeros((L * dirs, B, Hc), dt) if mode == "LSTM" else None
     runs = {}
     inp = x
     for k in range(L):
@@ -518,7 +534,7 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
                 whole = {z: np.asarray(masks[idx][z], dtype=dt)
                          for z in ("hmask", "zh", "zc") if masks[idx].get(z) is not None}
                 o, hT, cT, rc = _run_dir(mode, w[(k, d)], inp, h0[idx], cc, rev, whole, peeps.get((k, d)),
-                                         lns.get((k, d)))
+                                         lns.get((k, d)), hrs.get((k, d)))
                 out[:, :, d * H:(d + 1) * H] = o
                 h_n[idx] = hT
                 if c_n is not None:
@@ -531,7 +547,7 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
                     o, hT, cT, rc = _run_dir(
                         mode, w[(k, d)], inp[:n, b:b + 1], h0[idx, b:b + 1],
                         None if cc is None else cc[b:b + 1], rev, rows(masks[idx], b, n), peeps.get((k, d)),
-                        lns.get((k, d)))
+                        lns.get((k, d)), hrs.get((k, d)))
                     out[:n, b:b + 1, d * H:(d + 1) * H] = o
                     h_n[idx, b:b + 1] = hT
                     if c_n is not None:
@@ -543,7 +559,7 @@ def forward(mode, params, x, h0=None, c0=None, lengths=None, num_layers=1,
     cache = {"mode": mode, "num_layers": L, "dirs": dirs, "H": H, "T": T, "B": B,
              "D": x.shape[2], "dtype": dt, "lengths": lengths, "w": w,
              "has_bias": has_bias, "runs": runs, "wmasks": wmasks, "peepholes": bool(peeps),
-             "layer_norm": bool(lns)}
+             "layer_norm": bool(lns), "Hc": Hc, "proj": bool(hrs)}
     return y, h_n, c_n, cache
 
 
@@ -555,17 +571,18 @@ def backward(cache, dy=None, dh_n=None, dc_n=None):
     T, B, D, dt = cache["T"], cache["B"], cache["D"], cache["dtype"]
     lengths, w, runs = cache["lengths"], cache["w"], cache["runs"]
     lstm = mode == "LSTM"
+    Hc = cache.get("Hc", H)
     dy = np.zeros((T, B, dirs * H), dt) if dy is None else np.asarray(dy, dtype=dt)
     dh_n = np.zeros((L * dirs, B, H), dt) if dh_n is None else np.asarray(dh_n, dtype=dt)
     if lstm:
-        dc_n = np.zeros((L * dirs, B, H), dt) if dc_n is None else np.asarray(dc_n, dtype=dt)
+        dc_n = np.zeros((L * dirs, B, Hc), dt) if dc_n is None else np.asarray(dc_n, dtype=dt)
     if dy.shape != (T, B, dirs * H):
         raise ValueError("dy must be %s, got %s" % ((T, B, dirs * H), dy.shape))
     if dh_n.shape != (L * dirs, B, H):
         raise ValueError("dh_n must be %s, got %s" % ((L * dirs, B, H), dh_n.shape))
 
     dh0 = np.zeros((L * dirs, B, H), dt)
-    dc0 = np.zeros((L * dirs, B, H), dt) if lstm else None
+    dc0 = np.zeros((L * dirs, B, Hc), dt) if lstm else None
     grads = {}
     dout_all = dy
     for k in range(L - 1, -1, -1):
@@ -609,12 +626,14 @@ def backward(cache, dy=None, dh_n=None, dc_n=None):
             if cache["layer_norm"]:
                 for q, v in gw[4].items():  # q: "ih_weight", ...
                     grads[f"layer_norm_{q}" + s] = v
+            if cache.get("proj"):
+                grads["weight_hr" + s] = gw[5]
         dout_all = dinp_all
     return dout_all, dh0, dc0, grads
 
 
 def init_params(mode, input_size, hidden_size, num_layers=1, bidirectional=False,
-                bias=True, dtype=np.float64, rng=None):
+                bias=True, dtype=np.float64, rng=None, proj_size=0):
     """PyTorch-named parameters, each U(-1/sqrt(H), 1/sqrt(H)).
     rng: np.random.Generator, an int seed, or None (fresh entropy).
     Drawn in PyTorch's registration order (per layer, per direction:
@@ -626,13 +645,16 @@ def init_params(mode, input_size, hidden_size, num_layers=1, bidirectional=False
     dirs = 2 if bidirectional else 1
     bound = 1.0 / np.sqrt(H)
     params = {}
+    R = int(proj_size) or H  # proj_size (LSTM): h has P units, weight_hr_l{k} (P, H)
     for k in range(int(num_layers)):
-        din = int(input_size) if k == 0 else dirs * H
+        din = int(input_size) if k == 0 else dirs * R
         for d in range(dirs):
             s = _suffix(k, d)
-            shapes = [("weight_ih" + s, (G * H, din)), ("weight_hh" + s, (G * H, H))]
+            shapes = [("weight_ih" + s, (G * H, din)), ("weight_hh" + s, (G * H, R))]
             if bias:
                 shapes += [("bias_ih" + s, (G * H,)), ("bias_hh" + s, (G * H,))]
+            if proj_size:
+                shapes += [("weight_hr" + s, (R, H))]
             for name, shape in shapes:
                 params[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
     return params

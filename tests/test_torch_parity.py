@@ -199,7 +199,7 @@ def build_layer(meta, batch_first=False):
     if mode == "RNN_RELU":
         return fr.RNN(D, H, nonlinearity="relu", **kw)
     if mode == "LSTM":
-        return fr.LSTM(D, H, **kw)
+        return fr.LSTM(D, H, proj_size=meta.get("proj_size", 0), **kw)
     if mode == "GRU":
         return fr.GRU(D, H, **kw)
     raise ValueError(mode)

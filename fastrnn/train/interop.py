@@ -71,6 +71,9 @@ def _refuse_leaky(model, target):
         if getattr(l, "zoneout", 0.0):
             raise ValueError(f"a layer with zoneout={l.zoneout} has no {target} equivalent (its "
                              "inference mixes in the previous state); only zoneout=0 layers convert")
+        if getattr(l, "proj_size", 0) and target != "PyTorch":
+            raise ValueError(f"an LSTM with proj_size={l.proj_size} (projections, weight_hr) has no "
+                             f"{target} equivalent; its weights convert to and from PyTorch only")
 
 
 def torch_state_dict(model, mapping=None, tensors=False):
@@ -105,8 +108,10 @@ def load_torch_state_dict(model, state_dict, mapping=None):
         raise ValueError("a layer with layer_norm=True has no PyTorch equivalent (PyTorch's RNN/LSTM/GRU "
                          "have no layer normalisation): a PyTorch state dict cannot fill it")
     sd = {k: to_numpy(v) for k, v in state_dict.items()}
-    if any(k.rpartition(".")[2].startswith("weight_hr") for k in sd):
-        raise ValueError("LSTM projections (proj_size > 0, weight_hr_l*) cannot be represented in fastrnn")
+    if any(k.rpartition(".")[2].startswith("weight_hr") for k in sd) and \
+            not any(k.rpartition(".")[2].startswith("weight_hr") for k in params):
+        raise ValueError("the state dict has LSTM projections (weight_hr_l*: torch's proj_size > 0); "
+                         "load it into an LSTM(..., proj_size=P) with the same P")
     if mapping:
         ren = {}
         for k, v in sd.items():

@@ -45,7 +45,8 @@ def engine_config(layer):
         cfg["nonlinearity"] = layer.nonlinearity
         if getattr(layer, "leak", 1.0) != 1.0:      # leaky-integrator units
             cfg["leak"] = layer.leak
-    for name in ("recurrent_dropout", "zoneout", "weight_dropout", "peepholes", "layer_norm"):  # variants, when on
+    for name in ("recurrent_dropout", "zoneout", "weight_dropout", "peepholes", "layer_norm",
+                 "proj_size"):  # variants, when on
         if getattr(layer, name, 0.0):
             cfg[name] = getattr(layer, name)
     return cfg
@@ -352,8 +353,13 @@ class Recurrent(Layer):
         return 2 if self.layer.bidirectional else 1
 
     @property
+    def out_size(self):
+        """The size of h per direction: hidden_size, or an LSTM's proj_size."""
+        return getattr(self.layer, "proj_size", 0) or self.layer.hidden_size
+
+    @property
     def features(self):
-        H = self.layer.hidden_size
+        H = self.out_size
         return H * self.dirs if self.merge_mode == "concat" else H
 
     def build(self, in_shape, dtype, init_rng, rng):
@@ -424,7 +430,7 @@ class Recurrent(Layer):
             self.state = st
         if training:
             self._meta = (N, x.shape[1])
-        H, dirs = eng.hidden_size, self.dirs
+        H, dirs = self.out_size, self.dirs
         if self.return_sequences:
             out = y if dirs == 1 or self.merge_mode == "concat" else self._merge(y[..., :H], y[..., H:])
         else:
@@ -443,7 +449,7 @@ class Recurrent(Layer):
         if self._meta is None:
             raise RuntimeError("backward() needs a preceding training-mode forward()")
         N, T = self._meta
-        eng, H, dirs = self.layer, self.layer.hidden_size, self.dirs
+        eng, H, dirs = self.layer, self.out_size, self.dirs
         S = (eng.num_layers * dirs, N, H)
         dseq, dh = None, None
         if dy is not None and self.return_sequences:

@@ -153,6 +153,10 @@ def _export_recurrent(g, i, layer, s):
     if getattr(e, "layer_norm", False):
         raise ValueError(f"layer {i}: a layer with layer_norm=True has no ONNX operator (ONNX's "
                          "LSTM/GRU/RNN have no layer normalisation); save it with fastrnn instead")
+    if getattr(e, "proj_size", 0):
+        raise ValueError(f"layer {i}: an LSTM with proj_size={e.proj_size} has no ONNX operator (ONNX's "
+                         "LSTM has no projection W_hr); save it with fastrnn or move its weights to "
+                         "PyTorch (torch_state_dict) instead")
     if getattr(e, "zoneout", 0.0):  # dropout variants are the plain layer at inference; zoneout is not
         raise ValueError(f"layer {i}: a layer with zoneout={e.zoneout} has no ONNX operator (its "
                          "inference mixes in the previous state)")

@@ -346,8 +346,12 @@ class Worker:
             knobs = getattr(self.impl.fr._core, "plan_knobs", None)
             out["plan"] = knobs() if knobs else None
             tuning = getattr(self.impl.fr, "_tuning", None)
-            out["plan_source"] = "defaults" if tuning is None or os.environ.get("FASTRNN_NO_TUNE_CACHE") \
-                or not os.path.exists(tuning.cache_path()) else tuning.cache_path()
+            if tuning is None or os.environ.get("FASTRNN_DEFAULT_PLAN"):
+                out["plan_source"] = "built-in constants"
+            elif not os.environ.get("FASTRNN_NO_TUNE_CACHE") and os.path.exists(tuning.cache_path()):
+                out["plan_source"] = f"tuned: {tuning.cache_path()}"
+            else:
+                out["plan_source"] = "derived from this CPU's caches"
         return out
 
     def make(self, case, path):

@@ -193,6 +193,30 @@ HOT static void SFX(ln_cell_bwd)(int H, const REAL *RS a, const REAL *RS cp, con
     SFX(ln_bwd)(H, dcn, dcn, ch, r, gam, dgam, dbet);
 }
 
+/* gxs (nb,GH) = the input projection of rows b0..b0+nb-1 at step s of fr_recur's fused mode,
+ * while W_ih is still in cache: no (T,B,G*H) pass through memory. Rows share one time position
+ * unless lengths differ in the reverse direction; then each row's x is gathered into xs (nb,D)
+ * first. x (T,B,D); packed_ih: W_ih packed for STEP_MM when fast, else w_ih (GH,D) is used. */
+static void SFX(step_project)(int s, int T, int B, int b0, int nb, int D, int GH, int reverse,
+                              const int *lengths, const REAL *x, REAL *xs, int fast,
+                              const REAL *packed_ih, const REAL *w_ih, REAL *gxs)
+{
+    (void)packed_ih; /* float64 has no micro-kernel: STEP_MM is empty there */
+    const REAL *xa = x + ((ptrdiff_t)(reverse ? T - 1 - s : s) * B + b0) * D;
+    if (reverse && lengths) {
+        for (int i = 0; i < nb; ++i) {
+            const int b = b0 + i;
+            REAL *xr = xs + (ptrdiff_t)i * D;
+            if (s < lengths[b])
+                memcpy(xr, x + ((ptrdiff_t)(lengths[b] - 1 - s) * B + b) * D, sizeof(REAL) * D);
+            else memset(xr, 0, sizeof(REAL) * D);
+        }
+        xa = xs;
+    }
+    if (fast) STEP_MM(nb, GH, D, xa, D, packed_ih, 0, gxs, GH);
+    else SFX(gemm)(0, 1, nb, GH, D, xa, D, w_ih, D, (REAL)0, gxs, GH);
+}
+
 #include "proj.h" /* LSTM projections: fr_recur_proj, fr_recur_backward_proj */
 
 /* ---- forward ---------------------------------------------------------------------------- */
@@ -267,24 +291,7 @@ static void SFX(fr_recur)(const fr_recur_args *a)
     const int direct = fused && hprev && !(reverse && lengths);
     for (int s = 0; s < maxlen; ++s) {
         REAL *gxs = direct ? act + ((ptrdiff_t)(reverse ? T - 1 - s : s) * B + b0) * GH : gx;
-        if (fused) {
-            /* The input projection of this step's rows, while W_ih is still in cache: no
-             * (T,B,G*H) pass through memory. Rows share one time position unless lengths
-             * differ in the reverse direction. */
-            const REAL *xa = x + ((ptrdiff_t)(reverse ? T - 1 - s : s) * B + b0) * D;
-            if (reverse && lengths) {
-                for (int i = 0; i < nb; ++i) {
-                    const int b = b0 + i;
-                    REAL *xr = xs + (ptrdiff_t)i * D;
-                    if (s < lengths[b])
-                        memcpy(xr, x + ((ptrdiff_t)(lengths[b] - 1 - s) * B + b) * D, sizeof(REAL) * D);
-                    else memset(xr, 0, sizeof(REAL) * D);
-                }
-                xa = xs;
-            }
-            if (fast) STEP_MM(nb, GH, D, xa, D, packed_ih, 0, gxs, GH);
-            else SFX(gemm)(0, 1, nb, GH, D, xa, D, w_ih, D, (REAL)0, gxs, GH);
-        }
+        if (fused) SFX(step_project)(s, T, B, b0, nb, D, GH, reverse, lengths, x, xs, fast, packed_ih, w_ih, gxs);
         if (hmask)
             for (ptrdiff_t m = 0; m < (ptrdiff_t)nb * H; ++m) hm[m] = h[m] * hmask[(ptrdiff_t)b0 * H + m];
         if (fast) STEP_MM(nb, GH, H, hin, H, packed, 0, gh, GH);

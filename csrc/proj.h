@@ -63,21 +63,7 @@ static void SFX(fr_recur_proj)(const fr_recur_args *a)
     const int direct = fused && hprev && !(reverse && lengths);
     for (int s = 0; s < maxlen; ++s) {
         REAL *gxs = direct ? act + ((ptrdiff_t)(reverse ? T - 1 - s : s) * B + b0) * GH : gx;
-        if (fused) {
-            const REAL *xa = x + ((ptrdiff_t)(reverse ? T - 1 - s : s) * B + b0) * D;
-            if (reverse && lengths) {
-                for (int i = 0; i < nb; ++i) {
-                    const int b = b0 + i;
-                    REAL *xr = xs + (ptrdiff_t)i * D;
-                    if (s < lengths[b])
-                        memcpy(xr, x + ((ptrdiff_t)(lengths[b] - 1 - s) * B + b) * D, sizeof(REAL) * D);
-                    else memset(xr, 0, sizeof(REAL) * D);
-                }
-                xa = xs;
-            }
-            if (fast) STEP_MM(nb, GH, D, xa, D, packed_ih, 0, gxs, GH);
-            else SFX(gemm)(0, 1, nb, GH, D, xa, D, w_ih, D, (REAL)0, gxs, GH);
-        }
+        if (fused) SFX(step_project)(s, T, B, b0, nb, D, GH, reverse, lengths, x, xs, fast, packed_ih, w_ih, gxs);
         if (hmask)
             for (ptrdiff_t m = 0; m < (ptrdiff_t)nb * P; ++m) hm[m] = h[m] * hmask[(ptrdiff_t)b0 * P + m];
         if (fast) STEP_MM(nb, GH, P, hin, P, packed, 0, gh, GH);

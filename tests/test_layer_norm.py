@@ -11,7 +11,7 @@ import pytest
 
 import fastrnn as fr
 from fastrnn import _core, reference
-from fd import numeric_grad
+from fd import assert_grads_match
 from test_variants import CFG_IDS, CLASSES, CONFIGS, PATHS, backward, build, check_against_reference, fixed, \
     inputs, run
 
@@ -50,13 +50,7 @@ def fd_check(m, mode, cfg, label):
     dx, dh0, dc0 = backward(m, cot)
     checks = [("x", dx, x), ("h0", dh0, h0)] + ([("c0", dc0, c0)] if c0 is not None else [])
     checks += [(k, m.grads[k], v) for k, v in m.parameters().items()]
-    worst = 0.0
-    for name, analytic, arr in checks:
-        numeric = numeric_grad(loss, arr, EPS)
-        worst = max(worst, float(np.max(np.abs(analytic - numeric))))
-        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=f"{label} d{name}")
-    print(f"FD max |error| layer_norm {label}: {worst:.2e}")
-    return worst
+    return assert_grads_match(loss, checks, EPS, f"layer_norm {label}")
 
 
 # ---- finite differences ----------------------------------------------------------------------

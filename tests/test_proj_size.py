@@ -14,7 +14,7 @@ import pytest
 
 import fastrnn as fr
 from fastrnn import _core, reference
-from fd import numeric_grad
+from fd import assert_grads_match, numeric_grad
 
 EPS = 1e-6
 MASK_SEED = 1234
@@ -90,12 +90,7 @@ def test_gradients_match_finite_differences(option, cfg):
     checks = [("x", dx, x), ("h0", dh0, h0), ("c0", dc0, c0)]
     checks += [(k, m.grads[k], v) for k, v in m.parameters().items()]
     assert any(k.startswith("weight_hr") for k, _, _ in checks)
-    worst = 0.0
-    for name, analytic, arr in checks:
-        numeric = numeric_grad(loss, arr, EPS)
-        worst = max(worst, float(np.max(np.abs(analytic - numeric))))
-        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=f"{option} d{name}")
-    print(f"FD max |error| proj_size {option}: {worst:.2e}")
+    assert_grads_match(loss, checks, EPS, f"proj_size {option}")
 
 
 def test_reference_gradients_match_finite_differences():

@@ -11,7 +11,7 @@ import pytest
 
 import fastrnn as fr
 from fastrnn import _core, reference
-from fd import numeric_grad
+from fd import assert_grads_match, numeric_grad
 from tolerances import tolerance
 
 CLASSES = {"RNN_TANH": (fr.RNN, {"nonlinearity": "tanh"}), "LSTM": (fr.LSTM, {}), "GRU": (fr.GRU, {})}
@@ -102,12 +102,7 @@ def test_gradients_match_finite_differences_with_fixed_masks(option, mode, cfg):
     dx, dh0, dc0 = backward(m, cot)
     checks = [("x", dx, x), ("h0", dh0, h0)] + ([("c0", dc0, c0)] if c0 is not None else [])
     checks += [(k, m.grads[k], v) for k, v in m.parameters().items()]
-    worst = 0.0
-    for name, analytic, arr in checks:
-        numeric = numeric_grad(loss, arr, EPS)
-        worst = max(worst, float(np.max(np.abs(analytic - numeric))))
-        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=f"{option} {mode} d{name}")
-    print(f"FD max |error| {option} {mode}: {worst:.2e}")
+    assert_grads_match(loss, checks, EPS, f"{option} {mode}")
 
 
 # ---- engine vs the NumPy reference -------------------------------------------------------------
@@ -385,12 +380,7 @@ def test_peephole_gradients_match_finite_differences(cfg):
     dx, dh0, dc0 = backward(m, cot)
     checks = [("x", dx, x), ("h0", dh0, h0), ("c0", dc0, c0)]
     checks += [(k, m.grads[k], v) for k, v in m.parameters().items()]
-    worst = 0.0
-    for name, analytic, arr in checks:
-        numeric = numeric_grad(loss, arr, EPS)
-        worst = max(worst, float(np.max(np.abs(analytic - numeric))))
-        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=f"peepholes d{name}")
-    print(f"FD max |error| peepholes: {worst:.2e}")
+    assert_grads_match(loss, checks, EPS, "peepholes")
 
 
 def test_peepholes_with_every_other_variant_match_finite_differences():

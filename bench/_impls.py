@@ -15,6 +15,8 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -50,6 +52,15 @@ REF_MODE = {"rnn": "RNN_TANH", "gru": "GRU", "lstm": "LSTM"}
 IMPLS = ("fastrnn", "torch", "numpy")
 BASE = "fastrnn@base"  # fastrnn imported from the checkout in $FASTRNN_BENCH_BASELINE
 BASELINE_ENV = "FASTRNN_BENCH_BASELINE"
+
+
+def cpu_model():
+    """lscpu's model name (platform.processor() where there is no lscpu), for table headers."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
 
 
 def dims(case):

@@ -9,13 +9,14 @@ issue's target: <= 1.15; layer_norm <= 1.35). Weights are the same for every lay
 """
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _impls import cpu_model  # noqa: E402  (lscpu's model name for the table headers)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fastrnn as fr  # noqa: E402
@@ -27,14 +28,6 @@ OPTIONS = {"plain": {}, "recurrent_dropout=0.25": {"recurrent_dropout": 0.25},
            "peepholes": {"peepholes": True}, "layer_norm": {"layer_norm": True},
            "proj_size=64": {"proj_size": 64}}
 ONLY = {"peepholes": ("lstm",), "proj_size=64": ("lstm",)}  # options of one kind only
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def step(m, x, dy):

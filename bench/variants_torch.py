@@ -17,13 +17,15 @@ Options fastrnn does not have (yet) are listed as "not in this build".
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _impls import cpu_model  # noqa: E402  (lscpu's model name for the table headers)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -38,14 +40,6 @@ OPTIONS = {  # name: (fastrnn keyword arguments, cells it applies to)
     "layer_norm": ({"layer_norm": True}, ("lstm", "gru")),
     "proj_size": ({"proj_size": PROJ}, ("lstm",)),
 }
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 # ----------------------------------------------------------------------------- fastrnn worker

@@ -717,12 +717,14 @@ def build_parser():
     pr.add_argument("--window", type=_positive("--window"), help="input steps (default: from the model file)")
     pr.add_argument("--output", "-o", metavar="FILE", help="CSV to write (default: stdout)")
 
-    tu = sub.add_parser("tune", help="measure this machine's thread-split thresholds and cache them",
+    tu = sub.add_parser("tune", help="measure this machine's plan thresholds and cache them",
                         formatter_class=_Help,
                         description="Measure where splitting work over the threads starts to pay "
                                     "on this CPU (a layer's batch rows, a batch of one's hidden "
-                                    "units, a single cell step) and save the thresholds to the user "
-                                    "cache directory; every later 'import fastrnn' on this CPU kind "
+                                    "units, a single cell step) and up to which weight sizes the "
+                                    "input projection runs inside the time loop and dx inside the "
+                                    "reverse loop; save the thresholds to the user cache "
+                                    "directory; every later 'import fastrnn' on this CPU kind "
                                     "uses them. Run it on an otherwise idle machine: if other "
                                     "processes use more than 10%% of it meanwhile, nothing is saved.")
     tu.add_argument("--seconds", type=_positive("--seconds", float), default=30.0,

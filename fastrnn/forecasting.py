@@ -392,8 +392,8 @@ def fit_forecaster(series, n_train, cell="lstm", hidden=64, layers=1, window=40,
             "transform_scores": scores, "transform_reason": reason,
             "train_mean": in_mean, "train_std": in_std,
             "target_mean": [float(v) for v in out_mean], "target_std": [float(v) for v in out_std]}
-    pred, quant = predict(model, meta, x, test_origins)
-    net = pred if combine == "none" else predict(model, dict(meta, combine="none"), x, test_origins)[0]
+    net, net_quant = _network_forecast(model, meta, x, test_origins)
+    pred, quant = _combine(meta, x, test_origins, net, net_quant)
     truth = target_windows(x, "none", horizon, test_origins)
     # every key of the members' histories, averaged over the members epoch by epoch
     history = {k: list(np.mean([h[k] for h in histories], axis=0)) for k in histories[0]}
@@ -419,28 +419,33 @@ def predict(model, meta, x, origins):
     of the raw series ``x``: (point (N, horizon), quantiles (N, horizon, Q) or None). Quantile
     forecasts are sorted, so they never cross. With ``meta["combine"] == "ar"`` the point
     forecast is the mean of the network's and the AR model's, and the quantiles move with it."""
+    x = check_series(x, meta.get("transform") or "none")
+    return _combine(meta, x, origins, *_network_forecast(model, meta, x, origins))
+
+
+def _network_forecast(model, meta, x, origins):
+    """The network's own (point, quantiles or None) level forecasts; x already checked."""
     name = meta.get("transform") or "none"
     window = int(meta["window"])
-    x = check_series(x, name)
     origins = np.asarray(origins)
     X = input_windows(x, name, window, origins)[..., None].astype(getattr(model, "dtype", np.float32))
     out = np.asarray(model.predict(X), np.float64).reshape(len(origins), -1)
     qs = meta.get("quantiles")
     last = x[origins]
     if not qs:
-        point = invert(name, last, out)
-    else:
-        Q = len(qs)
-        quant = np.sort(out.reshape(len(origins), -1, Q), axis=-1)
-        quant = invert(name, last, quant)
-        point = quant[..., qs.index(0.5)]
-    if meta.get("combine", "none") == "ar":
-        ar = ARBaseline.from_dict(meta.get("combine_ar") or {})
-        shift = 0.5 * (ar.forecast(x, origins, point.shape[1]) - point)
-        point = point + shift
-        if qs:
-            quant = quant + shift[..., None]      # the band moves with its median
-    return point, (quant if qs else None)
+        return invert(name, last, out), None
+    quant = invert(name, last, np.sort(out.reshape(len(origins), -1, len(qs)), axis=-1))
+    return quant[..., qs.index(0.5)], quant
+
+
+def _combine(meta, x, origins, point, quant):
+    """meta's combination of the network's forecasts: with combine "ar", the mean of the point
+    forecast and the AR model's, the quantiles shifted with it; else unchanged."""
+    if meta.get("combine", "none") != "ar":
+        return point, quant
+    ar = ARBaseline.from_dict(meta.get("combine_ar") or {})
+    shift = 0.5 * (ar.forecast(x, np.asarray(origins), point.shape[1]) - point)
+    return point + shift, (None if quant is None else quant + shift[..., None])
 
 
 def closed_loop(model, meta, context, steps):

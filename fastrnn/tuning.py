@@ -309,9 +309,9 @@ def _ladders():
     }
 
 
-def _measure(knob, per_point, log):
-    """(threshold, [(size, option time / plain time)]) of one knob's ladder."""
-    option, plain, above, cases = _ladders()[knob]
+def _measure(knob, ladder, per_point, log):
+    """(threshold, [(size, option time / plain time)]) of one knob's ladder (_ladders)."""
+    option, plain, above, cases = ladder
     rng = np.random.default_rng(0)
     pts = []
     for size, label, make in cases:
@@ -349,7 +349,7 @@ def tune(seconds=30.0, save=True, apply=True, verbose=False):
     try:
         with _OtherLoad() as load:
             for name in names:
-                knobs[name], pts = _measure(name, per_point, log)
+                knobs[name], pts = _measure(name, ladders[name], per_point, log)
                 measured[name] = [[int(w), round(float(r), 4)] for w, r in pts]
                 log(f"{name}: {knobs[name]} (was {previous[name]})")
     finally:

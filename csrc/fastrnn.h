@@ -415,7 +415,7 @@ int fr_plan_row_ranges(fr_cell cell, int T, int B, int H, int dirs, int nthreads
 int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int variants,
                       int nthreads);
 /* The unit where the two halves of a split cell step meet, or 0 for one thread (always 0 with
- * variants != 0: a cell step with zoneout). */
+ * variants != 0: a cell step with zoneout or layer norm). */
 int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int variants, int nthreads);
 /* 1 when fr_recur's fused mode (input projection inside the time loop) is expected to beat
  * fr_project + fr_recur for B rows per call. Either way gives the same results to rounding. */

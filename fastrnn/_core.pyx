@@ -862,14 +862,15 @@ def forward(int cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, bint reve
 def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
              dy=None, int dy_col=0, dh_n=None, dc_n=None, dx=None, bint accumulate_dx=False,
              dw_ih=None, dw_hh=None, db_ih=None, db_hh=None, double leak=1.0, peep=None, dpeep=None,
-             zh=None, zc=None):
+             zh=None, zc=None, ln=None, lnsave=None, dln=None):
     """BPTT of one layer in one direction, from `saved` of a training forward(): recur_backward()
     then backward_params() over everything.
 
     dx (T,B,D) is written (assigned, or accumulated with accumulate_dx) if given; parameter
     gradients accumulate into dw_ih, dw_hh, db_ih, db_hh. Returns (dh0, dc0); dc0 None unless
     the cell has two states (LSTM). With peep (LSTM peepholes), dpeep (3H) is assigned their
-    gradient. zh, zc (T,B,H): the zoneout weights the forward used, or None.
+    gradient. zh, zc (T,B,H): the zoneout weights the forward used, or None. With ln (the layer
+    norm gains and biases) and the forward's lnsave, dln (as ln) is assigned their gradient.
     """
     if saved is None:
         raise ValueError("saved is None: backward needs a training-mode forward")
@@ -885,12 +886,33 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
     dh0 = np.empty((B, H), dtype=dtype)
     dc0 = np.empty((B, H), dtype=dtype) if n.states == 2 else None
     dgx = np.empty((T, B, GH), dtype=dtype)
-    dgh = np.empty((T, B, RH), dtype=dtype) if RH else None
+    # with layer norm every block has its own recurrent-side gradient, and the bias gradients
+    # come from the reverse loop (the biases sit after the normalisation)
+    dgh = np.empty((T, B, GH if ln is not None else RH), dtype=dtype) if (RH or ln is not None) else None
+    dbias = None
+    if ln is not None and (db_ih is not None or db_hh is not None):
+        _check_dbias(db_ih, db_hh, GH, dtype)
+        dbias = np.empty(GH + RH, dtype=dtype)
     recur_backward(cell, 0, B, reverse, lengths, w_hh, act, hprev, aux, dy, dy_col, dh_n, dc_n,
-                   dh0, dc0, dgx, dgh, leak, peep=peep, dpeep=dpeep, zh=zh, zc=zc)
+                   dh0, dc0, dgx, dgh, leak, dbias=dbias, peep=peep, dpeep=dpeep, zh=zh, zc=zc,
+                   ln=ln, lnsave=lnsave, dln=dln)
     backward_params(cell, 0, GH, 0, <Py_ssize_t>T * B, x, w_ih, hprev, dgx, dgh, dx, accumulate_dx,
-                    dw_ih, dw_hh, db_ih, db_hh, lengths=lengths)
+                    dw_ih, dw_hh, None if ln is not None else db_ih, None if ln is not None else db_hh,
+                    lengths=lengths, ln=ln is not None)
+    if dbias is not None:
+        SH = GH - RH  # blocks whose b_hh gradient equals b_ih's
+        db_ih += dbias[:GH]
+        db_hh[:SH] += dbias[:SH]
+        db_hh[SH:] += dbias[GH:]
     return dh0, dc0
+
+
+cdef int _check_dbias(db_ih, db_hh, int GH, dtype) except -1:
+    """The bias gradients a layer-normalised backward adds its dbias to: checked before any
+    is changed."""
+    _ptr(db_ih, "db_ih", (GH,), dtype, REQUIRED, OUTPUT)
+    _ptr(db_hh, "db_hh", (GH,), dtype, REQUIRED, OUTPUT)
+    return 0
 
 
 def bernoulli(out, double p, double scale, uint64_t seed):
@@ -1044,16 +1066,19 @@ cdef inline void* _data_if(object a, int typenum, cnp.npy_intp d0, cnp.npy_intp 
     return cnp.PyArray_DATA(arr)
 
 
-def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None, zh=None, zc=None):
+def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None, zh=None, zc=None,
+              ln=None):
     """One step of a cell, x (B,D), h and c (B,H): fr_recur's fused mode with T=1.
 
     The per-call path of a streaming cell, so everything is checked through NumPy's C API and
     allocated with PyArray_EMPTY. Returns (h1, c1, saved): c1 None unless the cell has two
-    states (LSTM); saved = (x as (1,B,D), (act, hprev, aux)) in training, for backward(), else
-    None. Inputs that are not exactly right (wrong dtype, not contiguous, not an ndarray) raise
-    TypeError/ValueError; the cell classes convert and retry or report. peep (3H): LSTM
-    peephole weights, or None. zh, zc (B,H): zoneout weights of the previous h and c (zc only
-    with zh, LSTM), or None; a step with them is never split."""
+    states (LSTM); saved = (x as (1,B,D), (act, hprev, aux), lnsave) in training, for
+    backward() (lnsave (1,B,2GH+4) with ln, else None), else None. Inputs that are not exactly
+    right (wrong dtype, not contiguous, not an ndarray) raise TypeError/ValueError; the cell
+    classes convert and retry or report. peep (3H): LSTM peephole weights, or None. zh, zc
+    (B,H): zoneout weights of the previous h and c (zc only with zh, LSTM), or None. ln (4GH,
+    + 2H for LSTM): layer norm gains and biases as recur() takes them, or None. A step with
+    zoneout or layer norm is never split (its row loop needs every unit of the row)."""
     cdef fr_cell cc = <fr_cell>cell
     if not cnp.PyArray_Check(x) or cnp.PyArray_NDIM(<cnp.ndarray>x) != 2:
         raise ValueError("x must be a 2-D numpy array (B, D)")
@@ -1089,9 +1114,11 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None, 
     cdef void *ppe = _data_if(peep, typenum, 3 * H, 0) if peep is not None and two else NULL
     cdef void *pzh = _data_if(zh, typenum, B, H) if zh is not None else NULL
     cdef void *pzc = _data_if(zc, typenum, B, H) if zc is not None and zh is not None and two else NULL
+    cdef void *pln = _data_if(ln, typenum, _ln_size(G, H, two), 0) if ln is not None and peep is None else NULL
     if px == NULL or ph == NULL or (two and pc == NULL) or pwi == NULL or pwh == NULL \
             or (b_ih is not None and (pbi == NULL or pbh == NULL)) or (peep is not None and ppe == NULL) \
-            or (zh is not None and pzh == NULL) or (zc is not None and pzc == NULL):
+            or (zh is not None and pzh == NULL) or (zc is not None and pzc == NULL) \
+            or (ln is not None and pln == NULL):
         dtype = np.float32 if typenum == cnp.NPY_FLOAT else np.float64
         _ptr(x, "x", (B, D), dtype)
         _ptr(h, "h", (B, H), dtype)
@@ -1106,6 +1133,7 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None, 
             raise ValueError("zc (zoneout of the cell state) needs zh and a cell with two states (LSTM)")
         _ptr(zh, "zh", (B, H), dtype, NULLABLE)
         _ptr(zc, "zc", (B, H), dtype, NULLABLE)
+        _ln(ln, peep, G, H, two, dtype)
         raise AssertionError("cell_step: an argument failed the fast check but passed the full one")
     cdef fr_dtype dt = FR_F64 if typenum == cnp.NPY_DOUBLE else FR_F32
     h1 = _empty(2, B, H, 0, typenum)
@@ -1113,12 +1141,13 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None, 
     act = _empty(3, 1, B, G * H, typenum) if train else None
     hprev = _empty(3, 1, B, H, typenum) if train else None
     aux = _empty(3, 1, B, A * H, typenum) if (train and A) else None
+    lnsave = _empty(3, 1, B, 2 * G * H + 4, typenum) if (train and pln != NULL) else None
     cdef void *ph1 = cnp.PyArray_DATA(<cnp.ndarray>h1)
     cdef void *pc1 = cnp.PyArray_DATA(<cnp.ndarray>c1) if two else NULL
     cdef void *pact = cnp.PyArray_DATA(<cnp.ndarray>act) if train else NULL
     cdef void *php = cnp.PyArray_DATA(<cnp.ndarray>hprev) if train else NULL
     cdef void *paux = cnp.PyArray_DATA(<cnp.ndarray>aux) if (train and A) else NULL
-    cdef int mid = fr_plan_cell_mid(cc, B, D, H, pzh != NULL, _pool_threads)
+    cdef int mid = fr_plan_cell_mid(cc, B, D, H, pzh != NULL or pln != NULL, _pool_threads)
     cdef fr_cell_units_args u
     cdef fr_recur_args r
     if mid:
@@ -1136,11 +1165,12 @@ def cell_step(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, bint train, peep=None, 
         r.y, r.ldy, r.h_n, r.c_n = cnp.PyArray_DATA(<cnp.ndarray>y), H, ph1, pc1
         r.act, r.hprev, r.ldh, r.aux = pact, php, H, paux
         r.hmask, r.hdrop, r.ldd, r.zh, r.zc, r.peep = NULL, NULL, H, pzh, pzc, ppe
-        r.ln, r.lnsave = NULL, NULL
+        r.ln = pln
+        r.lnsave = cnp.PyArray_DATA(<cnp.ndarray>lnsave) if lnsave is not None else NULL
         r.P, r.w_hr, r.hcell, r.pws = 0, NULL, NULL, NULL
         r.ws = cnp.PyArray_DATA(<cnp.ndarray>ws)
         with nogil:
             fr_recur(&r)
     if not train:
         return h1, c1, None
-    return h1, c1, (x.reshape(1, B, D), (act, hprev, aux))
+    return h1, c1, (x.reshape(1, B, D), (act, hprev, aux), lnsave)

@@ -798,11 +798,14 @@ class LSTM(_RNNBase):
 class _CellBase(_Module):
     mode = None
     peepholes = False
-    layer_norm = False  # a layer option only (it normalises over whole rows of a sequence's steps)
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, zoneout=0.0):
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, zoneout=0.0,
+                 layer_norm=False):
         super().__init__(dtype, seed)
         self.zoneout = in_range(zoneout, "zoneout", 0, 1)
+        if not isinstance(layer_norm, (bool, np.bool_)):
+            raise TypeError(f"layer_norm must be True or False, got {layer_norm!r}")
+        self.layer_norm = bool(layer_norm)
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.bias = bool(bias)
@@ -815,12 +818,32 @@ class _CellBase(_Module):
         if self.bias:
             self._add_param("bias_ih", (G * H,), bound)
             self._add_param("bias_hh", (G * H,), bound)
+        if self.layer_norm:  # gains 1, biases 0, as the layers' (haste's LayerNormLSTM)
+            for name in self._ln_names():
+                n = H if "_c_" in name else G * H
+                self._params[name] = (np.ones if name.endswith("_weight") else np.zeros)(n, self.dtype)
+                self.grads[name] = np.zeros(n, self.dtype)
         self._tape = []
 
     def __repr__(self):
         zo = f", zoneout={self.zoneout}" if self.zoneout else ""
+        zo += ", layer_norm=True" if self.layer_norm else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, bias={self.bias}{zo}, "
                 f"dtype={self.dtype.name})")
+
+    def _ln_names(self):
+        """Layer norm's parameters in the engine's packing order: layer_norm_ih_weight/bias,
+        layer_norm_hh_weight/bias (G*H,), LSTM also layer_norm_c_weight/bias (H,): the layers'
+        names without their _l{k} suffix."""
+        parts = ("ih", "hh", "c") if self._kind.states == 2 else ("ih", "hh")
+        return tuple(f"layer_norm_{p}_{k}" for p in parts for k in ("weight", "bias"))
+
+    def _ln_packed(self):
+        """The engine's ln operand (one array, built per call: the optimizers update the
+        parameters in place, so a packed copy kept between calls would go stale)."""
+        if not self.layer_norm:
+            return None
+        return np.concatenate([self._params[n] for n in self._ln_names()])
 
     def _zone_masks(self, B):
         """This step's zoneout weights (zh, zc) of shape (B,H), or (None, None): 0/1 masks
@@ -844,16 +867,16 @@ class _CellBase(_Module):
             # The per-step path: arrays already of the right dtype, shape and layout go straight
             # to C (every check is repeated there); anything else is converted below, and errors
             # are reported with the cell's names and shapes.
-            p = self._params
+            p, ln = self._params, self._ln_packed()
             try:
                 h1, c1, saved = _core.cell_step(self._cell, x, h, c, p["weight_ih"], p["weight_hh"],
                                                 p.get("bias_ih"), p.get("bias_hh"), self._recording(),
-                                                p.get("weight_ch"))
+                                                p.get("weight_ch"), None, None, ln)
             except (TypeError, ValueError):
                 pass
             else:
                 if saved is not None:
-                    self._push(saved + ((None, None),))
+                    self._push(saved + ((None, None, ln),))
                 return h1, c1
         x = _as_array(x, "x", self.dtype, ndim=2, layout="(batch, features)", features=self.input_size)
         B = x.shape[0]
@@ -863,11 +886,13 @@ class _CellBase(_Module):
         c = self._state(c, "c", B) if self._kind.states == 2 else None
         p = self._params
         zh, zc = self._zone_masks(B)
+        ln = self._ln_packed()
         h1, c1, saved = _core.cell_step(self._cell, x, h, c, p["weight_ih"], p["weight_hh"],
                                         p.get("bias_ih"), p.get("bias_hh"), self._recording(),
-                                        p.get("weight_ch"), zh, zc)
+                                        p.get("weight_ch"), zh, zc, ln)
         if saved is not None:
-            self._push(saved + ((zh, zc),))
+            # the step's layer-norm operand goes with it: its backward must use the same gains
+            self._push(saved + ((zh, zc, ln),))
         return h1, c1
 
     _TAPE_WARN = 4096  # steps kept for backward before the first warning (then at each doubling)
@@ -888,7 +913,7 @@ class _CellBase(_Module):
     def _unstep(self, dh1, dc1):
         if not self._tape:
             raise RuntimeError("backward() called more times than training-mode forward()")
-        x3, saved, (zh, zc) = self._tape[-1]
+        x3, saved, lnsave, (zh, zc, ln) = self._tape[-1]
         B, H = x3.shape[1], self.hidden_size
         dh1 = None if dh1 is None else _as_array(dh1, "dh", self.dtype, shape=(B, H))
         dc1 = None if dc1 is None else _as_array(dc1, "dc", self.dtype, shape=(B, H))
@@ -897,12 +922,20 @@ class _CellBase(_Module):
         dx = np.empty(x3.shape, self.dtype)
         peep = p.get("weight_ch")
         dpeep = np.empty(peep.shape, self.dtype) if peep is not None else None
+        dln = np.empty(ln.shape, self.dtype) if ln is not None else None
         dh, dc = _core.backward(self._cell, x3, p["weight_ih"], p["weight_hh"], saved, dh_n=dh1,
                                 dc_n=dc1, dx=dx, dw_ih=g["weight_ih"], dw_hh=g["weight_hh"],
                                 db_ih=g.get("bias_ih"), db_hh=g.get("bias_hh"), peep=peep, dpeep=dpeep,
-                                zh=None if zh is None else zh[None], zc=None if zc is None else zc[None])
+                                zh=None if zh is None else zh[None], zc=None if zc is None else zc[None],
+                                ln=ln, lnsave=lnsave, dln=dln)
         if peep is not None:
             g["weight_ch"] += dpeep
+        if ln is not None:
+            o = 0
+            for name in self._ln_names():
+                n = g[name].size
+                g[name] += dln[o:o + n]
+                o += n
         return dx[0], dh, dc
 
     def reset_tape(self):
@@ -921,6 +954,10 @@ _CELL_DOC = """
     zoneout=p: each call keeps every unit's previous h (LSTM: and, with its own mask, c) with
     probability p in training (masks from the cell's generator); eval mode uses the expectation
     p*h + (1-p)*h_new (Krueger et al. 2016), as the layers' zoneout.
+    layer_norm=True: the layers' layer normalisation on this step's rows (gates =
+    LN_ih(W_ih x) + LN_hh(W_hh h) + b_ih + b_hh; LSTM also h1 = o*tanh(LN_c(c1))), with
+    parameters layer_norm_{ih,hh}_{weight,bias} (G*H,), LSTM layer_norm_c_{weight,bias} (H,)
+    (the layers' names without _l{k}); a cell step equals one step of the layer.
 """
 
 
@@ -928,12 +965,12 @@ class RNNCell(_CellBase):
     __doc__ = """One Elman step: h1 = cell(x, h); dx, dh = cell.backward(dh1).""" + _CELL_DOC
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=np.float32, seed=None,
-                 zoneout=0.0):
+                 zoneout=0.0, layer_norm=False):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
-        super().__init__(input_size, hidden_size, bias, dtype, seed, zoneout)
+        super().__init__(input_size, hidden_size, bias, dtype, seed, zoneout, layer_norm)
 
     def forward(self, x, h=None):
         return self._step(x, h, None)[0]
@@ -949,9 +986,10 @@ class RNNCell(_CellBase):
 class GRUCell(RNNCell):
     __doc__ = """One GRU step: h1 = cell(x, h); dx, dh = cell.backward(dh1).""" + _CELL_DOC
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, zoneout=0.0):
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, zoneout=0.0,
+                 layer_norm=False):
         self.mode = "GRU"
-        _CellBase.__init__(self, input_size, hidden_size, bias, dtype, seed, zoneout)
+        _CellBase.__init__(self, input_size, hidden_size, bias, dtype, seed, zoneout, layer_norm)
 
 
 def _pair(state, name, what):
@@ -972,13 +1010,16 @@ class LSTMCell(_CellBase):
     mode = "LSTM"
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, peepholes=False,
-                 zoneout=0.0, proj_size=0):
+                 zoneout=0.0, proj_size=0, layer_norm=False):
         if proj_size:  # PyTorch's LSTMCell has none either
             raise ValueError("proj_size is an option of the LSTM layer, not of LSTMCell (use "
                              "LSTM(..., proj_size=P) on a sequence)")
-        super().__init__(input_size, hidden_size, bias, dtype, seed, zoneout)
         if not isinstance(peepholes, (bool, np.bool_)):
             raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
+        super().__init__(input_size, hidden_size, bias, dtype, seed, zoneout, layer_norm)
+        if peepholes and self.layer_norm:
+            raise ValueError("layer_norm and peepholes cannot be combined (haste's LayerNormLSTM has no "
+                             "peepholes; LN_c would change what the output gate peeks at)")
         self.peepholes = bool(peepholes)
         if self.peepholes:
             self._add_param("weight_ch", (3 * self.hidden_size,), 1.0 / np.sqrt(self.hidden_size))

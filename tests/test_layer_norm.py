@@ -201,8 +201,8 @@ def test_nonsense_and_unsupported_combinations_are_refused():
         fr.LSTM(2, 3, layer_norm="yes")
     with pytest.raises(ValueError, match="layer_norm and peepholes"):
         fr.LSTM(2, 3, layer_norm=True, peepholes=True)
-    with pytest.raises(TypeError):  # a layer option: a cell step sees one step, LN a whole row of it
-        fr.LSTMCell(2, 3, layer_norm=True)
+    with pytest.raises(ValueError, match="layer_norm and peepholes"):  # the cells too
+        fr.LSTMCell(2, 3, layer_norm=True, peepholes=True)
     with pytest.raises(ValueError, match="peep"):
         reference.forward("LSTM", dict(build("LSTM", 2, 3, layer_norm=True).state_dict(),
                                        weight_ch_l0=np.zeros(9)), np.zeros((2, 1, 2)))

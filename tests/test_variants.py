@@ -630,8 +630,8 @@ def test_cell_zoneout_equals_the_reference_and_finite_differences(plan_knobs, mo
             return h, c
 
         h, c = unroll()
-        zh = np.stack([z for _, _, (z, _) in cell._tape])
-        zc = np.stack([z for _, _, (_, z) in cell._tape]) if lstm else None
+        zh = np.stack([zones[0] for *_, zones in cell._tape])
+        zc = np.stack([zones[1] for *_, zones in cell._tape]) if lstm else None
         assert (zh == 0).any() and (zh == 1).any()
         sd = {k + "_l0": v for k, v in cell.state_dict().items()}
         want_y, want_h, want_c, _ = reference.forward(mode, sd, x, h0[None], None if c0 is None else c0[None],

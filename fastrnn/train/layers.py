@@ -65,10 +65,15 @@ def make_engine(cfg, seed=None):
 
 def reinit_engine(module, rng):
     """Re-draw an engine module's weights U(-1/sqrt(H), 1/sqrt(H)) from ``rng`` and reseed its
-    dropout stream, so a model-level seed makes the whole model reproducible."""
+    dropout stream, so a model-level seed makes the whole model reproducible. Layer norm's gains
+    and biases go back to 1 and 0, as the engine module made them (a random gain near 0 would
+    switch the normalised projections off)."""
     k = 1.0 / np.sqrt(module.hidden_size)
-    for p in module.parameters().values():
-        p[...] = rng.uniform(-k, k, p.shape)
+    for name, p in module.parameters().items():
+        if name.startswith("layer_norm_"):
+            p[...] = 1.0 if "_weight" in name else 0.0
+        else:
+            p[...] = rng.uniform(-k, k, p.shape)
     if hasattr(module, "_rng"):
         module._rng = np.random.default_rng(rng.integers(2**63))
 

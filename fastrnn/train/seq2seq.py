@@ -97,7 +97,7 @@ class Decoder(Model):
 
     def __init__(self, cell="LSTM", hidden_size=32, output_size=1, num_layers=1, vocab_size=None,
                  embedding_dim=16, teacher_forcing=1.0, sampling="greedy", nonlinearity="tanh",
-                 dtype=np.float32, seed=None, zoneout=0.0, peepholes=False):
+                 dtype=np.float32, seed=None, zoneout=0.0, peepholes=False, layer_norm=False):
         super().__init__(seed)
         cell_class = _checks.lookup(_CELLS, cell, "cell")
         if peepholes and cell != "LSTM":
@@ -116,10 +116,12 @@ class Decoder(Model):
         kw = {"nonlinearity": nonlinearity} if cell == "RNN" else {}
         if peepholes:
             kw["peepholes"] = True
-        # the cells check zoneout and peepholes (ValueError / TypeError)
+        # the cells check zoneout, peepholes and layer_norm (ValueError / TypeError)
         self.cells = [cell_class(d_in if l == 0 else self.hidden_size, self.hidden_size,
-                                   dtype=self.dtype, zoneout=zoneout, **kw) for l in range(self.num_layers)]
+                                   dtype=self.dtype, zoneout=zoneout, layer_norm=layer_norm, **kw)
+                      for l in range(self.num_layers)]
         self.zoneout, self.peepholes = self.cells[0].zoneout, self.cells[0].peepholes
+        self.layer_norm = self.cells[0].layer_norm
         self.head = Dense(self.output_size)
         self._init_params(self._init_rng())
         self.output_steps = None
@@ -307,7 +309,8 @@ class Decoder(Model):
                 "nonlinearity": self.nonlinearity, "dtype": self.dtype.name, "seed": self.seed,
                 "output_steps": self.output_steps,
                 **({"zoneout": self.zoneout} if self.zoneout else {}),
-                **({"peepholes": True} if self.peepholes else {})}
+                **({"peepholes": True} if self.peepholes else {}),
+                **({"layer_norm": True} if self.layer_norm else {})}
 
     @classmethod
     def from_config(cls, cfg):

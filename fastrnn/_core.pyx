@@ -283,6 +283,16 @@ def plan_units_mid(int cell, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int dirs,
     return mid if mid else None
 
 
+def plan_cell_mid(int cell, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, bint variants=False):
+    """The unit where the two halves of a split cell step meet, or None when the step runs on
+    one thread (always None with variants: zoneout or layer norm)."""
+    cdef fr_cell_sizes n = _sizes(cell)
+    _gh(n.gates, H, "the hidden size H")
+    cdef int mid = fr_plan_cell_mid(<fr_cell>cell, _dim(B, "the batch size B"), _dim(D, "the input size D"),
+                                    <int>H, variants, _pool_threads)
+    return mid if mid else None
+
+
 def dx_in_loop_pays(int cell, dtype, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H):
     """Whether recur_backward should compute dx in its loop for B rows per call (one-direction
     layers), rather than backward_params' whole-sequence GEMM."""

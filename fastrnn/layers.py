@@ -78,10 +78,6 @@ def _project(cell, x, w_ih, act):
 # alone, so a busy pool or a descheduled worker only costs the speed-up, never progress.
 
 
-def _whole(a):
-    return a
-
-
 def _min_rows(chunks):
     return min(b1 - b0 for b0, b1 in chunks)
 
@@ -539,20 +535,19 @@ class _RNNBase(_Module):
         """The row loop of rows b0..b1-1 over time steps t (a slice, None for all) of one layer
         and direction (its _layer_spec s); every (T,B,.) operand is cut to those steps, a view,
         since time is their leading axis."""
-        xh, hp, zh, zc = s["xh"], s["hp"], s["zh"], s["zc"]
-        if t is None:
-            sl = _whole
-        else:
-            sl = lambda a: None if a is None else a[t]  # noqa: E731
+        xh, hp, act, aux, zh, zc, lnsave, hcell = (s["xh"], s["hp"], s["act"], s["aux"], s["zh"], s["zc"],
+                                                   s["lnsave"], s["hcell"])
+        if t is not None:
+            xh, hp, act, aux, zh, zc, lnsave, hcell, inp, y = (
+                None if a is None else a[t] for a in (xh, hp, act, aux, zh, zc, lnsave, hcell, inp, y))
         return _core.recur(self._cell, b0=b0, b1=b1, reverse=bool(d), lengths=lengths, h0=h0, c0=c0,
-                           w_hh=s["w_hh"], b_ih=s["b_ih"], b_hh=s["b_hh"], y=sl(y), y_col=d * self._R,
-                           h_n=h_n, c_n=c_n, act=sl(s["act"]),
-                           hprev=sl(xh if hp is None else hp), h_col=s["D"] if hp is None else 0,
-                           aux=sl(s["aux"]), leak=self.leak, x=sl(inp) if s["fused"] else None,
-                           w_ih=s["w_ih"] if s["fused"] else None, hmask=s["hmask"],
-                           hdrop=sl(xh) if hp is not None else None, d_col=s["D"], zh=sl(zh),
-                           zc=sl(zc), peep=s["peep"], ln=s["ln"], lnsave=sl(s["lnsave"]),
-                           w_hr=s["w_hr"], hcell=sl(s["hcell"]), defer=True)
+                           w_hh=s["w_hh"], b_ih=s["b_ih"], b_hh=s["b_hh"], y=y, y_col=d * self._R,
+                           h_n=h_n, c_n=c_n, act=act, hprev=xh if hp is None else hp,
+                           h_col=s["D"] if hp is None else 0, aux=aux, leak=self.leak,
+                           x=inp if s["fused"] else None, w_ih=s["w_ih"] if s["fused"] else None,
+                           hmask=s["hmask"], hdrop=xh if hp is not None else None, d_col=s["D"], zh=zh,
+                           zc=zc, peep=s["peep"], ln=s["ln"], lnsave=lnsave, w_hr=s["w_hr"], hcell=hcell,
+                           defer=True)
 
     def _dropout_mask(self, shape):
         """Inter-layer dropout's mask on one layer's output, scaled by 1/keep."""

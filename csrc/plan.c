@@ -54,9 +54,10 @@ static fr_plan_knobs knobs = {
     -1,
     /* What one wavefront round costs beyond its work, in multiply-adds: making its jobs in
      * Python, packing each loop's weights again, the hand-off to the pool and the wait for its
-     * slowest job: 70-100 us measured, at the ~40 G multiply-adds/s of a batch-of-one step with
-     * its projection (LSTM, H = 128, AVX-512 Zen 3). */
-    (int64_t)1 << 22,
+     * slowest job: 40-100 us measured, at the 25-40 G multiply-adds/s of a batch-of-one step
+     * with its projection (H = 48-128, AVX-512 Zen 3). The time is flat around the optimum
+     * (2-layer LSTM and GRU at B = 1: 1.14-1.38x from 5 to 12 chunks). */
+    (int64_t)1 << 21,
     0,
 };
 
@@ -148,11 +149,12 @@ int fr_plan_wave_chunks(fr_cell cell, int T, int B, int D, int H, int layers, in
     if (knobs.wave_chunk > 0) {
         n = ((int64_t)T + knobs.wave_chunk - 1) / knobs.wave_chunk;
     } else {
-        /* n chunks take n + L - 1 rounds (with the lag of a separate projection, up to 2L - 2
-         * more) of T/n steps plus one round's overhead o each:
-         * (n + L - 1)(T s / n + o) is least at n = sqrt((L - 1) T s / o). */
+        /* n chunks take n + E rounds of T/n steps plus one round's overhead o each, where
+         * E = 2(L - 1) when the layers above the first project their input a round before their
+         * loop (a batch of one, where the wavefront is chosen; fused: L - 1):
+         * (n + E)(T s / n + o) is least at n = sqrt(E T s / o). */
         const double o = knobs.wave_round_work > 0 ? (double)knobs.wave_round_work : 1.0;
-        const double best = sqrt((double)(layers - 1) * (double)T * (double)step / o);
+        const double best = sqrt(2.0 * (layers - 1) * (double)T * (double)step / o);
         n = best >= (double)maxn ? maxn : (int64_t)(best + 0.5);
     }
     if (n > maxn) n = maxn;

@@ -605,7 +605,7 @@ class _RNNBase(_Module):
         and projection mode. A layer whose input projection is not fused into its loop projects
         a chunk one round before it runs it (lag 2 from the layer below, else 1), beside the
         other layers' loops. Returns what _forward_layers returns."""
-        T, B, D0 = x.shape
+        T, B, _ = x.shape
         L, R, H = self.num_layers, self._R, self.hidden_size
         times = _chunks(T, nchunks)
         rows = _chunks(B, nrows)

@@ -147,7 +147,7 @@ int fr_plan_wave_chunks(fr_cell cell, int T, int B, int D, int H, int layers, in
     }
     int64_t n;
     if (knobs.wave_chunk > 0) {
-        n = ((int64_t)T + knobs.wave_chunk - 1) / knobs.wave_chunk;
+        n = T / knobs.wave_chunk + (T % knobs.wave_chunk != 0); /* no overflow for any knob */
     } else {
         /* n chunks take n + E rounds of T/n steps plus one round's overhead o each, where
          * E = 2(L - 1) when the layers above the first project their input a round before their

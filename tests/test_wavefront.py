@@ -138,7 +138,8 @@ def test_chunks_keep_at_least_four_steps():
     # a chunk of fewer steps would skip packing its weights, and round differently
     saved = _core.plan_knobs()
     try:
-        for T, chunk, want in [(37, 1, 9), (37, 7, 6), (5, 8, 1), (3, 1, 1), (8, 1, 2), (100, 30, 4)]:
+        for T, chunk, want in [(37, 1, 9), (37, 7, 6), (5, 8, 1), (3, 1, 1), (8, 1, 2), (100, 30, 4),
+                               (100, 2**63 - 1, 1)]:
             _core.plan_knobs(wave=True, wave_chunk=chunk)
             assert _core.plan_wave(CELLS["LSTM"].code, T, 1, 4, 8, 2, 1, False)[0] == want, (T, chunk)
     finally:

@@ -137,9 +137,10 @@ int fr_plan_wave_chunks(fr_cell cell, int T, int B, int D, int H, int layers, in
          * never wait for each other), and a batch of one whose steps split by units keeps two:
          * there the wavefront measured 0.78-0.97x (2-layer LSTM and GRU, T = 1000, H = 128; the
          * unit split runs at 1.66x of one thread, the wavefront adds its pipeline's fill and a
-         * hand-off per round). It pays where each layer would run on one thread: 1.2x with
-         * zoneout or layer norm at H = 128, or H = 48 (T = 4000). Too little work pays for no
-         * split at all. */
+         * hand-off per round). It pays where each layer would run on one thread (B = 1,
+         * inference): 1.16-1.26x with zoneout at H = 128 (T = 1000; T = 200: 1.05x), 1.16-1.28x
+         * for 3 layers with layer norm, 1.28-1.35x at H = 48 (T = 4000), 1.09-1.16x at H = 32
+         * (T = 1000). Too little work pays for no split at all. */
         if (nthreads < 2 || fr_plan_row_ranges(cell, T, B, H, 1, nthreads) >= nthreads
             || fr_plan_units_mid(cell, T, B, H, dirs, has_lengths, variants, nthreads)
             || mul_sat(step, T) < knobs.min_parallel_work)

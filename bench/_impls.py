@@ -34,6 +34,7 @@ SHAPES = {
     "stream": (1000, 1, 16, 128),
     "medium2bi": (100, 64, 32, 128),
     "stream2": (1000, 1, 16, 128),
+    "stream2narrow": (4000, 1, 16, 48),
     "decay": (1000, 1, 16, 128),
     "ragged": (100, 64, 32, 128),
     "cell": (1000, 1, 128, 128),
@@ -42,7 +43,9 @@ SHAPES = {
 # packed sequence (pack_padded_sequence, enforce_sorted=False), the way its users do.
 RAGGED = ("ragged",)
 # name: (num_layers, bidirectional) where not (1, False)
-TOPOLOGY = {"medium2bi": (2, True), "stream2": (2, False)}
+TOPOLOGY = {"medium2bi": (2, True), "stream2": (2, False), "stream2narrow": (2, False)}
+# "stream2narrow": a step too small for the unit split (G*H*H below unit_min_work), so layer by
+# layer runs each layer on one thread, and the plan runs the stack as a wavefront instead.
 # "decay": the stream shape on inputs of 1e-37 (float32 needs 1.2e-38 for a normal number) and
 # zero biases, so the state is tiny and, in float32, decays into the subnormal range: on x86 every FP operation
 # on a subnormal takes a microcode assist, ~100x the time of a normal one. Compare with "stream".

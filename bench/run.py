@@ -472,7 +472,7 @@ def main(argv=None):
     p.add_argument("--cells", default="rnn,gru,lstm")
     p.add_argument("--shapes", default=None,
                    help="comma list of tiny,medium,large,stream,medium2bi (2-layer bidirectional),"
-                        "stream2 (2 layers),decay (stream on 1e-37 inputs: subnormal states),"
+                        "stream2 (2 layers),stream2narrow (2 layers, T=4000, H=48: the wavefront),decay (stream on 1e-37 inputs: subnormal states),"
                         "ragged (medium, lengths 1..T; PyTorch: packed sequences) (default all)")
     p.add_argument("--modes", default="train,infer,step", help="train, infer, step (cell latency)")
     p.add_argument("--impls", default=None,

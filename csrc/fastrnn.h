@@ -399,6 +399,9 @@ typedef struct {
     int64_t fused_max_bytes;   /* packed W_ih + W_hh up to which the projection fuses into the loop */
     int64_t dx_loop_max_bytes; /* packed W_hh^T + W_ih^T up to which dx is computed in the loop */
     int64_t gemv_max_elems;    /* N*K up to which a B=1 product uses fr_gemv_rows, not BLAS */
+    int wave;                  /* the multi-layer wavefront: -1 heuristic, 0 or 1 to force */
+    int64_t wave_round_work;   /* multiply-adds that one wavefront round's hand-off costs */
+    int64_t wave_chunk;        /* test override: steps per wavefront chunk (0: derived) */
 } fr_plan_knobs;
 fr_plan_knobs fr_plan_get_knobs(void);
 void fr_plan_set_knobs(const fr_plan_knobs *k);
@@ -417,6 +420,18 @@ int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengt
 /* The unit where the two halves of a split cell step meet, or 0 for one thread (always 0 with
  * variants != 0: a cell step with zoneout or layer norm). */
 int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int variants, int nthreads);
+/* The multi-layer wavefront (fastrnn/layers.py, _RNNBase._forward_wave): the time axis of a
+ * stack of `layers` one-direction layers is cut into chunks, and round r runs layer l on chunk
+ * r - (its lag) for every l at once, each layer a job of its own, so layer l+1 reads chunk c of
+ * layer l's output while layer l computes chunk c+1. Returns the number of chunks (every chunk
+ * then has at least FR_PACK_MIN_STEPS steps when T has, so each call packs its weights, and
+ * rounds, as the whole loop does: the results equal the layer-by-layer schedule's with the same
+ * row ranges and projection mode), or 0 for layer by layer. *row_ranges receives the row ranges
+ * each layer's chunk is split into. D is layer 0's input size; variants as fr_plan_units_mid's.
+ * Ragged batches (has_lengths) and bidirectional stacks (whose two directions already fill two
+ * threads) run layer by layer, and so does a batch of one that splits its steps by units. */
+int fr_plan_wave_chunks(fr_cell cell, int T, int B, int D, int H, int layers, int dirs,
+                        int has_lengths, int variants, int nthreads, int *row_ranges);
 /* 1 when fr_recur's fused mode (input projection inside the time loop) is expected to beat
  * fr_project + fr_recur for B rows per call. Either way gives the same results to rounding. */
 int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype);

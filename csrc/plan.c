@@ -51,6 +51,14 @@ static fr_plan_knobs knobs = {
     /* The cache-size thresholds above, until fastrnn/tuning.py derives them from this CPU's
      * caches (at import) or a tuning cache sets them. */
     FR_FUSED_MAX_BYTES, FR_DX_LOOP_MAX_BYTES, FR_GEMV_MAX_ELEMS,
+    -1,
+    /* What one wavefront round costs beyond its work, in multiply-adds: making its jobs in
+     * Python, packing each loop's weights again, the hand-off to the pool and the wait for its
+     * slowest job: 40-100 us measured, at the 25-40 G multiply-adds/s of a batch-of-one step
+     * with its projection (H = 48-128, AVX-512 Zen 3). The time is flat around the optimum
+     * (2-layer LSTM and GRU at B = 1: 1.14-1.38x from 5 to 12 chunks). */
+    (int64_t)1 << 21,
+    0,
 };
 
 /* a * b for non-negative a, b, saturating at INT64_MAX: work estimates multiply several
@@ -110,6 +118,51 @@ int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengt
     if (knobs.units >= 0) ok = ok && knobs.units;
     else ok = ok && T >= 4 && mul_sat((int64_t)fr_gates(cell) * H, H) >= knobs.unit_min_work;
     return ok ? unit_mid(H) : 0;
+}
+
+int fr_plan_wave_chunks(fr_cell cell, int T, int B, int D, int H, int layers, int dirs,
+                        int has_lengths, int variants, int nthreads, int *row_ranges)
+{
+    /* each layer's share of the threads splits its chunk by rows, as a layer of its own would */
+    const int per_layer = nthreads / layers > 1 ? nthreads / layers : 1;
+    *row_ranges = fr_plan_row_ranges(cell, T, B, H, 1, per_layer);
+    if (layers < 2 || dirs != 1 || has_lengths || knobs.wave == 0) return 0;
+    /* chunks of at least FR_PACK_MIN_STEPS steps: each call then packs (or not) as the whole
+     * loop would, so the chunked loop rounds exactly as the whole one */
+    const int maxn = T / FR_PACK_MIN_STEPS > 1 ? T / FR_PACK_MIN_STEPS : 1;
+    /* one step of the heaviest layer: layers above the first read H (or P <= H) inputs */
+    const int64_t step = mul_sat(mul_sat((int64_t)fr_gates(cell) * H, (int64_t)H + (D > H ? D : H)), B);
+    if (knobs.wave < 0) {
+        /* Layer by layer already keeps every thread busy when the rows fill them (row ranges
+         * never wait for each other), and a batch of one whose steps split by units keeps two:
+         * there the wavefront measured 0.78-0.97x (2-layer LSTM and GRU, T = 1000, H = 128; the
+         * unit split runs at 1.66x of one thread, the wavefront adds its pipeline's fill and a
+         * hand-off per round). It pays where each layer would run on one thread (B = 1,
+         * inference): 1.16-1.26x with zoneout at H = 128 (T = 1000; T = 200: 1.05x), 1.16-1.28x
+         * for 3 layers with layer norm, 1.28-1.35x at H = 48 (T = 4000), 1.09-1.16x at H = 32
+         * (T = 1000). Too little work pays for no split at all. */
+        if (nthreads < 2 || fr_plan_row_ranges(cell, T, B, H, 1, nthreads) >= nthreads
+            || fr_plan_units_mid(cell, T, B, H, dirs, has_lengths, variants, nthreads)
+            || mul_sat(step, T) < knobs.min_parallel_work)
+            return 0;
+    }
+    int64_t n;
+    if (knobs.wave_chunk > 0) {
+        n = T / knobs.wave_chunk + (T % knobs.wave_chunk != 0); /* no overflow for any knob */
+    } else {
+        /* n chunks take n + E rounds of T/n steps plus one round's overhead o each, where
+         * E = 2(L - 1) when the layers above the first project their input a round before their
+         * loop (a batch of one, where the wavefront is chosen; fused: L - 1):
+         * (n + E)(T s / n + o) is least at n = sqrt(E T s / o). */
+        const double o = knobs.wave_round_work > 0 ? (double)knobs.wave_round_work : 1.0;
+        const double best = sqrt(2.0 * (layers - 1) * (double)T * (double)step / o);
+        n = best >= (double)maxn ? maxn : (int64_t)(best + 0.5);
+    }
+    if (n > maxn) n = maxn;
+    if (n < 1) n = 1;
+    /* one chunk is layer by layer with extra hand-offs: only a test forces it */
+    if (knobs.wave < 0 && n < 2) return 0;
+    return (int)n;
 }
 
 int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int variants, int nthreads)

@@ -211,6 +211,8 @@ cdef extern from "fastrnn.h" nogil:
         int fused, units, dx_in_loop
         int64_t min_parallel_work, unit_min_work, cell_split_work
         int64_t fused_max_bytes, dx_loop_max_bytes, gemv_max_elems
+        int wave
+        int64_t wave_round_work, wave_chunk
     fr_plan_knobs fr_plan_get_knobs()
     void fr_plan_set_knobs(const fr_plan_knobs *k)
     int fr_plan_parts(int64_t work, int64_t limit, int nthreads)
@@ -218,6 +220,8 @@ cdef extern from "fastrnn.h" nogil:
     enum: FR_UNITS_MAX_STEPS
     int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengths, int variants,
                           int nthreads)
+    int fr_plan_wave_chunks(fr_cell cell, int T, int B, int D, int H, int layers, int dirs,
+                            int has_lengths, int variants, int nthreads, int *row_ranges)
     int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int variants, int nthreads)
     int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
     int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)

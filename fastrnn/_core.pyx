@@ -201,14 +201,14 @@ def flushes_subnormals():
 
 
 _THRESHOLD_KNOBS = ("min_parallel_work", "unit_min_work", "cell_split_work", "fused_max_bytes",
-                    "dx_loop_max_bytes", "gemv_max_elems")
+                    "dx_loop_max_bytes", "gemv_max_elems", "wave_round_work", "wave_chunk")
 
 
 def plan_knobs(**changes):
-    """The plan's thresholds and test overrides (fused, units, dx_in_loop: None for the
+    """The plan's thresholds and test overrides (fused, units, dx_in_loop, wave: None for the
     heuristic, True/False to force; the thread-split thresholds min_parallel_work, unit_min_work,
-    cell_split_work; the cache-size thresholds fused_max_bytes, dx_loop_max_bytes,
-    gemv_max_elems). With keyword arguments, sets those (all or nothing: every value is checked
+    cell_split_work, wave_round_work; the cache-size thresholds fused_max_bytes,
+    dx_loop_max_bytes, gemv_max_elems; wave_chunk: steps per wavefront chunk, 0 to derive). With keyword arguments, sets those (all or nothing: every value is checked
     first) and returns the previous values of all, for restoring."""
     cdef fr_plan_knobs k = fr_plan_get_knobs()
     old = {"fused": None if k.fused < 0 else bool(k.fused),
@@ -216,7 +216,9 @@ def plan_knobs(**changes):
            "dx_in_loop": None if k.dx_in_loop < 0 else bool(k.dx_in_loop),
            "min_parallel_work": k.min_parallel_work, "unit_min_work": k.unit_min_work,
            "cell_split_work": k.cell_split_work, "fused_max_bytes": k.fused_max_bytes,
-           "dx_loop_max_bytes": k.dx_loop_max_bytes, "gemv_max_elems": k.gemv_max_elems}
+           "dx_loop_max_bytes": k.dx_loop_max_bytes, "gemv_max_elems": k.gemv_max_elems,
+           "wave": None if k.wave < 0 else bool(k.wave), "wave_round_work": k.wave_round_work,
+           "wave_chunk": k.wave_chunk}
     unknown = set(changes) - set(old)
     if unknown:
         raise TypeError(f"unknown plan knobs {sorted(unknown)}; known: {sorted(old)}")
@@ -230,13 +232,13 @@ def plan_knobs(**changes):
             if iv is None or not 0 <= iv <= INT64_MAX:
                 raise ValueError(f"plan knob {name} must be an integer in [0, 2**63 - 1], got {v!r}")
             changes[name] = iv
-    # the three overrides: -1 for the heuristic, 0 or 1 to force
-    cdef int force[3]
-    force[0], force[1], force[2] = k.fused, k.units, k.dx_in_loop
-    for i, name in enumerate(("fused", "units", "dx_in_loop")):
+    # the four overrides: -1 for the heuristic, 0 or 1 to force
+    cdef int force[4]
+    force[0], force[1], force[2], force[3] = k.fused, k.units, k.dx_in_loop, k.wave
+    for i, name in enumerate(("fused", "units", "dx_in_loop", "wave")):
         if name in changes:
             force[i] = -1 if changes[name] is None else int(bool(changes[name]))
-    k.fused, k.units, k.dx_in_loop = force[0], force[1], force[2]
+    k.fused, k.units, k.dx_in_loop, k.wave = force[0], force[1], force[2], force[3]
     if "min_parallel_work" in changes:
         k.min_parallel_work = changes["min_parallel_work"]
     if "unit_min_work" in changes:
@@ -249,6 +251,10 @@ def plan_knobs(**changes):
         k.dx_loop_max_bytes = changes["dx_loop_max_bytes"]
     if "gemv_max_elems" in changes:
         k.gemv_max_elems = changes["gemv_max_elems"]
+    if "wave_round_work" in changes:
+        k.wave_round_work = changes["wave_round_work"]
+    if "wave_chunk" in changes:
+        k.wave_chunk = changes["wave_chunk"]
     fr_plan_set_knobs(&k)
     return old
 
@@ -291,6 +297,21 @@ def plan_cell_mid(int cell, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, bint varia
     cdef int mid = fr_plan_cell_mid(<fr_cell>cell, _dim(B, "the batch size B"), _dim(D, "the input size D"),
                                     <int>H, variants, _pool_threads)
     return mid if mid else None
+
+
+def plan_wave(int cell, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t layers,
+              int dirs, bint has_lengths, bint variants=False):
+    """(chunks, row_ranges) of the multi-layer wavefront: the number of time chunks (0: run
+    layer by layer) and the row ranges of each layer's chunk; variants as plan_units_mid's
+    (see fastrnn.h)."""
+    cdef fr_cell_sizes n = _sizes(cell)
+    _gh(n.gates, H, "the hidden size H")
+    cdef int ranges = 1
+    cdef int chunks = fr_plan_wave_chunks(<fr_cell>cell, _dim(T, "the time steps T"),
+                                          _dim(B, "the batch size B"), _dim(D, "the input size D"),
+                                          <int>H, _dim(layers, "the number of layers"), dirs,
+                                          has_lengths, variants, _pool_threads, &ranges)
+    return chunks, ranges
 
 
 def dx_in_loop_pays(int cell, dtype, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H):

@@ -56,17 +56,20 @@ def _run(jobs):
     _core.run_jobs(jobs)
 
 
-def _project(cell, x, w_ih, act):
-    """act = x w_ih^T, split over blocks of the T*B rows."""
+def _project_pieces(x, w_ih, act):
+    """(x, w_ih, act) of each block of the T*B rows that act = x w_ih^T splits into."""
     T, B, D = x.shape
     GH = act.shape[2]
     parts = _core.plan_parts(T * B * GH * D, T * B)
     if parts == 1:  # the common small case: no reshaping and slicing (~3 us a call)
-        pieces = [(x, act)]
-    else:
-        x2, a2 = x.reshape(T * B, D), act.reshape(T * B, GH)
-        pieces = [(x2[r0:r1][None], a2[r0:r1][None]) for r0, r1 in _chunks(T * B, parts)]
-    _run([_core.project(cell, xs, w_ih, acts, defer=True) for xs, acts in pieces])
+        return [(x, w_ih, act)]
+    x2, a2 = x.reshape(T * B, D), act.reshape(T * B, GH)
+    return [(x2[r0:r1][None], w_ih, a2[r0:r1][None]) for r0, r1 in _chunks(T * B, parts)]
+
+
+def _project(cell, x, w_ih, act):
+    """act = x w_ih^T, split over blocks of the T*B rows."""
+    _run([_core.project(cell, xs, w, acts, defer=True) for xs, w, acts in _project_pieces(x, w_ih, act)])
 
 
 # A batch of one has no rows to share: each step of its time loop is cut into two tasks by
@@ -468,90 +471,196 @@ class _RNNBase(_Module):
         H, dirs, R = self.hidden_size, self.num_directions, self._R
         h_n = np.empty(S, self.dtype)
         c_n = np.empty(Sc, self.dtype) if self._kind.states == 2 else None
-        G = self._kind.gates
         masks = self._draw_masks(T, B, record)
         chunks = _row_ranges(self._cell, T, B, H, dirs)
         # a batch of one: where its steps split by hidden units, or None
-        mid = _core.plan_units_mid(self._cell, T, B, H, dirs, lengths is not None,
-                                   bool(self.recurrent_dropout or self.zoneout or self.layer_norm
-                                        or self.proj_size))
+        variants = bool(self.recurrent_dropout or self.zoneout or self.layer_norm or self.proj_size)
+        mid = _core.plan_units_mid(self._cell, T, B, H, dirs, lengths is not None, variants)
+        # a one-direction stack whose layers would each run on one thread: the wavefront
+        wave, wave_rows = _core.plan_wave(self._cell, T, B, D, H, self.num_layers, dirs, lengths is not None,
+                                          variants)
+        if wave:
+            layers, inp = self._forward_wave(x, h0, c0, h_n, c_n, masks, record, wave, wave_rows)
+        else:
+            layers, inp = self._forward_layers(x, h0, c0, h_n, c_n, masks, record, lengths, chunks, mid)
+        if record:
+            # the forward's plan goes with its cache: backward must take the same path (a unit
+            # split is refused to the variants, and the thread count may change in between).
+            # The wavefront runs the row loops, whose saved buffers the unit split's backward
+            # reads alike.
+            self._cache = (layers, lengths, T, B, mid)
+        out = np.ascontiguousarray(inp.transpose(1, 0, 2)) if self.batch_first else inp
+        return out, self._join_state(h_n, c_n)
+
+    def _layer_spec(self, layer, d, inp, record, masks, rows):
+        """One layer and direction's operands for its time loop: weights (W_hh already masked
+        under weight dropout), the variants' masks, the projection mode for `rows` rows per call
+        (None: a unit split, never fused) and the buffers the loop writes (the training cache's
+        or, in inference, the calling thread's)."""
+        T, B, D = inp.shape
+        H, G, R = self.hidden_size, self._kind.gates, self._R
+        k = layer * self.num_directions + d
+        s = {"k": k, "D": D}
+        s["w_ih"], w_hh, s["b_ih"], s["b_hh"] = map(self._params.get, self._names(layer, d))
+        s["peep"] = self._params.get(self._peep_name(layer, d))
+        s["ln"] = self._ln_packed(layer, d) if self.layer_norm else None
+        s["w_hr"] = self._params[self._hr_name(layer, d)] if self.proj_size else None
+        mk = masks[k] if masks is not None else {}
+        s["hmask"], s["zh"], s["zc"], wmask = mk.get("hmask"), mk.get("zh"), mk.get("zc"), mk.get("wmask")
+        if wmask is not None:
+            # DropConnect: the loops run with W_hh * mask, drawn once for the call
+            w_hh = mk["w_hh"] = w_hh * wmask
+        s["w_hh"] = w_hh
+        s["fused"] = fused = rows is not None and _core.fused_pays(self._cell, self.dtype, T, rows, D, H)
+        s["act"] = self._buffer(("act", k), (T, B, G * H), record) if record or not fused else None
+        # The input beside the states entering each step, [x | hprev]: backward takes
+        # both weight gradients from one GEMM over it (fr_backward_params).
+        s["xh"] = self._buffer(("xh", k), (T, B, D + R)) if record else None
+        s["aux"] = self._buffer(("aux", k), (T, B, self._kind.aux * H)) if record else None
+        # Recurrent dropout: [x | h * mask] is what the weights saw (both weight gradients
+        # still come from one GEMM); the rows' unmasked h is kept beside it.
+        s["hp"] = self._buffer(("hp", k), (T, B, R)) if record and s["hmask"] is not None else None
+        # projection: o*tanh(c) of each position, dW_hr's operand
+        s["hcell"] = self._buffer(("hcell", k), (T, B, H)) if record and s["w_hr"] is not None else None
+        # layer norm: each position's normalised projections and statistics
+        s["lnsave"] = (self._buffer(("lnsave", k), (T, B, 2 * G * H + 4))
+                       if record and s["ln"] is not None else None)
+        if s["ln"] is not None:
+            mk = dict(mk, ln=s["ln"], lnsave=s["lnsave"])
+        if s["w_hr"] is not None:
+            mk = dict(mk, w_hr=s["w_hr"], hcell=s["hcell"])
+        s["mk"] = mk
+        return s
+
+    @staticmethod
+    def _saved(s):
+        """What backward reads of one layer and direction."""
+        return s["act"], s["xh"], s["aux"], s["hp"], s["mk"]
+
+    def _recur_job(self, s, inp, y, d, t, b0, b1, lengths, h0, c0, h_n, c_n):
+        """The row loop of rows b0..b1-1 over time steps t (a slice, None for all) of one layer
+        and direction (its _layer_spec s); every (T,B,.) operand is cut to those steps, a view,
+        since time is their leading axis."""
+        xh, hp, act, aux, zh, zc, lnsave, hcell = (s["xh"], s["hp"], s["act"], s["aux"], s["zh"], s["zc"],
+                                                   s["lnsave"], s["hcell"])
+        if t is not None:
+            xh, hp, act, aux, zh, zc, lnsave, hcell, inp, y = (
+                None if a is None else a[t] for a in (xh, hp, act, aux, zh, zc, lnsave, hcell, inp, y))
+        return _core.recur(self._cell, b0=b0, b1=b1, reverse=bool(d), lengths=lengths, h0=h0, c0=c0,
+                           w_hh=s["w_hh"], b_ih=s["b_ih"], b_hh=s["b_hh"], y=y, y_col=d * self._R,
+                           h_n=h_n, c_n=c_n, act=act, hprev=xh if hp is None else hp,
+                           h_col=s["D"] if hp is None else 0, aux=aux, leak=self.leak,
+                           x=inp if s["fused"] else None, w_ih=s["w_ih"] if s["fused"] else None,
+                           hmask=s["hmask"], hdrop=xh if hp is not None else None, d_col=s["D"], zh=zh,
+                           zc=zc, peep=s["peep"], ln=s["ln"], lnsave=lnsave, w_hr=s["w_hr"], hcell=hcell,
+                           defer=True)
+
+    def _dropout_mask(self, shape):
+        """Inter-layer dropout's mask on one layer's output, scaled by 1/keep."""
+        keep = 1.0 - self.dropout
+        return (self._rng.random(shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+
+    def _forward_layers(self, x, h0, c0, h_n, c_n, masks, record, lengths, chunks, mid):
+        """Layer by layer: each layer's directions and row ranges (or a batch of one's unit
+        tasks) run at once, the next layer after. Returns the cache's per-layer entries
+        (input, saved buffers, output dropout mask) and the last layer's output."""
+        T, B, _ = x.shape
+        H, dirs, R = self.hidden_size, self.num_directions, self._R
         layers = []
         inp = x
         for layer in range(self.num_layers):
             y = np.empty((T, B, dirs * R), self.dtype)
             saved, tasks = [], []
             for d in range(dirs):
-                w_ih, w_hh, b_ih, b_hh = map(self._params.get, self._names(layer, d))
-                peep = self._params.get(self._peep_name(layer, d))
-                ln = self._ln_packed(layer, d) if self.layer_norm else None
-                w_hr = self._params[self._hr_name(layer, d)] if self.proj_size else None
-                k = layer * dirs + d
-                mk = masks[k] if masks is not None else {}
-                hmask, zh, zc, wmask = mk.get("hmask"), mk.get("zh"), mk.get("zc"), mk.get("wmask")
-                if wmask is not None:
-                    # DropConnect: the loops run with W_hh * mask, drawn once for the call
-                    w_hh = mk["w_hh"] = w_hh * wmask
+                s = self._layer_spec(layer, d, inp, record, masks, None if mid is not None else _min_rows(chunks))
+                k, D, xh, act = s["k"], s["D"], s["xh"], s["act"]
                 c0k = None if c0 is None else c0[k]
                 c_nk = None if c_n is None else c_n[k]
-                fused = mid is None and _core.fused_pays(self._cell, self.dtype, T, _min_rows(chunks),
-                                                        inp.shape[2], H)
-                act = self._buffer(("act", k), (T, B, G * H), record) if record or not fused else None
-                # The input beside the states entering each step, [x | hprev]: backward takes
-                # both weight gradients from one GEMM over it (fr_backward_params).
-                D = inp.shape[2]
-                xh = self._buffer(("xh", k), (T, B, D + R)) if record else None
                 if record:
                     xh[..., :D] = inp
-                aux = self._buffer(("aux", k), (T, B, self._kind.aux * H)) if record else None
-                # Recurrent dropout: [x | h * mask] is what the weights saw (both weight gradients
-                # still come from one GEMM); the rows' unmasked h is kept beside it.
-                hp = self._buffer(("hp", k), (T, B, R)) if record and hmask is not None else None
-                # projection: o*tanh(c) of each position, dW_hr's operand
-                hcell = self._buffer(("hcell", k), (T, B, H)) if record and w_hr is not None else None
-                # layer norm: each position's normalised projections and statistics
-                lnsave = self._buffer(("lnsave", k), (T, B, 2 * G * H + 4)) if record and ln is not None else None
-                if not fused:
-                    _project(self._cell, inp, w_ih, act)
+                if not s["fused"]:
+                    _project(self._cell, inp, s["w_ih"], act)
                 if mid is not None:
                     sync = np.zeros(4, np.intc)
                     shared = np.empty(_core.units_shared_size(self._cell, self.dtype, T, H, mid, False),
                                       self.dtype)
                     tasks += [_core.recur_units(self._cell, mid=mid, part=part, reverse=bool(d), h0=h0[k],
-                                                c0=c0k, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, y=y, y_col=d * H,
-                                                h_n=h_n[k], c_n=c_nk, act=act, hprev=xh, h_col=D,
-                                                aux=aux, leak=self.leak, sync=sync, shared=shared,
-                                                peep=peep, defer=True)
+                                                c0=c0k, w_hh=s["w_hh"], b_ih=s["b_ih"], b_hh=s["b_hh"], y=y,
+                                                y_col=d * H, h_n=h_n[k], c_n=c_nk, act=act, hprev=xh,
+                                                h_col=D, aux=s["aux"], leak=self.leak, sync=sync,
+                                                shared=shared, peep=s["peep"], defer=True)
                               for part in (0, 1)]
-                    saved.append((act, xh, aux, None, mk))
-                    continue
-                tasks += [_core.recur(self._cell, b0=b0, b1=b1, reverse=bool(d), lengths=lengths,
-                                      h0=h0[k], c0=c0k, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, y=y,
-                                      y_col=d * R, h_n=h_n[k], c_n=c_nk, act=act,
-                                      hprev=xh if hp is None else hp, h_col=D if hp is None else 0,
-                                      aux=aux, leak=self.leak, x=inp if fused else None,
-                                      w_ih=w_ih if fused else None, hmask=hmask,
-                                      hdrop=xh if hp is not None else None, d_col=D, zh=zh, zc=zc,
-                                      peep=peep, ln=ln, lnsave=lnsave, w_hr=w_hr, hcell=hcell,
-                                      defer=True)
-                          for b0, b1 in chunks]
-                if ln is not None:
-                    mk = dict(mk, ln=ln, lnsave=lnsave)
-                if w_hr is not None:
-                    mk = dict(mk, w_hr=w_hr, hcell=hcell)
-                saved.append((act, xh, aux, hp, mk))
+                else:
+                    tasks += [self._recur_job(s, inp, y, d, None, b0, b1, lengths, h0[k], c0k, h_n[k], c_nk)
+                              for b0, b1 in chunks]
+                saved.append(self._saved(s))
             _run(tasks)
             mask = None
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
-                keep = 1.0 - self.dropout
-                mask = (self._rng.random(y.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+                mask = self._dropout_mask(y.shape)
             layers.append((inp, saved if record else None, mask))
             inp = y * mask if mask is not None else y
-        if record:
-            # the forward's plan goes with its cache: backward must take the same path (a unit
-            # split is refused to the variants, and the thread count may change in between)
-            self._cache = (layers, lengths, T, B, mid)
-        out = np.ascontiguousarray(inp.transpose(1, 0, 2)) if self.batch_first else inp
-        return out, self._join_state(h_n, c_n)
+        return layers, inp
+
+    def _forward_wave(self, x, h0, c0, h_n, c_n, masks, record, nchunks, nrows):
+        """The wavefront of a one-direction stack (plan.c, fr_plan_wave_chunks): the time axis
+        in `nchunks` chunks, and round r runs every layer l on its chunk r - lag(l) at once, so
+        layer l+1 reads chunk c of layer l's output while layer l computes chunk c+1. Each chunk
+        is the row loop over a time slice of the layer's buffers, started from the state the
+        previous chunk ended in: the results equal _forward_layers' with the same row ranges
+        and projection mode. A layer whose input projection is not fused into its loop projects
+        a chunk one round before it runs it (lag 2 from the layer below, else 1), beside the
+        other layers' loops. Returns what _forward_layers returns."""
+        T, B, _ = x.shape
+        L, R, H = self.num_layers, self._R, self.hidden_size
+        times = _chunks(T, nchunks)
+        rows = _chunks(B, nrows)
+        # inter-layer dropout: the masks drawn in the order the layer loop draws them
+        dmask = [self._dropout_mask((T, B, R)) if self.training and self.dropout > 0 and l < L - 1 else None
+                 for l in range(L)]
+        ys = [np.empty((T, B, R), self.dtype) for _ in range(L)]
+        inps = [x] + [ys[l - 1] if dmask[l - 1] is None else np.empty((T, B, R), self.dtype)
+                      for l in range(1, L)]
+        specs = [self._layer_spec(l, 0, inps[l], record, masks, _min_rows(rows)) for l in range(L)]
+        # the states between chunks: hst[l, c] ends chunk c of layer l
+        hst = np.empty((L, max(nchunks - 1, 1), B, R), self.dtype)
+        cst = np.empty((L, max(nchunks - 1, 1), B, H), self.dtype) if c0 is not None else None
+        lag = [0] * L
+        for l in range(1, L):
+            lag[l] = lag[l - 1] + (1 if specs[l]["fused"] else 2)
+        nrounds = nchunks + lag[-1]
+        loops, projs, ready = ([[] for _ in range(nrounds)] for _ in range(3))
+        for l, s in enumerate(specs):
+            for c, (t0, t1) in enumerate(times):
+                t = slice(t0, t1)
+                first, last = c == 0, c == nchunks - 1
+                hin, hout = h0[l] if first else hst[l, c - 1], h_n[l] if last else hst[l, c]
+                cin = cout = None
+                if c0 is not None:
+                    cin, cout = c0[l] if first else cst[l, c - 1], c_n[l] if last else cst[l, c]
+                r = c + lag[l]
+                loops[r] += [(s, inps[l], ys[l], t, b0, b1, hin, cin, hout, cout) for b0, b1 in rows]
+                if l and not s["fused"]:
+                    projs[r - 1] += _project_pieces(inps[l][t], s["w_ih"], s["act"][t])
+                if l and dmask[l - 1] is not None:  # before the round that first reads it
+                    ready[r - (0 if s["fused"] else 1)].append((l, t))
+        if not specs[0]["fused"]:
+            _project(self._cell, x, specs[0]["w_ih"], specs[0]["act"])
+        for r in range(nrounds):
+            for l, t in ready[r]:
+                np.multiply(ys[l - 1][t], dmask[l - 1][t], out=inps[l][t])
+            # Each round's jobs are made just before it runs: a job holds its loop's scratch
+            # (with its packed weights), which a later round's job then reuses from the
+            # allocator instead of faulting in fresh pages.
+            _run([self._recur_job(s, xin, y, 0, t, b0, b1, None, hin, cin, hout, cout)
+                  for s, xin, y, t, b0, b1, hin, cin, hout, cout in loops[r]]
+                 + [_core.project(self._cell, xin, w_ih, act, defer=True) for xin, w_ih, act in projs[r]])
+        layers = []
+        for l, s in enumerate(specs):
+            if record:
+                s["xh"][..., :s["D"]] = inps[l]
+            layers.append((inps[l], [self._saved(s)] if record else None, dmask[l]))
+        return layers, ys[-1]
 
     def backward(self, dy=None, dstate=None, state_grads=False):
         """BPTT through the most recent training-mode forward.

@@ -1,0 +1,200 @@
+"""The multi-layer wavefront (layers._RNNBase._forward_wave, planned by csrc/plan.c's
+fr_plan_wave_chunks) against the layer-by-layer schedule: the same results, forced both ways
+through the plan knobs, on every cell kind, dtype, variant and awkward chunking."""
+import numpy as np
+import pytest
+
+import fastrnn as fr
+from fastrnn import _core, layers
+from fastrnn._cells import CELLS
+from tolerances import tolerance
+
+# Layer by layer and the wavefront on the same row split (one range: the wavefront gives a
+# layer its share of the threads, the layer loop all of them) and without the unit split (the
+# wavefront runs the row loops).
+SAME_SPLIT = dict(units=False, min_parallel_work=1 << 62)
+
+
+@pytest.fixture
+def plan_knobs():
+    saved = _core.plan_knobs()
+    threads = _core.get_pool_threads()
+    _core.set_pool_threads(2)  # the layers' loops really run at once, whatever the machine
+    yield _core.plan_knobs
+    _core.plan_knobs(**saved)
+    _core.set_pool_threads(threads)
+
+
+@pytest.fixture
+def waves(monkeypatch):
+    """Counts the forwards that ran as a wavefront, so a test knows which schedule it got."""
+    calls = []
+    orig = layers._RNNBase._forward_wave
+
+    def spy(self, *args):
+        calls.append(args[-2])  # the number of chunks
+        return orig(self, *args)
+
+    monkeypatch.setattr(layers._RNNBase, "_forward_wave", spy)
+    return calls
+
+
+def _run(mode, L, T, B, D, H, dtype, train, hx=True, lengths=None, **kw):
+    """Outputs, final states and (in training) every gradient of one forward + backward."""
+    m = getattr(fr, mode)(D, H, num_layers=L, dtype=dtype, seed=3, **kw).train(train)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    h = None
+    if hx:
+        R = kw.get("proj_size") or H
+        h = rng.standard_normal((L, B, R)).astype(dtype)
+        if mode == "LSTM":
+            h = (h, rng.standard_normal((L, B, H)).astype(dtype))
+    y, st = m(x, h, lengths=lengths)
+    out = {"y": y}
+    out.update({f"state{i}": s for i, s in enumerate(st if isinstance(st, tuple) else (st,))})
+    if train:
+        dy = np.cos(np.arange(y.size, dtype=dtype)).reshape(y.shape)
+        dx, dst = m.backward(dy)
+        out["dx"] = dx
+        out.update({f"dstate{i}": s for i, s in enumerate(dst if isinstance(dst, tuple) else (dst,))})
+        out.update({"d" + k: v.copy() for k, v in m.grads.items()})
+    return out
+
+
+def _both(plan_knobs, waves, knobs, chunk, *args, **kw):
+    plan_knobs(wave=False, **knobs)
+    want = _run(*args, **kw)
+    assert not waves
+    plan_knobs(wave=True, wave_chunk=chunk, **knobs)
+    got = _run(*args, **kw)
+    assert waves, "the forced wavefront did not run"
+    return want, got
+
+
+def _assert_same(want, got, exact, dtype):
+    assert want.keys() == got.keys()
+    for k in want:
+        if exact:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+        else:
+            np.testing.assert_allclose(got[k], want[k], err_msg=k,
+                                       **tolerance(dtype, "forward" if k in ("y", "state0", "state1") else "grad"))
+
+
+# T, B, chunk steps: T not a multiple of the chunk, T shorter than one chunk, a batch of one
+SHAPES = [(37, 3, 7), (23, 1, 6), (5, 2, 8), (9, 1, 1)]
+
+
+@pytest.mark.parametrize("mode", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("L", [2, 3])
+@pytest.mark.parametrize("train", [False, True])
+def test_fused_wavefront_equals_layer_by_layer_exactly(plan_knobs, waves, mode, dtype, L, train):
+    # With the projection in the loop, a chunk is the whole loop cut at a step: the same
+    # products and rows in the same order, so the same bits, gradients included.
+    for T, B, chunk in SHAPES:
+        waves.clear()
+        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=True), chunk, mode, L, T, B, 4, 9, dtype, train)
+        _assert_same(want, got, True, dtype)
+
+
+@pytest.mark.parametrize("mode", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_hoisted_wavefront_equals_layer_by_layer(plan_knobs, waves, mode, dtype):
+    # The wavefront projects an upper layer's input a chunk at a time, one GEMM of the chunk's
+    # rows instead of all T*B: BLAS may sum a small product in another order (OpenBLAS's
+    # small-matrix kernels), so equal to rounding, not to the bit.
+    for T, B, chunk in SHAPES:
+        waves.clear()
+        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=False), chunk, mode, 3, T, B, 5, 8, dtype, True)
+        _assert_same(want, got, False, dtype)
+
+
+VARIANTS = [
+    ("LSTM", dict(recurrent_dropout=0.3)), ("GRU", dict(recurrent_dropout=0.3)),
+    ("LSTM", dict(zoneout=0.2)), ("GRU", dict(zoneout=0.2)), ("RNN", dict(zoneout=0.2)),
+    ("LSTM", dict(weight_dropout=0.3)), ("LSTM", dict(peepholes=True)),
+    ("LSTM", dict(layer_norm=True)), ("GRU", dict(layer_norm=True)),
+    ("LSTM", dict(proj_size=5, recurrent_dropout=0.2)), ("GRU", dict(dropout=0.4)),
+    ("LSTM", dict(dropout=0.4, zoneout=0.1)),
+]
+
+
+@pytest.mark.parametrize("mode,kw", VARIANTS, ids=[f"{m}-{'-'.join(k)}" for m, k in VARIANTS])
+@pytest.mark.parametrize("train", [False, True])
+def test_variants_run_in_the_wavefront(plan_knobs, waves, mode, kw, train):
+    # Masks are per layer and direction, (B,H) or (T,B,H) with time leading: a chunk takes its
+    # slice. Inter-layer dropout multiplies each chunk of a layer's output before the next
+    # layer reads it. Training draws every mask in the layer loop's order.
+    for T, B, chunk in SHAPES[:3]:
+        waves.clear()
+        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=True), chunk, mode, 2, T, B, 4, 9,
+                          np.float32, train, **kw)
+        _assert_same(want, got, True, np.float32)
+
+
+def test_chunks_keep_at_least_four_steps():
+    # a chunk of fewer steps would skip packing its weights, and round differently
+    saved = _core.plan_knobs()
+    try:
+        for T, chunk, want in [(37, 1, 9), (37, 7, 6), (5, 8, 1), (3, 1, 1), (8, 1, 2), (100, 30, 4),
+                               (100, 2**63 - 1, 1)]:
+            _core.plan_knobs(wave=True, wave_chunk=chunk)
+            assert _core.plan_wave(CELLS["LSTM"].code, T, 1, 4, 8, 2, 1, False)[0] == want, (T, chunk)
+    finally:
+        _core.plan_knobs(**saved)
+
+
+def test_the_plan_keeps_layer_by_layer_where_the_wavefront_does_not_pay(plan_knobs):
+    lstm = CELLS["LSTM"].code
+    wave = _core.plan_wave
+    # a batch of one with variants, or too small for the unit split: each layer on one thread
+    assert wave(lstm, 1000, 1, 16, 128, 2, 1, False, True)[0] >= 2
+    assert wave(lstm, 4000, 1, 16, 32, 2, 1, False)[0] >= 2
+    # the unit split already keeps both threads busy
+    assert wave(lstm, 1000, 1, 16, 128, 2, 1, False)[0] == 0
+    # one layer, two directions, ragged lengths, rows that fill the threads, one thread
+    assert wave(lstm, 1000, 1, 16, 128, 1, 1, False, True)[0] == 0
+    assert wave(lstm, 1000, 1, 16, 128, 2, 2, False, True)[0] == 0
+    assert wave(lstm, 1000, 1, 16, 128, 2, 1, True, True)[0] == 0
+    assert wave(lstm, 1000, 64, 16, 128, 2, 1, False, True)[0] == 0
+    # too short to pay for a round's hand-off
+    assert wave(lstm, 8, 1, 16, 128, 2, 1, False, True)[0] == 0
+    _core.set_pool_threads(1)
+    assert wave(lstm, 1000, 1, 16, 128, 2, 1, False, True)[0] == 0
+    # forced off
+    _core.set_pool_threads(2)
+    plan_knobs(wave=False)
+    assert wave(lstm, 1000, 1, 16, 128, 2, 1, False, True)[0] == 0
+
+
+def test_the_layer_picks_the_wavefront_from_the_plan(plan_knobs, waves):
+    m = fr.LSTM(16, 128, num_layers=2, zoneout=0.1).eval()
+    x = np.random.default_rng(0).standard_normal((200, 1, 16)).astype(np.float32)
+    m(x)
+    assert waves and waves[0] >= 2
+    waves.clear()
+    fr.LSTM(16, 128, num_layers=2).eval()(x)  # the unit split instead
+    assert not waves
+
+
+def test_ragged_batches_run_layer_by_layer(plan_knobs, waves):
+    plan_knobs(wave=True, wave_chunk=4)
+    lengths = np.array([9, 4, 7])
+    got = _run("GRU", 2, 9, 3, 4, 6, np.float32, True, lengths=lengths)
+    assert not waves
+    plan_knobs(wave=False)
+    want = _run("GRU", 2, 9, 3, 4, 6, np.float32, True, lengths=lengths)
+    _assert_same(want, got, True, np.float32)
+
+
+def test_a_unit_split_backward_reads_the_wavefronts_saved_buffers(plan_knobs, waves):
+    # A batch of one trains backward by units where the plan splits it, whichever schedule ran
+    # forward: the row loops and the unit tasks save act, [x | hprev] and aux alike.
+    plan_knobs(units=True, unit_min_work=0, wave=True, wave_chunk=8)
+    got = _run("LSTM", 2, 30, 1, 4, 32, np.float32, True)
+    assert waves
+    plan_knobs(units=False, wave=False)
+    want = _run("LSTM", 2, 30, 1, 4, 32, np.float32, True)
+    _assert_same(want, got, False, np.float32)

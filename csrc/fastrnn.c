@@ -47,6 +47,9 @@
 #define LN_SQDEV_FAST fr_ln_sqdev8
 #define LN_DOT_FAST fr_ln_dot8
 #define LN_BWD_FAST fr_ln_bwd8
+#define LN_BWD2_FAST fr_ln_bwd2_8
+#define LN_SUM2_FAST fr_ln_sum2_8
+#define LN_SQDEV2_FAST fr_ln_sqdev2_8
 #include "cells.h"
 #include "loops.h"
 
@@ -71,6 +74,9 @@
 #define LN_SQDEV_FAST(n, v, m) ((void)(n), (void)(v), (void)(m), 0.0)
 #define LN_DOT_FAST(n, u, v) ((void)(n), (void)(u), (void)(v), 0.0)
 #define LN_BWD_FAST(n, gin, gout, xh, r, gam, dgam, dbet) ((void)(gout))
+#define LN_BWD2_FAST(n, g, gh, xx, xh, rx, rh, gamx, gamh, dgx, dgh, dbet) ((void)(g))
+#define LN_SUM2_FAST(n, u, v, s) ((void)(s))
+#define LN_SQDEV2_FAST(n, u, mu, v, mv, s) ((void)(s))
 #include "cells.h"
 #include "loops.h"
 

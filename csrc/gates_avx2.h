@@ -240,6 +240,40 @@ __attribute__((target("avx2,fma"))) static float fr_ln_dot8(int n, const float *
     return s;
 }
 
+/* fr_ln_sum8 and fr_ln_sqdev8 of two rows u, v (n) at once (s[0] u's, s[1] v's; mu, mv the
+ * means for sqdev): each sum is one chain of dependent adds, so one row alone waits on the add
+ * latency; two chains interleaved take the same time as one. Same association, same bits. */
+__attribute__((target("avx2,fma"))) static void fr_ln_sum2_8(int n, const float *u, const float *v, float *s)
+{
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        a = _mm256_add_ps(a, _mm256_loadu_ps(u + j));
+        b = _mm256_add_ps(b, _mm256_loadu_ps(v + j));
+    }
+    float su = fr_hsum8(a), sv = fr_hsum8(b);
+    for (int k = j; k < n; ++k) su += u[k];
+    for (; j < n; ++j) sv += v[j];
+    s[0] = su; s[1] = sv;
+}
+
+__attribute__((target("avx2,fma"))) static void fr_ln_sqdev2_8(int n, const float *u, float mu, const float *v,
+                                                               float mv, float *s)
+{
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    const __m256 vmu = _mm256_set1_ps(mu), vmv = _mm256_set1_ps(mv);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(u + j), vmu), e = _mm256_sub_ps(_mm256_loadu_ps(v + j), vmv);
+        a = _mm256_add_ps(a, _mm256_mul_ps(d, d));
+        b = _mm256_add_ps(b, _mm256_mul_ps(e, e));
+    }
+    float su = fr_hsum8(a), sv = fr_hsum8(b);
+    for (int k = j; k < n; ++k) { float d = u[k] - mu; su += d * d; }
+    for (; j < n; ++j) { float d = v[j] - mv; sv += d * d; }
+    s[0] = su; s[1] = sv;
+}
+
 /* loops.h's ln_bwd in two passes: gout (n) = r * (gg - mean(gg) - xh * mean(gg * xh)) with
  * gg = gin * gam; dgam += gin * xh, dbet += gin. gout may be gin (in place), no other overlap. */
 __attribute__((target("avx2,fma"))) static void fr_ln_bwd8(int n, const float *gin, float *gout, const float *xh,
@@ -275,6 +309,61 @@ __attribute__((target("avx2,fma"))) static void fr_ln_bwd8(int n, const float *g
     for (; j < n; ++j) gout[j] = r * (gout[j] - m1 - xh[j] * m2);
 }
 
+/* Both sides of a layer-normalised row whose two LNs take the same gradient g (LSTM, RNN:
+ * gates = LN_x(.) + LN_h(.) + b): fr_ln_bwd8 twice in one pair of passes, so g, the gains and
+ * the saved xhat rows are read once per pass. g (n) becomes the x side's input gradient (in
+ * place), gh (n) the h side's; xx, xh (n) each side's saved xhat; dgx, dgh (n) += g * xhat; dbet (n) += g once (the two
+ * sides' beta gradients, and the biases', are the same sum: the caller copies it). Same
+ * association as fr_ln_bwd8, so the same bits. */
+__attribute__((target("avx2,fma"))) static void fr_ln_bwd2_8(int n, float *g, float *gh, const float *xx,
+                                                             const float *xh, float rx, float rh,
+                                                             const float *gamx, const float *gamh,
+                                                             float *dgx, float *dgh, float *dbet)
+{
+    __m256 a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps();
+    __m256 b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_loadu_ps(g + j), x = _mm256_loadu_ps(xx + j), h = _mm256_loadu_ps(xh + j);
+        _mm256_storeu_ps(dgx + j, _mm256_add_ps(_mm256_loadu_ps(dgx + j), _mm256_mul_ps(v, x)));
+        _mm256_storeu_ps(dgh + j, _mm256_add_ps(_mm256_loadu_ps(dgh + j), _mm256_mul_ps(v, h)));
+        _mm256_storeu_ps(dbet + j, _mm256_add_ps(_mm256_loadu_ps(dbet + j), v));
+        __m256 ux = _mm256_mul_ps(v, _mm256_loadu_ps(gamx + j)), uh = _mm256_mul_ps(v, _mm256_loadu_ps(gamh + j));
+        a1 = _mm256_add_ps(a1, ux);
+        a2 = _mm256_add_ps(a2, _mm256_mul_ps(ux, x));
+        b1 = _mm256_add_ps(b1, uh);
+        b2 = _mm256_add_ps(b2, _mm256_mul_ps(uh, h));
+    }
+    float s1 = fr_hsum8(a1), s2 = fr_hsum8(a2), t1 = fr_hsum8(b1), t2 = fr_hsum8(b2);
+    for (int k = j; k < n; ++k) {
+        float v = g[k], ux = v * gamx[k], uh = v * gamh[k];
+        dgx[k] += v * xx[k];
+        dgh[k] += v * xh[k];
+        dbet[k] += v;
+        s1 += ux;
+        s2 += ux * xx[k];
+        t1 += uh;
+        t2 += uh * xh[k];
+    }
+    const float mx1 = s1 / (float)n, mx2 = s2 / (float)n, mh1 = t1 / (float)n, mh2 = t2 / (float)n;
+    const __m256 vx1 = _mm256_set1_ps(mx1), vx2 = _mm256_set1_ps(mx2), vrx = _mm256_set1_ps(rx);
+    const __m256 vh1 = _mm256_set1_ps(mh1), vh2 = _mm256_set1_ps(mh2), vrh = _mm256_set1_ps(rh);
+    for (j = 0; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_loadu_ps(g + j);
+        __m256 t = _mm256_sub_ps(_mm256_mul_ps(v, _mm256_loadu_ps(gamh + j)), vh1);
+        t = _mm256_sub_ps(t, _mm256_mul_ps(_mm256_loadu_ps(xh + j), vh2));
+        _mm256_storeu_ps(gh + j, _mm256_mul_ps(vrh, t));
+        t = _mm256_sub_ps(_mm256_mul_ps(v, _mm256_loadu_ps(gamx + j)), vx1);
+        t = _mm256_sub_ps(t, _mm256_mul_ps(_mm256_loadu_ps(xx + j), vx2));
+        _mm256_storeu_ps(g + j, _mm256_mul_ps(vrx, t));
+    }
+    for (; j < n; ++j) {
+        float v = g[j];
+        gh[j] = rh * (v * gamh[j] - mh1 - xh[j] * mh2);
+        g[j] = rx * (v * gamx[j] - mx1 - xx[j] * mx2);
+    }
+}
+
 #undef FR_NO_PASS
 #undef FR_GRU_PASS1
 #undef FR_GRU_PASS2
@@ -290,6 +379,17 @@ __attribute__((target("avx2,fma"))) static void fr_ln_bwd8(int n, const float *g
 static float fr_ln_sum8(int n, const float *v) { (void)n; (void)v; return 0; }
 static float fr_ln_sqdev8(int n, const float *v, float m) { (void)n; (void)v; (void)m; return 0; }
 static float fr_ln_dot8(int n, const float *u, const float *v) { (void)n; (void)u; (void)v; return 0; }
+static void fr_ln_sum2_8(int n, const float *u, const float *v, float *s) { (void)n; (void)u; (void)v; (void)s; }
+static void fr_ln_sqdev2_8(int n, const float *u, float mu, const float *v, float mv, float *s)
+{
+    (void)n; (void)u; (void)mu; (void)v; (void)mv; (void)s;
+}
+static void fr_ln_bwd2_8(int n, float *g, float *gh, const float *xx, const float *xh, float rx, float rh,
+                         const float *gamx, const float *gamh, float *dgx, float *dgh, float *dbet)
+{
+    (void)n; (void)g; (void)gh; (void)xx; (void)xh; (void)rx; (void)rh; (void)gamx; (void)gamh;
+    (void)dgx; (void)dgh; (void)dbet;
+}
 static void fr_ln_bwd8(int n, const float *gin, float *gout, const float *xh, float r, const float *gam,
                        float *dgam, float *dbet)
 {

@@ -137,18 +137,43 @@ static inline void SFX(ln_stats)(int n, const REAL *v, REAL *mean, REAL *rstd)
     *rstd = (REAL)(1.0 / sqrt((double)var + FR_LN_EPS));
 }
 
-/* v (n) = gam * (v - mean) * rstd + bet in place; xh (n) gets (v - mean) * rstd and *rs rstd
- * when given (training) */
-HOT static void SFX(ln_fwd)(int n, REAL *RS v, const REAL *RS gam, const REAL *RS bet, REAL *RS xh,
-                            REAL *rs)
+/* ln_stats of two rows u, v (n) at once: means mu, mv, rstds ru, rv (see fr_ln_sum2_8) */
+static inline void SFX(ln_stats2)(int n, const REAL *u, const REAL *v, REAL *mu, REAL *ru, REAL *mv, REAL *rv)
 {
-    REAL m, r;
-    SFX(ln_stats)(n, v, &m, &r);
+    if (!STEP_FAST()) {
+        SFX(ln_stats)(n, u, mu, ru);
+        SFX(ln_stats)(n, v, mv, rv);
+        return;
+    }
+    float s[2], q[2];
+    LN_SUM2_FAST(n, (const float *)u, (const float *)v, s);
+    const REAL m0 = (REAL)s[0] / (REAL)n, m1 = (REAL)s[1] / (REAL)n;
+    LN_SQDEV2_FAST(n, (const float *)u, (float)m0, (const float *)v, (float)m1, q);
+    *mu = m0; *mv = m1;
+    *ru = (REAL)(1.0 / sqrt((double)((REAL)q[0] / (REAL)n) + FR_LN_EPS));
+    *rv = (REAL)(1.0 / sqrt((double)((REAL)q[1] / (REAL)n) + FR_LN_EPS));
+}
+
+/* v (n) = gam * (v - m) * r + bet in place; xh (n) gets (v - m) * r when given (training) */
+HOT static void SFX(ln_apply)(int n, REAL *RS v, const REAL *RS gam, const REAL *RS bet, REAL m, REAL r,
+                              REAL *RS xh)
+{
     if (xh)
         for (int j = 0; j < n; ++j) { REAL u = (v[j] - m) * r; xh[j] = u; v[j] = gam[j] * u + bet[j]; }
     else
         for (int j = 0; j < n; ++j) v[j] = gam[j] * ((v[j] - m) * r) + bet[j];
-    if (rs) *rs = r;
+}
+
+/* Both projections of a row normalised, vx with ln's x side (gamma, beta at lx), vh (n each)
+ * with its h side (at lh), in place; sv (FR_LN_SAVE(n)) gets xhat_x, xhat_h, rstd_x, rstd_h
+ * in training, else NULL. */
+static void SFX(ln_fwd2)(int n, REAL *vx, REAL *vh, const REAL *lx, const REAL *lh, REAL *sv)
+{
+    REAL mx, rx, mh, rh;
+    SFX(ln_stats2)(n, vx, vh, &mx, &rx, &mh, &rh);
+    SFX(ln_apply)(n, vx, lx, lx + n, mx, rx, sv);
+    SFX(ln_apply)(n, vh, lh, lh + n, mh, rh, sv ? sv + n : NULL);
+    if (sv) { sv[2 * (ptrdiff_t)n] = rx; sv[2 * (ptrdiff_t)n + 1] = rh; }
 }
 
 /* gout (n) = the gradient w.r.t. LN's input from gin (n), the gradient w.r.t. its output
@@ -164,6 +189,26 @@ static void SFX(ln_bwd)(int n, const REAL *gin, REAL *gout, const REAL *RS xh, R
     for (int j = 0; j < n; ++j) { REAL g = gin[j]; dgam[j] += g * xh[j]; dbet[j] += g; gout[j] = g * gam[j]; }
     const REAL m1 = SFX(sum8)(n, gout) / (REAL)n, m2 = SFX(dot8)(n, gout, xh) / (REAL)n;
     for (int j = 0; j < n; ++j) gout[j] = r * (gout[j] - m1 - xh[j] * m2);
+}
+
+/* Both LNs of a row whose two sides take the same gradient g (n) (LSTM, RNN: gates = LN_x(.) +
+ * LN_h(.) + b), in one pair of passes where the CPU allows: g becomes the x side's input
+ * gradient (in place), gh (n) the h side's; xx, xh (n) the saved xhat of each side, rx, rh their
+ * rstd; dgx, dgh (n) += g * xhat; dbet (n) += g once, the x side's (the h side's beta gradient
+ * and the biases' are the same sum, which the caller copies after its loop). */
+static void SFX(ln_bwd2)(int n, REAL *RS g, REAL *RS gh, const REAL *RS xx, const REAL *RS xh, REAL rx,
+                         REAL rh, const REAL *RS gamx, const REAL *RS gamh, REAL *RS dgx, REAL *RS dgh,
+                         REAL *RS dbet)
+{
+    if (STEP_FAST()) { /* float32, AVX2 (gates_avx2.h) */
+        LN_BWD2_FAST(n, (float *)g, (float *)gh, (const float *)xx, (const float *)xh, (float)rx, (float)rh,
+                     (const float *)gamx, (const float *)gamh, (float *)dgx, (float *)dgh, (float *)dbet);
+        return;
+    }
+    SFX(ln_bwd)(n, g, gh, xh, rh, gamh, dgh, dbet); /* first: it reads g before the x side overwrites it */
+    for (int j = 0; j < n; ++j) { REAL v = g[j]; dgx[j] += v * xx[j]; g[j] = v * gamx[j]; }
+    const REAL m1 = SFX(sum8)(n, g) / (REAL)n, m2 = SFX(dot8)(n, g, xx) / (REAL)n;
+    for (int j = 0; j < n; ++j) g[j] = rx * (g[j] - m1 - xx[j] * m2);
 }
 
 /* LSTM's output through LN_c, after its row: tc (H) = tanh(LN_c(c)), h = y = o * tc; sv (2)
@@ -311,9 +356,7 @@ static void SFX(fr_recur)(const fr_recur_args *a)
             }
             REAL *sv = lnsave ? lnsave + row * LS : NULL;
             if (ln) { /* both projections normalised over the row's G*H units, then the row */
-                SFX(ln_fwd)(GH, gxr, ln, ln + GH, sv, sv ? sv + 2 * GH : NULL);
-                SFX(ln_fwd)(GH, gh + (ptrdiff_t)i * GH, ln + 2 * GH, ln + 3 * GH, sv ? sv + GH : NULL,
-                            sv ? sv + 2 * GH + 1 : NULL);
+                SFX(ln_fwd2)(GH, gxr, gh + (ptrdiff_t)i * GH, ln, ln + 2 * GH, sv);
             }
             k->fwd(H, (REAL)a->leak, gxr, H, gh + (ptrdiff_t)i * GH, bias, (const REAL *)a->peep, H, hb, cb,
                    y + row * ldy, auxr, H);
@@ -454,15 +497,18 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
             if (ln) {
                 /* the biases sit after both normalisations: they take the gate gradients; then
                  * each side goes back through its LN, the recurrent side (d's blocks, or e's
-                 * where the row wrote its own: GRU, all blocks) into dgh, first (it may read d) */
-                const REAL *rs = own_e ? e : d;
+                 * where the row wrote its own: GRU, all blocks) into dgh */
                 REAL *ghr = dgh + row * GH;
-                if (dbias) {
-                    SFX(add_to)(GH, dbias, d);
-                    if (own_e) SFX(add_to)(RH, dbias + GH, e + (ptrdiff_t)S * H);
-                }
-                SFX(ln_bwd)(GH, rs, ghr, sv + GH, sv[2 * GH + 1], ln + 2 * GH, dln + 2 * GH, dln + 3 * GH);
-                SFX(ln_bwd)(GH, d, d, sv, sv[2 * GH], ln, dln, dln + GH);
+                if (own_e) {
+                    if (dbias) {
+                        SFX(add_to)(GH, dbias, d);
+                        SFX(add_to)(RH, dbias + GH, e + (ptrdiff_t)S * H);
+                    }
+                    SFX(ln_bwd)(GH, e, ghr, sv + GH, sv[2 * GH + 1], ln + 2 * GH, dln + 2 * GH, dln + 3 * GH);
+                    SFX(ln_bwd)(GH, d, d, sv, sv[2 * GH], ln, dln, dln + GH);
+                } else /* one gradient for both sides: one pair of passes, the biases' sum after the loop */
+                    SFX(ln_bwd2)(GH, d, ghr, sv, sv + GH, sv[2 * GH], sv[2 * GH + 1], ln, ln + 2 * GH, dln,
+                                 dln + 2 * GH, dln + GH);
                 if (gathered) memcpy(e, ghr, sizeof(REAL) * GH);
             } else {
                 if (own_e) memcpy(dgh + row * RH, e + (ptrdiff_t)S * H, sizeof(REAL) * RH);
@@ -504,6 +550,10 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
                 SFX(gemm)(0, 0, 1, D, GH, dgx + row * GH, GH, w_ih, D, (REAL)0, dx + row * D, D);
             }
         REAL *tmp = dh; dh = dhp; dhp = tmp;
+    }
+    if (ln && !own_e) { /* ln_bwd2 summed the gate gradients once: beta_x's, beta_h's and the biases' */
+        memcpy(dln + 3 * GH, dln + GH, sizeof(REAL) * GH);
+        if (dbias) memcpy(dbias, dln + GH, sizeof(REAL) * GH);
     }
     memcpy((REAL *)a->dh0 + (ptrdiff_t)b0 * H, dh, sizeof(REAL) * nb * H);
     if (k->n.states == 2) memcpy((REAL *)a->dc0 + (ptrdiff_t)b0 * H, dc, sizeof(REAL) * nb * H);
@@ -832,4 +882,7 @@ static void SFX(fr_bernoulli)(void *out, ptrdiff_t n, uint64_t seed, double p, d
 #undef LN_SQDEV_FAST
 #undef LN_DOT_FAST
 #undef LN_BWD_FAST
+#undef LN_BWD2_FAST
+#undef LN_SUM2_FAST
+#undef LN_SQDEV2_FAST
 #undef STEP_GEMV_NT

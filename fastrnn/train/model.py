@@ -515,7 +515,7 @@ class Model:
     def _accumulate(self, sums, value, out, y, lengths, sw):
         mask = self._loss_mask(out, lengths)
         w = None if (mask is None and sw is None) else self._position_weight(out, mask, sw)
-        W = float(np.prod(out.shape[:-1])) if w is None else float(w.sum())
+        W = float(math.prod(out.shape[:-1])) if w is None else float(w.sum())
         s = sums.setdefault("loss", [0.0, 0.0])
         s[0] += value * W
         s[1] += W

@@ -188,12 +188,19 @@ class Dense(Layer):
         if self.use_bias:
             self.grads["bias"] += d2.sum(0)
         W = self.params["weight"]
-        # With one unit the product is an outer product (inner dimension 1), which np.matmul
-        # computes without BLAS, ~8x slower than np.dot's GEMM (the README forecaster's Dense(1):
-        # a tenth of its epoch); each entry is the one product d*w either way, so the result is
-        # the same to the bit.
-        dx = np.dot(d2, W) if self.units == 1 else d2 @ W
-        return dx.reshape(x.shape)
+        if self.units != 1:
+            return (d2 @ W).reshape(x.shape)
+        # One unit: dx is the outer product dy w, each entry the one product d*w (the same
+        # bits in any order). np.dot's GEMM, not np.matmul, which runs an inner dimension of 1
+        # without BLAS, ~8x slower (the README forecaster's Dense(1): a tenth of its epoch).
+        # On sequences the rows are written time-major and handed back as an (N, T, F) view:
+        # a Recurrent below, whose engine reads (T, N, F), then takes dx without a transposing
+        # copy of the whole sequence (the small (N, T) dy is transposed instead).
+        if x.ndim == 3:
+            N, T, F = x.shape
+            dT = np.ascontiguousarray(dy.reshape(N, T).T).reshape(-1, 1)
+            return np.dot(dT, W).reshape(T, N, F).transpose(1, 0, 2)
+        return np.dot(d2, W).reshape(x.shape)
 
     def get_config(self):
         return {"class": "Dense", "units": self.units, "activation": self.activation,

@@ -24,54 +24,91 @@
         }                                                                                         \
         return acc;                                                                               \
     }                                                                                             \
+    /* One loop per kind, its options hoisted out as loop-invariant flags: GCC then vectorises   \
+     * each loop (with a run-time overlap check on the arrays), where one loop that switched on  \
+     * the kind per element ran scalar at ~8 ns an element (a sixth of the update of a small     \
+     * model's step). The operations and their order are unchanged: the same bits. */            \
+    static void scale_##SFX(REAL *gr, ptrdiff_t n, REAL scale)                                    \
+    {                                                                                             \
+        for (ptrdiff_t i = 0; i < n; ++i) gr[i] *= scale;                                         \
+    }                                                                                             \
+    static void sgd_##SFX(REAL *p, const REAL *gr, REAL *s0, ptrdiff_t n, int coupled, REAL wd,   \
+                          REAL lr, int momentum, REAL mom, int nesterov)                          \
+    {                                                                                             \
+        for (ptrdiff_t i = 0; i < n; ++i) {                                                       \
+            REAL g = gr[i];                                                                       \
+            if (coupled) g = g + wd * p[i];                                                       \
+            if (momentum) {                                                                       \
+                s0[i] = s0[i] * mom + g;                                                          \
+                g = nesterov ? g + mom * s0[i] : s0[i];                                           \
+            }                                                                                     \
+            p[i] = p[i] - lr * g;                                                                 \
+        }                                                                                         \
+    }                                                                                             \
+    static void adam_##SFX(REAL *p, const REAL *gr, REAL *s0, REAL *s1, ptrdiff_t n, int coupled, \
+                           REAL wd, const fr_optim_args *a)                                       \
+    {                                                                                             \
+        const REAL b1 = (REAL)a->beta1, b2 = (REAL)a->beta2, eps = (REAL)a->eps;                  \
+        const REAL omb1 = (REAL)(1.0 - a->beta1), omb2 = (REAL)(1.0 - a->beta2);                  \
+        const REAL c1 = (REAL)(a->lr / a->bc1), c2 = (REAL)a->bc2;                                \
+        const REAL lrwd = (REAL)(a->lr * a->weight_decay);                                        \
+        const int decay = a->decoupled && a->weight_decay != 0;                                   \
+        for (ptrdiff_t i = 0; i < n; ++i) {                                                       \
+            REAL g = gr[i];                                                                       \
+            if (coupled) g = g + wd * p[i];                                                       \
+            const REAL m = s0[i] * b1 + omb1 * g, v = s1[i] * b2 + omb2 * (g * g);                \
+            s0[i] = m;                                                                            \
+            s1[i] = v;                                                                            \
+            REAL pi = p[i];                                                                       \
+            if (decay) pi = pi - lrwd * pi;                                                       \
+            p[i] = pi - c1 * m / (SQRT(v / c2) + eps);                                            \
+        }                                                                                         \
+    }                                                                                             \
+    static void rmsprop_##SFX(REAL *p, const REAL *gr, REAL *s0, REAL *s1, REAL *s2, ptrdiff_t n, \
+                              int coupled, REAL wd, const fr_optim_args *a)                       \
+    {                                                                                             \
+        const REAL lr = (REAL)a->lr, mom = (REAL)a->momentum, eps = (REAL)a->eps;                 \
+        const REAL rho = (REAL)a->rho, omrho = (REAL)(1.0 - a->rho);                              \
+        const int centered = a->centered, momentum = a->momentum != 0;                            \
+        for (ptrdiff_t i = 0; i < n; ++i) {                                                       \
+            REAL g = gr[i];                                                                       \
+            if (coupled) g = g + wd * p[i];                                                       \
+            const REAL sq = s0[i] * rho + omrho * (g * g);                                        \
+            s0[i] = sq;                                                                           \
+            REAL denom = sq;                                                                      \
+            if (centered) {                                                                       \
+                const REAL mg = s2[i] * rho + omrho * g;                                          \
+                s2[i] = mg;                                                                       \
+                denom = sq - mg * mg;                                                             \
+            }                                                                                     \
+            REAL st = g / (SQRT(denom) + eps);                                                    \
+            if (momentum) {                                                                       \
+                st = s1[i] * mom + st;                                                            \
+                s1[i] = st;                                                                       \
+            }                                                                                     \
+            p[i] = p[i] - lr * st;                                                                \
+        }                                                                                         \
+    }                                                                                             \
     static void step_##SFX(const fr_optim_args *a)                                                \
     {                                                                                             \
         const REAL scale = (REAL)a->grad_scale, lr = (REAL)a->lr, wd = (REAL)a->weight_decay;     \
-        const REAL lrwd = (REAL)(a->lr * a->weight_decay);                                        \
-        const REAL mom = (REAL)a->momentum, eps = (REAL)a->eps;                                   \
-        const REAL b1 = (REAL)a->beta1, b2 = (REAL)a->beta2;                                      \
-        const REAL omb1 = (REAL)(1.0 - a->beta1), omb2 = (REAL)(1.0 - a->beta2);                  \
-        const REAL c1 = (REAL)(a->lr / a->bc1), c2 = (REAL)a->bc2;                                \
-        const REAL rho = (REAL)a->rho, omrho = (REAL)(1.0 - a->rho);                              \
         const int coupled = a->weight_decay != 0 && !a->decoupled;                                \
         for (int k = 0; k < a->ntensors; ++k) {                                                   \
             const fr_tensor *t = &a->t[k];                                                        \
             REAL *p = (REAL *)t->param, *gr = (REAL *)t->grad;                                    \
             REAL *s0 = (REAL *)t->s0, *s1 = (REAL *)t->s1, *s2 = (REAL *)t->s2;                   \
-            for (ptrdiff_t i = 0; i < t->n; ++i) {                                                \
-                if (a->grad_scale != 1.0) gr[i] *= scale;                                         \
-                REAL g = gr[i];                                                                   \
-                if (coupled) g = g + wd * p[i];                                                   \
-                switch (a->kind) {                                                                \
-                case FR_OPT_SGD:                                                                  \
-                    if (a->momentum != 0) {                                                       \
-                        s0[i] = s0[i] * mom + g;                                                  \
-                        g = a->nesterov ? g + mom * s0[i] : s0[i];                                \
-                    }                                                                             \
-                    p[i] = p[i] - lr * g;                                                         \
-                    break;                                                                        \
-                case FR_OPT_ADAM:                                                                 \
-                    s0[i] = s0[i] * b1 + omb1 * g;                                                \
-                    s1[i] = s1[i] * b2 + omb2 * (g * g);                                          \
-                    if (a->decoupled && a->weight_decay != 0) p[i] = p[i] - lrwd * p[i];          \
-                    p[i] = p[i] - c1 * s0[i] / (SQRT(s1[i] / c2) + eps);                          \
-                    break;                                                                        \
-                case FR_OPT_RMSPROP: {                                                            \
-                    s0[i] = s0[i] * rho + omrho * (g * g);                                        \
-                    REAL denom = s0[i];                                                           \
-                    if (a->centered) {                                                            \
-                        s2[i] = s2[i] * rho + omrho * g;                                          \
-                        denom = s0[i] - s2[i] * s2[i];                                            \
-                    }                                                                             \
-                    REAL st = g / (SQRT(denom) + eps);                                            \
-                    if (a->momentum != 0) {                                                       \
-                        s1[i] = s1[i] * mom + st;                                                 \
-                        st = s1[i];                                                               \
-                    }                                                                             \
-                    p[i] = p[i] - lr * st;                                                        \
-                    break;                                                                        \
-                }                                                                                 \
-                }                                                                                 \
+            if (a->grad_scale != 1.0) scale_##SFX(gr, t->n, scale);                               \
+            switch (a->kind) {                                                                    \
+            case FR_OPT_SGD:                                                                      \
+                sgd_##SFX(p, gr, s0, t->n, coupled, wd, lr, a->momentum != 0, (REAL)a->momentum,  \
+                          a->nesterov);                                                           \
+                break;                                                                            \
+            case FR_OPT_ADAM:                                                                     \
+                adam_##SFX(p, gr, s0, s1, t->n, coupled, wd, a);                                  \
+                break;                                                                            \
+            case FR_OPT_RMSPROP:                                                                  \
+                rmsprop_##SFX(p, gr, s0, s1, s2, t->n, coupled, wd, a);                           \
+                break;                                                                            \
             }                                                                                     \
         }                                                                                         \
     }

@@ -4,8 +4,6 @@ import math
 import os
 import warnings
 
-import numpy as np
-
 from .. import distributed
 from .._checks import non_negative
 
@@ -180,7 +178,7 @@ class TerminateOnNaN(Callback):
 
     def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(loss):
+        if loss is not None and not math.isfinite(loss):
             msg = (f"loss became {loss} at batch {batch} of epoch {self.model.epoch + 1}; training "
                    "stopped. Usual remedies: a lower learning rate, gradient clipping "
                    "(optimizer clipnorm=...), or checking the data for extreme values.")

@@ -67,6 +67,13 @@ class Loss:
             raise TypeError("y_pred must be a floating-point array")
         y_true = self._prepare_target(y_pred, y_true)
         loss, grad = self._elementwise(y_pred, y_true)
+        if mask is None and sample_weight is None and 0 < loss.size < 2**24:
+            # Unit weights (fit's common case) without building them: w * loss is loss and the
+            # sum of `size` ones is `size` exactly below 2**24, so these are the general
+            # path's operations on the same values, a fifth of its time.
+            total = y_pred.dtype.type(loss.size)
+            return (np.ascontiguousarray(loss).sum() / total,
+                    grad * (y_pred.dtype.type(1) / total))
         w = _position_weights(loss.shape, mask, sample_weight, y_pred.dtype)
         total = w.sum()
         if total == 0:
@@ -87,7 +94,9 @@ class MeanSquaredError(Loss):
     def _elementwise(self, p, t):
         d = p - t
         n = p.shape[-1]
-        return (d * d).mean(-1), (2.0 / n) * d
+        sq = d * d
+        # the mean of one value is that value: skip the reduction (per-step forecasts)
+        return sq[..., 0] if n == 1 else sq.mean(-1), (2.0 / n) * d
 
 
 class MeanAbsoluteError(Loss):

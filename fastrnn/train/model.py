@@ -21,6 +21,15 @@ from .optim import get_optimizer
 __all__ = ["Model"]
 
 
+def _rows(a, idx):
+    """a[idx] for an index array: take() copies the same rows in a third of the time."""
+    return a.take(idx, axis=0)
+
+
+def _getitem(a, idx):
+    return a[idx]
+
+
 class Model:
     """Shared training machinery; subclasses define the forward/backward passes."""
 
@@ -453,10 +462,11 @@ class Model:
                             idx = order[b * B:(b + 1) * B] if shuffle else slice(b * B, (b + 1) * B)
                         else:
                             idx = dist.part(order, b, steps, B, sharded)
-                        lb = None if lengths is None else lengths[idx]
-                        swb = None if sample_weight is None else sample_weight[idx]
-                        yb = y[idx]
-                        report, value, out = self._train_batch(X[idx], yb, lb, swb, tbptt)
+                        rows = _rows if isinstance(idx, np.ndarray) else _getitem
+                        lb = None if lengths is None else rows(lengths, idx)
+                        swb = None if sample_weight is None else rows(sample_weight, idx)
+                        yb = rows(y, idx)
+                        report, value, out = self._train_batch(rows(X, idx), yb, lb, swb, tbptt)
                         self.step += 1
                         if out is not None:
                             self._accumulate(sums, value, out, yb, lb, swb)
@@ -515,7 +525,7 @@ class Model:
     def _accumulate(self, sums, value, out, y, lengths, sw):
         mask = self._loss_mask(out, lengths)
         w = None if (mask is None and sw is None) else self._position_weight(out, mask, sw)
-        W = float(np.prod(out.shape[:-1])) if w is None else float(w.sum())
+        W = float(math.prod(out.shape[:-1])) if w is None else float(w.sum())
         s = sums.setdefault("loss", [0.0, 0.0])
         s[0] += value * W
         s[1] += W

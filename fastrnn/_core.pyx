@@ -208,8 +208,9 @@ def plan_knobs(**changes):
     """The plan's thresholds and test overrides (fused, units, dx_in_loop, wave: None for the
     heuristic, True/False to force; the thread-split thresholds min_parallel_work, unit_min_work,
     cell_split_work, wave_round_work; the cache-size thresholds fused_max_bytes,
-    dx_loop_max_bytes, gemv_max_elems; wave_chunk: steps per wavefront chunk, 0 to derive). With keyword arguments, sets those (all or nothing: every value is checked
-    first) and returns the previous values of all, for restoring."""
+    dx_loop_max_bytes, gemv_max_elems; wave_chunk: steps per wavefront chunk, 0 to derive).
+    With keyword arguments, sets those (all or nothing: every value is checked first) and
+    returns the previous values of all, for restoring."""
     cdef fr_plan_knobs k = fr_plan_get_knobs()
     old = {"fused": None if k.fused < 0 else bool(k.fused),
            "units": None if k.units < 0 else bool(k.units),

@@ -202,6 +202,7 @@ def flushes_subnormals():
 
 _THRESHOLD_KNOBS = ("min_parallel_work", "unit_min_work", "cell_split_work", "fused_max_bytes",
                     "dx_loop_max_bytes", "gemv_max_elems", "wave_round_work", "wave_chunk")
+_FORCE_KNOBS = ("fused", "units", "dx_in_loop", "wave")  # test overrides: None, True or False
 
 
 def plan_knobs(**changes):
@@ -211,15 +212,9 @@ def plan_knobs(**changes):
     dx_loop_max_bytes, gemv_max_elems; wave_chunk: steps per wavefront chunk, 0 to derive).
     With keyword arguments, sets those (all or nothing: every value is checked first) and
     returns the previous values of all, for restoring."""
-    cdef fr_plan_knobs k = fr_plan_get_knobs()
-    old = {"fused": None if k.fused < 0 else bool(k.fused),
-           "units": None if k.units < 0 else bool(k.units),
-           "dx_in_loop": None if k.dx_in_loop < 0 else bool(k.dx_in_loop),
-           "min_parallel_work": k.min_parallel_work, "unit_min_work": k.unit_min_work,
-           "cell_split_work": k.cell_split_work, "fused_max_bytes": k.fused_max_bytes,
-           "dx_loop_max_bytes": k.dx_loop_max_bytes, "gemv_max_elems": k.gemv_max_elems,
-           "wave": None if k.wave < 0 else bool(k.wave), "wave_round_work": k.wave_round_work,
-           "wave_chunk": k.wave_chunk}
+    # the struct as a dict of its fields (Cython's conversion), and back: a new knob is one field
+    raw = <dict>fr_plan_get_knobs()
+    old = {name: (None if v < 0 else bool(v)) if name in _FORCE_KNOBS else v for name, v in raw.items()}
     unknown = set(changes) - set(old)
     if unknown:
         raise TypeError(f"unknown plan knobs {sorted(unknown)}; known: {sorted(old)}")
@@ -233,29 +228,9 @@ def plan_knobs(**changes):
             if iv is None or not 0 <= iv <= INT64_MAX:
                 raise ValueError(f"plan knob {name} must be an integer in [0, 2**63 - 1], got {v!r}")
             changes[name] = iv
-    # the four overrides: -1 for the heuristic, 0 or 1 to force
-    cdef int force[4]
-    force[0], force[1], force[2], force[3] = k.fused, k.units, k.dx_in_loop, k.wave
-    for i, name in enumerate(("fused", "units", "dx_in_loop", "wave")):
-        if name in changes:
-            force[i] = -1 if changes[name] is None else int(bool(changes[name]))
-    k.fused, k.units, k.dx_in_loop, k.wave = force[0], force[1], force[2], force[3]
-    if "min_parallel_work" in changes:
-        k.min_parallel_work = changes["min_parallel_work"]
-    if "unit_min_work" in changes:
-        k.unit_min_work = changes["unit_min_work"]
-    if "cell_split_work" in changes:
-        k.cell_split_work = changes["cell_split_work"]
-    if "fused_max_bytes" in changes:
-        k.fused_max_bytes = changes["fused_max_bytes"]
-    if "dx_loop_max_bytes" in changes:
-        k.dx_loop_max_bytes = changes["dx_loop_max_bytes"]
-    if "gemv_max_elems" in changes:
-        k.gemv_max_elems = changes["gemv_max_elems"]
-    if "wave_round_work" in changes:
-        k.wave_round_work = changes["wave_round_work"]
-    if "wave_chunk" in changes:
-        k.wave_chunk = changes["wave_chunk"]
+    for name, v in changes.items():  # the overrides: -1 for the heuristic, 0 or 1 to force
+        raw[name] = (-1 if v is None else int(bool(v))) if name in _FORCE_KNOBS else v
+    cdef fr_plan_knobs k = raw
     fr_plan_set_knobs(&k)
     return old
 

@@ -5,3 +5,16 @@ where it tests them)."""
 import os
 
 os.environ["FASTRNN_DEFAULT_PLAN"] = "1"
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def plan_knobs():
+    """Sets csrc/plan.c's overrides and thresholds for one test (fastrnn._core.plan_knobs),
+    restoring them afterwards."""
+    from fastrnn import _core
+    saved = _core.plan_knobs()
+    yield _core.plan_knobs
+    _core.plan_knobs(**saved)

@@ -10,15 +10,6 @@ from fastrnn import reference as ref
 from tolerances import tolerance
 
 
-@pytest.fixture
-def plan_knobs():
-    """Sets csrc/plan.c's overrides and thresholds for one test (fastrnn._core.plan_knobs),
-    restoring them afterwards."""
-    from fastrnn import _core
-    saved = _core.plan_knobs()
-    yield _core.plan_knobs
-    _core.plan_knobs(**saved)
-
 MODES = {"RNN_TANH": (fr.RNN, {"nonlinearity": "tanh"}), "RNN_RELU": (fr.RNN, {"nonlinearity": "relu"}),
          "LSTM": (fr.LSTM, {}), "GRU": (fr.GRU, {})}
 

@@ -28,14 +28,6 @@ GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
 @pytest.fixture
-def plan_knobs():
-    """Sets csrc/plan.c's overrides and thresholds for one test, restoring them afterwards."""
-    saved = _core.plan_knobs()
-    yield _core.plan_knobs
-    _core.plan_knobs(**saved)
-
-
-@pytest.fixture
 def threads():
     """Sets the pool's thread count for one test, restoring it afterwards."""
     before = fr.get_num_threads()

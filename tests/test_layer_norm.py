@@ -11,19 +11,11 @@ import pytest
 
 import fastrnn as fr
 from fastrnn import _core, reference
-from fd import assert_grads_match
-from test_variants import CFG_IDS, CLASSES, CONFIGS, PATHS, backward, build, check_against_reference, fixed, \
+from test_variants import CFG_IDS, CLASSES, CONFIGS, PATHS, backward, build, check_against_reference, fd_check, \
     inputs, run
 
 EPS = 1e-6
 COMBOS = ("recurrent_dropout", "zoneout", "weight_dropout")
-
-
-@pytest.fixture
-def plan_knobs():
-    saved = _core.plan_knobs()
-    yield _core.plan_knobs
-    _core.plan_knobs(**saved)
 
 
 def ln_layer(mode, D, H, L=1, bi=False, bias=True, dtype=np.float64, seed=0, **opts):
@@ -37,20 +29,6 @@ def ln_layer(mode, D, H, L=1, bi=False, bias=True, dtype=np.float64, seed=0, **o
     return m
 
 
-def fd_check(m, mode, cfg, label):
-    x, h0, c0, lengths, cot = inputs(mode, cfg)
-
-    def loss():
-        fixed(m)
-        y, h, c = run(m, x, h0, c0, lengths)
-        return np.sum(y * cot[0]) + np.sum(h * cot[1]) + (np.sum(c * cot[2]) if c is not None else 0.0)
-
-    m.zero_grad()
-    loss()
-    dx, dh0, dc0 = backward(m, cot)
-    checks = [("x", dx, x), ("h0", dh0, h0)] + ([("c0", dc0, c0)] if c0 is not None else [])
-    checks += [(k, m.grads[k], v) for k, v in m.parameters().items()]
-    return assert_grads_match(loss, checks, EPS, f"layer_norm {label}")
 
 
 # ---- finite differences ----------------------------------------------------------------------
@@ -61,14 +39,14 @@ def test_gradients_match_finite_differences(mode, cfg):
     """T=B=D=H=1 included: LN over G*H = 4 (LSTM) or 3 (GRU) units is a real normalisation; an
     RNN's single unit normalises to 0, so its output is the LN biases' (tested below too)."""
     T, B, D, H, L, bi, _, bias = cfg
-    fd_check(ln_layer(mode, D, H, L, bi, bias), mode, cfg, mode)
+    fd_check(ln_layer(mode, D, H, L, bi, bias), mode, cfg, f"layer_norm {mode}")
 
 
 @pytest.mark.parametrize("option", COMBOS)
 @pytest.mark.parametrize("mode", list(CLASSES))
 def test_with_every_other_variant_gradients_match_finite_differences(option, mode):
     cfg = (4, 3, 2, 3, 2, True, [4, 1, 3], True)
-    fd_check(ln_layer(mode, 2, 3, 2, True, **{option: 0.3}), mode, cfg, f"{mode}+{option}")
+    fd_check(ln_layer(mode, 2, 3, 2, True, **{option: 0.3}), mode, cfg, f"layer_norm {mode}+{option}")
 
 
 def test_an_rnn_of_one_unit_outputs_its_layer_norm_biases():

@@ -15,6 +15,7 @@ import pytest
 import fastrnn as fr
 from fastrnn import _core, reference
 from fd import assert_grads_match, numeric_grad
+from test_variants import PATHS  # plan.c's choices, forced: every path the row loops take
 
 EPS = 1e-6
 MASK_SEED = 1234
@@ -31,13 +32,6 @@ CONFIGS = [
 CFG_IDS = dict(ids=lambda c: f"T{c[0]}B{c[1]}D{c[2]}H{c[3]}P{c[4]}L{c[5]}{'bi' if c[6] else ''}"
                f"{'ragged' if c[7] else ''}{'' if c[8] else 'nobias'}")
 OPTIONS = (None, "recurrent_dropout", "weight_dropout")
-
-
-@pytest.fixture
-def plan_knobs():
-    saved = _core.plan_knobs()
-    yield _core.plan_knobs
-    _core.plan_knobs(**saved)
 
 
 def build(cfg, dtype=np.float64, seed=0, **opts):
@@ -158,14 +152,6 @@ def test_engine_equals_reference_float64(option, cfg):
             assert (vals == 0).any() and (vals != 0).any()
         P = cfg[4]
         assert all(mk[key].shape[-1] == P for mk in masks)  # masks of the P-sized state
-
-
-PATHS = {  # plan.c's choices, forced: every path the row loops take
-    "fused": dict(fused=True, dx_in_loop=False),
-    "unfused": dict(fused=False, dx_in_loop=False),
-    "dx_in_loop": dict(fused=True, dx_in_loop=True),
-    "row_split": dict(fused=True, min_parallel_work=1),
-}
 
 
 @pytest.mark.parametrize("path", list(PATHS))

@@ -30,13 +30,6 @@ EPS = 1e-6
 MASK_SEED = 1234
 
 
-@pytest.fixture
-def plan_knobs():
-    saved = _core.plan_knobs()
-    yield _core.plan_knobs
-    _core.plan_knobs(**saved)
-
-
 def build(mode, D, H, L=1, bi=False, bias=True, dtype=np.float64, seed=0, **opts):
     cls, kw = CLASSES[mode]
     return cls(D, H, num_layers=L, bidirectional=bi, bias=bias, dtype=dtype, seed=seed, **kw, **opts)
@@ -89,7 +82,12 @@ def opts_for(option, p=0.5):
 @pytest.mark.parametrize("cfg", CONFIGS, **CFG_IDS)
 def test_gradients_match_finite_differences_with_fixed_masks(option, mode, cfg):
     T, B, D, H, L, bi, _, bias = cfg
-    m = build(mode, D, H, L, bi, bias, **opts_for(option))
+    fd_check(build(mode, D, H, L, bi, bias, **opts_for(option)), mode, cfg, f"{option} {mode}")
+
+
+def fd_check(m, mode, cfg, label):
+    """Every gradient of layer m (x, the initial states, every parameter) against central
+    differences of a random projection of its outputs, the masks held fixed (`fixed`)."""
     x, h0, c0, lengths, cot = inputs(mode, cfg)
 
     def loss():
@@ -102,7 +100,7 @@ def test_gradients_match_finite_differences_with_fixed_masks(option, mode, cfg):
     dx, dh0, dc0 = backward(m, cot)
     checks = [("x", dx, x), ("h0", dh0, h0)] + ([("c0", dc0, c0)] if c0 is not None else [])
     checks += [(k, m.grads[k], v) for k, v in m.parameters().items()]
-    assert_grads_match(loss, checks, EPS, f"{option} {mode}")
+    return assert_grads_match(loss, checks, EPS, label)
 
 
 # ---- engine vs the NumPy reference -------------------------------------------------------------

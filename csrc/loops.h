@@ -37,6 +37,17 @@ static inline void SFX(gemm)(int ta, int tb, int M, int N, int K, const REAL *A,
          M, N, K, (REAL)1, A, lda, Bm, ldb, beta, C, ldc);
 }
 
+/* A step's product of contiguous rows, C (M,N) = or += A (M,K) op(W): W (N,K) row-major with
+ * tw (A W^T), else W (K,N) (A W); from W's packed copy (smallgemm.h) when fast, else BLAS. */
+static inline void SFX(step_mm)(int fast, int tw, int M, int N, int K, const REAL *A /* (M,K) */,
+                                const REAL *packed /* fr_packed_size(N,K), with fast */,
+                                const REAL *W /* (N,K) or (K,N) */, int accumulate, REAL *C /* (M,N) */)
+{
+    (void)packed; /* float64 has no packed kernel */
+    if (fast) STEP_MM(M, N, K, A, K, packed, accumulate, C, N);
+    else SFX(gemm)(0, tw, M, N, K, A, K, W, tw ? K : N, (REAL)accumulate, C, N);
+}
+
 /* Time position of batch row b at step s (see "Direction and variable lengths"). */
 static inline int SFX(pos)(int s, int b, int T, int reverse, const int *lengths)
 {
@@ -258,8 +269,7 @@ static void SFX(step_project)(int s, int T, int B, int b0, int nb, int D, int GH
         }
         xa = xs;
     }
-    if (fast) STEP_MM(nb, GH, D, xa, D, packed_ih, 0, gxs, GH);
-    else SFX(gemm)(0, 1, nb, GH, D, xa, D, w_ih, D, (REAL)0, gxs, GH);
+    SFX(step_mm)(fast, 1, nb, GH, D, xa, packed_ih, w_ih, 0, gxs);
 }
 
 #include "proj.h" /* LSTM projections: fr_recur_proj, fr_recur_backward_proj */
@@ -339,8 +349,7 @@ static void SFX(fr_recur)(const fr_recur_args *a)
         if (fused) SFX(step_project)(s, T, B, b0, nb, D, GH, reverse, lengths, x, xs, fast, packed_ih, w_ih, gxs);
         if (hmask)
             for (ptrdiff_t m = 0; m < (ptrdiff_t)nb * H; ++m) hm[m] = h[m] * hmask[(ptrdiff_t)b0 * H + m];
-        if (fast) STEP_MM(nb, GH, H, hin, H, packed, 0, gh, GH);
-        else SFX(gemm)(0, 1, nb, GH, H, hin, H, w_hh, H, (REAL)0, gh, GH);
+        SFX(step_mm)(fast, 1, nb, GH, H, hin, packed, w_hh, 0, gh);
         for (int i = 0; i < nb; ++i) {
             const int b = b0 + i;
             if (lengths && s >= lengths[b]) continue;
@@ -526,19 +535,16 @@ static void SFX(fr_recur_backward)(const fr_recur_backward_args *a)
             ? step : (ln ? dgh : dgx) + ((ptrdiff_t)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
         if (hmask) {
             /* W_hh read h * hmask: its gradient reaches h through the mask */
-            if (fast) STEP_MM(nb, H, GH, dstep, GH, packed, 0, prod, H);
-            else SFX(gemm)(0, 0, nb, H, GH, dstep, GH, w_hh, H, (REAL)0, prod, H);
+            SFX(step_mm)(fast, 0, nb, H, GH, dstep, packed, w_hh, 0, prod);
             for (ptrdiff_t m = 0; m < (ptrdiff_t)nb * H; ++m) dhp[m] += prod[m] * hmask[(ptrdiff_t)b0 * H + m];
-        } else if (fast) STEP_MM(nb, H, GH, dstep, GH, packed, 1, dhp, H);
-        else SFX(gemm)(0, 0, nb, H, GH, dstep, GH, w_hh, H, (REAL)1, dhp, H);
+        } else SFX(step_mm)(fast, 0, nb, H, GH, dstep, packed, w_hh, 1, dhp);
         if (lengths)
             for (int i = 0; i < nb; ++i)
                 if (s >= lengths[b0 + i])
                     memcpy(dhp + (ptrdiff_t)i * H, dh + (ptrdiff_t)i * H, sizeof(REAL) * H);
         if (dx_rows) {
             const ptrdiff_t r = (ptrdiff_t)SFX(pos)(s, 0, T, reverse, NULL) * B + b0;
-            if (fast) STEP_MM(nb, D, GH, dgx + r * GH, GH, packed_ih, 0, dx + r * D, D);
-            else SFX(gemm)(0, 0, nb, D, GH, dgx + r * GH, GH, w_ih, D, (REAL)0, dx + r * D, D);
+            SFX(step_mm)(fast, 0, nb, D, GH, dgx + r * GH, packed_ih, w_ih, 0, dx + r * D);
             if (lengths) /* forward direction here: an inactive row's position t = s is padding */
                 for (int i = 0; i < nb; ++i)
                     if (s >= lengths[b0 + i]) memset(dx + (r + i) * D, 0, sizeof(REAL) * D);

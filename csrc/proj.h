@@ -66,8 +66,7 @@ static void SFX(fr_recur_proj)(const fr_recur_args *a)
         if (fused) SFX(step_project)(s, T, B, b0, nb, D, GH, reverse, lengths, x, xs, fast, packed_ih, w_ih, gxs);
         if (hmask)
             for (ptrdiff_t m = 0; m < (ptrdiff_t)nb * P; ++m) hm[m] = h[m] * hmask[(ptrdiff_t)b0 * P + m];
-        if (fast) STEP_MM(nb, GH, P, hin, P, packed, 0, gh, GH);
-        else SFX(gemm)(0, 1, nb, GH, P, hin, P, w_hh, P, (REAL)0, gh, GH);
+        SFX(step_mm)(fast, 1, nb, GH, P, hin, packed, w_hh, 0, gh);
         for (int i = 0; i < nb; ++i) {
             const int b = b0 + i;
             if (lengths && s >= lengths[b]) continue;
@@ -82,8 +81,7 @@ static void SFX(fr_recur_proj)(const fr_recur_args *a)
             if (fused && hprev && !direct) memcpy(act + row * GH, gxr, sizeof(REAL) * GH);
         }
         /* h = W_hr (o*tanh(c)) for the step's rows at once */
-        if (fast) STEP_MM(nb, P, H, hcs, H, packed_hr, 0, hps, P);
-        else SFX(gemm)(0, 1, nb, P, H, hcs, H, w_hr, H, (REAL)0, hps, P);
+        SFX(step_mm)(fast, 1, nb, P, H, hcs, packed_hr, w_hr, 0, hps);
         for (int i = 0; i < nb; ++i) {
             const int b = b0 + i;
             if (lengths && s >= lengths[b]) continue;
@@ -156,8 +154,7 @@ static void SFX(fr_recur_backward_proj)(const fr_recur_backward_args *a)
         }
         /* h = W_hr (o*tanh(c)): the rows see W_hr^T dh, for the step's rows at once (an inactive
          * row's product is never read) */
-        if (fast) STEP_MM(nb, H, P, dh, P, packed_hr, 0, dhcs, H);
-        else SFX(gemm)(0, 0, nb, H, P, dh, P, w_hr, H, (REAL)0, dhcs, H);
+        SFX(step_mm)(fast, 0, nb, H, P, dh, packed_hr, w_hr, 0, dhcs);
         for (int i = 0; i < nb; ++i) {
             const int b = b0 + i;
             REAL *dhb = dh + (ptrdiff_t)i * P, *dhpb = dhp + (ptrdiff_t)i * P;
@@ -177,19 +174,16 @@ static void SFX(fr_recur_backward_proj)(const fr_recur_backward_args *a)
         const REAL *dstep = gathered
             ? step : dgx + ((ptrdiff_t)SFX(pos)(s, 0, T, reverse, NULL) * B + b0) * GH;
         if (hmask) {
-            if (fast) STEP_MM(nb, P, GH, dstep, GH, packed, 0, prod, P);
-            else SFX(gemm)(0, 0, nb, P, GH, dstep, GH, w_hh, P, (REAL)0, prod, P);
+            SFX(step_mm)(fast, 0, nb, P, GH, dstep, packed, w_hh, 0, prod);
             for (ptrdiff_t m = 0; m < (ptrdiff_t)nb * P; ++m) dhp[m] += prod[m] * hmask[(ptrdiff_t)b0 * P + m];
-        } else if (fast) STEP_MM(nb, P, GH, dstep, GH, packed, 1, dhp, P);
-        else SFX(gemm)(0, 0, nb, P, GH, dstep, GH, w_hh, P, (REAL)1, dhp, P);
+        } else SFX(step_mm)(fast, 0, nb, P, GH, dstep, packed, w_hh, 1, dhp);
         if (lengths)
             for (int i = 0; i < nb; ++i)
                 if (s >= lengths[b0 + i])
                     memcpy(dhp + (ptrdiff_t)i * P, dh + (ptrdiff_t)i * P, sizeof(REAL) * P);
         if (dx_rows) {
             const ptrdiff_t r = (ptrdiff_t)SFX(pos)(s, 0, T, reverse, NULL) * B + b0;
-            if (fast) STEP_MM(nb, D, GH, dgx + r * GH, GH, packed_ih, 0, dx + r * D, D);
-            else SFX(gemm)(0, 0, nb, D, GH, dgx + r * GH, GH, w_ih, D, (REAL)0, dx + r * D, D);
+            SFX(step_mm)(fast, 0, nb, D, GH, dgx + r * GH, packed_ih, w_ih, 0, dx + r * D);
             if (lengths)
                 for (int i = 0; i < nb; ++i)
                     if (s >= lengths[b0 + i]) memset(dx + (r + i) * D, 0, sizeof(REAL) * D);

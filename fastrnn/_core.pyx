@@ -907,11 +907,20 @@ def backward(int cell, x, w_ih, w_hh, saved, lengths=None, bint reverse=False,
                     dw_ih, dw_hh, None if ln is not None else db_ih, None if ln is not None else db_hh,
                     lengths=lengths, ln=ln is not None)
     if dbias is not None:
-        SH = GH - RH  # blocks whose b_hh gradient equals b_ih's
-        db_ih += dbias[:GH]
-        db_hh[:SH] += dbias[:SH]
-        db_hh[SH:] += dbias[GH:]
+        add_dbias(dbias, db_ih, db_hh)
     return dh0, dc0
+
+
+def add_dbias(dbias, db_ih, db_hh):
+    """Adds the reverse loop's bias shares dbias (G*H + R: the dgx sums, then the dgh sums of
+    the last R/H blocks, see fastrnn.h) to the bias gradients db_ih, db_hh (G*H each): b_ih
+    takes the dgx sums, b_hh those of its first blocks too (where W_hh h adds to the same
+    pre-activation) and the dgh sums in the others (GRU's n, inside r*(.))."""
+    GH = db_ih.shape[0]
+    SH = 2 * GH - dbias.shape[0]  # blocks whose b_hh gradient equals b_ih's
+    db_ih += dbias[:GH]
+    db_hh[:SH] += dbias[:SH]
+    db_hh[SH:] += dbias[GH:]
 
 
 cdef int _check_dbias(db_ih, db_hh, int GH, dtype) except -1:

@@ -484,7 +484,7 @@ class _RNNBase(_Module):
         # A training cache is dropped by any later forward (its buffers are about to be reused
         # by a training one; after an inference one, backward would not match the last call).
         self._cache = None
-        H, dirs, R = self.hidden_size, self.num_directions, self._R
+        H, dirs = self.hidden_size, self.num_directions
         h_n = np.empty(S, self.dtype)
         c_n = np.empty(Sc, self.dtype) if self._kind.states == 2 else None
         masks = self._draw_masks(T, B, record)
@@ -804,13 +804,7 @@ class _RNNBase(_Module):
                 if wmask is not None:
                     g[w_hh] += dw_hh * wmask
                 if self.bias:
-                    db = dbias.sum(axis=0) if len(dbias) > 1 else dbias[0]
-                    g[b_ih] += db[:G * H]
-                    if RH:  # b_hh of the other blocks sits inside a gate (GRU: r*(.)): dgh's sums
-                        g[b_hh][:nsum * H] += db[:nsum * H]
-                        g[b_hh][nsum * H:] += db[G * H:]
-                    else:
-                        g[b_hh] += db[:G * H]
+                    _core.add_dbias(dbias.sum(axis=0) if len(dbias) > 1 else dbias[0], g[b_ih], g[b_hh])
             dy = dx
         if state_grads:
             self.state_grads = dhs_all

@@ -22,6 +22,7 @@ and the kernel, without the cell class's Python), to show where the time above t
 The issue's target: the cell step within 1.5x of the floor.
 """
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -64,21 +65,23 @@ uint64_t read_xor(const uint64_t *p, ptrdiff_t n, int reps) {  /* n: a multiple 
 """
 
 
+@functools.lru_cache(maxsize=None)
 def _read_kernel():
-    """read_xor from a fresh build, or None without a working C compiler."""
+    """read_xor from a fresh build (once per process; the build directory is removed once the
+    library is loaded), or None without a working C compiler."""
     import ctypes
     import subprocess
     import tempfile
-    d = tempfile.mkdtemp(prefix="fastrnn-l2-")
-    src, lib = os.path.join(d, "read.c"), os.path.join(d, "read.so")
-    with open(src, "w") as f:
-        f.write(_READ_C)
-    try:
-        subprocess.run([os.environ.get("CC", "cc"), "-O3", "-march=native", "-shared", "-fPIC", "-o", lib, src],
-                       check=True, capture_output=True)
-        fn = ctypes.CDLL(lib).read_xor
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    with tempfile.TemporaryDirectory(prefix="fastrnn-l2-", ignore_cleanup_errors=True) as d:
+        src, lib = os.path.join(d, "read.c"), os.path.join(d, "read.so")
+        with open(src, "w") as f:
+            f.write(_READ_C)
+        try:
+            subprocess.run([os.environ.get("CC", "cc"), "-O3", "-march=native", "-shared", "-fPIC", "-o", lib,
+                            src], check=True, capture_output=True)
+            fn = ctypes.CDLL(lib).read_xor
+        except (OSError, subprocess.CalledProcessError):
+            return None
     fn.restype = ctypes.c_uint64
     fn.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int]
     return fn

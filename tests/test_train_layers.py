@@ -190,3 +190,51 @@ def test_engine_batch_first_switch_is_transparent():
     lengths = np.array([5, 2, 3, 1])
     np.testing.assert_array_equal(a.predict(X, lengths=lengths), b.predict(X, lengths=lengths))
     assert fr.check_gradients(b, X, y, lengths=lengths) < 1e-6
+
+
+@pytest.mark.parametrize("units", [1, 3])
+@pytest.mark.parametrize("activation", [None, "relu", "tanh", "sigmoid"])
+def test_dense_on_a_time_major_view_equals_dense_on_a_copy(units, activation):
+    """A Recurrent hands on its (N, T, F) output as a view of the engine's (T, N, F) memory;
+    Dense then works in that order. Its outputs, dx and gradients must equal the ordinary path."""
+    from tolerances import tolerance
+    xt = RNG.standard_normal((5, 4, 3))  # (T, N, F) memory
+    view = xt.transpose(1, 0, 2)
+    dy = RNG.standard_normal((4, 5, units))
+    res = []
+    for x in (view, np.ascontiguousarray(view)):
+        m = fr.Sequential([fr.Dense(units, activation=activation)], seed=4, dtype=F64)
+        m._build((None, 3))
+        d = m.layers[0]
+        z = d.forward(x, training=True)
+        dx = d.backward(dy)
+        res.append((z, dx, d.grads["weight"].copy(), d.grads["bias"].copy()))
+    (z, dx, gw, gb), (z0, dx0, gw0, gb0) = res
+    # the view path keeps the time-major memory on both sides
+    assert z.transpose(1, 0, 2).flags.c_contiguous and dx.transpose(1, 0, 2).flags.c_contiguous
+    np.testing.assert_allclose(z, z0, **tolerance(F64, "forward"))
+    for a, b in ((dx, dx0), (gw, gw0), (gb, gb0)):
+        np.testing.assert_allclose(a, b, **tolerance(F64, "grad"))
+
+
+def test_stacked_sequence_layers_hand_on_views_not_copies():
+    """Recurrent -> Recurrent -> Dense: each output and each dx is a view of time-major memory
+    (no (N, T, F) <-> (T, N, F) copy between them), and the whole model's gradients still check."""
+    m = fr.Sequential([fr.Recurrent(fr.GRU(3, 4, dtype=F64)), fr.Recurrent(fr.LSTM(4, 5, dtype=F64)),
+                       fr.Dense(2)], seed=1)
+    X = RNG.standard_normal((3, 6, 3))
+    outs = []
+    h = X
+    for l in m.layers:
+        h = l.forward(h, training=True)
+        outs.append(h)
+    for o in outs:
+        assert not o.flags.c_contiguous and o.transpose(1, 0, 2).flags.c_contiguous
+    d = RNG.standard_normal(outs[-1].shape)
+    ds = []
+    for l in reversed(m.layers):
+        d = l.backward(d)
+        ds.append(d)
+    for dd in ds[:-1]:  # what Dense and the upper Recurrent hand down
+        assert dd.transpose(1, 0, 2).flags.c_contiguous
+    assert fr.check_gradients(m, X, RNG.standard_normal((3, 6, 2)), "mse") < 1e-6

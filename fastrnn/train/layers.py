@@ -139,6 +139,15 @@ class Layer:
 _ACTIVATIONS = (None, "linear", "relu", "tanh", "sigmoid")
 
 
+def _time_major(x):
+    """The C-contiguous (T, N, F) array that a 3-D (N, T, F) x is a transposed view of, else
+    None: the layout a Recurrent's sequence output has (its engine runs time-major)."""
+    if x.ndim != 3:
+        return None
+    xt = x.transpose(1, 0, 2)
+    return xt if xt.flags.c_contiguous and not x.flags.c_contiguous else None
+
+
 @register
 class Dense(Layer):
     """Affine map ``act(x @ W.T + b)`` on the last axis, so on sequences it applies per step.
@@ -164,6 +173,17 @@ class Dense(Layer):
         return in_shape[:-1] + (self.units,)
 
     def forward(self, x, training=False, lengths=None):
+        # A sequence that is a (N, T, F) view of time-major (T, N, F) memory (a Recurrent's
+        # output) is worked on in that order: a reshape of the view would copy it.
+        xt = _time_major(x)
+        z = self._affine(x if xt is None else xt)
+        if xt is not None:
+            z = z.transpose(1, 0, 2)  # time-major memory again, seen as (N, T, units)
+        if training:
+            self._stack.append((x, z))
+        return z
+
+    def _affine(self, x):
         # One 2-D GEMM over all steps (a stacked 3-D matmul would loop over samples).
         z = (x.reshape(-1, x.shape[-1]) @ self.params["weight"].T).reshape(x.shape[:-1] + (self.units,))
         if self.use_bias:
@@ -175,8 +195,6 @@ class Dense(Layer):
             z = np.tanh(z)
         elif a == "sigmoid":
             z = 1 / (1 + np.exp(-z))
-        if training:
-            self._stack.append((x, z))
         return z
 
     def backward(self, dy):
@@ -188,24 +206,30 @@ class Dense(Layer):
             dy = dy * (1 - out * out)
         elif a == "sigmoid":
             dy = dy * out * (1 - out)
-        d2, x2 = dy.reshape(-1, self.units), x.reshape(-1, x.shape[-1])
+        W = self.params["weight"]
+        xt = _time_major(x)
+        if xt is not None:
+            # The forward's time-major rows: dy (units wide, usually far narrower than x) is
+            # brought to their order, and dx goes back time-major as an (N, T, F) view, which a
+            # Recurrent below hands its engine without a transposing copy.
+            T, N, F = xt.shape
+            d2 = np.ascontiguousarray(dy.transpose(1, 0, 2)).reshape(-1, self.units)
+            self._param_grads(d2, xt.reshape(-1, F))
+            return self._dx(d2, W).reshape(T, N, F).transpose(1, 0, 2)
+        d2 = dy.reshape(-1, self.units)
+        self._param_grads(d2, x.reshape(-1, x.shape[-1]))
+        return self._dx(d2, W).reshape(x.shape)
+
+    def _param_grads(self, d2, x2):
         self.grads["weight"] += d2.T @ x2
         if self.use_bias:
             self.grads["bias"] += d2.sum(0)
-        W = self.params["weight"]
-        if self.units != 1:
-            return (d2 @ W).reshape(x.shape)
+
+    def _dx(self, d2, W):
         # One unit: dx is the outer product dy w, each entry the one product d*w (the same
         # bits in any order). np.dot's GEMM, not np.matmul, which runs an inner dimension of 1
         # without BLAS, ~8x slower (the README forecaster's Dense(1): a tenth of its epoch).
-        # On sequences the rows are written time-major and handed back as an (N, T, F) view:
-        # a Recurrent below, whose engine reads (T, N, F), then takes dx without a transposing
-        # copy of the whole sequence (the small (N, T) dy is transposed instead).
-        if x.ndim == 3:
-            N, T, F = x.shape
-            dT = np.ascontiguousarray(dy.reshape(N, T).T).reshape(-1, 1)
-            return np.dot(dT, W).reshape(T, N, F).transpose(1, 0, 2)
-        return np.dot(d2, W).reshape(x.shape)
+        return np.dot(d2, W) if self.units == 1 else d2 @ W
 
     def get_config(self):
         return {"class": "Dense", "units": self.units, "activation": self.activation,
@@ -442,7 +466,10 @@ class Recurrent(Layer):
             with no_grad():
                 y, st = eng(xe, hx, lengths)
         if not eng.batch_first:
-            y = np.ascontiguousarray(y.transpose(1, 0, 2))
+            # (N, T, F) as a view of the engine's time-major output, not a copy: Dense and a
+            # Recurrent above work in that order (Dense.forward), and whatever else reads it
+            # (losses, Dropout, LastStep) is elementwise or indexes it.
+            y = y.transpose(1, 0, 2)
         self.last_state = st
         if self.stateful or self.carry:
             self.state = st
@@ -492,7 +519,7 @@ class Recurrent(Layer):
             self.engine_io["backward"] = (None if dseq is None else np.array(dseq), dst)
         dx, d0 = eng.backward(dseq, dst)
         if not eng.batch_first:
-            dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+            dx = dx.transpose(1, 0, 2)  # a view, as the forward's output (a Recurrent below takes it as is)
         self.dstate0 = d0
         return dx
 

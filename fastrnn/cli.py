@@ -497,7 +497,8 @@ def cmd_tune(args, out=None):
             "unit_min_work": "split / one thread, by G*H*H",
             "cell_split_work": "split / one thread, by multiply-adds per row",
             "fused_max_bytes": "fused / hoisted projection, by packed weight bytes",
-            "dx_loop_max_bytes": "dx in the loop / after it, by packed weight bytes"}
+            "dx_loop_max_bytes": "dx in the loop / after it, by packed weight bytes",
+            "wave_round_work": "wavefront / layer by layer, by the round cost it assumes"}
     for name, pts in r["measured"].items():
         ladder = ", ".join(f"{w:.3g}: {ratio:.2f}" for w, ratio in pts)
         v = r["knobs"][name]

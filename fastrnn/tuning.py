@@ -4,7 +4,9 @@ The plan's thresholds decide when splitting work over the pool's threads pays --
 batch rows (``min_parallel_work``), a batch of one's hidden units (``unit_min_work``), a single
 cell step's units (``cell_split_work``) -- and up to which weight sizes the input projection
 runs inside the time loop (``fused_max_bytes``) and the input gradient inside the reverse loop
-(``dx_loop_max_bytes``), and when a batch of one's product skips BLAS (``gemv_max_elems``).
+(``dx_loop_max_bytes``), and when a batch of one's product skips BLAS (``gemv_max_elems``);
+and what one round of the multi-layer wavefront costs beyond its work (``wave_round_work``),
+from which its chunk count follows.
 
 Without tuning, importing fastrnn derives the cache-size thresholds from this CPU's caches
 (``derived_knobs``; on the Zen 3 machine plan.c's constants were measured on they are those
@@ -39,7 +41,8 @@ FORMAT = 1
 # the knobs tune() sets: the thread-split thresholds (multiply-adds) and the cache-size ones
 # (bytes of packed weights; elements of a matrix)
 SPLITS = ("min_parallel_work", "unit_min_work", "cell_split_work")
-THRESHOLDS = SPLITS + ("fused_max_bytes", "dx_loop_max_bytes", "gemv_max_elems")
+# and the wavefront's per-round overhead (multiply-adds), from which plan.c sizes its chunks
+THRESHOLDS = SPLITS + ("fused_max_bytes", "dx_loop_max_bytes", "gemv_max_elems", "wave_round_work")
 NEVER = 1 << 62        # a threshold no work estimate reaches: never split
 _MAX = 1 << 62
 
@@ -322,6 +325,35 @@ def _measure(knob, ladder, per_point, log):
     return _choose(pts, _core.plan_knobs()[knob], above), pts
 
 
+def _stack_inference(L, T, D, H, rng):
+    from .layers import LSTM
+    m = LSTM(D, H, num_layers=L, seed=0, dtype=np.float32).eval()
+    x = rng.standard_normal((T, 1, D)).astype(np.float32)
+    return lambda: m(x)
+
+
+def _measure_round_work(per_point, log):
+    """(wave_round_work, [(value, wavefront time / layer-by-layer time)]): the wavefront's
+    per-round overhead o sets its chunk count, n = sqrt(2(L-1) T s / o) (plan.c), and o itself
+    (Python making the round's jobs, the hand-off, the wait for the slowest job) is this
+    machine's. Each candidate, a power-of-two multiple of the current value, times a 2-layer
+    LSTM at B = 1 (where the wavefront is chosen) forced through it; the current one is kept
+    unless another saves more than 2%."""
+    current = _core.plan_knobs()["wave_round_work"]
+    run = _stack_inference(2, 1000, 16, 48, np.random.default_rng(0))
+    plain = _with_knobs({"wave": False}, run)
+    pts = []
+    for f in (0.25, 0.5, 1, 2, 4):
+        o = max(1, int(current * f))
+        t_opt, t_plain = _median_pair(_with_knobs({"wave": True, "wave_round_work": o}, run), plain, per_point)
+        pts.append((o, t_opt / t_plain))
+        log(f"  wave_round_work: 2-layer LSTM inference B=1 T=1000 D=16 H=48, round cost {o:.3g}: "
+            f"wavefront / layer by layer {t_opt / t_plain:.2f}")
+    best = min(pts, key=lambda p: p[1])
+    now = dict(pts)[current]
+    return (best[0] if best[1] < now - 0.02 * now else current), pts
+
+
 def tune(seconds=30.0, save=True, apply=True, verbose=False):
     """Measure this machine's thread-split crossovers (about ``seconds`` in all; run it on an
     otherwise idle machine) and return {"knobs", "previous", "measured", "other_load", "path",
@@ -339,17 +371,20 @@ def tune(seconds=30.0, save=True, apply=True, verbose=False):
            "seconds": 0.0, "threads": threads}
     names = ["fused_max_bytes", "dx_loop_max_bytes"]
     if threads >= 2:
-        names = list(SPLITS) + names
+        names = list(SPLITS) + names + ["wave_round_work"]
     else:
         log("one thread in the pool: no split to tune")
     ladders = _ladders()
     t0 = time.perf_counter()
-    per_point = float(seconds) / sum(len(ladders[n][3]) for n in names)
+    per_point = float(seconds) / sum(len(ladders[n][3]) if n in ladders else 5 for n in names)
     knobs, measured = {}, {}
     try:
         with _OtherLoad() as load:
             for name in names:
-                knobs[name], pts = _measure(name, ladders[name], per_point, log)
+                if name == "wave_round_work":
+                    knobs[name], pts = _measure_round_work(per_point, log)
+                else:
+                    knobs[name], pts = _measure(name, ladders[name], per_point, log)
                 measured[name] = [[int(w), round(float(r), 4)] for w, r in pts]
                 log(f"{name}: {knobs[name]} (was {previous[name]})")
     finally:

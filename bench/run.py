@@ -3,6 +3,7 @@
     python bench/run.py                 # full grid (~4 min on an idle 2-core machine), tables on stdout,
                                         # JSON + CSV in bench/results/
     python bench/run.py --quick         # smoke test: tiny shape only (< 1 min)
+    python bench/run.py --shapes fit    # only the README examples' time per fit epoch vs PyTorch
     python bench/run.py --contention    # training steps (medium) with and without a busy process
     python bench/run.py --baseline DIR  # also time fastrnn@base: the fastrnn of checkout DIR
                                         # (built in place), e.g. a git worktree of an older commit
@@ -442,7 +443,7 @@ def write_results(tag, info, data, csv_rows, out_dir):
         json.dump(dict(info, **data), f, indent=1)
     csv_rows = [{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in csv_rows]
     with open(base + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in csv_rows for k in r)))
         w.writeheader()
         w.writerows(csv_rows)
     return base
@@ -464,6 +465,43 @@ def grid_csv(rows, info):
             for r in rows for n, s in r["impls"].items()]
 
 
+def run_fit(args):
+    """The README examples' time per fit epoch, fastrnn against a plain PyTorch loop, each in
+    its own pair of processes, epochs alternating (bench/epoch_vs_torch.py)."""
+    if "torch" not in args.impls:
+        return []
+    import epoch_vs_torch as ev
+    rows = []
+    for ex in sorted(ev.EXAMPLES):
+        times, losses, _ = ev.compare(ex, args.fit_rounds, args.threads)
+        f, t = statistics.median(times["fastrnn"]), statistics.median(times["torch"])
+        rows.append(dict(example=ex, what=ev.EXAMPLES[ex], rounds=args.fit_rounds, fastrnn_s=f, torch_s=t,
+                         times=times, losses=losses))
+    return rows
+
+
+def render_fit(fit, args):
+    if not args.fit:
+        return ""
+    if not fit:
+        return "\nfit epochs: not timed (PyTorch is not among --impls)\n"
+    out = [f"\nTime per fit epoch (the README examples; median of {args.fit_rounds} alternating epochs "
+           "after a warm-up, float32):\n",
+           "| example | fastrnn ms | PyTorch ms (plain loop) | speed-up | final loss fastrnn / torch |",
+           "|---|---|---|---|---|"]
+    for r in fit:
+        out.append(f"| {r['example']}: {r['what'].split(':')[0]} | {1e3 * r['fastrnn_s']:.1f} | "
+                   f"{1e3 * r['torch_s']:.1f} | {r['torch_s'] / r['fastrnn_s']:.2f}x | "
+                   f"{r['losses']['fastrnn']:.4f} / {r['losses']['torch']:.4f} |")
+    return "\n".join(out) + "\n"
+
+
+def fit_csv(fit, info):
+    return [dict(key=f"fit-{r['example']}", cell="", shape="fit", mode=r["example"], dtype="float32", impl=n,
+                 ms=1e3 * r[f"{n}_s"], rounds=r["rounds"], **baseline_columns(info))
+            for r in fit for n in ("fastrnn", "torch")]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=os.cpu_count(),
@@ -473,7 +511,10 @@ def main(argv=None):
     p.add_argument("--shapes", default=None,
                    help="comma list of tiny,medium,large,stream,medium2bi (2-layer bidirectional),"
                         "stream2 (2 layers),stream2narrow (2 layers, T=4000, H=48: the wavefront),decay (stream on 1e-37 inputs: subnormal states),"
-                        "ragged (medium, lengths 1..T; PyTorch: packed sequences) (default all)")
+                        "ragged (medium, lengths 1..T; PyTorch: packed sequences), fit (the README "
+                        "examples' time per fit epoch against a plain PyTorch loop: bench/epoch_vs_torch.py) "
+                        "(default all)")
+    p.add_argument("--fit-rounds", type=int, default=9, help="epochs per framework of each fit row (median)")
     p.add_argument("--modes", default="train,infer,step", help="train, infer, step (cell latency)")
     p.add_argument("--impls", default=None,
                    help=f"implementations to time, from {','.join(ALL_IMPLS)} (default: {','.join(IMPLS)}, "
@@ -502,8 +543,9 @@ def main(argv=None):
         args.shapes = args.shapes or "tiny"
         args.rounds, args.round_time, args.budget = 3, 0.05, 1.0
     args.cells = [c for c in args.cells.split(",") if c in GATES]
-    args.shapes = [s for s in (args.shapes or ",".join(k for k in SHAPES if k != "cell")).split(",")
-                   if s in SHAPES and s != "cell"]
+    shapes = (args.shapes or ",".join([k for k in SHAPES if k != "cell"] + ["fit"])).split(",")
+    args.fit = "fit" in shapes
+    args.shapes = [s for s in shapes if s in SHAPES and s != "cell"]
     args.modes = [m for m in args.modes.split(",") if m in MODES]
     if args.baseline:
         args.baseline = os.path.realpath(args.baseline)
@@ -527,10 +569,12 @@ def main(argv=None):
                 base = write_results("contention", info, {"rows": rows},
                                      [dict(r, **baseline_columns(info)) for r in rows], args.out)
             else:
-                rows = run_grid(args, workers, tmp)
-                text = render(rows, [n for n in args.impls if n in workers])
-                base = write_results("bench", info, {"args": vars(args), "rows": rows}, grid_csv(rows, info),
-                                     args.out)
+                rows = run_grid(args, workers, tmp) if args.shapes else []
+                text = render(rows, [n for n in args.impls if n in workers]) if rows else ""
+                fit = run_fit(args) if args.fit else []
+                text += render_fit(fit, args)
+                base = write_results("bench", info, {"args": vars(args), "rows": rows, "fit": fit},
+                                     grid_csv(rows, info) + fit_csv(fit, info), args.out)
     finally:
         for w in workers.values():
             w.close()

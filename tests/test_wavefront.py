@@ -25,17 +25,35 @@ def plan_knobs():
     _core.set_pool_threads(threads)
 
 
+class _Calls(list):
+    """The chunk counts of the forwards that ran as a wavefront; .backward: of the backwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.backward = []
+
+    def clear(self):
+        super().clear()
+        self.backward.clear()
+
+
 @pytest.fixture
 def waves(monkeypatch):
-    """Counts the forwards that ran as a wavefront, so a test knows which schedule it got."""
-    calls = []
-    orig = layers._RNNBase._forward_wave
+    """Counts the forwards and backwards that ran as a wavefront, so a test knows which
+    schedule it got."""
+    calls = _Calls()
+    fwd, bwd = layers._RNNBase._forward_wave, layers._RNNBase._backward_wave
 
-    def spy(self, *args):
+    def spy_forward(self, *args):
         calls.append(args[-2])  # the number of chunks
-        return orig(self, *args)
+        return fwd(self, *args)
 
-    monkeypatch.setattr(layers._RNNBase, "_forward_wave", spy)
+    def spy_backward(self, *args):
+        calls.backward.append(args[-2])
+        return bwd(self, *args)
+
+    monkeypatch.setattr(layers._RNNBase, "_forward_wave", spy_forward)
+    monkeypatch.setattr(layers._RNNBase, "_backward_wave", spy_backward)
     return calls
 
 
@@ -65,17 +83,26 @@ def _run(mode, L, T, B, D, H, dtype, train, hx=True, lengths=None, **kw):
 def _both(plan_knobs, waves, knobs, chunk, *args, **kw):
     plan_knobs(wave=False, **knobs)
     want = _run(*args, **kw)
-    assert not waves
+    assert not waves and not waves.backward
     plan_knobs(wave=True, wave_chunk=chunk, **knobs)
     got = _run(*args, **kw)
     assert waves, "the forced wavefront did not run"
+    train = args[7]  # _run(mode, L, T, B, D, H, dtype, train)
+    # backward takes the forward's schedule and chunks
+    assert waves.backward == (waves if train else []), "the backward did not follow the forward's wavefront"
     return want, got
+
+
+# The gradients the reverse loops sum: each loop call assigns its share, which the layer adds
+# up over its row ranges and the wavefront also over its chunks, an order of additions of its
+# own (equal to rounding).
+SUMMED = ("dbias_", "dweight_ch_", "dlayer_norm_")
 
 
 def _assert_same(want, got, exact, dtype):
     assert want.keys() == got.keys()
     for k in want:
-        if exact:
+        if exact and not k.startswith(SUMMED):
             np.testing.assert_array_equal(got[k], want[k], err_msg=k)
         else:
             np.testing.assert_allclose(got[k], want[k], err_msg=k,
@@ -91,11 +118,14 @@ SHAPES = [(37, 3, 7), (23, 1, 6), (5, 2, 8), (9, 1, 1)]
 @pytest.mark.parametrize("L", [2, 3])
 @pytest.mark.parametrize("train", [False, True])
 def test_fused_wavefront_equals_layer_by_layer_exactly(plan_knobs, waves, mode, dtype, L, train):
-    # With the projection in the loop, a chunk is the whole loop cut at a step: the same
-    # products and rows in the same order, so the same bits, gradients included.
+    # With the projection in the forward loop and dx in the reverse loop, a chunk is the whole
+    # loop cut at a step: the same products and rows in the same order, so the same bits. Each
+    # layer's weight gradients come from one GEMM over the whole sequence, as layer by layer;
+    # only the sums of the loops' shares (SUMMED) add in another order.
     for T, B, chunk in SHAPES:
         waves.clear()
-        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=True), chunk, mode, L, T, B, 4, 9, dtype, train)
+        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=True, dx_in_loop=True), chunk, mode, L, T, B, 4,
+                          9, dtype, train)
         _assert_same(want, got, True, dtype)
 
 
@@ -103,11 +133,13 @@ def test_fused_wavefront_equals_layer_by_layer_exactly(plan_knobs, waves, mode, 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_hoisted_wavefront_equals_layer_by_layer(plan_knobs, waves, mode, dtype):
     # The wavefront projects an upper layer's input a chunk at a time, one GEMM of the chunk's
-    # rows instead of all T*B: BLAS may sum a small product in another order (OpenBLAS's
+    # rows instead of all T*B, and backward an upper layer's dx likewise (in the round between
+    # its loop and the lower layer's): BLAS may sum a small product in another order (OpenBLAS's
     # small-matrix kernels), so equal to rounding, not to the bit.
     for T, B, chunk in SHAPES:
         waves.clear()
-        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=False), chunk, mode, 3, T, B, 5, 8, dtype, True)
+        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=False, dx_in_loop=False), chunk, mode, 3, T, B,
+                          5, 8, dtype, True)
         _assert_same(want, got, False, dtype)
 
 
@@ -129,8 +161,8 @@ def test_variants_run_in_the_wavefront(plan_knobs, waves, mode, kw, train):
     # layer reads it. Training draws every mask in the layer loop's order.
     for T, B, chunk in SHAPES[:3]:
         waves.clear()
-        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=True), chunk, mode, 2, T, B, 4, 9,
-                          np.float32, train, **kw)
+        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=True, dx_in_loop=True), chunk, mode, 2, T, B,
+                          4, 9, np.float32, train, **kw)
         _assert_same(want, got, True, np.float32)
 
 

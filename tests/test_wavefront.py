@@ -230,3 +230,64 @@ def test_a_unit_split_backward_reads_the_wavefronts_saved_buffers(plan_knobs, wa
     plan_knobs(units=False, wave=False)
     want = _run("LSTM", 2, 30, 1, 4, 32, np.float32, True)
     _assert_same(want, got, False, np.float32)
+
+
+def _run_state_grads(mode, kw, with_dy):
+    """dx, the initial states' gradients and state_grads of a 3-layer stack given the final
+    states' gradients (and dy, or None)."""
+    T, B, D, H, L = 17, 2, 4, 6, 3
+    m = getattr(fr, mode)(D, H, num_layers=L, seed=3, **kw)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    y, _ = m(x)
+    R = kw.get("proj_size") or H
+    dstate = rng.standard_normal((L, B, R)).astype(np.float32)
+    if mode == "LSTM":
+        dstate = (dstate, rng.standard_normal((L, B, H)).astype(np.float32))
+    dy = rng.standard_normal(y.shape).astype(np.float32) if with_dy else None
+    dx, dst = m.backward(dy, dstate, state_grads=True)
+    out = {"dx": dx}
+    out.update({f"dstate{i}": s for i, s in enumerate(dst if isinstance(dst, tuple) else (dst,))})
+    out.update({f"state_grads{k}": s for k, s in enumerate(m.state_grads)})
+    out.update({"d" + k: v.copy() for k, v in m.grads.items()})
+    return out
+
+
+@pytest.mark.parametrize("in_loop", [True, False])
+@pytest.mark.parametrize("mode,kw", [("LSTM", dict(dropout=0.3)), ("GRU", {}), ("LSTM", dict(proj_size=4))],
+                         ids=["LSTM-dropout", "GRU", "LSTM-proj"])
+def test_the_wavefront_backward_takes_state_gradients_and_gives_state_grads(plan_knobs, waves, in_loop, mode, kw):
+    # dL/dh_t of every step (state_grads) comes out of each chunk's loop; the final states'
+    # gradients enter each layer's last chunk, and dy may be None (a loss on the states only).
+    # dx made in the loops (lag 1) or by a GEMM in the round between (lag 2).
+    knobs = dict(SAME_SPLIT, fused=in_loop, dx_in_loop=in_loop)
+    for with_dy in (True, False):
+        waves.clear()
+        plan_knobs(wave=False, **knobs)
+        want = _run_state_grads(mode, kw, with_dy)
+        plan_knobs(wave=True, wave_chunk=5, **knobs)
+        got = _run_state_grads(mode, kw, with_dy)
+        assert waves == [4] and waves.backward == [4]
+        assert want.keys() == got.keys()
+        for k in want:
+            if in_loop and not k.startswith("dweight") and not k.startswith("dbias"):
+                np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+            else:
+                np.testing.assert_allclose(got[k], want[k], err_msg=k, **tolerance(np.float32, "grad"))
+
+
+FD_CASES = [("LSTM", 2, {}), ("GRU", 3, {}), ("RNN_TANH", 2, {}), ("LSTM", 2, dict(zoneout=0.3, dropout=0.4)),
+            ("GRU", 2, dict(recurrent_dropout=0.3, dropout=0.4)), ("LSTM", 2, dict(weight_dropout=0.3, peepholes=True)),
+            ("LSTM", 2, dict(layer_norm=True)), ("GRU", 2, dict(layer_norm=True, zoneout=0.2))]
+
+
+@pytest.mark.parametrize("in_loop", [True, False])
+@pytest.mark.parametrize("mode,L,kw", FD_CASES, ids=[f"{m}-L{L}-{'-'.join(k)}" for m, L, k in FD_CASES])
+def test_wavefront_gradients_match_finite_differences(plan_knobs, waves, in_loop, mode, L, kw):
+    # float64, every gradient (x, h0, c0, every parameter) against central differences, the
+    # masks held fixed; T = 13 in three chunks of 4-5 steps
+    from test_variants import build, fd_check
+    plan_knobs(**dict(SAME_SPLIT, wave=True, wave_chunk=4, fused=in_loop, dx_in_loop=in_loop))
+    cfg = (13, 2, 3, 3, L, False, None, True)
+    fd_check(build(mode, 3, 3, L, **kw), mode, cfg, f"wavefront {mode} {kw}")
+    assert waves.backward and set(waves.backward) == {3}

@@ -719,8 +719,14 @@ class _RNNBase(_Module):
         if self.proj_size and not state_grads:  # dW_hr's operand: dL/dh_t of every position
             # (layer by layer, one per direction serves every layer; the wavefront's run at once)
             dhs_all = [self._buffer(("dhs", k if wave else k % dirs), (T, B, R)) for k in range(S[0])]
+        # a stack that ran forward as a wavefront runs backward as one, on the same row ranges
+        # (the unit split, which a test may force on a wavefront, has its own backward)
+        nchunks = 0
         if wave is not None and mid is None:
-            dy = self._backward_wave(layers, dy, dh_n, dc_n, dh0, dc0, dhs_all, T, B, *wave)
+            nchunks = _core.plan_wave_backward(self._cell, T, B, layers[0][0].shape[2], H, self.num_layers,
+                                               self._wave_lags(layers, T, B, wave[1])[1][0])
+        if nchunks:
+            dy = self._backward_wave(layers, dy, dh_n, dc_n, dh0, dc0, dhs_all, T, B, nchunks, wave[1])
         else:
             dy = self._backward_layers(layers, lengths, T, B, mid, dy, dh_n, dc_n, dh0, dc0, dhs_all)
         if state_grads:
@@ -888,7 +894,6 @@ class _RNNBase(_Module):
             s["dgx"] = self._buffer(("dgx", l), (T, B, G * H))
             s["dgh"] = self._buffer(("dgh", l), (T, B, RD)) if RD else None
             s["dx"] = np.empty(inp.shape, self.dtype)
-            s["loop_dx"] = _core.dx_in_loop_pays(self._cell, self.dtype, T, _min_rows(rows), D, H)
             s["shares"] = self._grad_shares(l, 0, mk, nt * nr)
             s["dw_hh"] = self._dw_hh_out(l, 0, mk)
             ops.append(s)
@@ -902,9 +907,9 @@ class _RNNBase(_Module):
         # the gradients between chunks: dhst[l, c] enters chunk c + 1 of layer l's state
         dhst = np.empty((L, max(nt - 1, 1), B, R), self.dtype)
         dcst = np.empty((L, max(nt - 1, 1), B, H), self.dtype) if dc0 is not None else None
-        lag = [0] * L
-        for l in reversed(range(L - 1)):
-            lag[l] = lag[l + 1] + (1 if ops[l + 1]["loop_dx"] else 2)
+        loop_dx, lag = self._wave_lags(layers, T, B, nrows)
+        for s, in_loop in zip(ops, loop_dx):
+            s["loop_dx"] = in_loop
         nrounds = nt + lag[0] + 1
         loops, jobs, ready = ([[] for _ in range(nrounds)] for _ in range(3))
         for l, s in enumerate(ops):
@@ -933,6 +938,18 @@ class _RNNBase(_Module):
         for l, s in enumerate(ops):
             self._end_grads(l, 0, s["mk"], s["dw_hh"], *s["shares"])
         return ops[0]["dx"]
+
+    def _wave_lags(self, layers, T, B, nrows):
+        """Per layer of the wavefront's backward: whether its loop makes its dx (as layer by
+        layer: dx_in_loop_pays), and its lag in rounds behind the last layer (1 a layer whose
+        dx comes from its loop, else 2: that GEMM runs in the round between)."""
+        rows = _min_rows(_chunks(B, nrows))
+        loop_dx = [_core.dx_in_loop_pays(self._cell, self.dtype, T, rows, inp.shape[2], self.hidden_size)
+                   for inp, _, _ in layers]
+        lag = [0] * len(layers)
+        for l in reversed(range(len(layers) - 1)):
+            lag[l] = lag[l + 1] + (1 if loop_dx[l + 1] else 2)
+        return loop_dx, lag
 
     def _recur_backward_job(self, s, l, t, dhs, i, b0, b1, dh_n, dc_n, dh0, dc0):
         """The reverse row loop of rows b0..b1-1 over the time steps t (a slice) of one layer of

@@ -209,6 +209,38 @@ def test_the_layer_picks_the_wavefront_from_the_plan(plan_knobs, waves):
     waves.clear()
     fr.LSTM(16, 128, num_layers=2).eval()(x)  # the unit split instead
     assert not waves
+    # training: the backward follows, in its own number of chunks
+    m.train()
+    y, _ = m(x)
+    m.backward(np.ones_like(y))
+    assert waves and waves.backward == [_core.plan_wave_backward(m._cell, 200, 1, 16, 128, 2, 1)]
+    waves.clear()
+    m = fr.LSTM(16, 128, num_layers=2)  # the unit split, both ways
+    y, _ = m(x)
+    m.backward(np.ones_like(y))
+    assert not waves and not waves.backward
+
+
+def test_the_backwards_chunks(plan_knobs):
+    lstm, gru = CELLS["LSTM"].code, CELLS["GRU"].code
+    back = _core.plan_wave_backward
+    for cell, H, T in [(lstm, 128, 1000), (gru, 128, 4000), (lstm, 48, 4000)]:
+        # a backward round does more beside its loops than a forward one (the chunk's
+        # weight-gradient GEMM, two weights packed), and fills its pipeline in half the rounds:
+        # fewer chunks, still enough for a wavefront
+        fwd = _core.plan_wave(cell, T, 1, 16, H, 2, 1, False, True)[0]
+        assert 2 <= back(cell, T, 1, 16, H, 2, 1) < fwd
+        # a longer fill (more layers, dx by GEMM) pays for more chunks
+        assert back(cell, T, 1, 16, H, 3, 4) > back(cell, T, 1, 16, H, 2, 1)
+    # too short to pay for a round; one layer
+    assert back(lstm, 8, 1, 16, 128, 2, 1) == 0
+    assert back(lstm, 1000, 1, 16, 128, 1, 1) == 0
+    # chunks of at least four steps, and the test override as the forward's
+    assert back(lstm, 1 << 30, 1, 16, 1024, 2, 1) <= (1 << 30) // 4
+    plan_knobs(wave=True, wave_chunk=7)
+    assert back(lstm, 37, 1, 4, 8, 2, 1) == _core.plan_wave(lstm, 37, 1, 4, 8, 2, 1, False)[0] == 6
+    with pytest.raises(ValueError, match="the time steps T"):
+        back(lstm, 2**31, 1, 16, 128, 2, 1)
 
 
 def test_ragged_batches_run_layer_by_layer(plan_knobs, waves):

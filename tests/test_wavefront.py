@@ -323,3 +323,17 @@ def test_wavefront_gradients_match_finite_differences(plan_knobs, waves, in_loop
     cfg = (13, 2, 3, 3, L, False, None, True)
     fd_check(build(mode, 3, 3, L, **kw), mode, cfg, f"wavefront {mode} {kw}")
     assert waves.backward and set(waves.backward) == {3}
+
+
+def test_the_wavefront_backward_splits_each_chunk_by_rows(plan_knobs, waves):
+    # four threads for two layers: each layer's chunks in two row ranges, each range's loop with
+    # its share of the bias and layer-norm gradients (layer by layer splits in four: ranges of
+    # another number of rows take another product kernel, equal to rounding)
+    _core.set_pool_threads(4)
+    knobs = dict(units=False, min_parallel_work=0, fused=True, dx_in_loop=True)
+    plan_knobs(wave=True, **knobs)
+    assert _core.plan_wave(CELLS["GRU"].code, 21, 5, 4, 9, 2, 1, False)[1] == 2
+    for mode, kw in [("GRU", dict(layer_norm=True)), ("LSTM", dict(recurrent_dropout=0.2, dropout=0.3))]:
+        waves.clear()
+        want, got = _both(plan_knobs, waves, knobs, 5, mode, 2, 21, 5, 4, 9, np.float32, True, **kw)
+        _assert_same(want, got, False, np.float32)

@@ -60,7 +60,7 @@ def main(argv=None):
     print(f"# training step (forward + backward), {args.layers} layers, B=1, D={args.D}, float32, "
           f"{args.threads} threads, median of {args.rounds} rounds{', forward forced to the wavefront' if args.force else ''}; "
           f"CPU: {cpu_model()}")
-    print("| case | chunks | layers ms | fwd-wave ms | wave ms | speed-up vs fwd-wave | vs layers |")
+    print("| case | chunks fwd/bwd | layers ms | fwd-wave ms | wave ms | speed-up vs fwd-wave | vs layers |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for case in args.cases.split(","):
         cls, H, kw, T = parse(case)
@@ -98,8 +98,12 @@ def main(argv=None):
                     f()
                     times[k].append(time.perf_counter() - t0)
             _core.plan_knobs(**wave_knobs)
-            chunks = _core.plan_wave(m._cell, T, 1, args.D, H, args.layers, 1, False,
-                                     bool(kw))[0]
+            m(x)  # the wavefront's chunks, forward and backward, as the plan gives them
+            chunks = "0"
+            if m._cache[5]:
+                nf, rows = m._cache[5]
+                fill = m._wave_lags(m._cache[0], T, 1, rows)[1][0]
+                chunks = f"{nf}/{_core.plan_wave_backward(m._cell, T, 1, args.D, H, args.layers, fill)}"
         finally:
             _core.plan_knobs(**plan)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}

@@ -13,7 +13,8 @@ rounds' ratios:
            wavefront: the forward's choice dropped from the cache);
   wave     the plan's forward and backward (both wavefronts where the plan picks it).
 With --force the plan's forward is forced to the wavefront (wave=True, units=False), to see
-what it would give where the plan keeps layer by layer (H = 128 without variants: unit split).
+what it would give where the plan keeps layer by layer (H = 128 without variants: unit split);
+`fwd`'s backward then runs without the unit split too, `layers` keeps it.
 """
 import argparse
 import os
@@ -57,9 +58,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     fr.set_num_threads(args.threads)
     plan = _core.plan_knobs()
+    forced = ", forward forced to the wavefront" if args.force else ""
     print(f"# training step (forward + backward), {args.layers} layers, B=1, D={args.D}, float32, "
-          f"{args.threads} threads, median of {args.rounds} rounds{', forward forced to the wavefront' if args.force else ''}; "
-          f"CPU: {cpu_model()}")
+          f"{args.threads} threads, median of {args.rounds} rounds{forced}; CPU: {cpu_model()}")
     print("| case | chunks fwd/bwd | layers ms | fwd-wave ms | wave ms | speed-up vs fwd-wave | vs layers |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for case in args.cases.split(","):

@@ -432,6 +432,12 @@ int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int variants, int nthrea
  * threads) run layer by layer, and so does a batch of one that splits its steps by units. */
 int fr_plan_wave_chunks(fr_cell cell, int T, int B, int D, int H, int layers, int dirs,
                         int has_lengths, int variants, int nthreads, int *row_ranges);
+/* The backward of a stack that ran forward as a wavefront (_RNNBase._backward_wave) runs as one
+ * too, in reverse time, on the forward's row ranges: its number of chunks (at least
+ * FR_PACK_MIN_STEPS steps each when T has), or 0 for layer by layer. `fill` is the rounds
+ * before the first layer starts (the sum of the layers' lags: 1 a layer when its dx comes from
+ * its loop, 2 when from a GEMM in the round between). */
+int fr_plan_wave_backward_chunks(fr_cell cell, int T, int B, int D, int H, int layers, int fill);
 /* 1 when fr_recur's fused mode (input projection inside the time loop) is expected to beat
  * fr_project + fr_recur for B rows per call. Either way gives the same results to rounding. */
 int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype);

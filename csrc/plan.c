@@ -120,6 +120,25 @@ int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengt
     return ok ? unit_mid(H) : 0;
 }
 
+/* The wavefront's chunks for a round overhead o (multiply-adds) and E rounds of pipeline fill:
+ * n chunks take n + E rounds of T/n steps of `step` multiply-adds plus o each, and
+ * (n + E)(T step / n + o) is least at n = sqrt(E T step / o); at most maxn (4-step chunks). */
+static int64_t wave_n(int T, int64_t step, int64_t fill, double o, int maxn)
+{
+    if (knobs.wave_chunk > 0) /* the test override: forward and backward alike */
+        return T / knobs.wave_chunk + (T % knobs.wave_chunk != 0); /* no overflow for any knob */
+    const double best = sqrt((double)fill * (double)T * (double)step / (o > 1.0 ? o : 1.0));
+    return best >= (double)maxn ? maxn : (int64_t)(best + 0.5);
+}
+
+/* one step of the heaviest layer: layers above the first read H (or P <= H) inputs */
+static int64_t wave_step(fr_cell cell, int B, int D, int H)
+{
+    return mul_sat(mul_sat((int64_t)fr_gates(cell) * H, (int64_t)H + (D > H ? D : H)), B);
+}
+
+static int wave_maxn(int T) { return T / FR_PACK_MIN_STEPS > 1 ? T / FR_PACK_MIN_STEPS : 1; }
+
 int fr_plan_wave_chunks(fr_cell cell, int T, int B, int D, int H, int layers, int dirs,
                         int has_lengths, int variants, int nthreads, int *row_ranges)
 {
@@ -129,9 +148,8 @@ int fr_plan_wave_chunks(fr_cell cell, int T, int B, int D, int H, int layers, in
     if (layers < 2 || dirs != 1 || has_lengths || knobs.wave == 0) return 0;
     /* chunks of at least FR_PACK_MIN_STEPS steps: each call then packs (or not) as the whole
      * loop would, so the chunked loop rounds exactly as the whole one */
-    const int maxn = T / FR_PACK_MIN_STEPS > 1 ? T / FR_PACK_MIN_STEPS : 1;
-    /* one step of the heaviest layer: layers above the first read H (or P <= H) inputs */
-    const int64_t step = mul_sat(mul_sat((int64_t)fr_gates(cell) * H, (int64_t)H + (D > H ? D : H)), B);
+    const int maxn = wave_maxn(T);
+    const int64_t step = wave_step(cell, B, D, H);
     if (knobs.wave < 0) {
         /* Layer by layer already keeps every thread busy when the rows fill them (row ranges
          * never wait for each other), and a batch of one whose steps split by units keeps two:
@@ -140,27 +158,50 @@ int fr_plan_wave_chunks(fr_cell cell, int T, int B, int D, int H, int layers, in
          * hand-off per round). It pays where each layer would run on one thread (B = 1,
          * inference): 1.16-1.26x with zoneout at H = 128 (T = 1000; T = 200: 1.05x), 1.16-1.28x
          * for 3 layers with layer norm, 1.28-1.35x at H = 48 (T = 4000), 1.09-1.16x at H = 32
-         * (T = 1000). Too little work pays for no split at all. */
+         * (T = 1000). Too little work pays for no split at all. The backward follows the
+         * forward's choice (fr_plan_wave_backward_chunks): a training step of the same stacks,
+         * both passes as wavefronts, measured 1.2-1.5x of layer by layer at B = 1 (2-layer LSTM
+         * and GRU, H = 48, T = 1000 and 4000; LSTM, H = 128 with zoneout or layer norm;
+         * bench/wave_backward.py), 1.17-1.37x of the forward wavefront alone. */
         if (nthreads < 2 || fr_plan_row_ranges(cell, T, B, H, 1, nthreads) >= nthreads
             || fr_plan_units_mid(cell, T, B, H, dirs, has_lengths, variants, nthreads)
             || mul_sat(step, T) < knobs.min_parallel_work)
             return 0;
     }
-    int64_t n;
-    if (knobs.wave_chunk > 0) {
-        n = T / knobs.wave_chunk + (T % knobs.wave_chunk != 0); /* no overflow for any knob */
-    } else {
-        /* n chunks take n + E rounds of T/n steps plus one round's overhead o each, where
-         * E = 2(L - 1) when the layers above the first project their input a round before their
-         * loop (a batch of one, where the wavefront is chosen; fused: L - 1):
-         * (n + E)(T s / n + o) is least at n = sqrt(E T s / o). */
-        const double o = knobs.wave_round_work > 0 ? (double)knobs.wave_round_work : 1.0;
-        const double best = sqrt(2.0 * (layers - 1) * (double)T * (double)step / o);
-        n = best >= (double)maxn ? maxn : (int64_t)(best + 0.5);
-    }
+    /* E = 2(L - 1) when the layers above the first project their input a round before their
+     * loop (a batch of one, where the wavefront is chosen; fused: L - 1) */
+    int64_t n = wave_n(T, step, 2 * (int64_t)(layers - 1),
+                       knobs.wave_round_work > 0 ? (double)knobs.wave_round_work : 1.0, maxn);
     if (n > maxn) n = maxn;
     if (n < 1) n = 1;
     /* one chunk is layer by layer with extra hand-offs: only a test forces it */
+    if (knobs.wave < 0 && n < 2) return 0;
+    return (int)n;
+}
+
+int fr_plan_wave_backward_chunks(fr_cell cell, int T, int B, int D, int H, int layers, int fill)
+{
+    /* A backward round costs more than a forward one beyond its loops' steps: per layer, the
+     * loop packs W_hh^T and W_ih^T (dx in the loop), and the chunk's weight-gradient GEMM
+     * writes its (G*H, D+H) product and adds it to dW_ih and dW_hh (fr_backward_params):
+     * about six passes over a step's weights, which come from L3 rather than L2 at about half
+     * the speed of a batch-of-one step's own pass, so o + 12 L steps. Measured a round at 63 us
+     * (H = 48) and 152 us (H = 128), the forward's at 32 and 87 us (2-layer LSTM with
+     * zoneout, T = 400 in 100 chunks): the 89 us between H = 48 and 128 are 12 L times the
+     * steps' difference at 30 G multiply-adds/s. With E = the layers' lags (L - 1 with dx in
+     * the loops, the forward's 2(L - 1)), a backward takes about half the forward's chunks
+     * where the steps are large: 2-layer LSTM and GRU at B = 1, H = 128 with zoneout or layer
+     * norm, 5 chunks for the forward's 10-11 (T = 1000) and 10 for 22 (T = 4000) measured
+     * 1.02-1.14x faster backwards; within 0.97-1.04x of the forward's at H = 48 (2 and 3
+     * layers, T = 1000 and 4000), where the optimum is flat. */
+    if (layers < 2) return 0;
+    const int maxn = wave_maxn(T);
+    const int64_t step = wave_step(cell, B, D, H);
+    const double o = (knobs.wave_round_work > 0 ? (double)knobs.wave_round_work : 1.0)
+                     + 12.0 * layers * (double)step;
+    int64_t n = wave_n(T, step, fill > 0 ? fill : 1, o, maxn);
+    if (n > maxn) n = maxn;
+    if (n < 1) n = 1;
     if (knobs.wave < 0 && n < 2) return 0;
     return (int)n;
 }

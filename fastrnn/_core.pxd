@@ -222,6 +222,7 @@ cdef extern from "fastrnn.h" nogil:
                           int nthreads)
     int fr_plan_wave_chunks(fr_cell cell, int T, int B, int D, int H, int layers, int dirs,
                             int has_lengths, int variants, int nthreads, int *row_ranges)
+    int fr_plan_wave_backward_chunks(fr_cell cell, int T, int B, int D, int H, int layers, int fill)
     int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int variants, int nthreads)
     int fr_fused_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)
     int fr_dx_in_loop_pays(fr_cell cell, int T, int B, int D, int H, fr_dtype dtype)

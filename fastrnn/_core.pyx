@@ -290,6 +290,17 @@ def plan_wave(int cell, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, 
     return chunks, ranges
 
 
+def plan_wave_backward(int cell, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t layers,
+                       Py_ssize_t fill):
+    """The number of time chunks of a wavefront's backward (0: layer by layer); fill: the rounds
+    before its first layer starts, the sum of the layers' lags (see fastrnn.h)."""
+    cdef fr_cell_sizes n = _sizes(cell)
+    _gh(n.gates, H, "the hidden size H")
+    return fr_plan_wave_backward_chunks(<fr_cell>cell, _dim(T, "the time steps T"), _dim(B, "the batch size B"),
+                                        _dim(D, "the input size D"), <int>H, _dim(layers, "the number of layers"),
+                                        _dim(fill, "the pipeline's fill"))
+
+
 def dx_in_loop_pays(int cell, dtype, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H):
     """Whether recur_backward should compute dx in its loop for B rows per call (one-direction
     layers), rather than backward_params' whole-sequence GEMM."""

@@ -25,17 +25,35 @@ def plan_knobs():
     _core.set_pool_threads(threads)
 
 
+class _Calls(list):
+    """The chunk counts of the forwards that ran as a wavefront; .backward: of the backwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.backward = []
+
+    def clear(self):
+        super().clear()
+        self.backward.clear()
+
+
 @pytest.fixture
 def waves(monkeypatch):
-    """Counts the forwards that ran as a wavefront, so a test knows which schedule it got."""
-    calls = []
-    orig = layers._RNNBase._forward_wave
+    """Counts the forwards and backwards that ran as a wavefront, so a test knows which
+    schedule it got."""
+    calls = _Calls()
+    fwd, bwd = layers._RNNBase._forward_wave, layers._RNNBase._backward_wave
 
-    def spy(self, *args):
+    def spy_forward(self, *args):
         calls.append(args[-2])  # the number of chunks
-        return orig(self, *args)
+        return fwd(self, *args)
 
-    monkeypatch.setattr(layers._RNNBase, "_forward_wave", spy)
+    def spy_backward(self, *args):
+        calls.backward.append(args[-2])
+        return bwd(self, *args)
+
+    monkeypatch.setattr(layers._RNNBase, "_forward_wave", spy_forward)
+    monkeypatch.setattr(layers._RNNBase, "_backward_wave", spy_backward)
     return calls
 
 
@@ -65,17 +83,27 @@ def _run(mode, L, T, B, D, H, dtype, train, hx=True, lengths=None, **kw):
 def _both(plan_knobs, waves, knobs, chunk, *args, **kw):
     plan_knobs(wave=False, **knobs)
     want = _run(*args, **kw)
-    assert not waves
+    assert not waves and not waves.backward
     plan_knobs(wave=True, wave_chunk=chunk, **knobs)
     got = _run(*args, **kw)
     assert waves, "the forced wavefront did not run"
+    train = args[7]  # _run(mode, L, T, B, D, H, dtype, train)
+    # backward takes the forward's schedule and chunks
+    assert waves.backward == (waves if train else []), "the backward did not follow the forward's wavefront"
     return want, got
+
+
+# What a chunked loop gives bit for bit: outputs, states and the gradients that flow through
+# the loops (x's and the initial states'). The parameter gradients are sums over the time steps,
+# which the wavefront adds chunk by chunk (the weight-gradient GEMMs over each chunk's steps, the
+# loops' bias, peephole and layer-norm shares), another order of the same additions.
+EXACT = ("y", "state0", "state1", "dx", "dstate0", "dstate1")
 
 
 def _assert_same(want, got, exact, dtype):
     assert want.keys() == got.keys()
     for k in want:
-        if exact:
+        if exact and k in EXACT:
             np.testing.assert_array_equal(got[k], want[k], err_msg=k)
         else:
             np.testing.assert_allclose(got[k], want[k], err_msg=k,
@@ -91,11 +119,13 @@ SHAPES = [(37, 3, 7), (23, 1, 6), (5, 2, 8), (9, 1, 1)]
 @pytest.mark.parametrize("L", [2, 3])
 @pytest.mark.parametrize("train", [False, True])
 def test_fused_wavefront_equals_layer_by_layer_exactly(plan_knobs, waves, mode, dtype, L, train):
-    # With the projection in the loop, a chunk is the whole loop cut at a step: the same
-    # products and rows in the same order, so the same bits, gradients included.
+    # With the projection in the forward loop and dx in the reverse loop, a chunk is the whole
+    # loop cut at a step: the same products and rows in the same order, so the same bits (EXACT;
+    # the parameter gradients to rounding).
     for T, B, chunk in SHAPES:
         waves.clear()
-        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=True), chunk, mode, L, T, B, 4, 9, dtype, train)
+        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=True, dx_in_loop=True), chunk, mode, L, T, B, 4,
+                          9, dtype, train)
         _assert_same(want, got, True, dtype)
 
 
@@ -103,11 +133,13 @@ def test_fused_wavefront_equals_layer_by_layer_exactly(plan_knobs, waves, mode, 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_hoisted_wavefront_equals_layer_by_layer(plan_knobs, waves, mode, dtype):
     # The wavefront projects an upper layer's input a chunk at a time, one GEMM of the chunk's
-    # rows instead of all T*B: BLAS may sum a small product in another order (OpenBLAS's
+    # rows instead of all T*B, and backward an upper layer's dx likewise (in the round between
+    # its loop and the lower layer's): BLAS may sum a small product in another order (OpenBLAS's
     # small-matrix kernels), so equal to rounding, not to the bit.
     for T, B, chunk in SHAPES:
         waves.clear()
-        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=False), chunk, mode, 3, T, B, 5, 8, dtype, True)
+        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=False, dx_in_loop=False), chunk, mode, 3, T, B,
+                          5, 8, dtype, True)
         _assert_same(want, got, False, dtype)
 
 
@@ -129,8 +161,8 @@ def test_variants_run_in_the_wavefront(plan_knobs, waves, mode, kw, train):
     # layer reads it. Training draws every mask in the layer loop's order.
     for T, B, chunk in SHAPES[:3]:
         waves.clear()
-        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=True), chunk, mode, 2, T, B, 4, 9,
-                          np.float32, train, **kw)
+        want, got = _both(plan_knobs, waves, dict(SAME_SPLIT, fused=True, dx_in_loop=True), chunk, mode, 2, T, B,
+                          4, 9, np.float32, train, **kw)
         _assert_same(want, got, True, np.float32)
 
 
@@ -177,6 +209,38 @@ def test_the_layer_picks_the_wavefront_from_the_plan(plan_knobs, waves):
     waves.clear()
     fr.LSTM(16, 128, num_layers=2).eval()(x)  # the unit split instead
     assert not waves
+    # training: the backward follows, in its own number of chunks
+    m.train()
+    y, _ = m(x)
+    m.backward(np.ones_like(y))
+    assert waves and waves.backward == [_core.plan_wave_backward(m._cell, 200, 1, 16, 128, 2, 1)]
+    waves.clear()
+    m = fr.LSTM(16, 128, num_layers=2)  # the unit split, both ways
+    y, _ = m(x)
+    m.backward(np.ones_like(y))
+    assert not waves and not waves.backward
+
+
+def test_the_backwards_chunks(plan_knobs):
+    lstm, gru = CELLS["LSTM"].code, CELLS["GRU"].code
+    back = _core.plan_wave_backward
+    for cell, H, T in [(lstm, 128, 1000), (gru, 128, 4000), (lstm, 48, 4000)]:
+        # a backward round does more beside its loops than a forward one (the chunk's
+        # weight-gradient GEMM, two weights packed), and fills its pipeline in half the rounds:
+        # fewer chunks, still enough for a wavefront
+        fwd = _core.plan_wave(cell, T, 1, 16, H, 2, 1, False, True)[0]
+        assert 2 <= back(cell, T, 1, 16, H, 2, 1) < fwd
+        # a longer fill (more layers, dx by GEMM) pays for more chunks
+        assert back(cell, T, 1, 16, H, 3, 4) > back(cell, T, 1, 16, H, 2, 1)
+    # too short to pay for a round; one layer
+    assert back(lstm, 8, 1, 16, 128, 2, 1) == 0
+    assert back(lstm, 1000, 1, 16, 128, 1, 1) == 0
+    # chunks of at least four steps, and the test override as the forward's
+    assert back(lstm, 1 << 30, 1, 16, 1024, 2, 1) <= (1 << 30) // 4
+    plan_knobs(wave=True, wave_chunk=7)
+    assert back(lstm, 37, 1, 4, 8, 2, 1) == _core.plan_wave(lstm, 37, 1, 4, 8, 2, 1, False)[0] == 6
+    with pytest.raises(ValueError, match="the time steps T"):
+        back(lstm, 2**31, 1, 16, 128, 2, 1)
 
 
 def test_ragged_batches_run_layer_by_layer(plan_knobs, waves):
@@ -198,3 +262,78 @@ def test_a_unit_split_backward_reads_the_wavefronts_saved_buffers(plan_knobs, wa
     plan_knobs(units=False, wave=False)
     want = _run("LSTM", 2, 30, 1, 4, 32, np.float32, True)
     _assert_same(want, got, False, np.float32)
+
+
+def _run_state_grads(mode, kw, with_dy):
+    """dx, the initial states' gradients and state_grads of a 3-layer stack given the final
+    states' gradients (and dy, or None)."""
+    T, B, D, H, L = 17, 2, 4, 6, 3
+    m = getattr(fr, mode)(D, H, num_layers=L, seed=3, **kw)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    y, _ = m(x)
+    R = kw.get("proj_size") or H
+    dstate = rng.standard_normal((L, B, R)).astype(np.float32)
+    if mode == "LSTM":
+        dstate = (dstate, rng.standard_normal((L, B, H)).astype(np.float32))
+    dy = rng.standard_normal(y.shape).astype(np.float32) if with_dy else None
+    dx, dst = m.backward(dy, dstate, state_grads=True)
+    out = {"dx": dx}
+    out.update({f"dstate{i}": s for i, s in enumerate(dst if isinstance(dst, tuple) else (dst,))})
+    out.update({f"state_grads{k}": s for k, s in enumerate(m.state_grads)})
+    out.update({"d" + k: v.copy() for k, v in m.grads.items()})
+    return out
+
+
+@pytest.mark.parametrize("in_loop", [True, False])
+@pytest.mark.parametrize("mode,kw", [("LSTM", dict(dropout=0.3)), ("GRU", {}), ("LSTM", dict(proj_size=4))],
+                         ids=["LSTM-dropout", "GRU", "LSTM-proj"])
+def test_the_wavefront_backward_takes_state_gradients_and_gives_state_grads(plan_knobs, waves, in_loop, mode, kw):
+    # dL/dh_t of every step (state_grads) comes out of each chunk's loop; the final states'
+    # gradients enter each layer's last chunk, and dy may be None (a loss on the states only).
+    # dx made in the loops (lag 1) or by a GEMM in the round between (lag 2).
+    knobs = dict(SAME_SPLIT, fused=in_loop, dx_in_loop=in_loop)
+    for with_dy in (True, False):
+        waves.clear()
+        plan_knobs(wave=False, **knobs)
+        want = _run_state_grads(mode, kw, with_dy)
+        plan_knobs(wave=True, wave_chunk=5, **knobs)
+        got = _run_state_grads(mode, kw, with_dy)
+        assert waves == [4] and waves.backward == [4]
+        assert want.keys() == got.keys()
+        for k in want:
+            if in_loop and not k.startswith("dweight") and not k.startswith("dbias"):
+                np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+            else:
+                np.testing.assert_allclose(got[k], want[k], err_msg=k, **tolerance(np.float32, "grad"))
+
+
+FD_CASES = [("LSTM", 2, {}), ("GRU", 3, {}), ("RNN_TANH", 2, {}), ("LSTM", 2, dict(zoneout=0.3, dropout=0.4)),
+            ("GRU", 2, dict(recurrent_dropout=0.3, dropout=0.4)), ("LSTM", 2, dict(weight_dropout=0.3, peepholes=True)),
+            ("LSTM", 2, dict(layer_norm=True)), ("GRU", 2, dict(layer_norm=True, zoneout=0.2))]
+
+
+@pytest.mark.parametrize("in_loop", [True, False])
+@pytest.mark.parametrize("mode,L,kw", FD_CASES, ids=[f"{m}-L{L}-{'-'.join(k)}" for m, L, k in FD_CASES])
+def test_wavefront_gradients_match_finite_differences(plan_knobs, waves, in_loop, mode, L, kw):
+    # float64, every gradient (x, h0, c0, every parameter) against central differences, the
+    # masks held fixed; T = 13 in three chunks of 4-5 steps
+    from test_variants import build, fd_check
+    plan_knobs(**dict(SAME_SPLIT, wave=True, wave_chunk=4, fused=in_loop, dx_in_loop=in_loop))
+    cfg = (13, 2, 3, 3, L, False, None, True)
+    fd_check(build(mode, 3, 3, L, **kw), mode, cfg, f"wavefront {mode} {kw}")
+    assert waves.backward and set(waves.backward) == {3}
+
+
+def test_the_wavefront_backward_splits_each_chunk_by_rows(plan_knobs, waves):
+    # four threads for two layers: each layer's chunks in two row ranges, each range's loop with
+    # its share of the bias and layer-norm gradients (layer by layer splits in four: ranges of
+    # another number of rows take another product kernel, equal to rounding)
+    _core.set_pool_threads(4)
+    knobs = dict(units=False, min_parallel_work=0, fused=True, dx_in_loop=True)
+    plan_knobs(wave=True, **knobs)
+    assert _core.plan_wave(CELLS["GRU"].code, 21, 5, 4, 9, 2, 1, False)[1] == 2
+    for mode, kw in [("GRU", dict(layer_norm=True)), ("LSTM", dict(recurrent_dropout=0.2, dropout=0.3))]:
+        waves.clear()
+        want, got = _both(plan_knobs, waves, knobs, 5, mode, 2, 21, 5, 4, 9, np.float32, True, **kw)
+        _assert_same(want, got, False, np.float32)

@@ -402,9 +402,12 @@ typedef struct {
     int wave;                  /* the multi-layer wavefront: -1 heuristic, 0 or 1 to force */
     int64_t wave_round_work;   /* multiply-adds that one wavefront round's hand-off costs */
     int64_t wave_chunk;        /* test override: steps per wavefront chunk (0: derived) */
+    int64_t tile_rows;         /* rows per float32 micro-kernel tile, 4..6 (0: 6); tune() measures it */
 } fr_plan_knobs;
 fr_plan_knobs fr_plan_get_knobs(void);
 void fr_plan_set_knobs(const fr_plan_knobs *k);
+/* tile_rows as the kernels use it (4..6): read on any thread while Python may set the knobs. */
+int fr_plan_tile_rows(void);
 
 /* How many ways to split `work` multiply-adds over nthreads threads, at most `limit`. Work
  * estimates saturate at INT64_MAX instead of overflowing. */

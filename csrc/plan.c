@@ -59,7 +59,15 @@ static fr_plan_knobs knobs = {
      * (2-layer LSTM and GRU at B = 1: 1.14-1.38x from 5 to 12 chunks). */
     (int64_t)1 << 21,
     0,
+    /* Rows per micro-kernel tile: 6 keeps 12 accumulators, two panel registers and a broadcast
+     * in AVX2's 16 (6 x 16 columns: 0.67 loads per FMA, 4 rows: 0.75). Each element is the
+     * same sum in the same order whatever the tile, so the choice changes speed, not results;
+     * tune() times 4, 5 and 6 on this CPU. */
+    FR_MR,
 };
+/* tile_rows for the kernels, which run on the pool's threads while Python may set the knobs:
+ * its own word, read and written atomically (the knobs struct is read under the GIL only) */
+static int tile_rows_now = FR_MR;
 
 /* a * b for non-negative a, b, saturating at INT64_MAX: work estimates multiply several
  * dimensions, whose product can exceed 64 bits for shapes no one would run but the bridge
@@ -71,7 +79,25 @@ static int64_t mul_sat(int64_t a, int64_t b)
 }
 
 fr_plan_knobs fr_plan_get_knobs(void) { return knobs; }
-void fr_plan_set_knobs(const fr_plan_knobs *k) { knobs = *k; }
+void fr_plan_set_knobs(const fr_plan_knobs *k)
+{
+    knobs = *k;
+    const int rows = k->tile_rows >= 4 && k->tile_rows <= FR_MR ? (int)k->tile_rows : FR_MR;
+#if defined(__GNUC__)
+    __atomic_store_n(&tile_rows_now, rows, __ATOMIC_RELAXED);
+#else
+    tile_rows_now = rows; /* MSVC: an aligned int is written whole; the kernels are GCC/clang only */
+#endif
+}
+
+int fr_plan_tile_rows(void)
+{
+#if defined(__GNUC__)
+    return __atomic_load_n(&tile_rows_now, __ATOMIC_RELAXED);
+#else
+    return tile_rows_now;
+#endif
+}
 
 int fr_pack_pays(int steps, int rows)
 {

@@ -223,12 +223,20 @@ fr_smallgemm(int M, int N, int K, const float *A, int lda, const float *P, int a
         const int n0 = p * FR_NR, nc = N - n0 < FR_NR ? N - n0 : FR_NR;
         /* A tile of fewer than 4 rows has fewer than 8 independent accumulators, too few to
          * cover the FMA latency on two pipes: a remainder of 1..3 rows borrows one full tile
-         * and runs as 4 + 3..5 rows (32 rows: 4x6 + 2x4 instead of 5x6 + 2). */
-        int full = M / FR_MR, rest = M % FR_MR, m = 0;
-        if (rest && rest < 4 && full) { full -= 1; rest += FR_MR; }
-        for (int t = 0; t < full; ++t, m += FR_MR)
-            fr_tile(FR_MR, nc, K, A + (ptrdiff_t)m * lda, lda, Pp, accumulate, C + (ptrdiff_t)m * ldc + n0, ldc);
-        if (rest > FR_MR) {
+         * of 5 or 6 and runs as 4 + 2..5 rows (32 rows in tiles of 6: 4x6 + 2x4 instead of
+         * 5x6 + 2). Full tiles have mr rows (plan.c, tile_rows), a constant in each call of
+         * fr_tile so that each size compiles to its own code. */
+        const int mr = fr_plan_tile_rows();
+        int full = M / mr, rest = M % mr, m = 0;
+        if (mr > 4 && rest && rest < 4 && full) { full -= 1; rest += mr; }
+        for (int t = 0; t < full; ++t, m += mr) {
+            const float *At = A + (ptrdiff_t)m * lda;
+            float *Ct = C + (ptrdiff_t)m * ldc + n0;
+            if (mr == 6) fr_tile(6, nc, K, At, lda, Pp, accumulate, Ct, ldc);
+            else if (mr == 5) fr_tile(5, nc, K, At, lda, Pp, accumulate, Ct, ldc);
+            else fr_tile(4, nc, K, At, lda, Pp, accumulate, Ct, ldc);
+        }
+        if (rest > mr) {
             fr_tile(4, nc, K, A + (ptrdiff_t)m * lda, lda, Pp, accumulate, C + (ptrdiff_t)m * ldc + n0, ldc);
             m += 4;
         }

@@ -212,7 +212,7 @@ cdef extern from "fastrnn.h" nogil:
         int64_t min_parallel_work, unit_min_work, cell_split_work
         int64_t fused_max_bytes, dx_loop_max_bytes, gemv_max_elems
         int wave
-        int64_t wave_round_work, wave_chunk
+        int64_t wave_round_work, wave_chunk, tile_rows
     fr_plan_knobs fr_plan_get_knobs()
     void fr_plan_set_knobs(const fr_plan_knobs *k)
     int fr_plan_parts(int64_t work, int64_t limit, int nthreads)

@@ -213,7 +213,8 @@ def plan_knobs(**changes):
     """The plan's thresholds and test overrides (fused, units, dx_in_loop, wave: None for the
     heuristic, True/False to force; the thread-split thresholds min_parallel_work, unit_min_work,
     cell_split_work, wave_round_work; the cache-size thresholds fused_max_bytes,
-    dx_loop_max_bytes, gemv_max_elems; wave_chunk: steps per wavefront chunk, 0 to derive).
+    dx_loop_max_bytes, gemv_max_elems; wave_chunk: steps per wavefront chunk, 0 to derive;
+    tile_rows: rows per float32 micro-kernel tile, 4, 5 or 6, 0 for the default 6).
     With keyword arguments, sets those (all or nothing: every value is checked first) and
     returns the previous values of all, for restoring."""
     # the struct as a dict of its fields (Cython's conversion), and back: a new knob is one field
@@ -232,6 +233,10 @@ def plan_knobs(**changes):
             if iv is None or not 0 <= iv <= INT64_MAX:
                 raise ValueError(f"plan knob {name} must be an integer in [0, 2**63 - 1], got {v!r}")
             changes[name] = iv
+    if "tile_rows" in changes:
+        v = changes["tile_rows"]
+        if isinstance(v, bool) or not isinstance(v, int) or v not in (0, 4, 5, 6):
+            raise ValueError(f"plan knob tile_rows must be 4, 5 or 6 (0 for the default), got {v!r}")
     for name, v in changes.items():  # the overrides: -1 for the heuristic, 0 or 1 to force
         raw[name] = (-1 if v is None else int(bool(v))) if name in _FORCE_KNOBS else v
     cdef fr_plan_knobs k = raw

@@ -498,7 +498,8 @@ def cmd_tune(args, out=None):
             "cell_split_work": "split / one thread, by multiply-adds per row",
             "fused_max_bytes": "fused / hoisted projection, by packed weight bytes",
             "dx_loop_max_bytes": "dx in the loop / after it, by packed weight bytes",
-            "wave_round_work": "wavefront / layer by layer, by the round cost it assumes"}
+            "wave_round_work": "wavefront / layer by layer, by the round cost it assumes",
+            "tile_rows": "time / time at the current tile, by micro-kernel tile rows"}
     for name, pts in r["measured"].items():
         ladder = ", ".join(f"{w:.3g}: {ratio:.2f}" for w, ratio in pts)
         v = r["knobs"][name]

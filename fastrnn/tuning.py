@@ -5,8 +5,9 @@ batch rows (``min_parallel_work``), a batch of one's hidden units (``unit_min_wo
 cell step's units (``cell_split_work``) -- and up to which weight sizes the input projection
 runs inside the time loop (``fused_max_bytes``) and the input gradient inside the reverse loop
 (``dx_loop_max_bytes``), and when a batch of one's product skips BLAS (``gemv_max_elems``);
-and what one round of the multi-layer wavefront costs beyond its work (``wave_round_work``),
-from which its chunk count follows.
+what one round of the multi-layer wavefront costs beyond its work (``wave_round_work``),
+from which its chunk count follows; and the micro-kernel's blocking, the rows of its tile
+(``tile_rows``, 4 to 6; the 16 columns are one pair of AVX2 registers).
 
 Without tuning, importing fastrnn derives the cache-size thresholds from this CPU's caches
 (``derived_knobs``; on the Zen 3 machine plan.c's constants were measured on they are those
@@ -14,8 +15,7 @@ constants) and keeps the measured split thresholds. ``tune()`` measures the cros
 CPU it runs on -- both sides of every threshold, on a ladder of layer sizes, alternating -- and
 keeps the result in the user's cache directory, one file per CPU kind (``machine.cpu_key``),
 which every later import applies (unless ``FASTRNN_NO_TUNE_CACHE`` is set;
-``FASTRNN_DEFAULT_PLAN`` keeps plan.c's built-in constants, derived and cached ones alike). The micro-kernel's
-blocking is fixed at compile time (csrc/smallgemm.h) and is not tuned.
+``FASTRNN_DEFAULT_PLAN`` keeps plan.c's built-in constants, derived and cached ones alike).
 
 A cache file is untrusted input: a file that does not parse, names unknown knobs or holds values
 out of range is ignored with a warning, never half-applied. Files are written atomically.
@@ -42,7 +42,8 @@ FORMAT = 1
 # (bytes of packed weights; elements of a matrix)
 SPLITS = ("min_parallel_work", "unit_min_work", "cell_split_work")
 # and the wavefront's per-round overhead (multiply-adds), from which plan.c sizes its chunks
-THRESHOLDS = SPLITS + ("fused_max_bytes", "dx_loop_max_bytes", "gemv_max_elems", "wave_round_work")
+# and the rows of the float32 micro-kernel's tile (csrc/smallgemm.h)
+THRESHOLDS = SPLITS + ("fused_max_bytes", "dx_loop_max_bytes", "gemv_max_elems", "wave_round_work", "tile_rows")
 NEVER = 1 << 62        # a threshold no work estimate reaches: never split
 _MAX = 1 << 62
 
@@ -111,6 +112,8 @@ def _check_plan(data, path):
     for k, v in knobs.items():
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _MAX:
             raise ValueError(f"{path}: knob {k} must be an integer in [0, 2**62], got {v!r}")
+        if k == "tile_rows" and v not in (0, 4, 5, 6):
+            raise ValueError(f"{path}: knob tile_rows must be 4, 5 or 6 (0: the default), got {v!r}")
     return dict(knobs)
 
 
@@ -354,6 +357,32 @@ def _measure_round_work(per_point, log):
     return (best[0] if best[1] < now - 0.02 * now else current), pts
 
 
+def _measure_tile_rows(per_point, log):
+    """(tile_rows, [(rows, time / time at the current rows)]): the micro-kernel's tile height
+    (csrc/smallgemm.h) times each candidate on a training step and an inference of a medium
+    LSTM (B = 64: every tile full) and an inference at B = 16 (8 rows a thread: remainders);
+    the tile changes speed only, never results. Kept unless another saves more than 2%."""
+    from .layers import LSTM
+    current = _core.plan_knobs()["tile_rows"] or 6  # 0 also means the default, 6
+    rng = np.random.default_rng(0)
+    cases = [("LSTM training T=50 B=64 D=32 H=128", _train_step(LSTM, 50, 64, 32, 128, rng)),
+             ("LSTM inference T=50 B=16 D=H=128", _inference(LSTM, 50, 16, 128, 128, rng))]
+    pts, cost = [], {}
+    for rows in (4, 5, 6):
+        for label, run in cases:
+            if rows == current:
+                r = 1.0
+            else:
+                t_opt, t_cur = _median_pair(_with_knobs({"tile_rows": rows}, run),
+                                            _with_knobs({"tile_rows": current}, run), per_point)
+                r = t_opt / t_cur
+            pts.append((rows, r))
+            cost[rows] = cost.get(rows, 0.0) + r
+            log(f"  tile_rows: {label}, {rows} rows: {r:.2f} of {current} rows' time")
+    best = min(cost, key=cost.get)
+    return (best if cost[best] < cost[current] - 0.02 * len(cases) else current), pts
+
+
 def tune(seconds=30.0, save=True, apply=True, verbose=False):
     """Measure this machine's thread-split crossovers (about ``seconds`` in all; run it on an
     otherwise idle machine) and return {"knobs", "previous", "measured", "other_load", "path",
@@ -369,20 +398,23 @@ def tune(seconds=30.0, save=True, apply=True, verbose=False):
     threads = _core.get_pool_threads()
     out = {"knobs": {}, "previous": previous, "measured": {}, "other_load": None, "path": None,
            "seconds": 0.0, "threads": threads}
-    names = ["fused_max_bytes", "dx_loop_max_bytes"]
+    names = ["fused_max_bytes", "dx_loop_max_bytes", "tile_rows"]
     if threads >= 2:
         names = list(SPLITS) + names + ["wave_round_work"]
     else:
         log("one thread in the pool: no split to tune")
     ladders = _ladders()
     t0 = time.perf_counter()
-    per_point = float(seconds) / sum(len(ladders[n][3]) if n in ladders else 5 for n in names)
+    timed = {"wave_round_work": 5, "tile_rows": 4}  # the measurements without a ladder: their timed pairs
+    per_point = float(seconds) / sum(len(ladders[n][3]) if n in ladders else timed[n] for n in names)
     knobs, measured = {}, {}
     try:
         with _OtherLoad() as load:
             for name in names:
                 if name == "wave_round_work":
                     knobs[name], pts = _measure_round_work(per_point, log)
+                elif name == "tile_rows":
+                    knobs[name], pts = _measure_tile_rows(per_point, log)
                 else:
                     knobs[name], pts = _measure(name, ladders[name], per_point, log)
                 measured[name] = [[int(w), round(float(r), 4)] for w, r in pts]

@@ -176,3 +176,38 @@ def test_cli_tune_reports_and_refuses_to_save_a_busy_measurement(cache, knobs_re
         assert cli_main(["tune", "--seconds", "0.3", "--no-save"]) == 0
         assert cli_main(["tune", "--seconds", "0.3"]) == 1
     assert "nothing saved" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("B", [1, 7, 13, 32])
+def test_the_micro_kernel_tile_changes_speed_not_results(knobs_restored, B):
+    """tile_rows (tune() measures it) regroups the rows of each per-step product into tiles of 4,
+    5 or 6; every element is the same sum in the same order, so outputs and gradients are the
+    same bits (B = 7, 13: remainder tiles of every size; 32: borrowed tiles)."""
+    import numpy as np
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((6, B, 5)).astype(np.float32)
+    dy = rng.standard_normal((6, B, 2 * 20)).astype(np.float32)
+    got = {}
+    for rows in (4, 5, 6):
+        _core.plan_knobs(tile_rows=rows, units=False)
+        for cls in (fr.LSTM, fr.GRU, fr.RNN):
+            m = cls(5, 20, num_layers=2, bidirectional=True, seed=1)
+            y, _ = m(x)
+            dx, _ = m.backward(dy)
+            got.setdefault(cls.__name__, []).append([y, dx] + [g.copy() for g in m.grads.values()])
+    for name, runs in got.items():
+        for other in runs[1:]:
+            for a, b in zip(runs[0], other):
+                np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize("rows", [3, 7, -1, True, 4.0])
+def test_tile_rows_must_be_4_5_or_6(knobs_restored, rows):
+    with pytest.raises(ValueError, match="tile_rows"):
+        _core.plan_knobs(tile_rows=rows)
+    assert _core.plan_knobs() == knobs_restored
+
+
+def test_a_cached_plan_with_a_bad_tile_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="tile_rows"):
+        tuning._check_plan({"format": tuning.FORMAT, "knobs": {"tile_rows": 7}}, "plan.json")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import fastrnn as fr
-from fastrnn import _core
+from fastrnn import _core, layers
 from fastrnn import reference as ref
 from tolerances import tolerance
 
@@ -209,10 +209,13 @@ def test_thread_count_is_range_checked_with_value_errors(threads):
 
 
 def _models():
-    """Layers and cells of every kind with work enough to be split (min_parallel_work=0)."""
+    """Layers and cells of every kind with work enough to be split (min_parallel_work=0); the
+    2-layer projected LSTM at a batch of one (a variant: no unit split) runs forward and
+    backward as a wavefront (in chunks of 5 steps) whenever the pool has two threads or more."""
     return [fr.LSTM(3, 16, seed=1), fr.GRU(3, 16, seed=2, bidirectional=True),
             fr.RNN(3, 16, seed=3, nonlinearity="relu", num_layers=2), fr.LSTM(3, 32, seed=4),
-            fr.LSTMCell(3, 48, seed=5), fr.GRUCell(3, 48, seed=6)]
+            fr.LSTMCell(3, 48, seed=5), fr.GRUCell(3, 48, seed=6),
+            fr.LSTM(3, 32, seed=7, num_layers=2, proj_size=16)]
 
 
 def _run_model(m, x, x1):
@@ -227,19 +230,19 @@ def _run_model(m, x, x1):
         one = np.ones_like(out[-1])
         grads = [m.backward((one, None) if isinstance(m, fr.LSTMCell) else one)[0] for _ in out]
         return out + grads + [g.copy() for g in m.grads.values()]
-    xb = x1 if m.hidden_size == 32 else x  # the 32-unit LSTM runs a batch of one (unit split)
+    xb = x1 if m.hidden_size == 32 else x  # the 32-unit LSTMs run a batch of one (unit split, wavefront)
     y, _ = m(xb)
     return [y, m.backward(np.ones_like(y))[0]] + [g.copy() for g in m.grads.values()]
 
 
-def test_concurrent_callers_with_changing_thread_counts_get_their_results(plan_knobs, threads):
+def test_concurrent_callers_with_changing_thread_counts_get_their_results(plan_knobs, threads, monkeypatch):
     """Python threads run layers (row ranges, directions, a batch of one split by units) and cells
     (split steps) on the one pool while another thread keeps changing the thread count (joining
     and restarting the workers): no call may hang, fail, or give a result that differs in any
     way from the one computed alone (to rounding: how rows are split depends on the thread count,
     and the packed micro-kernel serves only some row counts). A caller that finds the pool busy
     runs its jobs itself, and any set of jobs (unit tasks included) completes on one thread."""
-    plan_knobs(min_parallel_work=0, cell_split_work=0, units=True)
+    plan_knobs(min_parallel_work=0, cell_split_work=0, units=True, wave_chunk=5)
     rng = np.random.default_rng(6)
     x = rng.standard_normal((12, 9, 3)).astype(np.float32)
     x1 = rng.standard_normal((30, 1, 3)).astype(np.float32)
@@ -249,6 +252,14 @@ def test_concurrent_callers_with_changing_thread_counts_get_their_results(plan_k
         m.zero_grad() if hasattr(m, "zero_grad") else None
         want.append(_run_model(m, x, x1))
     threads(2)
+    waves = []  # the backward wavefronts that ran (list.append is atomic under the GIL)
+    orig = layers._RNNBase._backward_wave
+
+    def spy(self, *args):
+        waves.append(1)
+        return orig(self, *args)
+
+    monkeypatch.setattr(layers._RNNBase, "_backward_wave", spy)
     models = [_models() for _ in range(2)]  # two callers per model kind
     errors, got = [], {}
     stop = threading.Event()
@@ -280,6 +291,7 @@ def test_concurrent_callers_with_changing_thread_counts_get_their_results(plan_k
     changer.join(timeout=60)
     assert not any(t.is_alive() for t in workers + [changer]), "a call never finished"
     assert not errors, errors
+    assert waves, "no wavefront ran while the threads competed"
     for (i, j), res in got.items():
         assert len(res) == len(want[j])
         for a, b in zip(res, want[j]):

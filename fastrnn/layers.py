@@ -723,10 +723,11 @@ class _RNNBase(_Module):
         # (the unit split, which a test may force on a wavefront, has its own backward)
         nchunks = 0
         if wave is not None and mid is None:
+            lags = self._wave_lags(layers, T, B, wave[1])
             nchunks = _core.plan_wave_backward(self._cell, T, B, layers[0][0].shape[2], H, self.num_layers,
-                                               self._wave_lags(layers, T, B, wave[1])[1][0])
+                                               lags[1][0])
         if nchunks:
-            dy = self._backward_wave(layers, dy, dh_n, dc_n, dh0, dc0, dhs_all, T, B, nchunks, wave[1])
+            dy = self._backward_wave(layers, dy, dh_n, dc_n, dh0, dc0, dhs_all, T, B, lags, nchunks, wave[1])
         else:
             dy = self._backward_layers(layers, lengths, T, B, mid, dy, dh_n, dc_n, dh0, dc0, dhs_all)
         if state_grads:
@@ -864,7 +865,7 @@ class _RNNBase(_Module):
             dy = dx
         return dy
 
-    def _backward_wave(self, layers, dy, dh_n, dc_n, dh0, dc0, dhs_all, T, B, nchunks, nrows):
+    def _backward_wave(self, layers, dy, dh_n, dc_n, dh0, dc0, dhs_all, T, B, lags, nchunks, nrows):
         """The wavefront's backward, on the forward's chunks and row ranges: in reverse time,
         round r runs layer l's reverse loop over its chunk n-1-(r - lag(l)) (each a
         recur_backward over a time slice, started from the dh (and dc) its later chunk carried
@@ -908,7 +909,7 @@ class _RNNBase(_Module):
         # ends, which chunk c + 1 gives back and chunk c starts from
         dhst = np.empty((L, max(nt - 1, 1), B, R), self.dtype)
         dcst = np.empty((L, max(nt - 1, 1), B, H), self.dtype) if dc0 is not None else None
-        loop_dx, lag = self._wave_lags(layers, T, B, nrows)
+        loop_dx, lag = lags  # _wave_lags, as the plan of the chunks took them
         for s, in_loop in zip(ops, loop_dx):
             s["loop_dx"] = in_loop
         nrounds = nt + lag[0] + 1

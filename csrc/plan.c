@@ -148,13 +148,17 @@ int fr_plan_units_mid(fr_cell cell, int T, int B, int H, int dirs, int has_lengt
 
 /* The wavefront's chunks for a round overhead o (multiply-adds) and E rounds of pipeline fill:
  * n chunks take n + E rounds of T/n steps of `step` multiply-adds plus o each, and
- * (n + E)(T step / n + o) is least at n = sqrt(E T step / o); at most maxn (4-step chunks). */
-static int64_t wave_n(int T, int64_t step, int64_t fill, double o, int maxn)
+ * (n + E)(T step / n + o) is least at n = sqrt(E T step / o); within 1..maxn (4-step chunks). */
+static int wave_n(int T, int64_t step, int64_t fill, double o, int maxn)
 {
-    if (knobs.wave_chunk > 0) /* the test override: forward and backward alike */
-        return T / knobs.wave_chunk + (T % knobs.wave_chunk != 0); /* no overflow for any knob */
-    const double best = sqrt((double)fill * (double)T * (double)step / (o > 1.0 ? o : 1.0));
-    return best >= (double)maxn ? maxn : (int64_t)(best + 0.5);
+    int64_t n;
+    if (knobs.wave_chunk > 0) { /* the test override: forward and backward alike */
+        n = T / knobs.wave_chunk + (T % knobs.wave_chunk != 0); /* no overflow for any knob */
+    } else {
+        const double best = sqrt((double)fill * (double)T * (double)step / (o > 1.0 ? o : 1.0));
+        n = best >= (double)maxn ? maxn : (int64_t)(best + 0.5);
+    }
+    return n > maxn ? maxn : (n < 1 ? 1 : (int)n);
 }
 
 /* one step of the heaviest layer: layers above the first read H (or P <= H) inputs */
@@ -196,13 +200,11 @@ int fr_plan_wave_chunks(fr_cell cell, int T, int B, int D, int H, int layers, in
     }
     /* E = 2(L - 1) when the layers above the first project their input a round before their
      * loop (a batch of one, where the wavefront is chosen; fused: L - 1) */
-    int64_t n = wave_n(T, step, 2 * (int64_t)(layers - 1),
-                       knobs.wave_round_work > 0 ? (double)knobs.wave_round_work : 1.0, maxn);
-    if (n > maxn) n = maxn;
-    if (n < 1) n = 1;
+    const int n = wave_n(T, step, 2 * (int64_t)(layers - 1),
+                         knobs.wave_round_work > 0 ? (double)knobs.wave_round_work : 1.0, maxn);
     /* one chunk is layer by layer with extra hand-offs: only a test forces it */
     if (knobs.wave < 0 && n < 2) return 0;
-    return (int)n;
+    return n;
 }
 
 int fr_plan_wave_backward_chunks(fr_cell cell, int T, int B, int D, int H, int layers, int fill)
@@ -225,11 +227,9 @@ int fr_plan_wave_backward_chunks(fr_cell cell, int T, int B, int D, int H, int l
     const int64_t step = wave_step(cell, B, D, H);
     const double o = (knobs.wave_round_work > 0 ? (double)knobs.wave_round_work : 1.0)
                      + 12.0 * layers * (double)step;
-    int64_t n = wave_n(T, step, fill > 0 ? fill : 1, o, maxn);
-    if (n > maxn) n = maxn;
-    if (n < 1) n = 1;
+    const int n = wave_n(T, step, fill > 0 ? fill : 1, o, maxn);
     if (knobs.wave < 0 && n < 2) return 0;
-    return (int)n;
+    return n;
 }
 
 int fr_plan_cell_mid(fr_cell cell, int B, int D, int H, int variants, int nthreads)

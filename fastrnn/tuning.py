@@ -261,8 +261,8 @@ def _train_step(cls, T, B, D, H, rng):
     return step
 
 
-def _inference(cls, T, B, D, H, rng):
-    m = cls(D, H, seed=0, dtype=np.float32)
+def _inference(cls, T, B, D, H, rng, num_layers=1):
+    m = cls(D, H, num_layers=num_layers, seed=0, dtype=np.float32)
     m.eval()
     x = rng.standard_normal((T, B, D)).astype(np.float32)
     return lambda: m(x)
@@ -328,13 +328,6 @@ def _measure(knob, ladder, per_point, log):
     return _choose(pts, _core.plan_knobs()[knob], above), pts
 
 
-def _stack_inference(L, T, D, H, rng):
-    from .layers import LSTM
-    m = LSTM(D, H, num_layers=L, seed=0, dtype=np.float32).eval()
-    x = rng.standard_normal((T, 1, D)).astype(np.float32)
-    return lambda: m(x)
-
-
 def _measure_round_work(per_point, log):
     """(wave_round_work, [(value, wavefront time / layer-by-layer time)]): the wavefront's
     per-round overhead o sets its chunk count, n = sqrt(2(L-1) T s / o) (plan.c), and o itself
@@ -343,7 +336,8 @@ def _measure_round_work(per_point, log):
     LSTM at B = 1 (where the wavefront is chosen) forced through it; the current one is kept
     unless another saves more than 2%."""
     current = _core.plan_knobs()["wave_round_work"]
-    run = _stack_inference(2, 1000, 16, 48, np.random.default_rng(0))
+    from .layers import LSTM
+    run = _inference(LSTM, 1000, 1, 16, 48, np.random.default_rng(0), num_layers=2)
     plain = _with_knobs({"wave": False}, run)
     pts = []
     for f in (0.25, 0.5, 1, 2, 4):
@@ -383,6 +377,10 @@ def _measure_tile_rows(per_point, log):
     return (best if cost[best] < cost[current] - 0.02 * len(cases) else current), pts
 
 
+# the knobs measured without a size ladder: knob -> (measure(per_point, log), timed pairs)
+_OWN = {"wave_round_work": (_measure_round_work, 5), "tile_rows": (_measure_tile_rows, 4)}
+
+
 def tune(seconds=30.0, save=True, apply=True, verbose=False):
     """Measure this machine's thread-split crossovers (about ``seconds`` in all; run it on an
     otherwise idle machine) and return {"knobs", "previous", "measured", "other_load", "path",
@@ -405,16 +403,13 @@ def tune(seconds=30.0, save=True, apply=True, verbose=False):
         log("one thread in the pool: no split to tune")
     ladders = _ladders()
     t0 = time.perf_counter()
-    timed = {"wave_round_work": 5, "tile_rows": 4}  # the measurements without a ladder: their timed pairs
-    per_point = float(seconds) / sum(len(ladders[n][3]) if n in ladders else timed[n] for n in names)
+    per_point = float(seconds) / sum(len(ladders[n][3]) if n in ladders else _OWN[n][1] for n in names)
     knobs, measured = {}, {}
     try:
         with _OtherLoad() as load:
             for name in names:
-                if name == "wave_round_work":
-                    knobs[name], pts = _measure_round_work(per_point, log)
-                elif name == "tile_rows":
-                    knobs[name], pts = _measure_tile_rows(per_point, log)
+                if name in _OWN:
+                    knobs[name], pts = _OWN[name][0](per_point, log)
                 else:
                     knobs[name], pts = _measure(name, ladders[name], per_point, log)
                 measured[name] = [[int(w), round(float(r), 4)] for w, r in pts]

@@ -180,7 +180,7 @@ class Dense(Layer):
         if xt is not None:
             z = z.transpose(1, 0, 2)  # time-major memory again, seen as (N, T, units)
         if training:
-            self._stack.append((x, z))
+            self._stack.append((x, xt, z))
         return z
 
     def _affine(self, x):
@@ -198,7 +198,7 @@ class Dense(Layer):
         return z
 
     def backward(self, dy):
-        x, out = self._stack.pop()
+        x, xt, out = self._stack.pop()
         a = self.activation
         if a == "relu":
             dy = dy * (out > 0)
@@ -207,7 +207,6 @@ class Dense(Layer):
         elif a == "sigmoid":
             dy = dy * out * (1 - out)
         W = self.params["weight"]
-        xt = _time_major(x)
         if xt is not None:
             # The forward's time-major rows: dy (units wide, usually far narrower than x) is
             # brought to their order, and dx goes back time-major as an (N, T, F) view, which a
